@@ -1,0 +1,216 @@
+//! Types shared by the XDP program (`lb-ebpf`) and the control plane (`lb-user`).
+//!
+//! Every map key and value is `#[repr(C)]` with explicit padding so that both
+//! sides agree on the byte layout and hash-map keys never carry stray bytes.
+//! Addresses and ports are kept in **network byte order**, exactly as they
+//! appear on the wire, so the data plane never swaps bytes on the hot path.
+#![no_std]
+
+pub mod hash;
+
+pub use hash::{flow_hash, source_hash};
+
+/// Names of the BPF maps, looked up by the same string on both sides.
+pub mod map_names {
+    pub const VIPS: &str = "VIPS";
+    pub const RINGS: &str = "RINGS";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const LB_CONFIG: &str = "LB_CONFIG";
+    pub const VIP_STATS: &str = "VIP_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const DROP_STATS: &str = "DROP_STATS";
+    pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+}
+
+/// Name of the XDP entry point in the object file.
+pub const PROGRAM_NAME: &str = "xlb";
+
+/// Most VIPs (address, port, protocol) one instance serves.
+pub const MAX_VIPS: u32 = 16_384;
+/// Size of the backend table. Id 0 is reserved and means "no backend".
+pub const MAX_BACKENDS: u32 = 65_536;
+/// Reserved backend id: an empty Maglev slot.
+pub const NO_BACKEND: u32 = 0;
+/// Default Maglev table size (a prime, as the algorithm requires).
+pub const DEFAULT_RING_SIZE: u32 = 65_537;
+/// Largest Maglev table size accepted (a prime).
+pub const MAX_RING_SIZE: u32 = 1_048_573;
+/// Element 0 of every ring holds the ring size; slots start at this index.
+/// Keeping the size inside the ring map makes the size and the slots one
+/// atomically swapped unit.
+pub const RING_FIRST_SLOT: u32 = 1;
+/// `BPF_F_INNER_MAP`: lets inner rings of different sizes share one outer map.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// Address families, as stored in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers the data plane balances.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Key of the `VIPS` hash map.
+///
+/// IPv4 addresses occupy the first 4 bytes of `addr`, the rest is zero.
+/// `port == 0` is an all-ports VIP, looked up when the exact port misses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Forwarding modes (`VipMeta::mode`).
+pub const MODE_DSR: u32 = 0;
+
+/// `VipMeta::flags`: hash on the client address only (session affinity).
+pub const VIP_F_SOURCE_AFFINITY: u32 = 1 << 0;
+
+/// Value of the `VIPS` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipMeta {
+    /// Index into `RINGS` and `VIP_STATS`; stable for the life of the VIP.
+    pub index: u32,
+    pub mode: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `BackendInfo::flags`: the entry is in use.
+pub const BACKEND_F_ACTIVE: u8 = 1 << 0;
+
+/// Value of the `BACKENDS` array, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendInfo {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub family: u8,
+    pub flags: u8,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// `LbConfig::flags`: this node forwards VIP traffic (VRRP master or standalone).
+pub const LB_F_FORWARDING: u32 = 1 << 0;
+
+/// Value of the single-entry `LB_CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LbConfig {
+    /// MAC address of the NIC the program is attached to (source of DSR frames).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    pub flags: u32,
+}
+
+/// A packet and byte counter pair, kept per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+/// Indices of `GLOBAL_STATS`.
+pub mod global {
+    /// Every packet the program saw.
+    pub const RX: u32 = 0;
+    /// Passed to the kernel (not VIP traffic, or VIP traffic while not forwarding).
+    pub const PASS: u32 = 1;
+    /// Forwarded to a backend.
+    pub const FORWARD: u32 = 2;
+    /// Dropped (see `DROP_STATS` for the reason).
+    pub const DROP: u32 = 3;
+    pub const COUNT: u32 = 4;
+    pub const NAMES: [&str; COUNT as usize] = ["rx", "pass", "forward", "drop"];
+}
+
+/// Drop reasons, indices of `DROP_STATS`.
+pub mod drop {
+    /// IPv4 header shorter than 20 bytes or than its IHL says.
+    pub const IPV4_TRUNCATED: u32 = 0;
+    /// IHL below 5, or version field not 4.
+    pub const IPV4_BAD_HEADER: u32 = 1;
+    /// IPv6 fixed header cut short.
+    pub const IPV6_TRUNCATED: u32 = 2;
+    /// TCP or UDP header cut short (TCP: also a data offset below 5).
+    pub const L4_TRUNCATED: u32 = 3;
+    /// IPv4 fragment to a VIP: no ports to hash on.
+    pub const FRAGMENT: u32 = 4;
+    /// VIP has no ring, or the chosen slot is empty (no healthy backend).
+    pub const NO_BACKEND: u32 = 5;
+    /// The slot names a backend id that is not active.
+    pub const BAD_BACKEND: u32 = 6;
+    pub const COUNT: u32 = 7;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "ipv4_truncated",
+        "ipv4_bad_header",
+        "ipv6_truncated",
+        "l4_truncated",
+        "fragment",
+        "no_backend",
+        "bad_backend",
+    ];
+}
+
+/// The 5-tuple the flow hash is computed over. Address words are the raw
+/// network-order bytes of the packet read as native `u32`s (IPv4: word 0 only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these are #[repr(C)], Copy, contain only integers and byte
+    // arrays, and have explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BackendInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<VipMeta>(), 16);
+        assert_eq!(size_of::<BackendInfo>(), 28);
+        assert_eq!(size_of::<LbConfig>(), 12);
+        assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<FlowKey>(), 40);
+    }
+}
