@@ -1,1 +1,780 @@
-//! (placeholder; being written)
+//! Blocking rtnetlink queries for the control plane.
+//!
+//! The data plane forwards by rewriting the destination MAC, so backend MACs
+//! must come from the kernel's neighbour table (never from configuration),
+//! and backends the kernel has not resolved yet must be nudged into it.
+//!
+//! Every call opens its own `NETLINK_ROUTE` socket. A socket is bound to the
+//! network namespace of the thread that creates it, so each call acts on the
+//! namespace of the calling thread at the time of the call.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::num::NonZeroI32;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
+    NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{Socket, SocketAddr};
+
+/// A network interface as the load balancer needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    /// Administratively up (`IFF_UP`); says nothing about carrier.
+    pub up: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("interface {0} not found")]
+    InterfaceNotFound(String),
+    #[error("interface with index {0} not found")]
+    InterfaceIndexNotFound(u32),
+    #[error("interface {name} has no Ethernet address (hardware address is {len} bytes)")]
+    NotEthernet { name: String, len: usize },
+    #[error("{op}: netlink socket error: {source}")]
+    Socket {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op} failed: {source}{}", kernel_detail(.detail))]
+    Kernel {
+        op: String,
+        #[source]
+        source: io::Error,
+        /// The kernel's extended-ack message, when it sent one.
+        detail: Option<String>,
+    },
+    #[error("{op}: unexpected reply from the kernel: {detail}")]
+    Protocol { op: String, detail: String },
+}
+
+impl NetlinkError {
+    /// The errno behind the failure, if the kernel or the socket reported one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Self::Socket { source, .. } | Self::Kernel { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+fn kernel_detail(detail: &Option<String>) -> String {
+    detail
+        .as_deref()
+        .map(|msg| format!(" ({msg})"))
+        .unwrap_or_default()
+}
+
+/// Looks an interface up by name (or altname) with `RTM_GETLINK`.
+pub fn interface_by_name(name: &str) -> Result<Interface, NetlinkError> {
+    // The kernel rejects over-long names with EINVAL/ERANGE rather than
+    // ENODEV; such a name cannot exist, so report it as not found.
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(NetlinkError::InterfaceNotFound(name.to_owned()));
+    }
+    let op = format!("RTM_GETLINK for interface {name}");
+    let mut request = LinkMessage::default();
+    request
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    let mut conn = Connection::open(&op)?;
+    let replies = conn
+        .request(RouteNetlinkMessage::GetLink(request), NLM_F_ACK, &op)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENODEV) => NetlinkError::InterfaceNotFound(name.to_owned()),
+            _ => e,
+        })?;
+    let link = single_link(replies, &op)?;
+    interface_from_link(link, name)
+}
+
+/// MACs of usable neighbour entries on `ifindex` (states REACHABLE, STALE,
+/// DELAY, PROBE, PERMANENT, NOARP with a 6-byte lladdr; not INCOMPLETE or
+/// FAILED), IPv4 and IPv6, from one `RTM_GETNEIGH` dump.
+pub fn neighbours(ifindex: u32) -> Result<HashMap<IpAddr, [u8; 6]>, NetlinkError> {
+    let op = format!("RTM_GETNEIGH dump on interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    // A dump filtered on a missing ifindex is merely empty; a vanished
+    // interface must not look like one with no neighbours.
+    link_by_index(&mut conn, ifindex)?;
+    let mut request = NeighbourMessage::default();
+    // AF_UNSPEC covers the ARP and ND tables in one dump; NDA_IFINDEX makes
+    // the kernel filter by device.
+    request
+        .attributes
+        .push(NeighbourAttribute::IfIndex(ifindex));
+    let replies = conn.request(RouteNetlinkMessage::GetNeighbour(request), NLM_F_DUMP, &op)?;
+    Ok(replies
+        .iter()
+        .filter_map(|reply| match reply {
+            RouteNetlinkMessage::NewNeighbour(msg) => usable_neighbour(msg, ifindex),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Asks the kernel to resolve `addr` on `ifindex` (ARP request / neighbour
+/// solicitation sent by the kernel itself), creating the entry if needed.
+///
+/// Equivalent to `ip neigh replace ADDR dev DEV use`, except that a new entry
+/// is created in state NONE rather than PERMANENT, so it stays subject to
+/// garbage collection. PERMANENT and NOARP entries are left untouched: the
+/// kernel strips NUD_PERMANENT from an entry that receives NTF_USE. A
+/// non-permanent entry turned permanent by someone else between our lookup
+/// and our request would still lose that state; netlink offers no
+/// compare-and-set to close that window.
+pub fn probe_neighbour(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+    let op = format!("RTM_NEWNEIGH (NTF_USE) for {addr} on interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    for _ in 0..PROBE_ATTEMPTS {
+        let existing = lookup_neighbour(&mut conn, ifindex, addr)?;
+        if let Some(state) = existing.filter(|&s| is_static(s)) {
+            tracing::debug!(%addr, ifindex, %state, "static neighbour entry, not probing");
+            return Ok(());
+        }
+        // Without an entry, NLM_F_EXCL makes the kernel refuse (EEXIST) if one
+        // appeared since the lookup, as it might be permanent; with one,
+        // leaving out NLM_F_CREATE makes it refuse (ENOENT) if it vanished.
+        let (flags, race_errno) = match existing {
+            None => (NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, libc::EEXIST),
+            Some(_) => (NLM_F_ACK, libc::ENOENT),
+        };
+        let request = RouteNetlinkMessage::NewNeighbour(use_request(ifindex, addr));
+        match conn.request(request, flags, &op) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(race_errno) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                return Err(NetlinkError::InterfaceIndexNotFound(ifindex));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(NetlinkError::Protocol {
+        op,
+        detail: format!("the entry kept changing under us {PROBE_ATTEMPTS} times in a row"),
+    })
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+const PROBE_ATTEMPTS: usize = 3;
+const DUMP_ATTEMPTS: usize = 5;
+/// Dump replies come in datagrams of at most 32 KiB; larger single replies
+/// are handled by peeking at their size first.
+const RECV_BUF_LEN: usize = 32 * 1024;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSG_HDRLEN: usize = 16;
+
+const NUD_REACHABLE: u16 = 0x02;
+const NUD_STALE: u16 = 0x04;
+const NUD_DELAY: u16 = 0x08;
+const NUD_PROBE: u16 = 0x10;
+const NUD_NOARP: u16 = 0x40;
+const NUD_PERMANENT: u16 = 0x80;
+/// The kernel's NUD_VALID: states in which an entry carries a link-layer
+/// address that may be used.
+const NUD_VALID: u16 =
+    NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
+
+/// The state is a bit mask in the kernel; the crate's enum only names single
+/// bits, so test bits rather than match variants.
+fn is_usable(state: NeighbourState) -> bool {
+    u16::from(state) & NUD_VALID != 0
+}
+
+/// Entries an administrator (or the kernel, for NOARP devices) pinned; the
+/// kernel never resolves them, so a probe has nothing to do but harm.
+fn is_static(state: NeighbourState) -> bool {
+    u16::from(state) & (NUD_PERMANENT | NUD_NOARP) != 0
+}
+
+fn usable_neighbour(msg: &NeighbourMessage, ifindex: u32) -> Option<(IpAddr, [u8; 6])> {
+    if msg.header.ifindex != ifindex
+        || !is_usable(msg.header.state)
+        || msg.header.flags.contains(NeighbourFlags::Proxy)
+    {
+        return None;
+    }
+    let mut ip = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some((*a).into()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some((*a).into()),
+            NeighbourAttribute::LinkLayerAddress(lladdr) => {
+                mac = <[u8; 6]>::try_from(lladdr.as_slice()).ok();
+            }
+            _ => {}
+        }
+    }
+    Some((ip?, mac?))
+}
+
+fn address_family(addr: IpAddr) -> AddressFamily {
+    match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn use_request(ifindex: u32, addr: IpAddr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = address_family(addr);
+    msg.header.ifindex = ifindex;
+    // ip(8) sends PERMANENT here; the kernel ignores the state under NTF_USE
+    // but would still exempt a newly created entry from garbage collection.
+    msg.header.state = NeighbourState::None;
+    msg.header.flags = NeighbourFlags::Use;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(addr.into()));
+    msg
+}
+
+/// The state of the entry for `addr` on `ifindex`, or `None` if there is none.
+fn lookup_neighbour(
+    conn: &mut Connection,
+    ifindex: u32,
+    addr: IpAddr,
+) -> Result<Option<NeighbourState>, NetlinkError> {
+    let op = format!("RTM_GETNEIGH for {addr} on interface index {ifindex}");
+    let mut request = NeighbourMessage::default();
+    request.header.family = address_family(addr);
+    request.header.ifindex = ifindex;
+    request
+        .attributes
+        .push(NeighbourAttribute::Destination(addr.into()));
+    match conn.request(RouteNetlinkMessage::GetNeighbour(request), NLM_F_ACK, &op) {
+        Ok(replies) => replies
+            .into_iter()
+            .find_map(|reply| match reply {
+                RouteNetlinkMessage::NewNeighbour(msg) => Some(Some(msg.header.state)),
+                _ => None,
+            })
+            .ok_or_else(|| NetlinkError::Protocol {
+                op,
+                detail: "acknowledged without a neighbour entry".into(),
+            }),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            Some(libc::ENODEV) => Err(NetlinkError::InterfaceIndexNotFound(ifindex)),
+            _ => Err(e),
+        },
+    }
+}
+
+fn link_by_index(conn: &mut Connection, ifindex: u32) -> Result<LinkMessage, NetlinkError> {
+    // Index 0 means "look up by name" to the kernel.
+    if ifindex == 0 {
+        return Err(NetlinkError::InterfaceIndexNotFound(ifindex));
+    }
+    let op = format!("RTM_GETLINK for interface index {ifindex}");
+    let mut request = LinkMessage::default();
+    request.header.index = ifindex;
+    let replies = conn
+        .request(RouteNetlinkMessage::GetLink(request), NLM_F_ACK, &op)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENODEV) => NetlinkError::InterfaceIndexNotFound(ifindex),
+            _ => e,
+        })?;
+    single_link(replies, &op)
+}
+
+fn single_link(replies: Vec<RouteNetlinkMessage>, op: &str) -> Result<LinkMessage, NetlinkError> {
+    replies
+        .into_iter()
+        .find_map(|reply| match reply {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
+            _ => None,
+        })
+        .ok_or_else(|| NetlinkError::Protocol {
+            op: op.to_owned(),
+            detail: "acknowledged without a link".into(),
+        })
+}
+
+fn interface_from_link(link: LinkMessage, requested: &str) -> Result<Interface, NetlinkError> {
+    let mut name = None;
+    let mut address = None;
+    for attr in link.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => name = Some(n),
+            LinkAttribute::Address(a) => address = Some(a),
+            _ => {}
+        }
+    }
+    // A lookup by altname answers with the primary name, which is the one
+    // worth reporting.
+    let name = name.unwrap_or_else(|| requested.to_owned());
+    let address = address.unwrap_or_default();
+    let Ok(mac) = <[u8; 6]>::try_from(address.as_slice()) else {
+        return Err(NetlinkError::NotEthernet {
+            name,
+            len: address.len(),
+        });
+    };
+    Ok(Interface {
+        name,
+        index: link.header.index,
+        mac,
+        up: link.header.flags.contains(LinkFlags::Up),
+    })
+}
+
+/// The kernel's extended-ack text from the TLVs that trail an error or done
+/// message, if `flags` says there are any.
+fn extack_message(flags: u16, tlvs: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    NlasIterator::new(tlvs)
+        .map_while(Result::ok)
+        .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
+        .map(|nla| {
+            let text = nla.value();
+            let text = text.split(|&b| b == 0).next().unwrap_or(text);
+            String::from_utf8_lossy(text).into_owned()
+        })
+}
+
+/// The TLVs of an NLMSG_ERROR payload sit after the echoed request: just its
+/// header when the kernel capped it, the whole request otherwise.
+fn error_tlvs(flags: u16, echoed: &[u8]) -> &[u8] {
+    let echoed_len = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        echoed
+            .get(..4)
+            .and_then(|len| <[u8; 4]>::try_from(len).ok())
+            .map_or(echoed.len(), |len| align4(u32::from_ne_bytes(len) as usize))
+    };
+    echoed.get(echoed_len..).unwrap_or_default()
+}
+
+fn align4(len: usize) -> usize {
+    len.saturating_add(3) & !3
+}
+
+fn kernel_error(op: &str, code: NonZeroI32, flags: u16, tlvs: &[u8]) -> NetlinkError {
+    let errno = i32::try_from(code.get().unsigned_abs()).unwrap_or(i32::MAX);
+    NetlinkError::Kernel {
+        op: op.to_owned(),
+        source: io::Error::from_raw_os_error(errno),
+        detail: extack_message(flags, tlvs),
+    }
+}
+
+/// One request/response socket; replies are matched by sequence number so
+/// leftovers of an abandoned exchange are skipped.
+struct Connection {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+enum Outcome {
+    Complete(Vec<RouteNetlinkMessage>),
+    /// The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR).
+    Interrupted,
+}
+
+impl Connection {
+    fn open(op: &str) -> Result<Self, NetlinkError> {
+        let socket_error = |source: io::Error| NetlinkError::Socket {
+            op: op.to_owned(),
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(socket_error)?;
+        socket.bind_auto().map_err(socket_error)?;
+        // A connected netlink socket refuses unicasts from anyone but the
+        // kernel, so no other process can forge replies.
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(socket_error)?;
+        // Both only improve error reports, so a kernel lacking them is fine.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+        Ok(Self {
+            socket,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF_LEN),
+        })
+    }
+
+    /// Sends `message` and collects the replies: up to NLMSG_DONE for a dump
+    /// (`flags` containing NLM_F_DUMP), up to the ACK otherwise (callers of
+    /// non-dumps pass NLM_F_ACK, or this would wait forever).
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        op: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        for _ in 0..DUMP_ATTEMPTS {
+            match self.exchange(message.clone(), flags, op)? {
+                Outcome::Complete(replies) => return Ok(replies),
+                Outcome::Interrupted => continue,
+            }
+        }
+        Err(NetlinkError::Protocol {
+            op: op.to_owned(),
+            detail: format!("dump interrupted by concurrent changes {DUMP_ATTEMPTS} times"),
+        })
+    }
+
+    fn exchange(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        op: &str,
+    ) -> Result<Outcome, NetlinkError> {
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        self.send(&bytes, op)?;
+
+        let protocol = |detail: String| NetlinkError::Protocol {
+            op: op.to_owned(),
+            detail,
+        };
+        let mut replies = Vec::new();
+        let mut interrupted = false;
+        loop {
+            self.recv(op)?;
+            let mut offset = 0;
+            while offset < self.buf.len() {
+                let chunk = &self.buf[offset..];
+                let frame =
+                    NetlinkBuffer::new_checked(chunk).map_err(|e| protocol(e.to_string()))?;
+                let len = frame.length() as usize;
+                offset += align4(len);
+                if frame.sequence_number() != seq {
+                    continue;
+                }
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&chunk[..len])
+                    .map_err(|e| protocol(e.to_string()))?;
+                let msg_flags = msg.header.flags;
+                interrupted |= msg_flags & NLM_F_DUMP_INTR != 0;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(reply) => replies.push(reply),
+                    NetlinkPayload::Error(err) => match err.code {
+                        Some(code) => {
+                            let tlvs = error_tlvs(msg_flags, &err.header);
+                            return Err(kernel_error(op, code, msg_flags, tlvs));
+                        }
+                        None if !dump => return Ok(Outcome::Complete(replies)),
+                        None => {}
+                    },
+                    NetlinkPayload::Done(done) => {
+                        if let Some(code) = NonZeroI32::new(done.code).filter(|c| c.get() < 0) {
+                            return Err(kernel_error(op, code, msg_flags, &done.extended_ack));
+                        }
+                        return Ok(if interrupted {
+                            Outcome::Interrupted
+                        } else {
+                            Outcome::Complete(replies)
+                        });
+                    }
+                    NetlinkPayload::Overrun(_) => {
+                        return Err(protocol("receive buffer overrun".into()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn send(&self, bytes: &[u8], op: &str) -> Result<(), NetlinkError> {
+        loop {
+            match self.socket.send(bytes, 0) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(NetlinkError::Socket {
+                        op: op.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads one whole datagram into `self.buf`, growing it if the datagram
+    /// is larger than the buffer (a single link with many VFs can be).
+    fn recv(&mut self, op: &str) -> Result<(), NetlinkError> {
+        let socket_error = |source: io::Error| NetlinkError::Socket {
+            op: op.to_owned(),
+            source,
+        };
+        loop {
+            self.buf.clear();
+            let size = match self
+                .socket
+                .recv(&mut self.buf, libc::MSG_PEEK | libc::MSG_TRUNC)
+            {
+                Ok(size) => size,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(socket_error(e)),
+            };
+            self.buf.clear();
+            self.buf.reserve(size);
+            match self.socket.recv(&mut self.buf, 0) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(socket_error(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use netlink_packet_core::{Emitable, Nla};
+
+    use super::*;
+
+    #[test]
+    fn format_mac_is_lowercase_colon_separated() {
+        assert_eq!(
+            format_mac(&[0xaa, 0xbb, 0x0c, 0x00, 0xee, 0xff]),
+            "aa:bb:0c:00:ee:ff"
+        );
+        assert_eq!(format_mac(&[0; 6]), "00:00:00:00:00:00");
+    }
+
+    #[test]
+    fn usable_states_are_exactly_the_valid_ones() {
+        use NeighbourState::*;
+        for state in [Reachable, Stale, Delay, Probe, Permanent, Noarp] {
+            assert!(is_usable(state), "{state} should be usable");
+        }
+        for state in [Incomplete, Failed, None, Other(0x100)] {
+            assert!(!is_usable(state), "{state} should not be usable");
+        }
+        // A combined mask is usable as soon as one valid bit is set.
+        assert!(is_usable(Other(NUD_STALE | 0x100)));
+    }
+
+    #[test]
+    fn only_permanent_and_noarp_are_static() {
+        use NeighbourState::*;
+        assert!(is_static(Permanent));
+        assert!(is_static(Noarp));
+        for state in [Incomplete, Reachable, Stale, Delay, Probe, Failed, None] {
+            assert!(!is_static(state), "{state} should be probed");
+        }
+    }
+
+    fn neighbour(
+        ifindex: u32,
+        state: NeighbourState,
+        dst: IpAddr,
+        lladdr: Option<&[u8]>,
+    ) -> NeighbourMessage {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = address_family(dst);
+        msg.header.ifindex = ifindex;
+        msg.header.state = state;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(dst.into()));
+        if let Some(lladdr) = lladdr {
+            msg.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(lladdr.to_vec()));
+        }
+        msg
+    }
+
+    #[test]
+    fn usable_neighbour_filters_on_interface_state_and_lladdr() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let v4: IpAddr = Ipv4Addr::new(198, 18, 0, 2).into();
+        let v6: IpAddr = "fd00::2".parse::<Ipv6Addr>().unwrap().into();
+
+        let reachable = neighbour(3, NeighbourState::Reachable, v4, Some(&mac));
+        assert_eq!(usable_neighbour(&reachable, 3), Some((v4, mac)));
+        let permanent6 = neighbour(3, NeighbourState::Permanent, v6, Some(&mac));
+        assert_eq!(usable_neighbour(&permanent6, 3), Some((v6, mac)));
+
+        assert_eq!(usable_neighbour(&reachable, 4), None, "other interface");
+        let incomplete = neighbour(3, NeighbourState::Incomplete, v4, None);
+        assert_eq!(usable_neighbour(&incomplete, 3), None);
+        let failed = neighbour(3, NeighbourState::Failed, v4, Some(&mac));
+        assert_eq!(usable_neighbour(&failed, 3), None);
+        let short = neighbour(3, NeighbourState::Stale, v4, Some(&mac[..4]));
+        assert_eq!(usable_neighbour(&short, 3), None, "non-Ethernet lladdr");
+        let mut proxy = reachable.clone();
+        proxy.header.flags = NeighbourFlags::Proxy;
+        assert_eq!(usable_neighbour(&proxy, 3), None);
+    }
+
+    #[test]
+    fn use_request_asks_for_resolution_without_pinning() {
+        let addr: IpAddr = Ipv4Addr::new(198, 18, 0, 9).into();
+        let msg = use_request(7, addr);
+        assert_eq!(msg.header.ifindex, 7);
+        assert_eq!(msg.header.family, AddressFamily::Inet);
+        assert_eq!(msg.header.state, NeighbourState::None);
+        assert_eq!(msg.header.flags, NeighbourFlags::Use);
+        assert_eq!(
+            msg.attributes,
+            vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::new(198, 18, 0, 9)
+            ))]
+        );
+    }
+
+    fn link(index: u32, up: bool, attributes: Vec<LinkAttribute>) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if up {
+            msg.header.flags = LinkFlags::Up | LinkFlags::Broadcast;
+        }
+        msg.attributes = attributes;
+        msg
+    }
+
+    #[test]
+    fn interface_from_link_takes_kernel_name_index_mac_and_up() {
+        let msg = link(
+            5,
+            true,
+            vec![
+                LinkAttribute::IfName("eth0".into()),
+                LinkAttribute::Mtu(1500),
+                LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]),
+            ],
+        );
+        assert_eq!(
+            interface_from_link(msg, "altname0").unwrap(),
+            Interface {
+                name: "eth0".into(),
+                index: 5,
+                mac: [2, 0, 0, 0, 0, 9],
+                up: true,
+            }
+        );
+        let down = link(6, false, vec![LinkAttribute::Address(vec![0; 6])]);
+        let iface = interface_from_link(down, "veth1").unwrap();
+        assert_eq!(iface.name, "veth1");
+        assert!(!iface.up);
+    }
+
+    #[test]
+    fn interface_without_ethernet_address_is_an_error() {
+        let tun = link(8, true, vec![LinkAttribute::IfName("tun0".into())]);
+        let err = interface_from_link(tun, "tun0").unwrap_err();
+        assert!(matches!(err, NetlinkError::NotEthernet { len: 0, .. }));
+        assert!(err.to_string().contains("tun0"), "{err}");
+    }
+
+    #[test]
+    fn error_messages_name_what_they_concern() {
+        let err = NetlinkError::InterfaceNotFound("nope0".into());
+        assert_eq!(err.to_string(), "interface nope0 not found");
+        assert_eq!(
+            NetlinkError::InterfaceIndexNotFound(42).to_string(),
+            "interface with index 42 not found"
+        );
+        let err = kernel_error(
+            "RTM_NEWNEIGH (NTF_USE) for 198.18.0.1 on interface index 3",
+            NonZeroI32::new(-libc::EINVAL).unwrap(),
+            0,
+            &[],
+        );
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("RTM_NEWNEIGH (NTF_USE) for 198.18.0.1 on interface index 3 failed: ")
+        );
+        assert!(text.ends_with("(os error 22)"), "{text}");
+    }
+
+    fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {
+        let nla = netlink_packet_core::DefaultNla::new(kind, value.to_vec());
+        let mut bytes = vec![0; nla.buffer_len()];
+        nla.emit(&mut bytes);
+        assert_eq!(nla.kind(), kind);
+        bytes
+    }
+
+    #[test]
+    fn extack_message_is_read_after_a_capped_echo() {
+        let mut echoed = vec![0u8; NLMSG_HDRLEN];
+        echoed[..4].copy_from_slice(&64u32.to_ne_bytes());
+        echoed.extend(tlv(3, &4u32.to_ne_bytes())); // NLMSGERR_ATTR_OFFS
+        echoed.extend(tlv(NLMSGERR_ATTR_MSG, b"Invalid link address\0"));
+
+        let flags = NLM_F_CAPPED | NLM_F_ACK_TLVS;
+        let tlvs = error_tlvs(flags, &echoed);
+        assert_eq!(
+            extack_message(flags, tlvs).as_deref(),
+            Some("Invalid link address")
+        );
+        // Without NLM_F_ACK_TLVS the trailing bytes are not TLVs.
+        assert_eq!(extack_message(NLM_F_CAPPED, tlvs), None);
+
+        let err = kernel_error("op", NonZeroI32::new(-libc::EINVAL).unwrap(), flags, tlvs);
+        assert!(err.to_string().ends_with("(Invalid link address)"), "{err}");
+    }
+
+    #[test]
+    fn extack_message_is_read_after_an_uncapped_echo() {
+        // Echo of a 22-byte request, padded to 24.
+        let mut echoed = vec![0u8; 24];
+        echoed[..4].copy_from_slice(&22u32.to_ne_bytes());
+        echoed.extend(tlv(NLMSGERR_ATTR_MSG, b"Unknown device ifindex\0"));
+        let tlvs = error_tlvs(NLM_F_ACK_TLVS, &echoed);
+        assert_eq!(
+            extack_message(NLM_F_ACK_TLVS, tlvs).as_deref(),
+            Some("Unknown device ifindex")
+        );
+        // A truncated echo must not panic.
+        assert_eq!(error_tlvs(0, &[1, 0]), &[] as &[u8]);
+    }
+
+    #[test]
+    fn over_long_or_empty_names_are_not_found_without_asking() {
+        for name in ["", "abcdefghijklmnop", "a\0b"] {
+            let err = interface_by_name(name).unwrap_err();
+            assert!(
+                matches!(&err, NetlinkError::InterfaceNotFound(n) if n == name),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn index_zero_is_not_found() {
+        // Opening a NETLINK_ROUTE socket needs no privilege.
+        let err = neighbours(0).unwrap_err();
+        assert!(
+            matches!(err, NetlinkError::InterfaceIndexNotFound(0)),
+            "{err}"
+        );
+    }
+}
