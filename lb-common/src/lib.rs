@@ -13,6 +13,7 @@ pub use hash::{flow_hash, source_hash};
 /// Names of the BPF maps, looked up by the same string on both sides.
 pub mod map_names {
     pub const VIPS: &str = "VIPS";
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
     pub const RINGS: &str = "RINGS";
     pub const BACKENDS: &str = "BACKENDS";
     pub const LB_CONFIG: &str = "LB_CONFIG";

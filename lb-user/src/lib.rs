@@ -1,8 +1,10 @@
 //! The xlb control plane: loader, map owner, configuration, health and CLI.
 
 pub mod config;
+pub mod dataplane;
 pub mod demo;
 pub mod maglev;
+pub mod maps;
 pub mod netlink;
 pub mod netns;
 pub mod topology;
