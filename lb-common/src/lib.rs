@@ -56,7 +56,7 @@ pub const IPPROTO_UDP: u8 = 17;
 /// IPv4 addresses occupy the first 4 bytes of `addr`, the rest is zero.
 /// `port == 0` is an all-ports VIP, looked up when the exact port misses.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct VipKey {
     pub addr: [u8; 16],
     /// Network byte order.
