@@ -13,6 +13,7 @@ pub use hash::{flow_hash, source_hash};
 /// Names of the BPF maps, looked up by the same string on both sides.
 pub mod map_names {
     pub const VIPS: &str = "VIPS";
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
     pub const RINGS: &str = "RINGS";
     pub const BACKENDS: &str = "BACKENDS";
     pub const LB_CONFIG: &str = "LB_CONFIG";
@@ -55,7 +56,7 @@ pub const IPPROTO_UDP: u8 = 17;
 /// IPv4 addresses occupy the first 4 bytes of `addr`, the rest is zero.
 /// `port == 0` is an all-ports VIP, looked up when the exact port misses.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct VipKey {
     pub addr: [u8; 16],
     /// Network byte order.

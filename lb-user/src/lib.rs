@@ -1,11 +1,22 @@
 //! The xlb control plane: loader, map owner, configuration, health and CLI.
 
 pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
+pub mod dataplane;
 pub mod demo;
 pub mod maglev;
+pub mod maps;
 pub mod netlink;
 pub mod netns;
+pub mod status;
 pub mod topology;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
+
+/// A pass-everything XDP program for the far end of test veths: XDP_TX
+/// frames reach a veth peer reliably only when the peer runs XDP itself.
+pub static XDP_PASS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));

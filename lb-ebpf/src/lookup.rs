@@ -1,0 +1,80 @@
+//! VIP lookup and Maglev backend choice.
+
+use lb_common::{
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FlowKey, NO_BACKEND, RING_FIRST_SLOT,
+    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, flow_hash, source_hash,
+};
+
+use crate::{
+    maps::{BACKENDS, RINGS, VIP_ADDRS, VIPS},
+    parse::Flow,
+};
+
+#[inline(always)]
+fn vip_key(flow: &Flow, port: u16, proto: u8) -> VipKey {
+    let mut addr = [0u8; 16];
+    let dst = flow.key.dst;
+    if flow.family == FAMILY_V4 {
+        addr[..4].copy_from_slice(&dst[0].to_ne_bytes());
+    } else {
+        addr[..4].copy_from_slice(&dst[0].to_ne_bytes());
+        addr[4..8].copy_from_slice(&dst[1].to_ne_bytes());
+        addr[8..12].copy_from_slice(&dst[2].to_ne_bytes());
+        addr[12..].copy_from_slice(&dst[3].to_ne_bytes());
+    }
+    VipKey {
+        addr,
+        port,
+        proto,
+        family: flow.family,
+    }
+}
+
+/// The VIP this flow is addressed to: exact port first, then all-ports.
+#[inline(always)]
+pub fn vip(flow: &Flow) -> Option<VipMeta> {
+    let mut key = vip_key(flow, flow.key.dport, flow.key.proto);
+    // SAFETY: the value is copied out at once; userspace replaces entries
+    // whole (hash map updates are RCU), so the copy is never torn.
+    if let Some(meta) = unsafe { VIPS.get(key) } {
+        return Some(*meta);
+    }
+    key.port = 0;
+    // SAFETY: as above.
+    unsafe { VIPS.get(key) }.copied()
+}
+
+/// Whether the flow's destination address carries any VIP.
+#[inline(always)]
+pub fn is_vip_address(flow: &Flow) -> bool {
+    // SAFETY: only presence is checked; the value is not read.
+    unsafe { VIP_ADDRS.get(vip_key(flow, 0, 0)) }.is_some()
+}
+
+/// Backend for a flow of `meta`'s VIP: hash → ring slot → backend id →
+/// backend. Errors carry the drop reason.
+#[inline(always)]
+pub fn backend(meta: &VipMeta, key: &FlowKey) -> Result<(u32, BackendInfo), u32> {
+    let ring = RINGS.get(meta.index).ok_or(drop::NO_BACKEND)?;
+    // Size and slots come from the same ring map, so they always match.
+    let size = *ring.get(0).ok_or(drop::NO_BACKEND)?;
+    if size == 0 {
+        return Err(drop::NO_BACKEND);
+    }
+    let hash = if meta.flags & VIP_F_SOURCE_AFFINITY != 0 {
+        source_hash(&key.src)
+    } else {
+        flow_hash(key)
+    };
+    let id = *ring
+        .get(RING_FIRST_SLOT + hash % size)
+        .ok_or(drop::NO_BACKEND)?;
+    if id == NO_BACKEND {
+        return Err(drop::NO_BACKEND);
+    }
+    let info = BACKENDS.get(id).ok_or(drop::BAD_BACKEND)?;
+    if info.flags & BACKEND_F_ACTIVE == 0 {
+        return Err(drop::BAD_BACKEND);
+    }
+    Ok((id, *info))
+}

@@ -1,0 +1,51 @@
+//! Every map of the data plane, in one place. Names match `lb_common::map_names`.
+
+use aya_ebpf::{
+    btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    BPF_F_INNER_MAP, BackendInfo, Counters, DEFAULT_RING_SIZE, LbConfig, MAX_BACKENDS, MAX_VIPS,
+    RING_FIRST_SLOT, VipKey, VipMeta, drop, global,
+};
+
+/// One Maglev ring per VIP: element 0 holds the ring size, elements
+/// `1..=size` hold backend ids. The template size is only a default:
+/// `BPF_F_INNER_MAP` lets userspace insert rings of any size.
+pub type Ring =
+    Array<u32, { (DEFAULT_RING_SIZE + RING_FIRST_SLOT) as usize }, { BPF_F_INNER_MAP as usize }>;
+
+/// (address, port, protocol) → VIP.
+#[btf_map]
+pub static VIPS: HashMap<VipKey, VipMeta, { MAX_VIPS as usize }> = HashMap::new();
+
+/// Addresses that carry at least one VIP (value unused). Consulted only on
+/// exceptional paths (fragments, truncated L4) to tell VIP traffic, which is
+/// dropped and counted, from other traffic, which goes to the kernel.
+#[btf_map]
+pub static VIP_ADDRS: HashMap<VipKey, u32, { MAX_VIPS as usize }> = HashMap::new();
+
+/// VIP index → its current Maglev ring. Userspace swaps a whole ring in one
+/// update, so a packet never sees a half-written table.
+#[btf_map]
+pub static RINGS: ArrayOfMaps<Ring, { MAX_VIPS as usize }> = ArrayOfMaps::new();
+
+/// Backend id → where to send. Id 0 is never active.
+#[btf_map]
+pub static BACKENDS: Array<BackendInfo, { MAX_BACKENDS as usize }> = Array::new();
+
+/// Node-wide settings: our MAC and whether we forward (VRRP master).
+#[btf_map]
+pub static LB_CONFIG: Array<LbConfig, 1> = Array::new();
+
+#[btf_map]
+pub static VIP_STATS: PerCpuArray<Counters, { MAX_VIPS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static BACKEND_STATS: PerCpuArray<Counters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static DROP_STATS: PerCpuArray<u64, { drop::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static GLOBAL_STATS: PerCpuArray<Counters, { global::COUNT as usize }> = PerCpuArray::new();

@@ -1,0 +1,187 @@
+//! Header parsing: Ethernet (one 802.1Q tag), IPv4 (with options), IPv6
+//! (fixed header), TCP and UDP. Every read is bounds-checked against
+//! `data_end` so the verifier can prove it.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, drop};
+
+const ETH_HLEN: usize = 14;
+const ETH_TYPE_OFF: usize = 12;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+const IPV4_MIN_HLEN: usize = 20;
+const IPV4_PROTO_OFF: usize = 9;
+const IPV4_FRAG_OFF: usize = 6;
+/// More-fragments flag and fragment offset; DF (0x4000) is allowed.
+const IPV4_FRAG_MASK: u16 = 0x3FFF;
+const IPV4_SRC_OFF: usize = 12;
+const IPV4_DST_OFF: usize = 16;
+
+const IPV6_HLEN: usize = 40;
+const IPV6_NEXT_OFF: usize = 6;
+const IPV6_SRC_OFF: usize = 8;
+const IPV6_DST_OFF: usize = 24;
+
+const TCP_MIN_HLEN: usize = 20;
+const TCP_DOFF_OFF: usize = 12;
+const UDP_HLEN: usize = 8;
+
+/// What the parser found.
+pub enum Parsed {
+    /// Not something xlb balances: hand it to the kernel untouched.
+    Pass,
+    /// Malformed IP header: the destination itself cannot be trusted.
+    Drop(u32),
+    /// An IPv4 fragment or truncated L4 header: dropped if it is addressed to
+    /// a VIP address, passed otherwise.
+    DropIfVip(u32, Flow),
+    /// A TCP or UDP packet with its 5-tuple.
+    Flow(Flow),
+}
+
+pub struct Flow {
+    pub key: FlowKey,
+    pub family: u8,
+}
+
+/// Pointer to a `T` at `offset` bytes into the packet, if it fits.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    // SAFETY: `ptr_at` checked that the whole `T` lies inside the packet;
+    // packet data has no alignment guarantee, hence `read_unaligned`.
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Parsed {
+    let Some(mut proto) = read::<u16>(ctx, ETH_TYPE_OFF).map(u16::from_be) else {
+        return Parsed::Pass;
+    };
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let Some(inner) = read::<u16>(ctx, ETH_TYPE_OFF + VLAN_HLEN).map(u16::from_be) else {
+            return Parsed::Pass;
+        };
+        proto = inner;
+        l3 += VLAN_HLEN;
+    }
+    match proto {
+        ETH_P_IP => parse_ipv4(ctx, l3),
+        ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        _ => Parsed::Pass,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
+    // One checked copy of the fixed header: every field comes from it.
+    let Some(h) = read::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
+        return Parsed::Drop(drop::IPV4_TRUNCATED);
+    };
+    let ver_ihl = h[0];
+    if ver_ihl >> 4 != 4 || ver_ihl & 0x0F < 5 {
+        return Parsed::Drop(drop::IPV4_BAD_HEADER);
+    }
+    let hlen = ((ver_ihl & 0x0F) as usize) * 4;
+    // Options included, the whole header must be there.
+    if ctx.data() + l3 + hlen > ctx.data_end() {
+        return Parsed::Drop(drop::IPV4_TRUNCATED);
+    }
+    let l4proto = h[IPV4_PROTO_OFF];
+    if l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP {
+        return Parsed::Pass;
+    }
+    let frag = u16::from_be_bytes([h[IPV4_FRAG_OFF], h[IPV4_FRAG_OFF + 1]]);
+    let word = |off: usize| u32::from_ne_bytes([h[off], h[off + 1], h[off + 2], h[off + 3]]);
+    let mut flow = Flow {
+        key: FlowKey {
+            src: [word(IPV4_SRC_OFF), 0, 0, 0],
+            dst: [word(IPV4_DST_OFF), 0, 0, 0],
+            proto: l4proto,
+            ..FlowKey::default()
+        },
+        family: FAMILY_V4,
+    };
+    if frag & IPV4_FRAG_MASK != 0 {
+        return Parsed::DropIfVip(drop::FRAGMENT, flow);
+    }
+    match parse_ports(ctx, l3 + hlen, l4proto) {
+        Some((sport, dport)) => {
+            flow.key.sport = sport;
+            flow.key.dport = dport;
+            Parsed::Flow(flow)
+        }
+        None => Parsed::DropIfVip(drop::L4_TRUNCATED, flow),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
+    if ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
+        return Parsed::Drop(drop::IPV6_TRUNCATED);
+    }
+    let (Some(next), Some(src), Some(dst)) = (
+        read::<u8>(ctx, l3 + IPV6_NEXT_OFF),
+        read::<[u32; 4]>(ctx, l3 + IPV6_SRC_OFF),
+        read::<[u32; 4]>(ctx, l3 + IPV6_DST_OFF),
+    ) else {
+        return Parsed::Drop(drop::IPV6_TRUNCATED);
+    };
+    // Extension headers are left to the kernel.
+    if next != IPPROTO_TCP && next != IPPROTO_UDP {
+        return Parsed::Pass;
+    }
+    let mut flow = Flow {
+        key: FlowKey {
+            src,
+            dst,
+            proto: next,
+            ..FlowKey::default()
+        },
+        family: FAMILY_V6,
+    };
+    match parse_ports(ctx, l3 + IPV6_HLEN, next) {
+        Some((sport, dport)) => {
+            flow.key.sport = sport;
+            flow.key.dport = dport;
+            Parsed::Flow(flow)
+        }
+        None => Parsed::DropIfVip(drop::L4_TRUNCATED, flow),
+    }
+}
+
+/// Source and destination port (network byte order) of a complete TCP or
+/// UDP header at `l4`. Each header is copied out through one checked
+/// pointer: after a variable IPv4 header length the verifier only trusts
+/// loads through the very pointer it saw bounds-checked.
+#[inline(always)]
+fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Option<(u16, u16)> {
+    let ports = if proto == IPPROTO_TCP {
+        let h = read::<[u8; TCP_MIN_HLEN]>(ctx, l4)?;
+        if ((h[TCP_DOFF_OFF] >> 4) as usize) * 4 < TCP_MIN_HLEN {
+            return None;
+        }
+        [h[0], h[1], h[2], h[3]]
+    } else {
+        let h = read::<[u8; UDP_HLEN]>(ctx, l4)?;
+        [h[0], h[1], h[2], h[3]]
+    };
+    Some((
+        u16::from_ne_bytes([ports[0], ports[1]]),
+        u16::from_ne_bytes([ports[2], ports[3]]),
+    ))
+}

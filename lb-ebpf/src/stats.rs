@@ -1,0 +1,41 @@
+//! Per-CPU counters: plain adds, no atomics, because each CPU owns its slot.
+
+use lb_common::{Counters, global};
+
+use crate::maps::{BACKEND_STATS, DROP_STATS, GLOBAL_STATS, VIP_STATS};
+
+#[inline(always)]
+fn bump(c: Option<*mut Counters>, bytes: u64) {
+    if let Some(c) = c {
+        // SAFETY: a per-CPU array slot is only written by this CPU, and the
+        // pointer comes from a successful map lookup.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn global(index: u32, bytes: u64) {
+    bump(GLOBAL_STATS.get_ptr_mut(index), bytes);
+}
+
+#[inline(always)]
+pub fn vip(index: u32, bytes: u64) {
+    bump(VIP_STATS.get_ptr_mut(index), bytes);
+}
+
+#[inline(always)]
+pub fn backend(id: u32, bytes: u64) {
+    bump(BACKEND_STATS.get_ptr_mut(id), bytes);
+}
+
+#[inline(always)]
+pub fn dropped(reason: u32, bytes: u64) {
+    if let Some(c) = DROP_STATS.get_ptr_mut(reason) {
+        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
+        unsafe { *c += 1 };
+    }
+    global(global::DROP, bytes);
+}

@@ -1,0 +1,419 @@
+//! Turns a validated [`Config`] plus the kernel's neighbour table into the
+//! state of the BPF maps, and keeps it there.
+//!
+//! VIP indices and backend ids are allocated once per identity and kept
+//! across reloads, so counters survive and unchanged rings are not touched.
+//! A backend is in its VIP's Maglev ring only while its MAC is known and its
+//! weight is above zero.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use anyhow::{Context as _, Result, bail};
+use lb_common::{
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, MODE_DSR,
+    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, global,
+};
+
+use crate::{
+    config::{Affinity, Config, Mode, VipConfig},
+    dataplane::{Attached, Dataplane},
+    maglev,
+    maps::Maps,
+    status::{BackendState, BackendStatus, Status, VipStatus},
+};
+
+/// Where neighbour MACs come from: the kernel (netlink) in production, a
+/// table in tests.
+pub trait Neighbours {
+    fn lookup(&mut self) -> Result<HashMap<IpAddr, [u8; 6]>>;
+    fn probe(&mut self, addr: IpAddr) -> Result<()>;
+}
+
+fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (b, FAMILY_V4)
+        }
+        IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
+pub fn vip_key(vip: &VipConfig) -> VipKey {
+    let (addr, family) = addr_bytes(vip.address);
+    VipKey {
+        addr,
+        port: vip.port.to_be(),
+        proto: vip.protocol.number(),
+        family,
+    }
+}
+
+/// The key marking an address as carrying VIPs (port and protocol zero).
+fn vip_addr_key(key: &VipKey) -> VipKey {
+    VipKey {
+        port: 0,
+        proto: 0,
+        ..*key
+    }
+}
+
+/// Ids from `1..limit` (0 is reserved), lowest free first.
+struct IdPool {
+    next: u32,
+    free: Vec<u32>,
+    limit: u32,
+}
+
+impl IdPool {
+    fn new(first: u32, limit: u32) -> Self {
+        Self {
+            next: first,
+            free: Vec::new(),
+            limit,
+        }
+    }
+
+    fn take(&mut self) -> Option<u32> {
+        if let Some(id) = self.free.pop() {
+            return Some(id);
+        }
+        if self.next >= self.limit {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+
+    fn give(&mut self, id: u32) {
+        self.free.push(id);
+    }
+}
+
+struct BackendSlot {
+    id: u32,
+    mac: Option<[u8; 6]>,
+}
+
+struct VipSlot {
+    index: u32,
+    config: VipConfig,
+    backends: Vec<BackendSlot>,
+    /// (identity, weight) of the ring currently installed; rebuilt only when
+    /// this changes.
+    ring_members: Option<Vec<([u8; 18], u32)>>,
+}
+
+pub struct Controller {
+    dp: Dataplane,
+    interface: String,
+    attached: Option<Attached>,
+    vips: BTreeMap<VipKey, VipSlot>,
+    vip_pool: IdPool,
+    backend_pool: IdPool,
+}
+
+impl Controller {
+    pub fn new(dp: Dataplane, interface: &str) -> Self {
+        Self {
+            dp,
+            interface: interface.to_string(),
+            attached: None,
+            vips: BTreeMap::new(),
+            vip_pool: IdPool::new(0, MAX_VIPS),
+            backend_pool: IdPool::new(1, MAX_BACKENDS),
+        }
+    }
+
+    pub fn maps(&mut self) -> &mut Maps {
+        &mut self.dp.maps
+    }
+
+    /// Attaches the program to the configured interface; call after the
+    /// first `apply` so that the first packet already sees every VIP.
+    pub fn attach(&mut self, allow_native: bool, allow_generic: bool) -> Result<Attached> {
+        let attached = self
+            .dp
+            .attach(&self.interface, allow_native, allow_generic)?;
+        self.attached = Some(attached);
+        Ok(attached)
+    }
+
+    /// Makes the maps serve `config`'s VIPs. VIPs and backends that stay keep
+    /// their index/id (and counters); new ones are added, gone ones removed.
+    pub fn apply(&mut self, config: &Config, neighbours: &mut dyn Neighbours) -> Result<()> {
+        let wanted: BTreeMap<VipKey, &VipConfig> =
+            config.vips.iter().map(|v| (vip_key(v), v)).collect();
+
+        let gone: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.remove_vip(&key)?;
+        }
+        for (key, vip) in wanted {
+            self.upsert_vip(key, vip)?;
+        }
+        self.refresh_neighbours(neighbours)
+    }
+
+    fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        let Some(slot) = self.vips.remove(key) else {
+            return Ok(());
+        };
+        // Unpublish first, then free what the data plane can no longer reach.
+        self.dp.maps.remove_vip(key)?;
+        if !self
+            .vips
+            .keys()
+            .any(|k| vip_addr_key(k) == vip_addr_key(key))
+        {
+            self.dp.maps.remove_vip_addr(&vip_addr_key(key))?;
+        }
+        self.dp.maps.install_ring(slot.index, &[])?;
+        for b in slot.backends {
+            self.dp.maps.clear_backend(b.id)?;
+            self.backend_pool.give(b.id);
+        }
+        self.vip_pool.give(slot.index);
+        tracing::info!(vip = %slot.config.name, "VIP removed");
+        Ok(())
+    }
+
+    fn upsert_vip(&mut self, key: VipKey, vip: &VipConfig) -> Result<()> {
+        if !self.vips.contains_key(&key) {
+            let Some(index) = self.vip_pool.take() else {
+                bail!("too many VIPs (limit {MAX_VIPS})");
+            };
+            self.dp.maps.reset_vip_counters(index)?;
+            // An empty ring first: the VIP is live only once it has one.
+            self.dp.maps.install_ring(index, &[])?;
+            self.vips.insert(
+                key,
+                VipSlot {
+                    index,
+                    config: vip.clone(),
+                    backends: Vec::new(),
+                    ring_members: None,
+                },
+            );
+            tracing::info!(vip = %vip.name, address = %vip.address, port = vip.port,
+                protocol = vip.protocol.as_str(), "VIP added");
+        }
+        let slot = self.vips.get_mut(&key).expect("inserted above");
+
+        // Keep ids (and MACs) of backends that stay, by address.
+        let mut old: HashMap<IpAddr, BackendSlot> = slot
+            .backends
+            .drain(..)
+            .zip(slot.config.backends.iter())
+            .map(|(b, c)| (c.address, b))
+            .collect();
+        let mut backends = Vec::with_capacity(vip.backends.len());
+        for b in &vip.backends {
+            let kept = match old.remove(&b.address) {
+                Some(kept) => kept,
+                None => {
+                    let Some(id) = self.backend_pool.take() else {
+                        bail!("too many backends (limit {})", MAX_BACKENDS - 1);
+                    };
+                    self.dp.maps.reset_backend_counters(id)?;
+                    BackendSlot { id, mac: None }
+                }
+            };
+            backends.push(kept);
+        }
+        slot.backends = backends;
+        slot.config = vip.clone();
+        let removed: Vec<BackendSlot> = old.into_values().collect();
+
+        // Ring (without the removed backends) before the VIP entry that
+        // makes it reachable, then free what is no longer referenced.
+        Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
+        let meta = VipMeta {
+            index: slot.index,
+            mode: match vip.mode {
+                Mode::Dsr => MODE_DSR,
+            },
+            flags: match vip.affinity {
+                Affinity::Flow => 0,
+                Affinity::Source => VIP_F_SOURCE_AFFINITY,
+            },
+            _pad: 0,
+        };
+        self.dp.maps.set_vip(&key, &meta)?;
+        self.dp.maps.set_vip_addr(&vip_addr_key(&key))?;
+        for b in removed {
+            self.dp.maps.clear_backend(b.id)?;
+            self.backend_pool.give(b.id);
+        }
+        Ok(())
+    }
+
+    /// Writes every backend entry of `slot` and rebuilds its ring if the set
+    /// of usable (resolved, weight > 0) backends or their weights changed.
+    fn sync_backends_and_ring(maps: &mut Maps, slot: &mut VipSlot) -> Result<()> {
+        let vip = &slot.config;
+        let mut members = Vec::new();
+        let mut ids = Vec::new();
+        for (b, c) in slot.backends.iter().zip(&vip.backends) {
+            let (addr, family) = addr_bytes(c.address);
+            let info = match b.mac {
+                Some(mac) => BackendInfo {
+                    addr,
+                    port: vip.port.to_be(),
+                    family,
+                    flags: BACKEND_F_ACTIVE,
+                    mac,
+                    _pad: [0; 2],
+                },
+                None => BackendInfo::default(),
+            };
+            maps.set_backend(b.id, &info)?;
+            if b.mac.is_some() && c.weight > 0 {
+                members.push((maglev::identity(c.address, vip.port), c.weight));
+                ids.push(b.id);
+            }
+        }
+        if slot.ring_members.as_ref() == Some(&members) {
+            return Ok(());
+        }
+        let table = maglev::build_table(
+            &members
+                .iter()
+                .map(|(identity, weight)| maglev::Member {
+                    identity: *identity,
+                    weight: *weight,
+                })
+                .collect::<Vec<_>>(),
+            vip.ring_size,
+        );
+        let slots: Vec<u32> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            table
+                .iter()
+                .map(|&m| {
+                    if m == maglev::EMPTY {
+                        lb_common::NO_BACKEND
+                    } else {
+                        ids[m as usize]
+                    }
+                })
+                .collect()
+        };
+        maps.install_ring(slot.index, &slots)
+            .with_context(|| format!("installing the ring of VIP {}", vip.name))?;
+        tracing::info!(vip = %vip.name, backends = ids.len(), slots = vip.ring_size,
+            "Maglev table installed");
+        if ids.is_empty() && !vip.backends.is_empty() {
+            tracing::warn!(vip = %vip.name, "no usable backend: VIP traffic is dropped (counted as no_backend)");
+        }
+        slot.ring_members = Some(members);
+        Ok(())
+    }
+
+    /// Reads the neighbour table, updates backend MACs (and rings where the
+    /// usable set changed), and asks the kernel to resolve missing ones.
+    /// Returns whether any backend is still unresolved.
+    pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
+        let table = neighbours.lookup().context("reading the neighbour table")?;
+        for slot in self.vips.values_mut() {
+            let mut changed = false;
+            for (b, c) in slot.backends.iter_mut().zip(&slot.config.backends) {
+                let mac = table.get(&c.address).copied();
+                if mac != b.mac {
+                    match mac {
+                        Some(m) => tracing::info!(vip = %slot.config.name, backend = %c.name,
+                            mac = %crate::netlink::format_mac(&m), "backend MAC resolved"),
+                        None => tracing::warn!(vip = %slot.config.name, backend = %c.name,
+                            "backend MAC lost from the neighbour table: no new flows to it"),
+                    }
+                    b.mac = mac;
+                    changed = true;
+                }
+                if mac.is_none() {
+                    if let Err(e) = neighbours.probe(c.address) {
+                        tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
+                    }
+                }
+            }
+            if changed {
+                Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_unresolved(&self) -> bool {
+        self.vips
+            .values()
+            .any(|s| s.backends.iter().any(|b| b.mac.is_none()))
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let mut vips = Vec::new();
+        for slot in self.vips.values() {
+            let v = &slot.config;
+            let c = self.dp.maps.vip_counters(slot.index)?;
+            let mut backends = Vec::new();
+            for (b, bc) in slot.backends.iter().zip(&v.backends) {
+                let counters = self.dp.maps.backend_counters(b.id)?;
+                let state = match (b.mac, bc.weight) {
+                    (None, _) => BackendState::Unresolved,
+                    (Some(_), 0) => BackendState::Draining,
+                    (Some(_), _) => BackendState::Active,
+                };
+                backends.push(BackendStatus {
+                    name: bc.name.clone(),
+                    address: bc.address.to_string(),
+                    weight: bc.weight,
+                    mac: b.mac.map(|m| crate::netlink::format_mac(&m)),
+                    state,
+                    packets: counters.packets,
+                    bytes: counters.bytes,
+                });
+            }
+            vips.push(VipStatus {
+                name: v.name.clone(),
+                address: v.address.to_string(),
+                port: v.port,
+                protocol: v.protocol.as_str().to_string(),
+                mode: v.mode.as_str().to_string(),
+                affinity: v.affinity.as_str().to_string(),
+                ring_size: v.ring_size,
+                packets: c.packets,
+                bytes: c.bytes,
+                backends,
+            });
+        }
+        let globals = self.dp.maps.globals()?;
+        let drops = self.dp.maps.drops()?;
+        Ok(Status {
+            interface: self.interface.clone(),
+            xdp_mode: self
+                .attached
+                .map_or("detached", Attached::as_str)
+                .to_string(),
+            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0,
+            vips,
+            global: global::NAMES
+                .iter()
+                .zip(globals.iter())
+                .map(|(n, c)| (n.to_string(), c.packets))
+                .collect(),
+            drops: drop::NAMES
+                .iter()
+                .zip(drops.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! The local control socket: one JSON request per connection, one JSON
+//! reply. `xlb status` (and later runtime commands) talk to the running
+//! daemon through it.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::status::Status;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Status),
+    Error { message: String },
+}
+
+/// Sends one request to the daemon listening on `socket`.
+pub fn call(socket: &Path, request: &Request) -> Result<Reply> {
+    let stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to {} (is `xlb run` running, with this control_socket?)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut writer = &stream;
+    serde_json::to_writer(&mut writer, request)?;
+    writer.write_all(b"\n")?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .context("reading the daemon's reply")?;
+    if line.is_empty() {
+        bail!("the daemon closed the connection without replying");
+    }
+    serde_json::from_str(&line).context("decoding the daemon's reply")
+}
+
+/// Serves requests on `socket` until the task is dropped. `handle` runs on
+/// the async runtime; it must not block for long.
+pub async fn serve<F>(socket: &Path, handle: F) -> Result<()>
+where
+    F: Fn(Request) -> Reply + Send + Sync + 'static,
+{
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A stale socket from a crashed run would make bind fail; a live one
+    // means another instance: refuse rather than steal it.
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            bail!(
+                "{} is in use: another xlb is running with this control_socket",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
+    let handle = std::sync::Arc::new(handle);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read);
+            let reply = match reader.read_line(&mut line).await {
+                Ok(_) => match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => handle(req),
+                    Err(e) => Reply::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                },
+                Err(e) => Reply::Error {
+                    message: format!("reading request: {e}"),
+                },
+            };
+            let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! The only module that touches BPF maps. Every handle is taken from the
+//! loaded object once, by the name both sides share (`lb_common::map_names`).
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray},
+};
+use lb_common::{
+    BPF_F_INNER_MAP, BackendInfo, Counters, LbConfig, RING_FIRST_SLOT, VipKey, VipMeta, drop,
+    global, map_names as names,
+};
+
+/// Handles to every map of the data plane.
+pub struct Maps {
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    vip_addrs: HashMap<MapData, VipKey, u32>,
+    rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    backends: Array<MapData, BackendInfo>,
+    config: Array<MapData, LbConfig>,
+    vip_stats: PerCpuArray<MapData, Counters>,
+    backend_stats: PerCpuArray<MapData, Counters>,
+    drop_stats: PerCpuArray<MapData, u64>,
+    global_stats: PerCpuArray<MapData, Counters>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} not found in the XDP object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
+}
+
+impl Maps {
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            vips: take(ebpf, names::VIPS)?,
+            vip_addrs: take(ebpf, names::VIP_ADDRS)?,
+            rings: take(ebpf, names::RINGS)?,
+            backends: take(ebpf, names::BACKENDS)?,
+            config: take(ebpf, names::LB_CONFIG)?,
+            vip_stats: take(ebpf, names::VIP_STATS)?,
+            backend_stats: take(ebpf, names::BACKEND_STATS)?,
+            drop_stats: take(ebpf, names::DROP_STATS)?,
+            global_stats: take(ebpf, names::GLOBAL_STATS)?,
+        })
+    }
+
+    pub fn set_config(&mut self, config: &LbConfig) -> Result<()> {
+        self.config.set(0, config, 0).context("writing LB_CONFIG")
+    }
+
+    pub fn config(&self) -> Result<LbConfig> {
+        self.config.get(&0, 0).context("reading LB_CONFIG")
+    }
+
+    pub fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        self.vips
+            .insert(key, meta, 0)
+            .with_context(|| format!("inserting VIP {key:?}"))
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.vips
+            .remove(key)
+            .with_context(|| format!("removing VIP {key:?}"))
+    }
+
+    /// Marks `key` (with port and protocol zero) as an address that carries VIPs.
+    pub fn set_vip_addr(&mut self, key: &VipKey) -> Result<()> {
+        self.vip_addrs
+            .insert(key, 1, 0)
+            .with_context(|| format!("inserting VIP address {key:?}"))
+    }
+
+    pub fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()> {
+        self.vip_addrs
+            .remove(key)
+            .with_context(|| format!("removing VIP address {key:?}"))
+    }
+
+    /// Replaces the Maglev ring of VIP `index` with `slots` (backend ids).
+    ///
+    /// The new ring is a fresh map, filled completely before one update of
+    /// the outer array publishes it: a packet sees the old ring or the new
+    /// one, never a mix. An empty `slots` publishes a ring of size 0, which
+    /// the data plane treats as "no backend".
+    pub fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
+        let size = u32::try_from(slots.len()).context("ring too large")?;
+        let mut ring: Array<MapData, u32> = Array::create(size + RING_FIRST_SLOT, BPF_F_INNER_MAP)
+            .with_context(|| format!("creating a ring of {size} slots"))?;
+        ring.set(0, size, 0).context("writing the ring size")?;
+        for (i, id) in slots.iter().enumerate() {
+            // Array maps start zeroed, and zero is NO_BACKEND.
+            if *id != 0 {
+                ring.set(RING_FIRST_SLOT + i as u32, id, 0)
+                    .context("filling a ring")?;
+            }
+        }
+        self.rings
+            .set(index, &ring, 0)
+            .with_context(|| format!("publishing the ring of VIP index {index}"))
+    }
+
+    pub fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<()> {
+        self.backends
+            .set(id, info, 0)
+            .with_context(|| format!("writing backend {id}"))
+    }
+
+    pub fn clear_backend(&mut self, id: u32) -> Result<()> {
+        self.set_backend(id, &BackendInfo::default())
+    }
+
+    pub fn vip_counters(&self, index: u32) -> Result<Counters> {
+        sum_counters(&self.vip_stats, index)
+    }
+
+    pub fn backend_counters(&self, id: u32) -> Result<Counters> {
+        sum_counters(&self.backend_stats, id)
+    }
+
+    /// Resets the counters of a slot that is being reused for a new VIP or backend.
+    pub fn reset_vip_counters(&mut self, index: u32) -> Result<()> {
+        reset(&mut self.vip_stats, index)
+    }
+
+    pub fn reset_backend_counters(&mut self, id: u32) -> Result<()> {
+        reset(&mut self.backend_stats, id)
+    }
+
+    /// Drop counters by reason, summed over CPUs (indexed as `lb_common::drop`).
+    pub fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {
+        let mut out = [0u64; drop::COUNT as usize];
+        for (reason, slot) in out.iter_mut().enumerate() {
+            let values = self
+                .drop_stats
+                .get(&(reason as u32), 0)
+                .context("reading DROP_STATS")?;
+            *slot = values.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Global counters, summed over CPUs (indexed as `lb_common::global`).
+    pub fn globals(&self) -> Result<[Counters; global::COUNT as usize]> {
+        let mut out = [Counters::default(); global::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = sum_counters(&self.global_stats, i as u32)?;
+        }
+        Ok(out)
+    }
+}
+
+fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> Result<Counters> {
+    let values = map
+        .get(&index, 0)
+        .with_context(|| format!("reading counters at {index}"))?;
+    let mut total = Counters::default();
+    for v in values.iter() {
+        total.add(v);
+    }
+    Ok(total)
+}
+
+fn reset(map: &mut PerCpuArray<MapData, Counters>, index: u32) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let zeros = aya::maps::PerCpuValues::try_from(vec![Counters::default(); cpus])
+        .context("building per-CPU zeros")?;
+    map.set(index, zeros, 0)
+        .with_context(|| format!("resetting counters at {index}"))
+}
