@@ -7,6 +7,7 @@
 //! Needs root (BPF); see `common::require_root`.
 
 mod common;
+mod packets;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -18,15 +19,12 @@ use lb_common::{
     global, source_hash,
 };
 use lb_user::dataplane::Dataplane;
+use packets::*;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
 const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const VIP4_AFFINITY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 const VIP4_EMPTY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
@@ -177,81 +175,12 @@ fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
     }
 }
 
-fn words4(a: Ipv4Addr) -> [u32; 4] {
-    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
-}
-
-fn words6(a: Ipv6Addr) -> [u32; 4] {
-    let o = a.octets();
-    std::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
-}
-
-fn key4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src: words4(src),
-        dst: words4(dst),
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        proto,
-        _pad: [0; 3],
-    }
-}
-
-fn tcp4(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(CLIENT4.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 1000, 64240)
-        .syn();
-    let payload = b"GET / HTTP/1.1\r\n\r\n";
-    let mut buf = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut buf, payload).unwrap();
-    buf
-}
-
-fn udp6(dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv6(CLIENT6.octets(), dst.octets(), 64)
-        .udp(sport, dport);
-    let payload = b"\x12\x34 a DNS-ish query";
-    let mut buf = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut buf, payload).unwrap();
-    buf
-}
-
 /// The same frame with the MACs a DSR forward to backend `id` must produce.
 fn dsr_rewritten(input: &[u8], id: u32) -> Vec<u8> {
     let mut out = input.to_vec();
     out[..6].copy_from_slice(&backend_mac(id));
     out[6..12].copy_from_slice(&LB_MAC);
     out
-}
-
-const ETH: usize = 14;
-
-/// Inserts 4 bytes of IPv4 options (NOP NOP NOP EOL), fixing IHL, total
-/// length and the header checksum.
-fn with_ipv4_options(frame: &[u8]) -> Vec<u8> {
-    let mut out = frame[..ETH + 20].to_vec();
-    out.extend_from_slice(&[1, 1, 1, 0]);
-    out.extend_from_slice(&frame[ETH + 20..]);
-    out[ETH] = 0x46;
-    let total = u16::from_be_bytes([out[ETH + 2], out[ETH + 3]]) + 4;
-    out[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
-    out[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-    let sum = ipv4_checksum(&out[ETH..ETH + 24]);
-    out[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
-    out
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 fn harness(test: &str) -> Option<Harness> {

@@ -129,6 +129,10 @@ impl Controller {
         }
     }
 
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
     pub fn maps(&mut self) -> &mut Maps {
         &mut self.dp.maps
     }
@@ -322,7 +326,6 @@ impl Controller {
 
     /// Reads the neighbour table, updates backend MACs (and rings where the
     /// usable set changed), and asks the kernel to resolve missing ones.
-    /// Returns whether any backend is still unresolved.
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
         for slot in self.vips.values_mut() {
@@ -339,10 +342,10 @@ impl Controller {
                     b.mac = mac;
                     changed = true;
                 }
-                if mac.is_none() {
-                    if let Err(e) = neighbours.probe(c.address) {
-                        tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
-                    }
+                if mac.is_none()
+                    && let Err(e) = neighbours.probe(c.address)
+                {
+                    tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
                 }
             }
             if changed {

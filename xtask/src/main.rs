@@ -1,1 +1,239 @@
-fn main() {}
+//! Developer tasks cargo cannot express: installing the toolchain pieces and
+//! Debian packages the build and the tests need, then running them.
+//!
+//! `cargo xtask run`   set up, build, and run xlb (the demo without arguments)
+//! `cargo xtask test`  set up and run every test
+//! `cargo xtask setup` only the set-up (idempotent, quiet when all is present)
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The bpf-linker that loads LLVM from the Rust toolchain itself; newer
+/// releases need a system LLVM these machines do not have.
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+/// Debian packages the tests and the demo use, with a binary that proves
+/// each is installed.
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "/usr/sbin/ip"),
+    ("ethtool", "/usr/sbin/ethtool"),
+    ("nginx-light", "/usr/sbin/nginx"),
+    ("tcpdump", "/usr/bin/tcpdump"),
+    ("curl", "/usr/bin/curl"),
+];
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (nightly rust-src, bpf-linker, Debian packages).
+    Setup,
+    /// Set up, then run every test (unit, golden-packet, end-to-end).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run `xlb` with these arguments (default: `run`,
+    /// the demo in network namespaces).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    match Cli::parse().task {
+        Task::Setup => setup().map(|()| ExitCode::SUCCESS),
+        Task::Test { args } => {
+            setup()?;
+            warn_if_not_root("the golden-packet and end-to-end tests");
+            let mut cmd = cargo();
+            cmd.arg("test").args(&args);
+            status(cmd)
+        }
+        Task::Run { args } => {
+            setup()?;
+            warn_if_not_root("xlb");
+            let mut build = cargo();
+            build.args(["build", "--release", "--bin", "xlb"]);
+            if status(build)? != ExitCode::SUCCESS {
+                bail!("building xlb failed");
+            }
+            let mut cmd = Command::new(workspace_root().join("target/release/xlb"));
+            if args.is_empty() {
+                cmd.arg("run");
+            } else {
+                cmd.args(&args);
+            }
+            status(cmd)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn status(mut cmd: Command) -> Result<ExitCode> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    Ok(match st.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn warn_if_not_root(what: &str) {
+    if !is_root() {
+        eprintln!(
+            "xtask: WARNING: not root: {what} need root (BPF, XDP, network namespaces); \
+             they will say SKIPPED, or fail under CI=true. Try: sudo -E cargo xtask ..."
+        );
+    }
+}
+
+/// Runs `cmd`, failing with its stderr if it fails.
+fn run(mut cmd: Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn setup() -> Result<()> {
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()?;
+    ensure_packages()
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    );
+    if installed.is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src"))) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the nightly toolchain's rust-src (eBPF build uses -Z build-std=core)"
+    );
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]);
+    run(cmd).context("installing nightly rust-src")
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    if output("bpf-linker", &["--version"])
+        .is_some_and(|v| v.split_whitespace().any(|w| w == BPF_LINKER_VERSION))
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--force",
+    ]);
+    run(cmd).context("installing bpf-linker")?;
+    if output("bpf-linker", &["--version"]).is_none() {
+        bail!("bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, bin)| !std::path::Path::new(bin).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {} and not root to install them: \
+             sudo apt-get install {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    run(update).context("apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing);
+    run(install).context("apt-get install")?;
+    // Debian starts nginx on install; the tests run their own instances in
+    // namespaces and need nothing listening in the root namespace.
+    if missing.contains(&"nginx-light") {
+        let mut stop = Command::new("systemctl");
+        stop.args(["disable", "--now", "nginx"]);
+        let _ = stop.status();
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The control plane against the real XDP program, without namespaces: a
+//! config applied through `Controller` must make every flow land where
+//! `maglev::build_table` says, and reloads must keep what stays.
+//! Needs root (BPF).
+
+mod common;
+mod packets;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use anyhow::Result;
+use aya::programs::{TestRun as _, TestRunOptions};
+use lb_common::{IPPROTO_TCP, LB_F_FORWARDING, LbConfig, flow_hash};
+use lb_user::{
+    config::Config,
+    control::{Controller, Neighbours},
+    dataplane::Dataplane,
+    maglev,
+    status::{BackendState, Status},
+};
+use packets::*;
+
+const XDP_DROP: u32 = 1;
+const XDP_TX: u32 = 3;
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+/// A neighbour table the test controls; records probes.
+#[derive(Default)]
+struct FakeNeighbours {
+    table: HashMap<IpAddr, [u8; 6]>,
+    probed: Vec<IpAddr>,
+}
+
+impl Neighbours for FakeNeighbours {
+    fn lookup(&mut self) -> Result<HashMap<IpAddr, [u8; 6]>> {
+        Ok(self.table.clone())
+    }
+    fn probe(&mut self, addr: IpAddr) -> Result<()> {
+        self.probed.push(addr);
+        Ok(())
+    }
+}
+
+fn mac(last: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x10, last]
+}
+
+fn backend_ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+}
+
+fn config(backends: &[(u8, u32)]) -> Config {
+    let mut text = String::from(
+        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\nring_size = 251\n",
+    );
+    for (last, weight) in backends {
+        text.push_str(&format!(
+            "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\nweight = {weight}\n"
+        ));
+    }
+    Config::parse(&text, "test.toml").expect("valid test config")
+}
+
+fn controller() -> Controller {
+    let mut dp = Dataplane::load().expect("load XDP program");
+    dp.maps
+        .set_config(&LbConfig {
+            mac: LB_MAC,
+            flags: LB_F_FORWARDING,
+            ..Default::default()
+        })
+        .unwrap();
+    Controller::new(dp, "eth0")
+}
+
+/// Sends one SYN from `sport` and returns the verdict and, if forwarded,
+/// the last byte of the destination MAC (which backend got it).
+fn send(c: &Controller, sport: u16) -> (u32, Option<u8>) {
+    let input = tcp4(VIP, sport, 80);
+    let mut out = vec![0u8; input.len() + 64];
+    let r = c
+        .dataplane()
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(&input),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    let fwd = (r.return_value == XDP_TX).then(|| {
+        assert_eq!(&out[6..12], &LB_MAC, "source MAC is ours");
+        assert_eq!(
+            &out[12..r.data_size_out as usize],
+            &input[12..],
+            "L3+ untouched"
+        );
+        out[5]
+    });
+    (r.return_value, fwd)
+}
+
+/// The backend (last address byte) the installed Maglev table must give
+/// `sport`, computed independently from the config.
+fn predict(cfg: &Config, sport: u16, usable: &[u8]) -> u8 {
+    let vip = &cfg.vips[0];
+    let members: Vec<(u8, maglev::Member)> = vip
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let IpAddr::V4(a) = b.address else {
+                unreachable!()
+            };
+            let last = a.octets()[3];
+            (usable.contains(&last) && b.weight > 0).then(|| {
+                (
+                    last,
+                    maglev::Member {
+                        identity: maglev::identity(b.address, vip.port),
+                        weight: b.weight,
+                    },
+                )
+            })
+        })
+        .collect();
+    let table = maglev::build_table(
+        &members.iter().map(|(_, m)| *m).collect::<Vec<_>>(),
+        vip.ring_size,
+    );
+    let hash = flow_hash(&key4(CLIENT4, VIP, sport, 80, IPPROTO_TCP));
+    members[table[(hash % vip.ring_size) as usize] as usize].0
+}
+
+fn backend<'a>(s: &'a Status, name: &str) -> &'a lb_user::status::BackendStatus {
+    s.vips[0]
+        .backends
+        .iter()
+        .find(|b| b.name == name)
+        .unwrap_or_else(|| panic!("no backend {name} in status"))
+}
+
+#[test]
+fn applied_config_forwards_every_flow_where_maglev_predicts() {
+    if !common::require_root("applied_config_forwards_every_flow_where_maglev_predicts") {
+        return;
+    }
+    let mut c = controller();
+    let mut n = FakeNeighbours::default();
+    for last in [11, 12, 13] {
+        n.table.insert(backend_ip(last), mac(last));
+    }
+    let cfg = config(&[(11, 1), (12, 1), (13, 2)]);
+    c.apply(&cfg, &mut n).unwrap();
+    let mut got = HashMap::<u8, u32>::new();
+    for sport in 20000..20400 {
+        let (verdict, to) = send(&c, sport);
+        assert_eq!(verdict, XDP_TX);
+        let to = to.unwrap();
+        assert_eq!(to, predict(&cfg, sport, &[11, 12, 13]), "sport {sport}");
+        *got.entry(to).or_default() += 1;
+    }
+    assert_eq!(got.len(), 3, "every backend used: {got:?}");
+    let s = c.status().unwrap();
+    assert_eq!(s.vips[0].packets, 400);
+    let total: u64 = s.vips[0].backends.iter().map(|b| b.packets).sum();
+    assert_eq!(total, 400);
+    assert!(
+        s.vips[0]
+            .backends
+            .iter()
+            .all(|b| b.state == BackendState::Active)
+    );
+}
+
+#[test]
+fn unresolved_backend_gets_no_flows_until_its_mac_appears() {
+    if !common::require_root("unresolved_backend_gets_no_flows_until_its_mac_appears") {
+        return;
+    }
+    let mut c = controller();
+    let mut n = FakeNeighbours::default();
+    n.table.insert(backend_ip(11), mac(11));
+    n.table.insert(backend_ip(12), mac(12));
+    let cfg = config(&[(11, 1), (12, 1), (13, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    assert_eq!(n.probed, vec![backend_ip(13)], "the missing MAC is probed");
+    let s = c.status().unwrap();
+    assert_eq!(backend(&s, "b13").state, BackendState::Unresolved);
+    assert_eq!(backend(&s, "b13").mac, None);
+    for sport in 30000..30200 {
+        assert_eq!(send(&c, sport).1, Some(predict(&cfg, sport, &[11, 12])));
+    }
+    // The kernel resolves it: the next refresh puts it in the table.
+    n.table.insert(backend_ip(13), mac(13));
+    c.refresh_neighbours(&mut n).unwrap();
+    assert!(!c.has_unresolved());
+    for sport in 30000..30200 {
+        assert_eq!(send(&c, sport).1, Some(predict(&cfg, sport, &[11, 12, 13])));
+    }
+}
+
+#[test]
+fn reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero() {
+    if !common::require_root("reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero") {
+        return;
+    }
+    let mut c = controller();
+    let mut n = FakeNeighbours::default();
+    for last in [11, 12, 13, 14] {
+        n.table.insert(backend_ip(last), mac(last));
+    }
+    c.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
+        .unwrap();
+    for sport in 40000..40300 {
+        send(&c, sport);
+    }
+    let before = c.status().unwrap();
+
+    // b12 drains, b13 leaves, b14 joins.
+    let cfg = config(&[(11, 1), (12, 0), (14, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    let after = c.status().unwrap();
+    assert_eq!(
+        backend(&after, "b11").packets,
+        backend(&before, "b11").packets
+    );
+    assert_eq!(
+        backend(&after, "b12").packets,
+        backend(&before, "b12").packets
+    );
+    assert_eq!(backend(&after, "b12").state, BackendState::Draining);
+    assert_eq!(
+        backend(&after, "b14").packets,
+        0,
+        "a new backend starts at zero"
+    );
+    assert!(after.vips[0].backends.iter().all(|b| b.name != "b13"));
+    for sport in 40000..40300 {
+        let to = send(&c, sport).1.unwrap();
+        assert_eq!(to, predict(&cfg, sport, &[11, 12, 14]), "sport {sport}");
+        assert!(
+            to == 11 || to == 14,
+            "draining/removed backend got a new flow"
+        );
+    }
+}
+
+#[test]
+fn vip_with_every_backend_drained_drops_and_counts() {
+    if !common::require_root("vip_with_every_backend_drained_drops_and_counts") {
+        return;
+    }
+    let mut c = controller();
+    let mut n = FakeNeighbours::default();
+    n.table.insert(backend_ip(11), mac(11));
+    c.apply(&config(&[(11, 0)]), &mut n).unwrap();
+    assert_eq!(send(&c, 1234).0, XDP_DROP);
+    let s = c.status().unwrap();
+    assert_eq!(s.drops["no_backend"], 1);
+    // Removing the VIP leaves its traffic to the kernel.
+    c.apply(
+        &Config::parse("interface = \"eth0\"\n", "t").unwrap(),
+        &mut n,
+    )
+    .unwrap();
+    assert_eq!(send(&c, 1234).0, 2 /* XDP_PASS */);
+    assert!(c.status().unwrap().vips.is_empty());
+}

@@ -1,0 +1,80 @@
+//! Frame builders shared by the data-plane tests.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use etherparse::PacketBuilder;
+use lb_common::FlowKey;
+
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
+pub const ETH: usize = 14;
+
+pub fn words4(a: Ipv4Addr) -> [u32; 4] {
+    [u32::from_ne_bytes(a.octets()), 0, 0, 0]
+}
+
+pub fn words6(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    std::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
+}
+
+pub fn key4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        src: words4(src),
+        dst: words4(dst),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+pub fn tcp4(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT4.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let payload = b"GET / HTTP/1.1\r\n\r\n";
+    let mut buf = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut buf, payload).unwrap();
+    buf
+}
+
+pub fn udp6(dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(CLIENT6.octets(), dst.octets(), 64)
+        .udp(sport, dport);
+    let payload = b"\x12\x34 a DNS-ish query";
+    let mut buf = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut buf, payload).unwrap();
+    buf
+}
+
+/// Inserts 4 bytes of IPv4 options (NOP NOP NOP EOL), fixing IHL, total
+/// length and the header checksum.
+pub fn with_ipv4_options(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame[..ETH + 20].to_vec();
+    out.extend_from_slice(&[1, 1, 1, 0]);
+    out.extend_from_slice(&frame[ETH + 20..]);
+    out[ETH] = 0x46;
+    let total = u16::from_be_bytes([out[ETH + 2], out[ETH + 3]]) + 4;
+    out[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
+    out[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+    let sum = ipv4_checksum(&out[ETH..ETH + 24]);
+    out[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
+pub fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
