@@ -1,0 +1,107 @@
+//! The `xlb` binary's edges: a broken config is refused with an error that
+//! names the file, line and field, before anything is loaded or attached.
+//! No root needed: validation comes first.
+
+use std::{path::PathBuf, process::Command};
+
+fn xlb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xlb"))
+}
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xlb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = r#"interface = "xlb-none0"
+[[vip]]
+name = "web"
+address = "198.18.0.100"
+port = 80
+[[vip.backend]]
+address = "198.18.0.11"
+"#;
+
+#[test]
+fn check_accepts_a_valid_file() {
+    let path = write("good.toml", GOOD);
+    let out = xlb()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 VIPs, 1 backends)"));
+}
+
+#[test]
+fn run_refuses_a_broken_file_naming_line_and_field() {
+    let bad = GOOD.replace(
+        "address = \"198.18.0.11\"",
+        "address = \"198.18.0.11\"\nweight = 20000",
+    );
+    let path = write("bad-weight.toml", &bad);
+    for cmd in ["run", "check"] {
+        let out = xlb().args([cmd, "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd} accepted a bad file");
+        assert!(
+            err.contains("bad-weight.toml:8:"),
+            "{cmd}: no line in {err}"
+        );
+        assert!(
+            err.contains("vip[0].backend[0].weight"),
+            "{cmd}: no field in {err}"
+        );
+        // Refused before loading: nothing about BPF or the interface.
+        assert!(
+            !err.contains("XDP") && !err.contains("xlb-none0"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn run_refuses_unknown_fields_and_syntax_errors() {
+    for (name, text, needle) in [
+        (
+            "unknown.toml",
+            GOOD.replace("port = 80", "port = 80\nprot = \"tcp\""),
+            "prot",
+        ),
+        (
+            "syntax.toml",
+            GOOD.replace("port = 80", "port = = 80"),
+            "syntax.toml:5:",
+        ),
+        (
+            "dup.toml",
+            format!("{GOOD}{}", &GOOD[GOOD.find("[[vip]]").unwrap()..]),
+            "duplicate",
+        ),
+    ] {
+        let path = write(name, &text);
+        let out = xlb().args(["run", "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} accepted");
+        assert!(err.contains(needle), "{name}: expected {needle:?} in {err}");
+    }
+}
+
+#[test]
+fn status_without_a_daemon_says_so() {
+    let out = xlb()
+        .args(["status", "--socket", "/nonexistent/xlb.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is `xlb run` running"), "{err}");
+}
