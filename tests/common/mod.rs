@@ -1,14 +1,92 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the end-to-end tests (root + network namespaces).
+#![allow(dead_code)]
 
-/// Whether a root-only test can run. Not root: under `CI=true` that is a
-/// failure; otherwise the test says loudly that it was skipped.
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lb_user::topology::{Topology, Xlb};
+use serde_json::Value;
+
+/// Weights used by the balancing tests.
+pub const WEIGHTS: [u32; 3] = [1, 1, 2];
+
+/// True if we may run: root. Otherwise panics under CI (`CI=true`) and
+/// prints a loud skip notice elsewhere.
+pub fn require_root(test_name: &str) -> bool {
+    if lb_user::netns::is_root() {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root, and CI=true requires it to run");
+        panic!("{test_name} needs root (network namespaces, XDP) and CI=true: refusing to skip");
     }
-    eprintln!("SKIPPED (needs root): {test}");
+    // Straight to stderr, not eprintln!: the test harness captures the latter.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n==================================================================\n  \
+         SKIPPED (needs root): {test_name}\n\
+         =================================================================="
+    );
     false
+}
+
+/// The `xlb` binary built by cargo for this test.
+pub fn xlb_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xlb"))
+}
+
+/// A topology with xlb running in its lb namespace. Field order is drop
+/// order: xlb is SIGTERMed before the namespaces go away.
+pub struct Running {
+    pub xlb: Xlb,
+    pub topo: Topology,
+}
+
+/// Starts `xlb run` inside the lb namespace of `topo` with `weights`; the
+/// returned guard SIGTERMs it on drop.
+pub fn start_xlb(topo: &Topology, weights: &[u32]) -> Xlb {
+    let config = topo.write_xlb_config(weights).expect("write xlb config");
+    topo.start_xlb(&xlb_exe(), &config).expect("start xlb")
+}
+
+/// Waits (bounded) until every backend is "active"; panics naming the last
+/// status seen and xlb's log tail.
+pub fn wait_ready(xlb: &Xlb) -> Value {
+    xlb.wait_ready(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("xlb never became ready: {e:#}"))
+}
+
+/// `xlb status --json`, parsed.
+pub fn status(xlb: &Xlb) -> Value {
+    xlb.status().unwrap_or_else(|e| {
+        panic!(
+            "xlb status failed: {e:#}\n--- xlb log ---\n{}",
+            xlb.log_tail(30)
+        )
+    })
+}
+
+/// Builds a DSR topology with `weights.len()` backends and a ready xlb.
+pub fn start(weights: &[u32]) -> Running {
+    let topo = Topology::dsr(weights.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let xlb = start_xlb(&topo, weights);
+    wait_ready(&xlb);
+    Running { xlb, topo }
+}
+
+/// A VIP's `packets` counter.
+pub fn vip_packets(status: &Value, vip: &str) -> u64 {
+    lb_user::topology::status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("VIP {vip} has no packets counter: {status}"))
+}
+
+/// Per-backend packet counter of a VIP, by backend name.
+pub fn backend_packets(status: &Value, vip: &str, backend: &str) -> u64 {
+    lb_user::topology::backend_counters(status, vip)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .find(|(name, _, _)| name == backend)
+        .map(|(_, packets, _)| packets)
+        .unwrap_or_else(|| panic!("no backend {backend} in VIP {vip}: {status}"))
 }
