@@ -20,3 +20,13 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// frames reach a veth peer reliably only when the peer runs XDP itself.
 pub static XDP_PASS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
+
+/// The benchmark floor: swaps the MAC addresses and returns XDP_TX, the
+/// least any XDP forwarder does (`cargo xtask bench`).
+pub static XDP_FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-floor"));
+
+/// The benchmark's packet generator: XDP_TX of a template UDP frame with a
+/// random source port, run in BPF_PROG_TEST_RUN live-frames mode.
+pub static XDP_GEN_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-gen"));
