@@ -4,6 +4,7 @@
 //! `cargo xtask run`   set up, build, and run xlb (the demo without arguments)
 //! `cargo xtask test`  set up and run every test
 //! `cargo xtask setup` only the set-up (idempotent, quiet when all is present)
+//! `cargo xtask bench [--quick]`  benchmarks, written to docs/benchmarks.md
 
 use std::{
     path::PathBuf,
@@ -12,6 +13,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 /// The bpf-linker that loads LLVM from the Rust toolchain itself; newer
 /// releases need a system LLVM these machines do not have.
@@ -25,6 +28,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "/usr/sbin/nginx"),
     ("tcpdump", "/usr/bin/tcpdump"),
     ("curl", "/usr/bin/curl"),
+    // The benchmark's comparison points and its plot labels.
+    ("wrk", "/usr/bin/wrk"),
+    ("haproxy", "/usr/sbin/haproxy"),
+    ("nftables", "/usr/sbin/nft"),
+    ("fonts-dejavu-core", bench::plot::FONT),
 ];
 
 #[derive(Parser)]
@@ -48,6 +56,17 @@ enum Task {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Set up, then run the benchmarks (needs root) and write
+    /// docs/benchmarks.md with its plots. Fails only if a case cannot run.
+    Bench {
+        /// Fewer trials and shorter runs: under two minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Run only these sections (comma-separated) and print the results
+        /// without writing docs/benchmarks.md.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Section>,
     },
 }
 
@@ -86,6 +105,48 @@ fn real_main() -> Result<ExitCode> {
                 cmd.args(&args);
             }
             status(cmd)
+        }
+        Task::Bench { quick, only } => {
+            // Timings (Maglev builds above all) only mean something in a
+            // release build: re-run ourselves as one.
+            if cfg!(debug_assertions) {
+                let mut cmd = cargo();
+                cmd.args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "xtask",
+                    "--",
+                    "bench",
+                ]);
+                if quick {
+                    cmd.arg("--quick");
+                }
+                for section in &only {
+                    cmd.arg(format!("--only={}", format!("{section:?}").to_lowercase()));
+                }
+                return status(cmd);
+            }
+            setup()?;
+            if !is_root() {
+                bail!(
+                    "the benchmarks need root (BPF, XDP, network namespaces): sudo -E cargo xtask bench"
+                );
+            }
+            let mut build = cargo();
+            build.args(["build", "--release", "--quiet", "--bin", "xlb"]);
+            if status(build)? != ExitCode::SUCCESS {
+                bail!("building xlb failed");
+            }
+            let root = workspace_root();
+            bench::run(&bench::Options {
+                quick,
+                only,
+                xlb_exe: root.join("target/release/xlb"),
+                docs: root.join("docs"),
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -230,10 +291,13 @@ fn ensure_packages() -> Result<()> {
     run(install).context("apt-get install")?;
     // Debian starts nginx on install; the tests run their own instances in
     // namespaces and need nothing listening in the root namespace.
-    if missing.contains(&"nginx-light") {
-        let mut stop = Command::new("systemctl");
-        stop.args(["disable", "--now", "nginx"]);
-        let _ = stop.status();
+    // Same for HAProxy, which the benchmark runs in a namespace.
+    for (pkg, service) in [("nginx-light", "nginx"), ("haproxy", "haproxy")] {
+        if missing.contains(&pkg) {
+            let mut stop = Command::new("systemctl");
+            stop.args(["disable", "--now", service]);
+            let _ = stop.status();
+        }
     }
     Ok(())
 }

@@ -1,0 +1,372 @@
+//! Data-plane cost per packet with BPF_PROG_TEST_RUN: the kernel runs the
+//! program `REPEAT` times on one frame and reports the average time per run.
+//! Every case runs against the floor (swap MACs, `XDP_TX`) in the same run.
+//!
+//! Maps are filled through `lb_user::maps` (the same calls the controller
+//! makes). Scale: `vips` entries in `VIPS`/`VIP_ADDRS` and `backends` active
+//! backends. Only the VIP under test gets a ring (65,537 slots, Maglev over
+//! all backends): the program reads only the ring of the VIP a packet hits,
+//! and each ring installation costs the kernel a `synchronize_rcu` (a
+//! map-in-map update waits for running programs), over two minutes for
+//! 10,000 rings. Backends are shared by all VIPs (the data plane cannot
+//! tell: it only follows ids).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Context as _, Result, anyhow, ensure};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use lb_common::{
+    BACKEND_F_ACTIVE, BackendInfo, DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, IPPROTO_TCP,
+    IPPROTO_UDP, LB_F_FORWARDING, LbConfig, MODE_DSR, VipKey, VipMeta,
+};
+use lb_user::{dataplane::Dataplane, maglev};
+
+use super::frames::{self, Mac};
+use super::median;
+
+/// Runs per BPF_PROG_TEST_RUN call (the kernel averages over them).
+pub const REPEAT: u32 = 1_000_000;
+const LB_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
+const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
+const NOT_VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const PORT4: u16 = 80;
+const PORT6: u16 = 53;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Program {
+    /// `xdp-floor`: swap MACs, `XDP_TX`.
+    Floor,
+    /// xlb's program.
+    Xlb,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Packet {
+    /// IPv4 TCP SYN to the VIP under test.
+    Tcp4Vip,
+    /// IPv6 UDP to the VIP under test.
+    Udp6Vip,
+    /// IPv4 TCP to an address that carries no VIP.
+    Tcp4NotVip,
+    /// IPv4 TCP to the VIP with IHL 4.
+    Ipv4BadIhl,
+}
+
+impl Packet {
+    fn family(self) -> u8 {
+        match self {
+            Packet::Udp6Vip => FAMILY_V6,
+            _ => FAMILY_V4,
+        }
+    }
+}
+
+/// One row of the table: a program, a packet, the map contents, and the
+/// verdict the program must return (else the case did not measure what it
+/// claims, and the run fails).
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub name: &'static str,
+    pub program: Program,
+    pub packet: Packet,
+    pub vips: u32,
+    pub backends: u32,
+    pub verdict: u32,
+}
+
+pub struct Row {
+    pub case: Case,
+    /// Median over trials of the kernel's average ns per run.
+    pub ns: f64,
+    /// `ns` / the floor's `ns`.
+    pub ratio: f64,
+}
+
+pub fn verdict_name(v: u32) -> &'static str {
+    match v {
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        _ => "?",
+    }
+}
+
+/// The cases, floor first. Scale points: every combination of 1, 100,
+/// 10,000 VIPs and 3, 100, 1,000 backends (quick: the diagonal).
+//
+// TODO(conntrack, NAT): when those land, add rows here rather than
+// elsewhere: "DSR, conntrack hit", "DSR, conntrack miss (Maglev + insert)"
+// with the connection table empty and full, "NAT inbound", "NAT outbound"
+// (each IPv4 and IPv6). Until then they are not measured and not printed.
+pub fn cases(quick: bool) -> Vec<Case> {
+    let scales: Vec<(u32, u32)> = if quick {
+        vec![(1, 3), (100, 100), (10_000, 1_000)]
+    } else {
+        [1, 100, 10_000]
+            .into_iter()
+            .flat_map(|v| [3, 100, 1_000].into_iter().map(move |b| (v, b)))
+            .collect()
+    };
+    let mut out = vec![Case {
+        name: "floor: swap MACs, XDP_TX",
+        program: Program::Floor,
+        packet: Packet::Tcp4Vip,
+        vips: 0,
+        backends: 0,
+        verdict: XDP_TX,
+    }];
+    for (vips, backends) in scales {
+        for (name, packet) in [
+            ("DSR forward, IPv4 TCP", Packet::Tcp4Vip),
+            ("DSR forward, IPv6 UDP", Packet::Udp6Vip),
+        ] {
+            out.push(Case {
+                name,
+                program: Program::Xlb,
+                packet,
+                vips,
+                backends,
+                verdict: XDP_TX,
+            });
+        }
+    }
+    for (vips, backends) in [(1, 3), (10_000, 1_000)] {
+        out.push(Case {
+            name: "non-VIP pass, IPv4 TCP",
+            program: Program::Xlb,
+            packet: Packet::Tcp4NotVip,
+            vips,
+            backends,
+            verdict: XDP_PASS,
+        });
+    }
+    out.push(Case {
+        name: "malformed drop (IPv4 IHL 4)",
+        program: Program::Xlb,
+        packet: Packet::Ipv4BadIhl,
+        vips: 1,
+        backends: 3,
+        verdict: XDP_DROP,
+    });
+    out
+}
+
+fn vip4(index: u32) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, (index >> 8) as u8, index as u8)
+}
+
+fn vip6(index: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x19, 0, 0, 0, 0, 0, index as u16)
+}
+
+fn backend_addr(id: u32, family: u8) -> std::net::IpAddr {
+    if family == FAMILY_V4 {
+        Ipv4Addr::new(198, 18, 16 + (id >> 8) as u8, id as u8).into()
+    } else {
+        Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 1, id as u16).into()
+    }
+}
+
+fn addr_bytes(addr: std::net::IpAddr) -> [u8; 16] {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The VIP a case's packet is sent to: the last one inserted.
+fn target(vips: u32) -> u32 {
+    vips - 1
+}
+
+fn frame(case: &Case) -> Vec<u8> {
+    let vip = target(case.vips.max(1));
+    match case.packet {
+        Packet::Tcp4Vip => frames::tcp4(LB_MAC, CLIENT_MAC, CLIENT4, vip4(vip), 40_000, PORT4),
+        Packet::Udp6Vip => frames::udp6(LB_MAC, CLIENT_MAC, CLIENT6, vip6(vip), 40_000, PORT6),
+        Packet::Tcp4NotVip => frames::tcp4(LB_MAC, CLIENT_MAC, CLIENT4, NOT_VIP4, 40_000, 22),
+        Packet::Ipv4BadIhl => frames::with_bad_ihl(frames::tcp4(
+            LB_MAC,
+            CLIENT_MAC,
+            CLIENT4,
+            vip4(vip),
+            40_000,
+            PORT4,
+        )),
+    }
+}
+
+/// A loaded xlb program whose maps hold `vips` VIPs of `family` over
+/// `backends` backends.
+fn fixture(vips: u32, backends: u32, family: u8) -> Result<Dataplane> {
+    let mut dp = Dataplane::load()?;
+    let m = &mut dp.maps;
+    m.set_config(&LbConfig {
+        mac: LB_MAC,
+        flags: LB_F_FORWARDING,
+        ..Default::default()
+    })?;
+    let port = if family == FAMILY_V4 { PORT4 } else { PORT6 };
+    let mut members = Vec::new();
+    for id in 1..=backends {
+        let addr = backend_addr(id, family);
+        m.set_backend(
+            id,
+            &BackendInfo {
+                addr: addr_bytes(addr),
+                port: port.to_be(),
+                family,
+                flags: BACKEND_F_ACTIVE,
+                mac: [0x02, 0, 0, 0x10, (id >> 8) as u8, id as u8],
+                _pad: [0; 2],
+            },
+        )?;
+        members.push(maglev::Member {
+            identity: maglev::identity(addr, port),
+            weight: 1,
+        });
+    }
+    // Member index i is backend id i + 1.
+    let full: Vec<u32> = maglev::build_table(&members, DEFAULT_RING_SIZE)
+        .iter()
+        .map(|&i| i + 1)
+        .collect();
+    for index in 0..vips {
+        let (addr, proto) = if family == FAMILY_V4 {
+            (addr_bytes(vip4(index).into()), IPPROTO_TCP)
+        } else {
+            (addr_bytes(vip6(index).into()), IPPROTO_UDP)
+        };
+        let key = VipKey {
+            addr,
+            port: port.to_be(),
+            proto,
+            family,
+        };
+        if index == target(vips) {
+            m.install_ring(index, &full)?;
+        }
+        m.set_vip(
+            &key,
+            &VipMeta {
+                index,
+                mode: MODE_DSR,
+                flags: 0,
+                _pad: 0,
+            },
+        )?;
+        m.set_vip_addr(&VipKey {
+            port: 0,
+            proto: 0,
+            ..key
+        })?;
+    }
+    Ok(dp)
+}
+
+/// Median over `trials` of the kernel's average ns per run; fails if the
+/// program's verdict is not `want`.
+fn measure(prog: &Xdp, frame: &[u8], want: u32, trials: usize) -> Result<f64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut ns = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: REPEAT,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        ensure!(
+            r.return_value == want,
+            "verdict {} ({}), want {}",
+            r.return_value,
+            verdict_name(r.return_value),
+            verdict_name(want)
+        );
+        ns.push(r.duration.as_nanos() as f64);
+    }
+    Ok(median(&mut ns))
+}
+
+pub fn run(quick: bool) -> Result<Vec<Row>> {
+    let trials = if quick { 3 } else { 7 };
+    let mut floor_ebpf =
+        aya::Ebpf::load(lb_user::XDP_FLOOR_OBJECT).context("loading the floor object")?;
+    let floor: &mut Xdp = floor_ebpf
+        .program_mut("xdp_floor")
+        .ok_or_else(|| anyhow!("no program xdp_floor in the floor object"))?
+        .try_into()?;
+    floor.load().context("loading the floor program")?;
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut current: Option<((u32, u32, u8), Dataplane)> = None;
+    let mut floor_ns = None;
+    for case in cases(quick) {
+        let f = frame(&case);
+        let ns = match case.program {
+            Program::Floor => measure(floor, &f, case.verdict, trials),
+            Program::Xlb => {
+                let key = (case.vips, case.backends, case.packet.family());
+                if current.as_ref().map(|(k, _)| *k) != Some(key) {
+                    drop(current.take()); // free the old maps first
+                    current = Some((key, fixture(key.0, key.1, key.2)?));
+                }
+                let (_, dp) = current.as_ref().expect("set above");
+                measure(dp.program(), &f, case.verdict, trials)
+            }
+        }
+        .with_context(|| {
+            format!(
+                "case {:?} ({} VIPs, {} backends)",
+                case.name, case.vips, case.backends
+            )
+        })?;
+        let base = *floor_ns.get_or_insert(ns);
+        super::say(&format!(
+            "  {:<32} {:>6} VIPs {:>5} backends  {ns:>5.0} ns",
+            case.name, case.vips, case.backends
+        ));
+        rows.push(Row {
+            ratio: ns / base.max(1.0),
+            ns,
+            case,
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_comes_first_and_every_scale_point_is_there() {
+        for quick in [true, false] {
+            let c = cases(quick);
+            assert_eq!(c[0].program, Program::Floor);
+            let forwards = c.iter().filter(|c| c.verdict == XDP_TX).count() - 1;
+            assert_eq!(forwards, if quick { 6 } else { 18 });
+        }
+    }
+
+    #[test]
+    fn scale_fits_the_maps() {
+        for c in cases(false) {
+            assert!(c.vips <= lb_common::MAX_VIPS && c.backends < lb_common::MAX_BACKENDS);
+            // Addresses stay distinct within 198.18.0.0/15.
+            assert!(c.vips <= 1 << 16 && c.backends < 240 * 256);
+        }
+    }
+}

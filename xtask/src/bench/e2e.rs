@@ -1,0 +1,185 @@
+//! Packets per second through veth: a generator on the client's veth, the
+//! load balancer node, three sinks (the backends' NICs). xlb DSR (the real
+//! `xlb run`, native XDP) against nftables DNAT, in the same run.
+//!
+//! The generator is `xdp-gen` run with BPF_PROG_TEST_RUN in live-frames
+//! mode (BPF_F_TEST_XDP_LIVE_FRAMES): the program writes a template frame
+//! (set as its global `GEN_FRAME`) and its `XDP_TX` sends it out of the
+//! client's veth, with no socket or skb on the sending side. (pktgen would
+//! do too, but is not built into every kernel.)
+//! Every frame is a 60-byte UDP packet to VIP:9 from one of 1,024 source
+//! ports. The sinks count what their NIC received; nothing listens on
+//! port 9, so their stack drops it. Everything shares the machine's CPUs,
+//! so the figure is what the whole path sustains, compared side by side.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, ensure};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
+
+use super::frames;
+use super::nft::Dnat;
+use super::say;
+use super::topo::{Bench, SINK_PORT};
+
+/// Frames per BPF_PROG_TEST_RUN call; the generator loops until its time
+/// is up (and never more than `MAX_CALLS` times).
+const CHUNK: u32 = 20_000;
+const MAX_CALLS: u32 = 20_000;
+/// Frames per live-frames batch (the kernel's maximum is 256).
+const BATCH: u32 = 64;
+const WARMUP: Duration = Duration::from_millis(300);
+/// Time for queues to drain before the sinks are read.
+const DRAIN: Duration = Duration::from_millis(300);
+/// The generator's template size (`GEN_FRAME_LEN` in lb-ebpf/src/gen.rs).
+const GEN_FRAME_LEN: usize = 60;
+
+pub struct Row {
+    pub setup: &'static str,
+    /// Frames generated per second.
+    pub offered: f64,
+    /// Frames received by the backends per second.
+    pub delivered: f64,
+    /// `delivered` / xlb's `delivered`.
+    pub ratio: f64,
+}
+
+/// `struct xdp_md` for the generator: the frame spans the whole buffer and
+/// arrives on `ifindex`, so `XDP_TX` leaves through it.
+fn xdp_md(frame_len: usize, ifindex: u32) -> Vec<u8> {
+    let fields: [u32; 6] = [0, frame_len as u32, 0, ifindex, 0, 0];
+    fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
+}
+
+/// Sends `frame` out of the client's veth for `duration`; returns frames
+/// sent and the time taken.
+fn generate(b: &Bench, frame: &[u8], duration: Duration) -> Result<(u64, Duration)> {
+    let ctx = xdp_md(frame.len(), b.client_ifindex);
+    // The kernel resolves the ifindex in the caller's namespace.
+    b.topo.client().in_ns(|| -> Result<(u64, Duration)> {
+        let template: [u8; GEN_FRAME_LEN] = frame.try_into().map_err(|_| {
+            anyhow!(
+                "the generator sends {GEN_FRAME_LEN}-byte frames, not {}",
+                frame.len()
+            )
+        })?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global("GEN_FRAME", &template, true)
+            .load(lb_user::XDP_GEN_OBJECT)
+            .context("loading xdp-gen")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("xdp_gen")
+            .ok_or_else(|| anyhow!("no program xdp_gen in the object"))?
+            .try_into()?;
+        prog.load().context("loading xdp_gen")?;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        for _ in 0..MAX_CALLS {
+            if start.elapsed() >= duration {
+                break;
+            }
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: CHUNK,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+            sent += u64::from(CHUNK);
+        }
+        Ok((sent, start.elapsed()))
+    })
+}
+
+/// Below this share of the offered frames reaching the sinks, the path is
+/// taken to be broken rather than slow, and the case fails.
+const MIN_DELIVERED: f64 = 0.01;
+
+/// The xlb node's view, for error messages: its NIC and IP counters.
+fn lb_diagnostics(b: &Bench) -> String {
+    let t = &b.topo;
+    let link = t
+        .lb()
+        .ip(["-s", "link", "show", "dev", &t.lb_ifname()])
+        .unwrap_or_else(|e| format!("{e:#}"));
+    let snmp = t
+        .lb()
+        .run(["cat", "/proc/net/snmp"])
+        .unwrap_or_else(|e| format!("{e:#}"));
+    format!("{link}\n{snmp}")
+}
+
+/// (offered pps, delivered pps) for the setup currently in place;
+/// `extra` adds setup-specific state to the error if the path is broken.
+fn measure(
+    b: &Bench,
+    frame: &[u8],
+    duration: Duration,
+    extra: &dyn Fn() -> String,
+) -> Result<(f64, f64)> {
+    generate(b, frame, WARMUP)?;
+    std::thread::sleep(DRAIN);
+    let before = b.sink_packets()?;
+    let (sent, elapsed) = generate(b, frame, duration)?;
+    std::thread::sleep(DRAIN);
+    let got = b.sink_packets()?.saturating_sub(before);
+    ensure!(
+        got as f64 >= MIN_DELIVERED * sent as f64,
+        "only {got} of {sent} generated frames reached a backend\n{}\n{}",
+        extra(),
+        lb_diagnostics(b)
+    );
+    let secs = elapsed.as_secs_f64();
+    Ok((sent as f64 / secs, got as f64 / secs))
+}
+
+pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
+    let duration = Duration::from_secs(if quick { 2 } else { 5 });
+    let t = &b.topo;
+    let frame = frames::udp4(
+        b.lb_mac,
+        b.client_mac,
+        t.client_addr4(),
+        t.vip4(),
+        10_000,
+        SINK_PORT,
+        &[0; 18],
+    );
+    let mut rows = Vec::new();
+
+    let xlb = b.start_xlb()?;
+    let (offered, delivered) =
+        measure(b, &frame, duration, &|| xlb.log_tail(20)).context("xlb DSR")?;
+    xlb.stop(Duration::from_secs(3));
+    rows.push(("xlb DSR (native XDP)", offered, delivered));
+
+    let dnat = Dnat::apply(
+        t.lb(),
+        &t.lb_ifname(),
+        t.dir(),
+        t.vip4(),
+        (lb_user::topology::VIP_PORT, SINK_PORT),
+        &b.backends4(),
+    )?;
+    let (offered, delivered) =
+        measure(b, &frame, duration, &|| dnat.listing()).context("nftables DNAT")?;
+    drop(dnat);
+    rows.push(("nftables DNAT (jhash)", offered, delivered));
+
+    let base = rows[0].2;
+    Ok(rows
+        .into_iter()
+        .map(|(setup, offered, delivered)| {
+            say(&format!(
+                "  {setup:<24} offered {offered:>10.0} pps, delivered {delivered:>10.0} pps"
+            ));
+            Row {
+                setup,
+                offered,
+                delivered,
+                ratio: delivered / base,
+            }
+        })
+        .collect())
+}

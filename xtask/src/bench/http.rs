@@ -1,0 +1,204 @@
+//! wrk from the client namespace to VIP:80, through xlb (DSR), HAProxy in
+//! TCP mode on the xlb node, and nftables DNAT on the xlb node, in that
+//! order (DNAT last: the conntrack entries it leaves would catch later
+//! connections of the same 5-tuple). The same three nginx backends answer.
+//! Two runs per setup: keep-alive (requests/s) and `Connection: close`
+//! (one connection per request: connections/s).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use lb_user::netns::ManagedChild;
+use lb_user::topology::{VIP_PORT, http_get};
+
+use super::nft::Dnat;
+use super::say;
+use super::topo::{Bench, SINK_PORT, run_bounded};
+
+/// Concurrent connections of wrk (nginx allows 1,024 per backend).
+pub const CONNECTIONS: u32 = 32;
+const THREADS: u32 = 1;
+
+pub struct Row {
+    pub setup: &'static str,
+    /// "keep-alive" or "new connection per request".
+    pub mode: &'static str,
+    pub requests_per_s: f64,
+    pub requests: u64,
+    /// Socket errors and non-2xx/3xx responses.
+    pub errors: u64,
+    /// `requests_per_s` / xlb's in the same mode.
+    pub ratio: f64,
+}
+
+struct Wrk {
+    requests_per_s: f64,
+    requests: u64,
+    errors: u64,
+}
+
+/// The numbers out of wrk's report.
+fn parse_wrk(text: &str) -> Result<Wrk> {
+    let mut rps = None;
+    let mut requests = None;
+    let mut errors = 0u64;
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse::<f64>().ok();
+        } else if line.contains(" requests in ") {
+            requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            errors += v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += v.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    Ok(Wrk {
+        requests_per_s: rps.ok_or_else(|| anyhow!("no Requests/sec in wrk output:\n{text}"))?,
+        requests: requests.ok_or_else(|| anyhow!("no request count in wrk output:\n{text}"))?,
+        errors,
+    })
+}
+
+fn wrk(b: &Bench, duration: Duration, close: bool) -> Result<Wrk> {
+    let url = format!("http://{}:{VIP_PORT}/", b.topo.vip4());
+    let secs = format!("{}s", duration.as_secs());
+    let mut cmd = b.topo.client().exec(["wrk", "-t", &THREADS.to_string()]);
+    cmd.args([
+        "-c",
+        &CONNECTIONS.to_string(),
+        "-d",
+        &secs,
+        "--timeout",
+        "2s",
+    ]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(&url);
+    let log = b.topo.dir().join("bench-wrk.log");
+    let out = run_bounded("wrk", &mut cmd, duration + Duration::from_secs(15), &log)?;
+    let w = parse_wrk(&out)?;
+    ensure!(w.requests > 0, "wrk completed no request to {url}:\n{out}");
+    Ok(w)
+}
+
+/// HAProxy 2.x in TCP mode on the xlb node, round robin over the backends.
+fn start_haproxy(b: &Bench) -> Result<ManagedChild> {
+    let t = &b.topo;
+    let mut cfg = format!(
+        "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
+         timeout client 30s\n    timeout server 30s\n\nfrontend vip\n    bind {}:{VIP_PORT}\n    \
+         default_backend nginx\n\nbackend nginx\n    balance roundrobin\n",
+        t.vip4()
+    );
+    for (i, addr) in b.backends4().iter().enumerate() {
+        cfg.push_str(&format!("    server b{} {addr}:{VIP_PORT}\n", i + 1));
+    }
+    let path = t.dir().join("bench-haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::File::create(t.dir().join("bench-haproxy.log"))?;
+    let mut cmd = t.lb().exec(["haproxy", "-db", "-f"]);
+    cmd.arg(&path).stdout(log.try_clone()?).stderr(log);
+    let child = ManagedChild::spawn("haproxy", &mut cmd)?;
+    wait_serving(b, Duration::from_secs(5)).context("HAProxy never answered on the VIP")?;
+    Ok(child)
+}
+
+/// Polls GET / on the VIP from the client until a backend answers.
+fn wait_serving(b: &Bench, timeout: Duration) -> Result<()> {
+    let vip = SocketAddr::new(b.topo.vip4().into(), VIP_PORT);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match http_get(b.topo.client(), vip, "/", Duration::from_millis(500)) {
+            Ok((200, body)) if body.starts_with("backend-") => return Ok(()),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("GET http://{vip}/: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const MODES: [(&str, bool); 2] = [("keep-alive", false), ("new connection per request", true)];
+
+fn both_modes(b: &Bench, setup: &'static str, duration: Duration) -> Result<Vec<Row>> {
+    wait_serving(b, Duration::from_secs(5))?;
+    let mut rows = Vec::new();
+    for (mode, close) in MODES {
+        let w = wrk(b, duration, close).with_context(|| format!("wrk through {setup}, {mode}"))?;
+        say(&format!(
+            "  {setup:<24} {mode:<28} {:>9.0} req/s, {} errors",
+            w.requests_per_s, w.errors
+        ));
+        rows.push(Row {
+            setup,
+            mode,
+            requests_per_s: w.requests_per_s,
+            requests: w.requests,
+            errors: w.errors,
+            ratio: 0.0,
+        });
+    }
+    Ok(rows)
+}
+
+pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
+    let duration = Duration::from_secs(if quick { 2 } else { 5 });
+    let t = &b.topo;
+    let mut rows = Vec::new();
+
+    let xlb = b.start_xlb()?;
+    rows.extend(both_modes(b, "xlb DSR", duration)?);
+    xlb.stop(Duration::from_secs(3));
+
+    let haproxy = start_haproxy(b)?;
+    rows.extend(both_modes(b, "HAProxy (TCP mode)", duration)?);
+    haproxy.stop(Duration::from_secs(3));
+
+    let dnat = Dnat::apply(
+        t.lb(),
+        &t.lb_ifname(),
+        t.dir(),
+        t.vip4(),
+        (VIP_PORT, SINK_PORT),
+        &b.backends4(),
+    )?;
+    rows.extend(both_modes(b, "nftables DNAT (jhash)", duration)?);
+    drop(dnat);
+
+    let base: Vec<f64> = rows[..MODES.len()]
+        .iter()
+        .map(|r| r.requests_per_s)
+        .collect();
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.ratio = r.requests_per_s / base[i % MODES.len()];
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_wrk_report() {
+        let text = "Running 5s test @ http://198.18.0.100:80/\n  1 threads and 32 connections\n  \
+            Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     1.00ms  \
+            0.50ms   9.00ms   90.00%\n  51234 requests in 5.00s, 7.80MB read\n  \
+            Socket errors: connect 0, read 3, write 0, timeout 2\n  \
+            Non-2xx or 3xx responses: 1\nRequests/sec:  10246.80\nTransfer/sec:      1.56MB\n";
+        let w = parse_wrk(text).unwrap();
+        assert_eq!(w.requests, 51234);
+        assert_eq!(w.errors, 6);
+        assert!((w.requests_per_s - 10246.8).abs() < 1e-9);
+        assert!(parse_wrk("garbage").is_err());
+    }
+}

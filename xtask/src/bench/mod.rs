@@ -1,0 +1,122 @@
+//! `cargo xtask bench`: how far xlb is from the limit and from what an
+//! operator would otherwise run, measured side by side in one run and
+//! reported as ratios (absolute figures on shared machines drift).
+//!
+//! Sections, each in its own module:
+//! * [`dataplane`]: cost per packet with BPF_PROG_TEST_RUN against the floor
+//!   program (swap MACs, `XDP_TX`).
+//! * [`controlplane`]: Maglev table build and install time, flows moved
+//!   when one backend leaves.
+//! * [`e2e`]: packets per second through veth, xlb DSR against nftables
+//!   DNAT, with a live-frames XDP generator.
+//! * [`http`]: wrk through xlb, HAProxy (TCP mode) and nftables DNAT.
+//!
+//! Benchmarks are not tests: no number fails the run, but a case that
+//! cannot run (wrong verdict, nothing delivered, a tool missing) does.
+
+pub mod controlplane;
+pub mod dataplane;
+pub mod e2e;
+mod frames;
+pub mod http;
+mod machine;
+mod nft;
+pub mod plot;
+mod report;
+mod topo;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+pub use report::Report;
+
+/// One section of the benchmark (`--only`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Section {
+    Dataplane,
+    Controlplane,
+    Pps,
+    Http,
+}
+
+pub struct Options {
+    /// Fewer trials, shorter runs (under two minutes in all).
+    pub quick: bool,
+    /// Run only these sections and print them; docs/benchmarks.md is left
+    /// alone (it always holds a complete run).
+    pub only: Vec<Section>,
+    /// The release `xlb` binary (the end-to-end cases run the real daemon).
+    pub xlb_exe: PathBuf,
+    /// Where `benchmarks.md` and `benchmarks/*.png` are written.
+    pub docs: PathBuf,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let started = *START.get_or_init(Instant::now);
+    let mut report = Report::new(machine::Machine::probe(), opts.quick);
+    let wanted = |s: Section| opts.only.is_empty() || opts.only.contains(&s);
+
+    if wanted(Section::Dataplane) {
+        say("data plane: BPF_PROG_TEST_RUN");
+        report.dataplane = dataplane::run(opts.quick).context("data-plane benchmark")?;
+    }
+    if wanted(Section::Controlplane) {
+        say("control plane: Maglev");
+        let maglev = controlplane::run(opts.quick).context("control-plane benchmark")?;
+        report.maglev = maglev.rows;
+        report.empty_ring_ms = maglev.empty_ring_ms;
+    }
+    if wanted(Section::Pps) || wanted(Section::Http) {
+        say("end to end: topology");
+        let topo = topo::Bench::build(opts).context("building the end-to-end topology")?;
+        if wanted(Section::Pps) {
+            say("end to end: packets per second");
+            report.pps = e2e::run(&topo, opts.quick).context("packets-per-second benchmark")?;
+        }
+        if wanted(Section::Http) {
+            say("end to end: wrk");
+            report.http = http::run(&topo, opts.quick).context("wrk benchmark")?;
+        }
+    }
+    report.elapsed = started.elapsed();
+    if !opts.only.is_empty() {
+        say("partial run (--only): docs/benchmarks.md left as it was");
+        return Ok(());
+    }
+
+    let md = opts.docs.join("benchmarks.md");
+    let png_dir = opts.docs.join("benchmarks");
+    std::fs::create_dir_all(&png_dir).with_context(|| format!("creating {}", png_dir.display()))?;
+    let plots = plot::write_all(&report, &png_dir)?;
+    std::fs::write(&md, report.markdown(&plots))
+        .with_context(|| format!("writing {}", md.display()))?;
+    say(&format!(
+        "wrote {} and {} plots in {:.0?}",
+        md.display(),
+        plots.len(),
+        started.elapsed()
+    ));
+    Ok(())
+}
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Progress on stderr, with the time since the start.
+fn say(msg: &str) {
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("bench {t:>6.1}s: {msg}");
+}
+
+/// Median of `values` (which must not be empty).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}

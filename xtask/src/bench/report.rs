@@ -1,0 +1,256 @@
+//! Everything one run measured, and its rendering as docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use lb_common::DEFAULT_RING_SIZE;
+
+use super::machine::Machine;
+use super::{controlplane, dataplane, e2e, http};
+
+pub struct Report {
+    pub machine: Machine,
+    pub quick: bool,
+    pub elapsed: Duration,
+    pub dataplane: Vec<dataplane::Row>,
+    pub maglev: Vec<controlplane::Row>,
+    /// Time to install an empty ring (see `controlplane::Results`).
+    pub empty_ring_ms: f64,
+    pub pps: Vec<e2e::Row>,
+    pub http: Vec<http::Row>,
+}
+
+/// 1234567.8 → "1,234,568".
+pub fn thousands(v: f64) -> String {
+    let s = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Report {
+    pub fn new(machine: Machine, quick: bool) -> Report {
+        Report {
+            machine,
+            quick,
+            elapsed: Duration::ZERO,
+            dataplane: Vec::new(),
+            maglev: Vec::new(),
+            empty_ring_ms: 0.0,
+            pps: Vec::new(),
+            http: Vec::new(),
+        }
+    }
+
+    /// The markdown page; `plots` are (file name under benchmarks/, caption).
+    pub fn markdown(&self, plots: &[(String, String)]) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "# xlb benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Written by `cargo xtask bench{}` (as root); run it again to measure your own \
+             machine. Ratios matter more than absolute figures: every comparison below was \
+             measured side by side in the same run, while absolute numbers drift with \
+             whatever else the machine is doing.\n",
+            if self.quick { " --quick" } else { "" }
+        );
+        let _ = writeln!(s, "| | |\n|---|---|");
+        let _ = writeln!(s, "| Date | {} |", m.date);
+        let _ = writeln!(s, "| Kernel | {} |", m.kernel);
+        let _ = writeln!(s, "| CPU | {} |", m.cpu);
+        let _ = writeln!(s, "| Cores | {} |", m.cores);
+        let _ = writeln!(s, "| Memory | {} GiB |", m.memory_gib);
+        let _ = writeln!(
+            s,
+            "| Mode | {} (took {:.0} s) |\n",
+            if self.quick { "quick" } else { "full" },
+            self.elapsed.as_secs_f64()
+        );
+        self.dataplane_section(&mut s);
+        self.maglev_section(&mut s);
+        self.pps_section(&mut s);
+        self.http_section(&mut s);
+        if !plots.is_empty() {
+            let _ = writeln!(s, "## Plots\n");
+            for (file, caption) in plots {
+                let _ = writeln!(s, "**{caption}**\n\n![{caption}](benchmarks/{file})\n");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "## Not measured yet\n\n\
+             - Data plane: connection-table hit and miss (table empty and full), NAT inbound \
+             and outbound: the features have not landed; their rows will be added to the \
+             same table.\n\
+             - End to end: xlb NAT (packets per second and wrk), for the same reason.\n\
+             - Health checker (1,000 backends at a 1 s interval: schedule drift, CPU), time \
+             from a backend's death to its removal, VRRP failover time: those issues have \
+             not landed."
+        );
+        s
+    }
+
+    fn dataplane_section(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## Data plane: cost per packet\n\n\
+             BPF_PROG_TEST_RUN, {} runs per call, median of several calls; the kernel \
+             reports whole nanoseconds per run. The floor is `xdp-floor`: swap the MAC \
+             addresses, `XDP_TX`. Maps are filled as the control plane fills them; the VIP \
+             under test has a {}-slot Maglev ring over all backends, the other VIPs are \
+             only in the VIP hash maps (the program reads only the ring of the VIP a \
+             packet hits; installing 10,000 rings takes minutes, see below). The \
+             same frame is sent every run, so caches are warm: this is the program's cost, \
+             not the cost of a cache miss.\n",
+            thousands(f64::from(dataplane::REPEAT)),
+            thousands(f64::from(DEFAULT_RING_SIZE))
+        );
+        let _ = writeln!(
+            s,
+            "| Case | VIPs | Backends | Verdict | ns/packet | × floor |\n|---|--:|--:|---|--:|--:|"
+        );
+        for r in &self.dataplane {
+            let c = &r.case;
+            let scale = |n: u32| {
+                if c.program == dataplane::Program::Floor {
+                    "–".to_owned()
+                } else {
+                    thousands(f64::from(n))
+                }
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.0} | {:.2} |",
+                c.name,
+                scale(c.vips),
+                scale(c.backends),
+                dataplane::verdict_name(c.verdict),
+                r.ns,
+                r.ratio
+            );
+        }
+        s.push('\n');
+    }
+
+    fn maglev_section(&self, s: &mut String) {
+        let flows = self.maglev.first().map_or(0, |r| r.flows);
+        let _ = writeln!(
+            s,
+            "## Control plane: Maglev\n\n\
+             A {}-slot table over N equal-weight backends: median time to build it \
+             (`maglev::build_table`, release build) and to install it into the kernel as a \
+             fresh ring (`Maps::install_ring`: create, fill slot by slot, publish; the \
+             publishing update of the map-in-map makes the kernel wait for an RCU grace \
+             period: installing an empty ring took {:.1} ms). Then the middle \
+             backend leaves and {} synthetic client 5-tuples are hashed with \
+             `lb_common::flow_hash` through the table before and after: the share whose \
+             backend changed, against the ideal 1/N (only the leaving backend's flows).\n",
+            thousands(f64::from(DEFAULT_RING_SIZE)),
+            self.empty_ring_ms,
+            thousands(flows as f64)
+        );
+        let _ = writeln!(
+            s,
+            "| Backends | Build (ms) | Install (ms) | Flows moved | Ideal 1/N | Moved / ideal |\n\
+             |--:|--:|--:|--:|--:|--:|"
+        );
+        for r in &self.maglev {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} | {:.1} | {:.3} % | {:.3} % | {:.2} |",
+                thousands(f64::from(r.backends)),
+                r.build_ms,
+                r.install_ms,
+                r.moved * 100.0,
+                r.ideal * 100.0,
+                r.moved / r.ideal
+            );
+        }
+        s.push('\n');
+    }
+
+    fn pps_section(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## End to end: packets per second through veth\n\n\
+             Client → bridge → load-balancer node → bridge → 3 backends, all network \
+             namespaces on this machine. The generator is an XDP program run with \
+             BPF_PROG_TEST_RUN in live-frames mode on the client's veth (60-byte UDP frames \
+             to VIP:9 from 1,024 source ports); the sinks are the backends' NICs. xlb runs \
+             as `xlb run` in native XDP mode; nftables DNAT picks a backend with \
+             `jhash ip saddr . udp sport` and forwards through the node's stack. Every \
+             stage shares the machine's cores, so this is what the whole path sustains, \
+             compared side by side.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| Setup | Offered (pps) | Delivered (pps) | Delivered / offered | vs xlb |\n\
+             |---|--:|--:|--:|--:|"
+        );
+        for r in &self.pps {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} % | {:.2} |",
+                r.setup,
+                thousands(r.offered),
+                thousands(r.delivered),
+                100.0 * r.delivered / r.offered,
+                r.ratio
+            );
+        }
+        s.push('\n');
+    }
+
+    fn http_section(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## End to end: HTTP with wrk\n\n\
+             wrk ({} connections, one thread) from the client namespace to VIP:80, through \
+             each setup in turn, the same three nginx backends (one worker each) behind all \
+             of them. Keep-alive measures requests/s; `Connection: close` makes every \
+             request a new TCP connection, so its requests/s are connections/s. HAProxy \
+             runs in TCP mode on the load-balancer node; nftables DNAT uses jhash over the \
+             client address and port and masquerades, so replies return through the node. \
+             xlb is DSR: replies go from the backend straight to the client.\n",
+            http::CONNECTIONS
+        );
+        let _ = writeln!(
+            s,
+            "| Setup | Connections | Requests/s | Requests | Errors | vs xlb |\n\
+             |---|---|--:|--:|--:|--:|"
+        );
+        for r in &self.http {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.2} |",
+                r.setup,
+                r.mode,
+                thousands(r.requests_per_s),
+                thousands(r.requests as f64),
+                r.errors,
+                r.ratio
+            );
+        }
+        s.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_000.0), "1,000");
+        assert_eq!(thousands(65_537.0), "65,537");
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+    }
+}

@@ -1,0 +1,138 @@
+//! The end-to-end environment: lb_user's DSR topology (client, xlb node and
+//! nginx backends on one bridged L2 segment, all in network namespaces with
+//! a per-run prefix, torn down on drop, panic and Ctrl-C), plus what the
+//! benchmarks need on top of it.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use lb_user::netns::{ManagedChild, NetNs};
+use lb_user::topology::{Topology, VIP_PORT, Xlb, link_stats};
+
+use super::frames::Mac;
+use super::{Options, say};
+
+/// Backends (nginx) behind every setup.
+pub const BACKENDS: usize = 3;
+/// UDP port of the packets-per-second VIP. Nothing listens there: a sink
+/// counts what its NIC received and its stack drops it.
+pub const SINK_PORT: u16 = 9;
+
+pub struct Bench {
+    pub topo: Topology,
+    pub xlb_exe: PathBuf,
+    pub lb_mac: Mac,
+    pub client_mac: Mac,
+    pub client_ifindex: u32,
+}
+
+/// (ifindex, MAC) of `ifname` in `ns`.
+fn link(ns: &NetNs, ifname: &str) -> Result<(u32, Mac)> {
+    let out = ns.ip(["-j", "link", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let index = v[0]["ifindex"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no ifindex for {ifname}: {out}"))?;
+    let text = v[0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no MAC for {ifname}: {out}"))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.split(':').collect();
+    anyhow::ensure!(parts.len() == 6, "bad MAC {text}");
+    for (b, p) in mac.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {text}"))?;
+    }
+    Ok((u32::try_from(index)?, mac))
+}
+
+impl Bench {
+    pub fn build(opts: &Options) -> Result<Bench> {
+        let topo = Topology::dsr(BACKENDS)?;
+        // Frames the generator XDP_TXes out of the client's veth are queued
+        // to the peer's NAPI ring, which exists only with GRO on (or XDP)
+        // there: the same reason the topology does it for the xlb peer.
+        let peer = format!("{}pc", topo.prefix());
+        topo.switch()
+            .run(["ethtool", "-K", &peer, "gro", "on"])
+            .with_context(|| format!("enabling GRO on {peer}"))?;
+        let (_, lb_mac) = link(topo.lb(), &topo.lb_ifname())?;
+        let (client_ifindex, client_mac) = link(topo.client(), &topo.client_ifname())?;
+        say(&format!("  topology {} ready", topo.prefix()));
+        Ok(Bench {
+            topo,
+            xlb_exe: opts.xlb_exe.clone(),
+            lb_mac,
+            client_mac,
+            client_ifindex,
+        })
+    }
+
+    pub fn backends4(&self) -> Vec<Ipv4Addr> {
+        (1..=BACKENDS).map(|i| self.topo.backend_addr4(i)).collect()
+    }
+
+    /// Starts `xlb run` with VIP4:80/tcp (for wrk) and VIP4:9/udp (for the
+    /// packet generator) over every backend; returns once all are active.
+    pub fn start_xlb(&self) -> Result<Xlb> {
+        let t = &self.topo;
+        let mut s = String::new();
+        writeln!(s, "interface = \"{}\"", t.lb_ifname())?;
+        writeln!(s, "xdp_mode = \"native\"")?;
+        writeln!(s, "control_socket = \"{}\"", t.control_socket().display())?;
+        for (name, port, proto) in [("web4", VIP_PORT, "tcp"), ("sink4", SINK_PORT, "udp")] {
+            writeln!(
+                s,
+                "\n[[vip]]\nname = \"{name}\"\naddress = \"{}\"",
+                t.vip4()
+            )?;
+            writeln!(s, "port = {port}\nprotocol = \"{proto}\"")?;
+            for (i, addr) in self.backends4().iter().enumerate() {
+                writeln!(s, "\n[[vip.backend]]\nname = \"backend-{}\"", i + 1)?;
+                writeln!(s, "address = \"{addr}\"\nweight = 1")?;
+            }
+        }
+        let path = t.dir().join("bench-xlb.toml");
+        std::fs::write(&path, s)?;
+        let xlb = t.start_xlb(&self.xlb_exe, &path)?;
+        xlb.wait_ready(Duration::from_secs(20))?;
+        Ok(xlb)
+    }
+
+    /// Packets received by all backends' NICs so far.
+    pub fn sink_packets(&self) -> Result<u64> {
+        let mut total = 0;
+        for i in 1..=BACKENDS {
+            total += link_stats(self.topo.backend(i), &self.topo.backend_ifname(i))?.rx_packets;
+        }
+        Ok(total)
+    }
+}
+
+/// Runs `cmd` (a [`ManagedChild`], so Ctrl-C kills it) with stdout and
+/// stderr to `log`; SIGTERM/SIGKILL if it outlives `limit`. Returns the
+/// output; fails if the command fails or times out.
+pub fn run_bounded(what: &str, cmd: &mut Command, limit: Duration, log: &Path) -> Result<String> {
+    let file = File::create(log)?;
+    cmd.stdout(file.try_clone()?).stderr(file);
+    let child = ManagedChild::spawn(what, cmd)?;
+    let deadline = Instant::now() + limit;
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("{what} failed ({status}): {}", read().trim());
+            }
+            return Ok(read());
+        }
+        if Instant::now() >= deadline {
+            child.stop(Duration::from_secs(1));
+            bail!("{what} did not finish within {limit:?}: {}", read().trim());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
