@@ -1,21 +1,30 @@
 //! Control-plane figures: how long a 65,537-slot Maglev table takes to
 //! build (and to install into the kernel as a fresh ring), and what share
 //! of flows changes backend when one of N backends leaves, against the
-//! ideal 1/N (only the leaving backend's flows move).
+//! ideal 1/N (only the leaving backend's flows move). A last row repeats
+//! N = 1,000 with the largest table, which docs/config.md recommends for
+//! VIPs with that many backends.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use anyhow::Result;
-use lb_common::{DEFAULT_RING_SIZE, FlowKey, IPPROTO_TCP, flow_hash};
+use lb_common::{DEFAULT_RING_SIZE, FlowKey, IPPROTO_TCP, MAX_RING_SIZE, flow_hash};
 use lb_user::{dataplane::Dataplane, maglev};
 
 use super::median;
 
-pub const SIZES: [u32; 3] = [10, 100, 1_000];
+/// (backends, table slots).
+pub const SIZES: [(u32, u32); 4] = [
+    (10, DEFAULT_RING_SIZE),
+    (100, DEFAULT_RING_SIZE),
+    (1_000, DEFAULT_RING_SIZE),
+    (1_000, MAX_RING_SIZE),
+];
 
 pub struct Row {
     pub backends: u32,
+    pub slots: u32,
     /// Median `build_table` time, ms.
     pub build_ms: f64,
     /// Median time to create, fill and publish the ring in the kernel, ms.
@@ -70,7 +79,7 @@ fn moved_share(
     before: (&[u32], &[maglev::Member]),
     after: (&[u32], &[maglev::Member]),
 ) -> f64 {
-    let m = DEFAULT_RING_SIZE;
+    let m = before.0.len() as u32;
     let owner = |(table, members): (&[u32], &[maglev::Member]), h: u32| {
         members[table[(h % m) as usize] as usize].identity
     };
@@ -93,14 +102,14 @@ pub fn run(quick: bool) -> Result<Results> {
     let hashes = flow_hashes(flows);
     let mut dp = Dataplane::load()?;
     let mut rows = Vec::new();
-    for n in SIZES {
+    for (n, slots) in SIZES {
         let all = members(n);
         let mut build = Vec::with_capacity(trials);
         let mut install = Vec::with_capacity(trials);
         let mut table = Vec::new();
         for _ in 0..trials {
             let t = Instant::now();
-            table = maglev::build_table(&all, DEFAULT_RING_SIZE);
+            table = maglev::build_table(&all, slots);
             build.push(t.elapsed().as_secs_f64() * 1e3);
             let ids: Vec<u32> = table.iter().map(|&i| i + 1).collect();
             let t = Instant::now();
@@ -110,10 +119,11 @@ pub fn run(quick: bool) -> Result<Results> {
         // The middle backend leaves.
         let mut rest = all.clone();
         rest.remove(n as usize / 2);
-        let after = maglev::build_table(&rest, DEFAULT_RING_SIZE);
+        let after = maglev::build_table(&rest, slots);
         let moved = moved_share(&hashes, (&table, &all), (&after, &rest));
         let row = Row {
             backends: n,
+            slots,
             build_ms: median(&mut build),
             install_ms: median(&mut install),
             flows,
@@ -121,7 +131,7 @@ pub fn run(quick: bool) -> Result<Results> {
             ideal: 1.0 / f64::from(n),
         };
         super::say(&format!(
-            "  {n:>5} backends: build {:.1} ms, install {:.1} ms, moved {:.3} % (ideal {:.3} %)",
+            "  {n:>5} backends, {slots:>7} slots: build {:.1} ms, install {:.1} ms, moved {:.3} % (ideal {:.3} %)",
             row.build_ms,
             row.install_ms,
             row.moved * 100.0,

@@ -300,8 +300,13 @@ fn measure(prog: &Xdp, frame: &[u8], want: u32, trials: usize) -> Result<f64> {
     Ok(median(&mut ns))
 }
 
+/// BPF_PROG_TEST_RUN calls per case; the report takes their median.
+pub fn trials(quick: bool) -> usize {
+    if quick { 3 } else { 7 }
+}
+
 pub fn run(quick: bool) -> Result<Vec<Row>> {
-    let trials = if quick { 3 } else { 7 };
+    let trials = trials(quick);
     let mut floor_ebpf =
         aya::Ebpf::load(lb_user::XDP_FLOOR_OBJECT).context("loading the floor object")?;
     let floor: &mut Xdp = floor_ebpf

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
 
+use lb_user::topology::status_vip;
+
 use super::frames;
 use super::nft::Dnat;
-use super::say;
 use super::topo::{Bench, SINK_PORT};
+use super::{median, say};
 
 /// Frames per BPF_PROG_TEST_RUN call; the generator loops until its time
 /// is up (and never more than `MAX_CALLS` times).
@@ -110,28 +112,39 @@ fn lb_diagnostics(b: &Bench) -> String {
     format!("{link}\n{snmp}")
 }
 
-/// (offered pps, delivered pps) for the setup currently in place;
-/// `extra` adds setup-specific state to the error if the path is broken.
+/// What one measurement saw.
+struct Sample {
+    sent: u64,
+    delivered: u64,
+    elapsed: Duration,
+}
+
+/// Generates for `duration` through the setup currently in place and
+/// counts what the sinks got; `extra` adds setup-specific state to the
+/// error if the path is broken.
 fn measure(
     b: &Bench,
     frame: &[u8],
     duration: Duration,
     extra: &dyn Fn() -> String,
-) -> Result<(f64, f64)> {
+) -> Result<Sample> {
     generate(b, frame, WARMUP)?;
     std::thread::sleep(DRAIN);
     let before = b.sink_packets()?;
     let (sent, elapsed) = generate(b, frame, duration)?;
     std::thread::sleep(DRAIN);
-    let got = b.sink_packets()?.saturating_sub(before);
+    let delivered = b.sink_packets()?.saturating_sub(before);
     ensure!(
-        got as f64 >= MIN_DELIVERED * sent as f64,
-        "only {got} of {sent} generated frames reached a backend\n{}\n{}",
+        delivered as f64 >= MIN_DELIVERED * sent as f64,
+        "only {delivered} of {sent} generated frames reached a backend\n{}\n{}",
         extra(),
         lb_diagnostics(b)
     );
-    let secs = elapsed.as_secs_f64();
-    Ok((sent as f64 / secs, got as f64 / secs))
+    Ok(Sample {
+        sent,
+        delivered,
+        elapsed,
+    })
 }
 
 pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
@@ -146,33 +159,31 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
         SINK_PORT,
         &[0; 18],
     );
-    let mut rows = Vec::new();
-
-    let xlb = b.start_xlb()?;
-    let (offered, delivered) =
-        measure(b, &frame, duration, &|| xlb.log_tail(20)).context("xlb DSR")?;
-    xlb.stop(Duration::from_secs(3));
-    rows.push(("xlb DSR (native XDP)", offered, delivered));
-
-    let dnat = Dnat::apply(
-        t.lb(),
-        &t.lb_ifname(),
-        t.dir(),
-        t.vip4(),
-        (lb_user::topology::VIP_PORT, SINK_PORT),
-        &b.backends4(),
-    )?;
-    let (offered, delivered) =
-        measure(b, &frame, duration, &|| dnat.listing()).context("nftables DNAT")?;
-    drop(dnat);
-    rows.push(("nftables DNAT (jhash)", offered, delivered));
-
-    let base = rows[0].2;
+    let mut xlb_runs = Vec::new();
+    let mut dnat_runs = Vec::new();
+    for _ in 0..super::rounds(quick) {
+        xlb_runs.push(through_xlb(b, &frame, duration)?);
+        dnat_runs.push(through_dnat(b, &frame, duration)?);
+    }
+    let pps = |runs: &[Sample], count: fn(&Sample) -> u64| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .map(|s| count(s) as f64 / s.elapsed.as_secs_f64())
+            .collect();
+        median(&mut v)
+    };
+    let rows = [
+        ("xlb DSR (native XDP)", xlb_runs),
+        ("nftables DNAT (jhash)", dnat_runs),
+    ];
+    let base = pps(&rows[0].1, |s| s.delivered);
     Ok(rows
         .into_iter()
-        .map(|(setup, offered, delivered)| {
+        .map(|(setup, runs)| {
+            let (offered, delivered) = (pps(&runs, |s| s.sent), pps(&runs, |s| s.delivered));
             say(&format!(
-                "  {setup:<24} offered {offered:>10.0} pps, delivered {delivered:>10.0} pps"
+                "  {setup:<24} offered {offered:>10.0} pps, delivered {delivered:>10.0} pps (median of {})",
+                runs.len()
             ));
             Row {
                 setup,
@@ -182,4 +193,35 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
             }
         })
         .collect())
+}
+
+fn through_xlb(b: &Bench, frame: &[u8], duration: Duration) -> Result<Sample> {
+    let xlb = b.start_xlb()?;
+    let sample = measure(b, frame, duration, &|| xlb.log_tail(20)).context("xlb DSR")?;
+    // Proof that the frames went through xlb and not around it (a frame
+    // sent with stale headers could reach a backend directly).
+    let status = xlb.status()?;
+    let forwarded = status_vip(&status, "sink4")?["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    ensure!(
+        forwarded as f64 >= 0.9 * sample.delivered as f64,
+        "xlb counted {forwarded} packets on VIP sink4 but the backends got {}",
+        sample.delivered
+    );
+    xlb.stop(Duration::from_secs(3));
+    Ok(sample)
+}
+
+fn through_dnat(b: &Bench, frame: &[u8], duration: Duration) -> Result<Sample> {
+    let t = &b.topo;
+    let dnat = Dnat::apply(
+        t.lb(),
+        &t.lb_ifname(),
+        t.dir(),
+        t.vip4(),
+        (lb_user::topology::VIP_PORT, SINK_PORT),
+        &b.backends4(),
+    )?;
+    measure(b, frame, duration, &|| dnat.listing()).context("nftables DNAT")
 }

@@ -1,7 +1,9 @@
-//! wrk from the client namespace to VIP:80, through xlb (DSR), HAProxy in
-//! TCP mode on the xlb node, and nftables DNAT on the xlb node, in that
-//! order (DNAT last: the conntrack entries it leaves would catch later
-//! connections of the same 5-tuple). The same three nginx backends answer.
+//! wrk from the client namespace to VIP:80 through xlb (DSR), HAProxy in
+//! TCP mode on the xlb node, and nftables DNAT on the xlb node, the same
+//! three nginx backends behind each. Every round runs the setups in that
+//! order. DNAT's conntrack entries outlive its table, but the kernel only
+//! consults conntrack in a namespace while some rule set needs it, and the
+//! DNAT table is the only one: HAProxy's connections never meet them.
 //! Two runs per setup: keep-alive (requests/s) and `Connection: close`
 //! (one connection per request: connections/s).
 
@@ -13,8 +15,8 @@ use lb_user::netns::ManagedChild;
 use lb_user::topology::{VIP_PORT, http_get};
 
 use super::nft::Dnat;
-use super::say;
 use super::topo::{Bench, SINK_PORT, run_bounded};
+use super::{median, say};
 
 /// Concurrent connections of wrk (nginx allows 1,024 per backend).
 pub const CONNECTIONS: u32 = 32;
@@ -24,9 +26,11 @@ pub struct Row {
     pub setup: &'static str,
     /// "keep-alive" or "new connection per request".
     pub mode: &'static str,
+    /// Median over rounds.
     pub requests_per_s: f64,
+    /// Over all rounds.
     pub requests: u64,
-    /// Socket errors and non-2xx/3xx responses.
+    /// Socket errors and non-2xx/3xx responses, over all rounds.
     pub errors: u64,
     /// `requests_per_s` / xlb's in the same mode.
     pub ratio: f64,
@@ -129,38 +133,36 @@ fn wait_serving(b: &Bench, timeout: Duration) -> Result<()> {
 
 const MODES: [(&str, bool); 2] = [("keep-alive", false), ("new connection per request", true)];
 
-fn both_modes(b: &Bench, setup: &'static str, duration: Duration) -> Result<Vec<Row>> {
+/// An unmeasured wrk run before each setup's first, so that no setup pays
+/// for cold caches, neighbour resolution or nginx warming up.
+const WARMUP: Duration = Duration::from_secs(1);
+
+fn both_modes(b: &Bench, setup: &str, duration: Duration) -> Result<Vec<Wrk>> {
     wait_serving(b, Duration::from_secs(5))?;
-    let mut rows = Vec::new();
+    wrk(b, WARMUP, false).with_context(|| format!("warming up {setup}"))?;
+    let mut out = Vec::new();
     for (mode, close) in MODES {
         let w = wrk(b, duration, close).with_context(|| format!("wrk through {setup}, {mode}"))?;
         say(&format!(
             "  {setup:<24} {mode:<28} {:>9.0} req/s, {} errors",
             w.requests_per_s, w.errors
         ));
-        rows.push(Row {
-            setup,
-            mode,
-            requests_per_s: w.requests_per_s,
-            requests: w.requests,
-            errors: w.errors,
-            ratio: 0.0,
-        });
+        out.push(w);
     }
-    Ok(rows)
+    Ok(out)
 }
 
-pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
-    let duration = Duration::from_secs(if quick { 2 } else { 5 });
-    let t = &b.topo;
-    let mut rows = Vec::new();
+const SETUPS: [&str; 3] = ["xlb DSR", "HAProxy (TCP mode)", "nftables DNAT (jhash)"];
 
+/// One round: every setup in turn, both modes each; `[setup][mode]`.
+fn round(b: &Bench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
+    let t = &b.topo;
     let xlb = b.start_xlb()?;
-    rows.extend(both_modes(b, "xlb DSR", duration)?);
+    let x = both_modes(b, SETUPS[0], duration)?;
     xlb.stop(Duration::from_secs(3));
 
     let haproxy = start_haproxy(b)?;
-    rows.extend(both_modes(b, "HAProxy (TCP mode)", duration)?);
+    let h = both_modes(b, SETUPS[1], duration)?;
     haproxy.stop(Duration::from_secs(3));
 
     let dnat = Dnat::apply(
@@ -171,9 +173,34 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
         (VIP_PORT, SINK_PORT),
         &b.backends4(),
     )?;
-    rows.extend(both_modes(b, "nftables DNAT (jhash)", duration)?);
+    let n = both_modes(b, SETUPS[2], duration)?;
     drop(dnat);
+    Ok(vec![x, h, n])
+}
 
+/// Rounds of every setup in turn (so that drift on a shared machine hits
+/// all setups alike); each row is the median over rounds.
+pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
+    let duration = Duration::from_secs(if quick { 2 } else { 5 });
+    let mut rounds = Vec::new();
+    for _ in 0..super::rounds(quick) {
+        rounds.push(round(b, duration)?);
+    }
+    let mut rows = Vec::new();
+    for (si, setup) in SETUPS.iter().enumerate() {
+        for (mi, (mode, _)) in MODES.iter().enumerate() {
+            let runs: Vec<&Wrk> = rounds.iter().map(|r| &r[si][mi]).collect();
+            let mut rps: Vec<f64> = runs.iter().map(|w| w.requests_per_s).collect();
+            rows.push(Row {
+                setup,
+                mode,
+                requests_per_s: median(&mut rps),
+                requests: runs.iter().map(|w| w.requests).sum(),
+                errors: runs.iter().map(|w| w.errors).sum(),
+                ratio: 0.0,
+            });
+        }
+    }
     let base: Vec<f64> = rows[..MODES.len()]
         .iter()
         .map(|r| r.requests_per_s)

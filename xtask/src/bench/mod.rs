@@ -110,6 +110,13 @@ fn say(msg: &str) {
     eprintln!("bench {t:>6.1}s: {msg}");
 }
 
+/// Rounds of the end-to-end comparisons: each round runs every setup in
+/// turn, and the reports take the median, so drift on a shared machine hits
+/// every setup alike.
+pub fn rounds(quick: bool) -> usize {
+    if quick { 1 } else { 3 }
+}
+
 /// Median of `values` (which must not be empty).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

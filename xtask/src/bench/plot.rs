@@ -112,11 +112,17 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
     });
     charts.push(Chart {
         file: "maglev-build.png",
-        caption: "Maglev: 65,537-slot table build time",
+        caption: "Maglev: table build time",
         bars: report
             .maglev
             .iter()
-            .map(|r| (format!("{} backends", r.backends), r.build_ms, false))
+            .map(|r| {
+                (
+                    format!("N = {}, M = {}", r.backends, r.slots),
+                    r.build_ms,
+                    false,
+                )
+            })
             .collect(),
         fmt: ms,
     });

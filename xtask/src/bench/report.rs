@@ -96,11 +96,22 @@ impl Report {
         s
     }
 
+    /// How the end-to-end figures were aggregated.
+    fn rounds_note(&self) -> String {
+        match super::rounds(self.quick) {
+            1 => "One round of each setup (quick mode).".to_owned(),
+            n => format!(
+                "Each figure is the median of {n} rounds; every round runs all setups \
+                 in turn, so drift on a shared machine hits them alike."
+            ),
+        }
+    }
+
     fn dataplane_section(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "## Data plane: cost per packet\n\n\
-             BPF_PROG_TEST_RUN, {} runs per call, median of several calls; the kernel \
+             BPF_PROG_TEST_RUN, {} runs per call, median of {} calls; the kernel \
              reports whole nanoseconds per run. The floor is `xdp-floor`: swap the MAC \
              addresses, `XDP_TX`. Maps are filled as the control plane fills them; the VIP \
              under test has a {}-slot Maglev ring over all backends, the other VIPs are \
@@ -109,6 +120,7 @@ impl Report {
              same frame is sent every run, so caches are warm: this is the program's cost, \
              not the cost of a cache miss.\n",
             thousands(f64::from(dataplane::REPEAT)),
+            dataplane::trials(self.quick),
             thousands(f64::from(DEFAULT_RING_SIZE))
         );
         let _ = writeln!(
@@ -135,7 +147,11 @@ impl Report {
                 r.ratio
             );
         }
-        s.push('\n');
+        let _ = writeln!(
+            s,
+            "\nA malformed header is dropped before any map lookup, which can cost less \
+             than the floor's rewrite and transmit.\n"
+        );
     }
 
     fn maglev_section(&self, s: &mut String) {
@@ -143,28 +159,31 @@ impl Report {
         let _ = writeln!(
             s,
             "## Control plane: Maglev\n\n\
-             A {}-slot table over N equal-weight backends: median time to build it \
+             A table of M slots over N equal-weight backends: median time to build it \
              (`maglev::build_table`, release build) and to install it into the kernel as a \
              fresh ring (`Maps::install_ring`: create, fill slot by slot, publish; the \
              publishing update of the map-in-map makes the kernel wait for an RCU grace \
-             period: installing an empty ring took {:.1} ms). Then the middle \
-             backend leaves and {} synthetic client 5-tuples are hashed with \
+             period: installing an empty ring took {:.1} ms). Then the middle backend \
+             leaves and {} synthetic client 5-tuples are hashed with \
              `lb_common::flow_hash` through the table before and after: the share whose \
-             backend changed, against the ideal 1/N (only the leaving backend's flows).\n",
-            thousands(f64::from(DEFAULT_RING_SIZE)),
+             backend changed, against the ideal 1/N (only the leaving backend's flows). \
+             The excess shrinks as each backend owns more slots (M/N); the last row is \
+             the larger table [config.md](config.md#ring_size-trade-offs) recommends for \
+             thousands of backends.\n",
             self.empty_ring_ms,
             thousands(flows as f64)
         );
         let _ = writeln!(
             s,
-            "| Backends | Build (ms) | Install (ms) | Flows moved | Ideal 1/N | Moved / ideal |\n\
-             |--:|--:|--:|--:|--:|--:|"
+            "| Backends N | Slots M | Build (ms) | Install (ms) | Flows moved | Ideal 1/N | Moved / ideal |\n\
+             |--:|--:|--:|--:|--:|--:|--:|"
         );
         for r in &self.maglev {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} | {:.1} | {:.3} % | {:.3} % | {:.2} |",
+                "| {} | {} | {:.1} | {:.1} | {:.3} % | {:.3} % | {:.2} |",
                 thousands(f64::from(r.backends)),
+                thousands(f64::from(r.slots)),
                 r.build_ms,
                 r.install_ms,
                 r.moved * 100.0,
@@ -185,8 +204,14 @@ impl Report {
              to VIP:9 from 1,024 source ports); the sinks are the backends' NICs. xlb runs \
              as `xlb run` in native XDP mode; nftables DNAT picks a backend with \
              `jhash ip saddr . udp sport` and forwards through the node's stack. Every \
-             stage shares the machine's cores, so this is what the whole path sustains, \
-             compared side by side.\n"
+             stage shares the machine's cores, and the generator can only send as fast \
+             as the path drains, so offered and delivered rates stay close: the figure is \
+             what the whole path sustains. The path is shared by both setups (two bridge \
+             crossings, the backends' stacks), so the ratio understates the difference \
+             between the two load balancers themselves (compare xlb's cost per packet \
+             above). xlb's VIP counter is checked against the sinks, to prove the frames \
+             went through it. {}\n",
+            self.rounds_note()
         );
         let _ = writeln!(
             s,
@@ -217,12 +242,15 @@ impl Report {
              request a new TCP connection, so its requests/s are connections/s. HAProxy \
              runs in TCP mode on the load-balancer node; nftables DNAT uses jhash over the \
              client address and port and masquerades, so replies return through the node. \
-             xlb is DSR: replies go from the backend straight to the client.\n",
-            http::CONNECTIONS
+             xlb is DSR: replies go from the backend straight to the client. Where the \
+             setups come out alike, the limit is the backends or wrk, which share the \
+             machine's cores with the load balancer, not the load balancer. {}\n",
+            http::CONNECTIONS,
+            self.rounds_note()
         );
         let _ = writeln!(
             s,
-            "| Setup | Connections | Requests/s | Requests | Errors | vs xlb |\n\
+            "| Setup | Mode | Requests/s | Requests (all rounds) | Errors | vs xlb |\n\
              |---|---|--:|--:|--:|--:|"
         );
         for r in &self.http {
