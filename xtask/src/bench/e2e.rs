@@ -22,7 +22,7 @@ use lb_user::topology::status_vip;
 use super::frames;
 use super::nft::Dnat;
 use super::topo::{Bench, SINK_PORT};
-use super::{median, say};
+use super::{median, say, spread};
 
 /// Frames per BPF_PROG_TEST_RUN call; the generator loops until its time
 /// is up (and never more than `MAX_CALLS` times).
@@ -40,8 +40,10 @@ pub struct Row {
     pub setup: &'static str,
     /// Frames generated per second.
     pub offered: f64,
-    /// Frames received by the backends per second.
+    /// Frames received by the backends per second (median over rounds).
     pub delivered: f64,
+    /// Lowest and highest round of `delivered`.
+    pub range: (f64, f64),
     /// `delivered` / xlb's `delivered`.
     pub ratio: f64,
 }
@@ -165,13 +167,12 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
         xlb_runs.push(through_xlb(b, &frame, duration)?);
         dnat_runs.push(through_dnat(b, &frame, duration)?);
     }
-    let pps = |runs: &[Sample], count: fn(&Sample) -> u64| {
-        let mut v: Vec<f64> = runs
-            .iter()
+    let rates = |runs: &[Sample], count: fn(&Sample) -> u64| -> Vec<f64> {
+        runs.iter()
             .map(|s| count(s) as f64 / s.elapsed.as_secs_f64())
-            .collect();
-        median(&mut v)
+            .collect()
     };
+    let pps = |runs: &[Sample], count: fn(&Sample) -> u64| median(&mut rates(runs, count));
     let rows = [
         ("xlb DSR (native XDP)", xlb_runs),
         ("nftables DNAT (jhash)", dnat_runs),
@@ -189,6 +190,7 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
                 setup,
                 offered,
                 delivered,
+                range: spread(&rates(&runs, |s| s.delivered)),
                 ratio: delivered / base,
             }
         })

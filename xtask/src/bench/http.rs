@@ -16,7 +16,7 @@ use lb_user::topology::{VIP_PORT, http_get};
 
 use super::nft::Dnat;
 use super::topo::{Bench, SINK_PORT, run_bounded};
-use super::{median, say};
+use super::{median, say, spread};
 
 /// Concurrent connections of wrk (nginx allows 1,024 per backend).
 pub const CONNECTIONS: u32 = 32;
@@ -28,6 +28,8 @@ pub struct Row {
     pub mode: &'static str,
     /// Median over rounds.
     pub requests_per_s: f64,
+    /// Lowest and highest round.
+    pub range: (f64, f64),
     /// Over all rounds.
     pub requests: u64,
     /// Socket errors and non-2xx/3xx responses, over all rounds.
@@ -191,9 +193,11 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
         for (mi, (mode, _)) in MODES.iter().enumerate() {
             let runs: Vec<&Wrk> = rounds.iter().map(|r| &r[si][mi]).collect();
             let mut rps: Vec<f64> = runs.iter().map(|w| w.requests_per_s).collect();
+            let range = spread(&rps);
             rows.push(Row {
                 setup,
                 mode,
+                range,
                 requests_per_s: median(&mut rps),
                 requests: runs.iter().map(|w| w.requests).sum(),
                 errors: runs.iter().map(|w| w.errors).sum(),

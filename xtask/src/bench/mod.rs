@@ -117,6 +117,15 @@ pub fn rounds(quick: bool) -> usize {
     if quick { 1 } else { 3 }
 }
 
+/// (lowest, highest) of `values`.
+pub fn spread(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
 /// Median of `values` (which must not be empty).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -33,6 +33,11 @@ pub fn thousands(v: f64) -> String {
     out
 }
 
+/// "lo–hi" of a rounds' range.
+fn range((lo, hi): (f64, f64)) -> String {
+    format!("{}–{}", thousands(lo), thousands(hi))
+}
+
 impl Report {
     pub fn new(machine: Machine, quick: bool) -> Report {
         Report {
@@ -102,7 +107,8 @@ impl Report {
             1 => "One round of each setup (quick mode).".to_owned(),
             n => format!(
                 "Each figure is the median of {n} rounds; every round runs all setups \
-                 in turn, so drift on a shared machine hits them alike."
+                 in turn, so drift on a shared machine hits them alike. A difference \
+                 smaller than the rounds' range is noise, not a result."
             ),
         }
     }
@@ -215,16 +221,17 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| Setup | Offered (pps) | Delivered (pps) | Delivered / offered | vs xlb |\n\
-             |---|--:|--:|--:|--:|"
+            "| Setup | Offered (pps) | Delivered (pps) | Rounds' range | Delivered / offered | vs xlb |\n\
+             |---|--:|--:|--:|--:|--:|"
         );
         for r in &self.pps {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} % | {:.2} |",
+                "| {} | {} | {} | {} | {:.1} % | {:.2} |",
                 r.setup,
                 thousands(r.offered),
                 thousands(r.delivered),
+                range(r.range),
                 100.0 * r.delivered / r.offered,
                 r.ratio
             );
@@ -250,16 +257,17 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| Setup | Mode | Requests/s | Requests (all rounds) | Errors | vs xlb |\n\
-             |---|---|--:|--:|--:|--:|"
+            "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb |\n\
+             |---|---|--:|--:|--:|--:|--:|"
         );
         for r in &self.http {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2} |",
                 r.setup,
                 r.mode,
                 thousands(r.requests_per_s),
+                range(r.range),
                 thousands(r.requests as f64),
                 r.errors,
                 r.ratio
