@@ -9,7 +9,6 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
 use super::Report;
-use super::report::thousands;
 
 /// The font the plots use; installed by setup.
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -90,6 +89,8 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
     let ns: fn(f64) -> String = |v| format!("{v:.0} ns");
     let ms: fn(f64) -> String = |v| format!("{v:.1} ms");
     let pct: fn(f64) -> String = |v| format!("{v:.3} %");
+    // No digit grouping: at this size a comma is hard to tell from a point.
+    let count: fn(f64) -> String = |v| format!("{v:.0}");
     let mut charts = Vec::new();
 
     charts.push(Chart {
@@ -135,12 +136,12 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
             .flat_map(|r| {
                 [
                     (
-                        format!("{} backends: moved", r.backends),
+                        format!("N = {}, M = {}: moved", r.backends, r.slots),
                         r.moved * 100.0,
                         false,
                     ),
                     (
-                        format!("{} backends: ideal 1/N", r.backends),
+                        format!("N = {}: ideal 1/N", r.backends),
                         r.ideal * 100.0,
                         true,
                     ),
@@ -157,7 +158,7 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
             .iter()
             .map(|r| (r.setup.to_owned(), r.delivered, r.setup.starts_with("xlb")))
             .collect(),
-        fmt: thousands,
+        fmt: count,
     });
     charts.push(Chart {
         file: "http.png",
@@ -167,13 +168,13 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
             .iter()
             .map(|r| {
                 (
-                    format!("{}, {}", r.setup, r.mode),
+                    format!("{} / {}", r.setup, r.mode),
                     r.requests_per_s,
                     r.setup.starts_with("xlb"),
                 )
             })
             .collect(),
-        fmt: thousands,
+        fmt: count,
     });
 
     let mut written = Vec::new();
