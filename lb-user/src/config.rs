@@ -28,6 +28,9 @@ use toml::Spanned;
 
 use crate::maglev;
 
+mod vrrp;
+pub use vrrp::{VrrpConfig, VrrpGroup};
+
 /// Where the control socket lives unless `control_socket` says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
 
@@ -51,6 +54,9 @@ pub struct Config {
     pub xdp_mode: XdpMode,
     pub control_socket: PathBuf,
     pub vips: Vec<VipConfig>,
+    /// `[vrrp]`: share the VIPs with other nodes. Without it the node
+    /// always forwards.
+    pub vrrp: Option<VrrpConfig>,
 }
 
 /// How the XDP program is attached.
@@ -286,6 +292,8 @@ struct RawConfig {
     control_socket: Option<Spanned<String>>,
     #[serde(default)]
     vip: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    vrrp: Option<Spanned<vrrp::RawVrrp>>,
 }
 
 #[derive(Deserialize)]
@@ -432,11 +440,13 @@ impl Validator<'_> {
             vips.push(cfg);
         }
 
+        let vrrp = raw.vrrp.as_ref().map(|r| self.vrrp(r, &vips));
         Config {
             interface,
             xdp_mode: raw.xdp_mode.map_or(XdpMode::Auto, |m| *m.get_ref()),
             control_socket,
             vips,
+            vrrp,
         }
     }
 
@@ -1045,6 +1055,7 @@ name = "b-draining"
                     ],
                 },
             ],
+            vrrp: None,
         };
         assert_eq!(config, expected);
     }

@@ -417,6 +417,8 @@ impl Controller {
                 .zip(drops.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            // Filled in by the daemon, which owns the VRRP engine.
+            vrrp: None,
         })
     }
 }
