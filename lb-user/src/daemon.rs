@@ -18,6 +18,8 @@ use crate::{
     ctl::{self, Reply, Request},
     dataplane::Dataplane,
     netlink,
+    status::VrrpStatus,
+    vrrp,
 };
 
 /// Neighbour entries of the load balancer's NIC, from the kernel.
@@ -59,9 +61,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
     }
     let mut dp = Dataplane::load()?;
+    // Standalone, the node always forwards. With VRRP it starts as a
+    // backup that does not, and the engine sets the flag on MASTER.
     dp.maps.set_config(&LbConfig {
         mac: iface.mac,
-        flags: LB_F_FORWARDING,
+        flags: if config.vrrp.is_some() {
+            0
+        } else {
+            LB_F_FORWARDING
+        },
         ..Default::default()
     })?;
     let mut neighbours = KernelNeighbours {
@@ -76,17 +84,45 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let attached = controller.attach(native, generic)?;
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
-        "xlb attached and forwarding");
+        vrrp = config.vrrp.is_some(), "xlb attached");
 
     let controller = Arc::new(Mutex::new(controller));
+    let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
+    let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(false);
+    let mut vrrp_task = match &config.vrrp {
+        Some(vc) => {
+            let nic = vrrp::Nic {
+                name: iface.name.clone(),
+                index: iface.index,
+                mac: iface.mac,
+            };
+            let effects = Box::new(DaemonEffects {
+                controller: controller.clone(),
+                mac: iface.mac,
+                ifindex: iface.index,
+            });
+            let engine = vrrp::Engine::new(vc.clone(), nic.clone(), effects, vrrp_status.clone())
+                .context("starting VRRP")?;
+            let tracking = vrrp::start_tracking(vc, &nic).await;
+            Some(tokio::spawn(engine.run(tracking, stop_rx)))
+        }
+        None => None,
+    };
+    let has_vrrp = vrrp_task.is_some();
     let socket = config.control_socket.clone();
     let served = controller.clone();
+    let served_vrrp = vrrp_status.clone();
     let mut server = tokio::spawn({
         let socket = socket.clone();
         async move {
             ctl::serve(&socket, move |req| match req {
                 Request::Status => match lock(&served).status() {
-                    Ok(s) => Reply::Status(s),
+                    Ok(mut s) => {
+                        if has_vrrp {
+                            s.vrrp = Some(vrrp::status_now(&served_vrrp));
+                        }
+                        Reply::Status(s)
+                    }
                     Err(e) => Reply::Error {
                         message: format!("{e:#}"),
                     },
@@ -115,6 +151,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     running = new;
                 }
             }
+            res = async { vrrp_task.as_mut().expect("guarded").await }, if vrrp_task.is_some() => {
+                return Err(match res {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow!("VRRP stopped"),
+                    Err(e) => anyhow!(e),
+                }).context("VRRP");
+            }
             res = &mut server => {
                 return Err(match res {
                     Ok(Err(e)) => e,
@@ -127,6 +170,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }
             }
+        }
+    }
+    if let Some(task) = vrrp_task {
+        // Resign (priority 0 adverts) and withdraw the VIPs before the
+        // program goes, so that a backup takes over after its skew time.
+        let _ = stop_vrrp.send(true);
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "VRRP shutdown"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "VRRP task failed"),
+            Err(_) => tracing::warn!("VRRP did not shut down within 2 s"),
         }
     }
     tracing::info!("shutting down: detaching XDP program");
@@ -153,9 +207,10 @@ fn reload(
     if new.interface != running.interface
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
+        || new.vrrp != running.vrrp
     {
         tracing::error!(
-            "reload rejected: interface, xdp_mode and control_socket change only with a restart"
+            "reload rejected: interface, xdp_mode, control_socket and [vrrp] change only with a restart"
         );
         return None;
     }
@@ -171,6 +226,32 @@ fn reload(
             );
             None
         }
+    }
+}
+
+/// VRRP's effects on this node: the forwarding flag in `LB_CONFIG` and the
+/// VIP addresses on the NIC.
+struct DaemonEffects {
+    controller: Arc<Mutex<Controller>>,
+    mac: [u8; 6],
+    ifindex: u32,
+}
+
+impl vrrp::Effects for DaemonEffects {
+    fn set_forwarding(&mut self, on: bool) -> Result<()> {
+        lock(&self.controller).maps().set_config(&LbConfig {
+            mac: self.mac,
+            flags: if on { LB_F_FORWARDING } else { 0 },
+            ..Default::default()
+        })
+    }
+
+    fn assign(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        vrrp::assign_addresses(self.ifindex, addrs)
+    }
+
+    fn withdraw(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        vrrp::withdraw_addresses(self.ifindex, addrs)
     }
 }
 

@@ -575,8 +575,7 @@ pub async fn start_tracking(cfg: &VrrpConfig, nic: &Nic) -> watch::Receiver<Trac
         let addr_ok = match addr {
             None => true,
             Some(a) if link_ok => {
-                let name = nic.name.clone();
-                tokio::task::spawn_blocking(move || track::ping(a, &name, id, seq, timeout))
+                tokio::task::spawn_blocking(move || track::ping(a, id, seq, timeout))
                     .await
                     .map(|r| r.unwrap_or(false))
                     .unwrap_or(false)

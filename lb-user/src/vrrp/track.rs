@@ -60,7 +60,11 @@ pub fn is_reply(v6: bool, reply: &[u8], id: u16, seq: u16) -> bool {
 
 /// Sends one echo request to `addr` and waits up to `timeout` for the reply.
 /// Ok(false): no reply in time (or the kernel refused to send: no route).
-pub fn ping(addr: IpAddr, ifname: &str, id: u16, seq: u16, timeout: Duration) -> io::Result<bool> {
+///
+/// The socket is not bound to the NIC: the probe follows the node's routing
+/// table, as its traffic to the upstream would (and a device-bound socket
+/// would make the kernel assume the address on-link when no route exists).
+pub fn ping(addr: IpAddr, id: u16, seq: u16, timeout: Duration) -> io::Result<bool> {
     let v6 = addr.is_ipv6();
     let (domain, proto) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6)
@@ -68,7 +72,6 @@ pub fn ping(addr: IpAddr, ifname: &str, id: u16, seq: u16, timeout: Duration) ->
         (Domain::IPV4, Protocol::ICMPV4)
     };
     let s = Socket::new(domain, Type::RAW, Some(proto))?;
-    s.bind_device(Some(ifname.as_bytes()))?;
     let to = SocketAddr::new(addr, 0);
     if let Err(e) = s.send_to(&echo_request(v6, id, seq), &to.into()) {
         // Unreachable, prohibited, no neighbour: the address is not reachable.
