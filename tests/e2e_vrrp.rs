@@ -46,7 +46,7 @@ fn start_node(topo: &Topology, n: usize, priority: u64, extra: &str) -> Xlb {
     xlb
 }
 
-fn group<'a>(status: &'a Value, vrid: u64) -> Option<&'a Value> {
+fn group(status: &Value, vrid: u64) -> Option<&Value> {
     status["vrrp"]["groups"]
         .as_array()?
         .iter()
@@ -57,8 +57,7 @@ fn group<'a>(status: &'a Value, vrid: u64) -> Option<&'a Value> {
 fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let last;
-        match xlb.status() {
+        let last = match xlb.status() {
             Ok(s) => {
                 let all = [51, 52]
                     .iter()
@@ -66,10 +65,10 @@ fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Value {
                 if all {
                     return s;
                 }
-                last = s["vrrp"].to_string();
+                s["vrrp"].to_string()
             }
-            Err(e) => last = format!("{e:#}"),
-        }
+            Err(e) => format!("{e:#}"),
+        };
         assert!(
             Instant::now() < deadline,
             "xlb (log {}) not {state} after {timeout:?}; last vrrp status: {last}\n--- log ---\n{}",
