@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{WEIGHTS, require_root, xlb_exe};
+use lb_user::netns::ManagedChild;
 use lb_user::topology::{Topology, VIP_PORT, Xlb, http_get_many};
 use serde_json::Value;
 
@@ -309,4 +310,212 @@ fn vrrp_tracking_failure_hands_over() {
     wait_state(&x1, "master", Duration::from_secs(10));
     wait_state(&x2, "backup", Duration::from_secs(5));
     assert_serves(&topo, vip4(&topo), 20);
+}
+
+// ---------------------------------------------------------------------------
+// keepalived as the peer (IPv4 group only).
+
+const KEEPALIVED: &str = "/usr/sbin/keepalived";
+
+/// xlb's config for the interop tests. keepalived speaks only VRID 51
+/// (IPv4); xlb's IPv6 group (VRID 52) has no peer and stays master.
+fn interop_section(priority: u64) -> String {
+    format!(
+        "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n\n\
+         [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web4\"]\n\n\
+         [[vrrp.group]]\nvrid = 52\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web6\"]\n"
+    )
+}
+
+/// Starts keepalived (VRRP only, version 3, VRID 51, the IPv4 VIP) on node 2
+/// with every file it writes inside the topology's temp dir. Killed by PID
+/// (SIGTERM, then SIGKILL) when the returned guard drops.
+fn start_keepalived(topo: &Topology, priority: u64, run: usize) -> ManagedChild {
+    let dir = topo.dir().join(format!("keepalived-{run}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("keepalived.conf");
+    let interval = INTERVAL_CS as f64 / 100.0;
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id xlb-interop\n  vrrp_version 3\n}}\n\
+             vrrp_instance VI_4 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 51\n  \
+             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip}/32\n  }}\n}}\n",
+            ifname = topo.node_ifname(2),
+            vip = topo.vip4(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("keepalived.log")).unwrap();
+    let mut cmd = topo.node(2).exec([KEEPALIVED]);
+    cmd.arg("--dont-fork")
+        .arg("--log-console")
+        .arg("--no-syslog")
+        .arg("--log-detail")
+        .arg("--vrrp")
+        .arg(format!("--use-file={}", conf.display()))
+        .arg(format!("--pid={}", dir.join("keepalived.pid").display()))
+        .arg(format!("--vrrp_pid={}", dir.join("vrrp.pid").display()))
+        .arg(format!(
+            "--checkers_pid={}",
+            dir.join("checkers.pid").display()
+        ))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    ManagedChild::spawn("keepalived", &mut cmd).expect("start keepalived")
+}
+
+fn keepalived_log(topo: &Topology, run: usize) -> String {
+    std::fs::read_to_string(topo.dir().join(format!("keepalived-{run}/keepalived.log")))
+        .unwrap_or_default()
+}
+
+/// Polls until `node` does (or does not) hold the IPv4 VIP.
+fn wait_vip(
+    topo: &Topology,
+    node: usize,
+    present: bool,
+    timeout: Duration,
+    log: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let addrs = topo
+            .node(node)
+            .ip(["-o", "addr", "show", "dev", &topo.node_ifname(node)])
+            .unwrap();
+        if addrs.contains(&format!("{}/32", topo.vip4())) == present {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} {} the VIP after {timeout:?}: {addrs}\n--- log ---\n{}",
+            if present {
+                "does not hold"
+            } else {
+                "still holds"
+            },
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_clean_receive(status: &Value) {
+    let c = &status["vrrp"]["counters"];
+    assert!(
+        c["accepted"].as_u64().unwrap_or(0) > 0,
+        "no advert accepted: {c}"
+    );
+    for bad in [
+        "bad_checksum",
+        "bad_ttl",
+        "bad_version",
+        "malformed",
+        "bad_interval",
+    ] {
+        assert_eq!(c[bad], 0, "{bad} adverts from keepalived: {c}");
+    }
+}
+
+#[test]
+fn vrrp_interop_xlb_higher_priority_than_keepalived() {
+    if !require_root("vrrp_interop_xlb_higher_priority_than_keepalived") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let config = topo
+        .write_node_config(1, &WEIGHTS, &interop_section(150))
+        .unwrap();
+    let start_xlb = || {
+        let x = topo.start_node(1, &xlb_exe(), &config).unwrap();
+        x.wait_ready(Duration::from_secs(20)).unwrap();
+        x
+    };
+    let ka = start_keepalived(&topo, 100, 1);
+    let ka_log = || keepalived_log(&topo, 1);
+    // Alone, keepalived becomes master.
+    wait_vip(&topo, 2, true, Duration::from_secs(10), &ka_log);
+    // xlb (150, preempt) joins and takes over; keepalived steps down.
+    let x1 = start_xlb();
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_vip(&topo, 2, false, Duration::from_secs(5), &ka_log);
+    assert_serves(&topo, vip4(&topo), 10);
+    let s = x1.status().unwrap();
+    assert_clean_receive(&s);
+    assert!(
+        ka.try_wait().unwrap().is_none(),
+        "keepalived exited:\n{}",
+        ka_log()
+    );
+
+    // xlb is lost: keepalived takes over within the bound.
+    x1.kill_now().unwrap();
+    let t = Instant::now();
+    wait_vip(&topo, 2, true, failover_bound(), &ka_log);
+    let _ = writeln!(
+        std::io::stderr(),
+        "interop: keepalived took over from a killed xlb master in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    // xlb comes back and preempts again.
+    let x1 = start_xlb();
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_vip(&topo, 2, false, Duration::from_secs(5), &ka_log);
+    drop(ka);
+}
+
+#[test]
+fn vrrp_interop_keepalived_higher_priority_than_xlb() {
+    if !require_root("vrrp_interop_keepalived_higher_priority_than_xlb") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let config = topo
+        .write_node_config(1, &WEIGHTS, &interop_section(100))
+        .unwrap();
+    let x1 = topo.start_node(1, &xlb_exe(), &config).unwrap();
+    x1.wait_ready(Duration::from_secs(20)).unwrap();
+    // Alone, xlb becomes master of both groups.
+    wait_state(&x1, "master", Duration::from_secs(10));
+    // keepalived (200) joins and preempts; xlb's IPv4 group becomes backup.
+    let ka = start_keepalived(&topo, 200, 1);
+    let ka_log = || keepalived_log(&topo, 1);
+    wait_vip(&topo, 2, true, Duration::from_secs(10), &ka_log);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = x1.status().unwrap();
+        if group(&s, 51).is_some_and(|g| g["state"] == "backup") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "xlb group 51 not backup: {s}\n{}",
+            ka_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        group(&s, 51).unwrap()["master"],
+        topo.node_addr4(2).to_string(),
+        "{s}"
+    );
+    wait_vip(&topo, 1, false, Duration::from_secs(2), &|| x1.log_tail(30));
+    assert_clean_receive(&s);
+    // The IPv6 group has no peer: xlb stays its master and keeps forwarding.
+    assert_eq!(group(&s, 52).unwrap()["state"], "master", "{s}");
+
+    // keepalived's node loses its link: xlb takes over within the bound.
+    topo.node(2)
+        .ip(["link", "set", &topo.node_ifname(2), "down"])
+        .unwrap();
+    let t = Instant::now();
+    wait_vip(&topo, 1, true, failover_bound(), &|| x1.log_tail(30));
+    let _ = writeln!(
+        std::io::stderr(),
+        "interop: xlb took over from a lost keepalived master in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_serves(&topo, vip4(&topo), 10);
+    drop(ka);
 }

@@ -267,6 +267,33 @@ mod tests {
         0, 0x01, 0x00,
     ];
 
+    /// Captured with tcpdump from keepalived 2.2.7 (`vrrp_version 3`,
+    /// VRID 51, priority 100, `advert_int 0.2`, VIP 198.18.0.100) on
+    /// 198.18.0.3: the IPv4 header and the advert.
+    #[rustfmt::skip]
+    const KEEPALIVED_V4: [u8; 32] = [
+        0x45, 0xc0, 0x00, 0x20, 0x00, 0x08, 0x00, 0x00, 0xff, 0x70, 0x14, 0x7e,
+        0xc6, 0x12, 0x00, 0x03, 0xe0, 0x00, 0x00, 0x12,
+        0x31, 0x33, 0x64, 0x01, 0x00, 0x14, 0xfd, 0x9b, 0xc6, 0x12, 0x00, 0x64,
+    ];
+
+    #[test]
+    fn decodes_a_captured_keepalived_advert_and_encodes_the_same_bytes() {
+        let p = parse_ipv4(&KEEPALIVED_V4).unwrap();
+        assert_eq!(p.src, Ipv4Addr::new(198, 18, 0, 3));
+        let a = Advert::decode(p.payload, p.src.into(), p.dst.into(), p.ttl).unwrap();
+        assert_eq!(
+            a,
+            Advert {
+                vrid: 51,
+                priority: 100,
+                interval_cs: 20,
+                addresses: vec![ip("198.18.0.100")],
+            }
+        );
+        assert_eq!(a.encode(p.src.into(), p.dst.into()), p.payload.to_vec());
+    }
+
     #[test]
     fn encodes_ipv4_advert_to_known_bytes() {
         let a = Advert {
