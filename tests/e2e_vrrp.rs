@@ -181,8 +181,18 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
     wait_state(&x1, "master", Duration::from_secs(10));
     assert!(forwarding(&x1), "master must forward");
     let x2 = start_node(&topo, 2, BACKUP_PRIORITY, "");
-    let s2 = wait_state(&x2, "backup", Duration::from_secs(10));
+    wait_state(&x2, "backup", Duration::from_secs(10));
     assert!(!forwarding(&x2), "backup must not forward");
+    // Both families' adverts pass the strict receive path.
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = x2.status().expect("status");
+    for vrid in [51, 52] {
+        let g = group(&s2, vrid).unwrap();
+        assert!(g["adverts_received"].as_u64().unwrap() > 0, "{s2}");
+    }
+    for bad in ["bad_checksum", "bad_ttl", "malformed", "unknown_vrid"] {
+        assert_eq!(s2["vrrp"]["counters"][bad], 0, "{bad}: {s2}");
+    }
     assert_eq!(
         group(&s2, 51).unwrap()["master"],
         topo.node_addr4(1).to_string(),

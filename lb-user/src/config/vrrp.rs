@@ -270,3 +270,127 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    const VIPS: &str = "interface = \"eth0\"\n\
+        [[vip]]\nname = \"web4\"\naddress = \"198.18.0.100\"\nport = 80\n\
+        [[vip]]\nname = \"ssh4\"\naddress = \"198.18.0.100\"\nport = 22\n\
+        [[vip]]\nname = \"web6\"\naddress = \"fd00:18::100\"\nport = 80\n";
+
+    fn parse(vrrp: &str) -> Result<Config, Vec<String>> {
+        Config::parse(&format!("{VIPS}{vrrp}"), "xlb.toml")
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn full_section_parses_with_defaults_filled_in() {
+        let c = parse(
+            "[vrrp]\ntrack_address = \"198.18.0.254\"\ntrack_penalty = 60\n\
+             [[vrrp.group]]\nvrid = 51\npriority = 150\nadvert_interval_cs = 20\nvips = [\"web4\", \"ssh4\"]\n\
+             [[vrrp.group]]\nvrid = 51\npreempt = false\nvips = [\"web6\"]\n",
+        )
+        .unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(
+            v,
+            VrrpConfig {
+                garp_repeat: DEFAULT_GARP_REPEAT,
+                garp_interval_ms: DEFAULT_GARP_INTERVAL_MS,
+                track_link: true,
+                track_address: Some("198.18.0.254".parse().unwrap()),
+                track_interval_ms: DEFAULT_TRACK_INTERVAL_MS,
+                track_fall: DEFAULT_TRACK_FALL,
+                track_penalty: 60,
+                groups: vec![
+                    VrrpGroup {
+                        vrid: 51,
+                        priority: 150,
+                        preempt: true,
+                        interval_cs: 20,
+                        vips: vec!["web4".into(), "ssh4".into()],
+                        // Two VIPs on one address: listed once.
+                        addresses: vec!["198.18.0.100".parse().unwrap()],
+                    },
+                    // The same VRID is fine in the other address family.
+                    VrrpGroup {
+                        vrid: 51,
+                        priority: DEFAULT_PRIORITY,
+                        preempt: false,
+                        interval_cs: DEFAULT_INTERVAL_CS,
+                        vips: vec!["web6".into()],
+                        addresses: vec!["fd00:18::100".parse().unwrap()],
+                    },
+                ],
+            }
+        );
+        assert!(v.groups[1].is_ipv6());
+    }
+
+    #[test]
+    fn no_section_means_standalone() {
+        assert_eq!(parse("").unwrap().vrrp, None);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let errs = parse(
+            "[vrrp]\ngarp_repeat = 0\n\
+             [[vrrp.group]]\nvrid = 256\npriority = 255\nvips = [\"web4\", \"nope\", \"web6\"]\n\
+             [[vrrp.group]]\nvrid = 7\nadvert_interval_cs = 5000\nvips = [\"ssh4\"]\n",
+        )
+        .unwrap_err();
+        let want = [
+            "xlb.toml:15:15: vrrp.garp_repeat: 0 is out of range 1..=100",
+            "xlb.toml:17:8: vrrp.group[0].vrid: 256 is out of range 1..=255",
+            "xlb.toml:18:12: vrrp.group[0].priority: 255 is reserved",
+            "xlb.toml:19:17: vrrp.group[0].vips[1]: no VIP is named \"nope\"",
+            "xlb.toml:19:25: vrrp.group[0].vips[2]: VIP \"web6\" (fd00:18::100) mixes address families",
+            "xlb.toml:22:22: vrrp.group[1].advert_interval_cs: 5000 is out of range 1..=4095",
+            "xlb.toml:23:9: vrrp.group[1].vips[0]: VIP \"ssh4\" shares address 198.18.0.100",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        // web6 and ssh4 end up in no group: reported at the [vrrp] header.
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("xlb.toml:14:1: vrrp: VIP \"web6\" is in no vrrp group")),
+            "{errs:#?}"
+        );
+        assert_eq!(errs.len(), 9, "{errs:#?}");
+    }
+
+    #[test]
+    fn duplicate_vrid_and_vip_in_two_groups_are_refused() {
+        let errs = parse(
+            "[vrrp]\n[[vrrp.group]]\nvrid = 9\nvips = [\"web4\", \"ssh4\"]\n\
+             [[vrrp.group]]\nvrid = 9\nvips = [\"web4\"]\n\
+             [[vrrp.group]]\nvrid = 10\nvips = [\"web6\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("vrrp.group[1].vrid: VRID 9 is already used by vrrp.group[0]")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .contains("vrrp.group[1].vips[0]: VIP \"web4\" is already in vrrp.group[0]")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let errs = parse("[vrrp]\nbogus = 1\n").unwrap_err();
+        assert!(errs[0].contains("bogus"), "{errs:#?}");
+    }
+}
