@@ -97,7 +97,16 @@ impl IdPool {
 struct BackendSlot {
     id: u32,
     mac: Option<[u8; 6]>,
+    /// Consecutive refreshes that found no usable neighbour entry while a
+    /// MAC was known.
+    missing: u32,
 }
+
+/// A known MAC is given up only after this many consecutive refreshes
+/// without a usable neighbour entry: entries briefly vanish or go INCOMPLETE
+/// while the kernel revalidates them, and dropping the backend from the ring
+/// for that would move its flows for nothing.
+const MAC_LOST_AFTER: u32 = 3;
 
 struct VipSlot {
     index: u32,
@@ -229,7 +238,11 @@ impl Controller {
                         bail!("too many backends (limit {})", MAX_BACKENDS - 1);
                     };
                     self.dp.maps.reset_backend_counters(id)?;
-                    BackendSlot { id, mac: None }
+                    BackendSlot {
+                        id,
+                        mac: None,
+                        missing: 0,
+                    }
                 }
             };
             backends.push(kept);
@@ -325,13 +338,27 @@ impl Controller {
     }
 
     /// Reads the neighbour table, updates backend MACs (and rings where the
-    /// usable set changed), and asks the kernel to resolve missing ones.
+    /// usable set changed), and asks the kernel to resolve or revalidate
+    /// every backend. XDP forwarding never "uses" a neighbour entry in the
+    /// kernel's eyes, so without these probes entries would go STALE and be
+    /// garbage-collected under a backend that is serving traffic.
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
         for slot in self.vips.values_mut() {
             let mut changed = false;
             for (b, c) in slot.backends.iter_mut().zip(&slot.config.backends) {
-                let mac = table.get(&c.address).copied();
+                let seen = table.get(&c.address).copied();
+                let mac = match (seen, b.mac) {
+                    (Some(m), _) => {
+                        b.missing = 0;
+                        Some(m)
+                    }
+                    (None, Some(old)) if b.missing + 1 < MAC_LOST_AFTER => {
+                        b.missing += 1;
+                        Some(old)
+                    }
+                    (None, _) => None,
+                };
                 if mac != b.mac {
                     match mac {
                         Some(m) => tracing::info!(vip = %slot.config.name, backend = %c.name,
@@ -342,9 +369,7 @@ impl Controller {
                     b.mac = mac;
                     changed = true;
                 }
-                if mac.is_none()
-                    && let Err(e) = neighbours.probe(c.address)
-                {
+                if let Err(e) = neighbours.probe(c.address) {
                     tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
                 }
             }
