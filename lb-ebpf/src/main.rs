@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod forward;
 mod lookup;
 mod maps;
@@ -54,12 +55,20 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
         return xdp_action::XDP_PASS;
     }
     stats::vip(meta.index, len);
-    let (id, backend) = match lookup::backend(&meta, &flow.key) {
-        Ok(found) => found,
-        Err(reason) => {
-            stats::dropped(reason, len);
-            return xdp_action::XDP_DROP;
-        }
+    // The connection table first: Maglev only decides new flows.
+    let now = conntrack::now();
+    let (id, backend) = match conntrack::lookup(&flow, cfg, now) {
+        Some(found) => found,
+        None => match lookup::backend(&meta, &flow.key) {
+            Ok((id, backend)) => {
+                conntrack::remember(&flow, id, &backend, cfg, now);
+                (id, backend)
+            }
+            Err(reason) => {
+                stats::dropped(reason, len);
+                return xdp_action::XDP_DROP;
+            }
+        },
     };
     if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
         stats::dropped(lb_common::drop::L4_TRUNCATED, len);

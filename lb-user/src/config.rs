@@ -29,6 +29,10 @@ use toml::Spanned;
 use crate::maglev;
 
 /// Where the control socket lives unless `control_socket` says otherwise.
+mod conntrack;
+
+pub use conntrack::ConntrackConfig;
+
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
 
 /// Largest backend weight.
@@ -50,6 +54,7 @@ pub struct Config {
     pub interface: String,
     pub xdp_mode: XdpMode,
     pub control_socket: PathBuf,
+    pub conntrack: ConntrackConfig,
     pub vips: Vec<VipConfig>,
 }
 
@@ -285,6 +290,8 @@ struct RawConfig {
     #[serde(default)]
     control_socket: Option<Spanned<String>>,
     #[serde(default)]
+    conntrack: Option<conntrack::RawConntrack>,
+    #[serde(default)]
     vip: Vec<Spanned<RawVip>>,
 }
 
@@ -436,6 +443,7 @@ impl Validator<'_> {
             interface,
             xdp_mode: raw.xdp_mode.map_or(XdpMode::Auto, |m| *m.get_ref()),
             control_socket,
+            conntrack: self.conntrack(raw.conntrack.as_ref()),
             vips,
         }
     }
@@ -1016,6 +1024,7 @@ name = "b-draining"
             interface: "eth0".into(),
             xdp_mode: XdpMode::Auto,
             control_socket: PathBuf::from("/run/xlb/xlb.sock"),
+            conntrack: ConntrackConfig::default(),
             vips: vec![
                 VipConfig {
                     name: "web".into(),

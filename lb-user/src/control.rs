@@ -13,12 +13,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, MODE_DSR,
-    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, global,
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LbConfig, MAX_BACKENDS,
+    MAX_VIPS, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop, global,
 };
 
 use crate::{
-    config::{Affinity, Config, Mode, VipConfig},
+    config::{Affinity, Config, ConntrackConfig, Mode, VipConfig},
     dataplane::{Attached, Dataplane},
     maglev,
     maps::Maps,
@@ -96,6 +96,8 @@ impl IdPool {
 
 struct BackendSlot {
     id: u32,
+    /// `BackendInfo::generation` of this id for this backend.
+    generation: u16,
     mac: Option<[u8; 6]>,
     /// Consecutive refreshes that found no usable neighbour entry while a
     /// MAC was known.
@@ -124,6 +126,8 @@ pub struct Controller {
     vips: BTreeMap<VipKey, VipSlot>,
     vip_pool: IdPool,
     backend_pool: IdPool,
+    /// Current generation of every backend id.
+    generations: Vec<u16>,
 }
 
 impl Controller {
@@ -135,6 +139,7 @@ impl Controller {
             vips: BTreeMap::new(),
             vip_pool: IdPool::new(0, MAX_VIPS),
             backend_pool: IdPool::new(1, MAX_BACKENDS),
+            generations: vec![0; MAX_BACKENDS as usize],
         }
     }
 
@@ -238,8 +243,13 @@ impl Controller {
                         bail!("too many backends (limit {})", MAX_BACKENDS - 1);
                     };
                     self.dp.maps.reset_backend_counters(id)?;
+                    // A new owner of the id: connection-table entries made
+                    // for the previous one must not match it.
+                    let generation = &mut self.generations[id as usize];
+                    *generation = generation.wrapping_add(1);
                     BackendSlot {
                         id,
+                        generation: *generation,
                         mac: None,
                         missing: 0,
                     }
@@ -289,7 +299,7 @@ impl Controller {
                     family,
                     flags: BACKEND_F_ACTIVE,
                     mac,
-                    _pad: [0; 2],
+                    generation: b.generation,
                 },
                 None => BackendInfo::default(),
             };
@@ -442,6 +452,26 @@ impl Controller {
                 .zip(drops.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            conntrack: ct::NAMES
+                .iter()
+                .zip(self.dp.maps.conntrack_stats()?.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
         })
+    }
+}
+
+/// The node-wide settings the data plane reads: our MAC, whether we
+/// forward, and the connection table's timeouts and insert rate.
+pub fn lb_config(mac: [u8; 6], forwarding: bool, ct: &ConntrackConfig) -> LbConfig {
+    LbConfig {
+        mac,
+        _pad: [0; 2],
+        flags: if forwarding { LB_F_FORWARDING } else { 0 },
+        tcp_timeout: ct.tcp_timeout,
+        tcp_closing_timeout: ct.tcp_closing_timeout,
+        udp_timeout: ct.udp_timeout,
+        new_flows_per_cpu: ct.new_flows_per_cpu,
+        _pad2: 0,
     }
 }

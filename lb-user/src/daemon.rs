@@ -9,12 +9,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use lb_common::{LB_F_FORWARDING, LbConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::{Config, XdpMode},
-    control::{Controller, Neighbours},
+    control::{self, Controller, Neighbours},
     ctl::{self, Reply, Request},
     dataplane::Dataplane,
     netlink,
@@ -58,12 +57,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     if !iface.up {
         tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
     }
-    let mut dp = Dataplane::load()?;
-    dp.maps.set_config(&LbConfig {
-        mac: iface.mac,
-        flags: LB_F_FORWARDING,
-        ..Default::default()
-    })?;
+    let mut dp = Dataplane::load_with_flow_table(config.conntrack.size)?;
+    dp.maps
+        .set_config(&control::lb_config(iface.mac, true, &config.conntrack))?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
     };
@@ -153,13 +149,26 @@ fn reload(
     if new.interface != running.interface
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
+        || new.conntrack.size != running.conntrack.size
     {
         tracing::error!(
-            "reload rejected: interface, xdp_mode and control_socket change only with a restart"
+            "reload rejected: interface, xdp_mode, control_socket and conntrack.size change only with a restart"
         );
         return None;
     }
-    match lock(controller).apply(&new, neighbours) {
+    let mut c = lock(controller);
+    let timeouts = c.maps().config().map(|cfg| {
+        let forwarding = cfg.flags & lb_common::LB_F_FORWARDING != 0;
+        control::lb_config(cfg.mac, forwarding, &new.conntrack)
+    });
+    if let Err(e) = timeouts.and_then(|cfg| c.maps().set_config(&cfg)) {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "reload failed writing conntrack settings"
+        );
+        return None;
+    }
+    match c.apply(&new, neighbours) {
         Ok(()) => {
             tracing::info!(vips = new.vips.len(), "configuration reloaded");
             Some(new)

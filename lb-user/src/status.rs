@@ -62,6 +62,9 @@ pub struct Status {
     pub global: BTreeMap<String, u64>,
     /// Dropped packets by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Connection-table events (hits, misses, inserts, refusals, ...).
+    #[serde(default)]
+    pub conntrack: BTreeMap<String, u64>,
 }
 
 fn endpoint(address: &str, port: u16) -> String {
@@ -129,6 +132,7 @@ impl Status {
         };
         let _ = writeln!(out, "packets: {}", list(&self.global));
         let _ = writeln!(out, "drops:   {}", list(&self.drops));
+        let _ = writeln!(out, "flows:   {}", list(&self.conntrack));
         out
     }
 }
@@ -164,6 +168,7 @@ mod tests {
             }],
             global: [("rx".to_string(), 10)].into_iter().collect(),
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
+            conntrack: [("hit".to_string(), 7)].into_iter().collect(),
         }
     }
 
