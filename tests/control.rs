@@ -11,12 +11,12 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use anyhow::Result;
 use aya::programs::{TestRun as _, TestRunOptions};
+use common::FakeNeighbours;
 use lb_common::{FLOW_F_CLOSING, FlowState, IPPROTO_TCP, flow_hash};
 use lb_user::{
     config::{Config, ConntrackConfig},
-    control::{Controller, Neighbours, lb_config},
+    control::{Controller, lb_config},
     dataplane::Dataplane,
     maglev,
     status::{BackendState, Status},
@@ -26,23 +26,6 @@ use packets::*;
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-
-/// A neighbour table the test controls; records probes.
-#[derive(Default)]
-struct FakeNeighbours {
-    table: HashMap<IpAddr, [u8; 6]>,
-    probed: Vec<IpAddr>,
-}
-
-impl Neighbours for FakeNeighbours {
-    fn lookup(&mut self) -> Result<HashMap<IpAddr, [u8; 6]>> {
-        Ok(self.table.clone())
-    }
-    fn probe(&mut self, addr: IpAddr) -> Result<()> {
-        self.probed.push(addr);
-        Ok(())
-    }
-}
 
 fn mac(last: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x10, last]

@@ -24,6 +24,8 @@ pub mod map_names {
     pub const FLOWS: &str = "FLOWS";
     pub const CT_STATS: &str = "CT_STATS";
     pub const NEW_FLOW_BUDGET: &str = "NEW_FLOW_BUDGET";
+    pub const NAT_REVERSE: &str = "NAT_REVERSE";
+    pub const TX_PORTS: &str = "TX_PORTS";
 }
 
 /// Name of the XDP entry point in the object file.
@@ -72,6 +74,11 @@ pub struct VipKey {
 
 /// Forwarding modes (`VipMeta::mode`).
 pub const MODE_DSR: u32 = 0;
+/// Destination address and port rewritten to the backend's; replies
+/// rewritten back to the VIP on their way out.
+pub const MODE_NAT: u32 = 1;
+/// Most interfaces the program redirects between (`TX_PORTS`).
+pub const MAX_TX_PORTS: u32 = 64;
 
 /// `VipMeta::flags`: hash on the client address only (session affinity).
 pub const VIP_F_SOURCE_AFFINITY: u32 = 1 << 0;
@@ -110,6 +117,9 @@ pub struct BackendInfo {
 
 /// `LbConfig::flags`: this node forwards VIP traffic (VRRP master or standalone).
 pub const LB_F_FORWARDING: u32 = 1 << 0;
+/// `LbConfig::flags`: some VIP is in NAT mode, so non-VIP packets are
+/// checked against `NAT_REVERSE` (replies from backends).
+pub const LB_F_NAT: u32 = 1 << 1;
 
 /// Value of the single-entry `LB_CONFIG` array.
 #[repr(C)]
@@ -173,7 +183,11 @@ pub mod ct {
     pub const STALE_BACKEND: u32 = 5;
     /// A TCP packet without SYN missed: state lost (LRU eviction, restart).
     pub const MISS_MIDFLOW: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// A reply from a NAT backend, rewritten back to the VIP.
+    pub const NAT_REPLY: u32 = 7;
+    /// NAT next hop unknown to the kernel yet: passed to it to resolve.
+    pub const NAT_NO_NEIGH: u32 = 8;
+    pub const COUNT: u32 = 9;
     pub const NAMES: [&str; COUNT as usize] = [
         "hit",
         "miss",
@@ -182,6 +196,8 @@ pub mod ct {
         "expired",
         "stale_backend",
         "miss_midflow",
+        "nat_reply",
+        "nat_no_neigh",
     ];
 }
 

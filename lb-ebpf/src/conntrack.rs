@@ -110,17 +110,17 @@ fn take_budget(cfg: &LbConfig, now: u64) -> bool {
 }
 
 /// Remembers the backend Maglev chose for a new flow, unless the new-flow
-/// budget is spent (the flow is then balanced statelessly) or the packet
-/// already ends the flow.
+/// budget is spent (the flow is then balanced statelessly; `force` skips
+/// the budget) or the packet already ends the flow.
 #[inline(always)]
-pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u64) {
+pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u64, force: bool) {
     // A lone RST (or a FIN with no entry) does not open a flow worth keeping.
     if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_RST != 0 {
         return;
     }
     // A mid-flow packet (no SYN) that missed is kept too: after a restart
     // or an eviction it is the first packet we see of a live connection.
-    if !take_budget(cfg, now) {
+    if !force && !take_budget(cfg, now) {
         stats::conntrack(ct::REFUSED);
         return;
     }

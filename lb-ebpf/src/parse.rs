@@ -49,6 +49,9 @@ pub struct Flow {
     pub family: u8,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
+    /// Offsets of the IP and TCP/UDP headers (for rewrites).
+    pub l3: usize,
+    pub l4: usize,
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -57,7 +60,7 @@ pub const TCP_RST: u8 = 0x04;
 
 /// Pointer to a `T` at `offset` bytes into the packet, if it fits.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -123,6 +126,8 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
         },
         family: FAMILY_V4,
         tcp_flags: 0,
+        l3,
+        l4: l3 + hlen,
     };
     if frag & IPV4_FRAG_MASK != 0 {
         return Parsed::DropIfVip(drop::FRAGMENT, flow);
@@ -163,6 +168,8 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
         },
         family: FAMILY_V6,
         tcp_flags: 0,
+        l3,
+        l4: l3 + IPV6_HLEN,
     };
     match parse_ports(ctx, l3 + IPV6_HLEN, next) {
         Some((sport, dport, tcp_flags)) => {

@@ -13,8 +13,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LbConfig, MAX_BACKENDS,
-    MAX_VIPS, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop, global,
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LB_F_NAT, LbConfig,
+    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop,
+    global,
 };
 
 use crate::{
@@ -154,10 +155,20 @@ impl Controller {
     /// Attaches the program to the configured interface; call after the
     /// first `apply` so that the first packet already sees every VIP.
     pub fn attach(&mut self, allow_native: bool, allow_generic: bool) -> Result<Attached> {
-        let attached = self
-            .dp
-            .attach(&self.interface, allow_native, allow_generic)?;
-        self.attached = Some(attached);
+        let interface = self.interface.clone();
+        self.attach_to(&interface, allow_native, allow_generic)
+    }
+
+    /// Attaches the program to one more interface (the server side of a
+    /// two-armed NAT layout).
+    pub fn attach_to(
+        &mut self,
+        interface: &str,
+        allow_native: bool,
+        allow_generic: bool,
+    ) -> Result<Attached> {
+        let attached = self.dp.attach(interface, allow_native, allow_generic)?;
+        self.attached.get_or_insert(attached);
         Ok(attached)
     }
 
@@ -179,6 +190,14 @@ impl Controller {
         for (key, vip) in wanted {
             self.upsert_vip(key, vip)?;
         }
+        // Replies are looked up in NAT_REVERSE only while some VIP needs it.
+        let mut lb = self.dp.maps.config()?;
+        if config.vips.iter().any(|v| v.mode == Mode::Nat) {
+            lb.flags |= LB_F_NAT;
+        } else {
+            lb.flags &= !LB_F_NAT;
+        }
+        self.dp.maps.set_config(&lb)?;
         self.refresh_neighbours(neighbours)
     }
 
@@ -268,6 +287,7 @@ impl Controller {
             index: slot.index,
             mode: match vip.mode {
                 Mode::Dsr => MODE_DSR,
+                Mode::Nat => MODE_NAT,
             },
             flags: match vip.affinity {
                 Affinity::Flow => 0,
@@ -292,20 +312,24 @@ impl Controller {
         let mut ids = Vec::new();
         for (b, c) in slot.backends.iter().zip(&vip.backends) {
             let (addr, family) = addr_bytes(c.address);
-            let info = match b.mac {
-                Some(mac) => BackendInfo {
+            // NAT finds the next hop with the kernel's FIB per packet; only
+            // DSR needs the backend's own MAC.
+            let reachable = vip.mode == Mode::Nat || b.mac.is_some();
+            let info = if reachable {
+                BackendInfo {
                     addr,
-                    port: vip.port.to_be(),
+                    port: c.port.to_be(),
                     family,
                     flags: BACKEND_F_ACTIVE,
-                    mac,
+                    mac: b.mac.unwrap_or_default(),
                     generation: b.generation,
-                },
-                None => BackendInfo::default(),
+                }
+            } else {
+                BackendInfo::default()
             };
             maps.set_backend(b.id, &info)?;
-            if b.mac.is_some() && c.weight > 0 {
-                members.push((maglev::identity(c.address, vip.port), c.weight));
+            if reachable && c.weight > 0 {
+                members.push((maglev::identity(c.address, c.port), c.weight));
                 ids.push(b.id);
             }
         }
@@ -355,6 +379,9 @@ impl Controller {
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
         for slot in self.vips.values_mut() {
+            if slot.config.mode == Mode::Nat {
+                continue;
+            }
             let mut changed = false;
             for (b, c) in slot.backends.iter_mut().zip(&slot.config.backends) {
                 let seen = table.get(&c.address).copied();
@@ -393,7 +420,7 @@ impl Controller {
     pub fn has_unresolved(&self) -> bool {
         self.vips
             .values()
-            .any(|s| s.backends.iter().any(|b| b.mac.is_none()))
+            .any(|s| s.config.mode == Mode::Dsr && s.backends.iter().any(|b| b.mac.is_none()))
     }
 
     pub fn status(&self) -> Result<Status> {
@@ -404,10 +431,11 @@ impl Controller {
             let mut backends = Vec::new();
             for (b, bc) in slot.backends.iter().zip(&v.backends) {
                 let counters = self.dp.maps.backend_counters(b.id)?;
-                let state = match (b.mac, bc.weight) {
-                    (None, _) => BackendState::Unresolved,
-                    (Some(_), 0) => BackendState::Draining,
-                    (Some(_), _) => BackendState::Active,
+                let reachable = v.mode == Mode::Nat || b.mac.is_some();
+                let state = match (reachable, bc.weight) {
+                    (false, _) => BackendState::Unresolved,
+                    (true, 0) => BackendState::Draining,
+                    (true, _) => BackendState::Active,
                 };
                 backends.push(BackendStatus {
                     name: bc.name.clone(),

@@ -70,7 +70,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         XdpMode::Native => (true, false),
         XdpMode::Generic => (false, true),
     };
+    check_forwarding(&config)?;
     let attached = controller.attach(native, generic)?;
+    controller.maps().add_tx_port(iface.index)?;
+    if let Some(server) = &config.server_interface {
+        let s = netlink::interface_by_name(server)
+            .with_context(|| format!("server_interface {server} from {}", config_path.display()))?;
+        controller.attach_to(server, native, generic)?;
+        controller.maps().add_tx_port(s.index)?;
+        tracing::info!(interface = %server, "attached to the server-side interface");
+    }
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
         "xlb attached and forwarding");
 
@@ -127,6 +136,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     tracing::info!("shutting down: detaching XDP program");
     server.abort();
+    Ok(())
+}
+
+/// NAT VIPs need the kernel to route: the XDP FIB lookup refuses to when
+/// forwarding is off, and packets whose next hop is unresolved are handed
+/// to the kernel to forward.
+fn check_forwarding(config: &Config) -> Result<()> {
+    use crate::config::Mode;
+    let nat = |v4: bool| {
+        config
+            .vips
+            .iter()
+            .find(|v| v.mode == Mode::Nat && v.address.is_ipv4() == v4)
+    };
+    for (v4, knob) in [
+        (true, "/proc/sys/net/ipv4/ip_forward"),
+        (false, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ] {
+        let Some(vip) = nat(v4) else { continue };
+        let on = std::fs::read_to_string(knob)
+            .map(|v| v.trim() != "0")
+            .unwrap_or(false);
+        if !on {
+            anyhow::bail!(
+                "NAT VIP {} needs IP forwarding: {knob} is 0 (sysctl -w {}=1)",
+                vip.name,
+                knob.trim_start_matches("/proc/sys/").replace('/', ".")
+            );
+        }
+    }
     Ok(())
 }
 

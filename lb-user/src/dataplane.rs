@@ -43,6 +43,7 @@ impl Dataplane {
     pub fn load_with_flow_table(flows: u32) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(lb_common::map_names::FLOWS, flows)
+            .map_max_entries(lb_common::map_names::NAT_REVERSE, flows)
             .load(EBPF_OBJECT)
             .context("loading the XDP object (are we root, and is the kernel BTF-enabled?)")?;
         let program: &mut Xdp = ebpf

@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, Counters, FlowKey, FlowState, LbConfig, RING_FIRST_SLOT, VipKey,
@@ -24,6 +24,8 @@ pub struct Maps {
     global_stats: PerCpuArray<MapData, Counters>,
     ct_stats: PerCpuArray<MapData, u64>,
     flows: HashMap<MapData, FlowKey, FlowState>,
+    nat_reverse: HashMap<MapData, FlowKey, VipKey>,
+    tx_ports: DevMapHash<MapData>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -50,6 +52,8 @@ impl Maps {
             global_stats: take(ebpf, names::GLOBAL_STATS)?,
             ct_stats: take(ebpf, names::CT_STATS)?,
             flows: take(ebpf, names::FLOWS)?,
+            nat_reverse: take(ebpf, names::NAT_REVERSE)?,
+            tx_ports: take(ebpf, names::TX_PORTS)?,
         })
     }
 
@@ -148,6 +152,22 @@ impl Maps {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).context("reading FLOWS"),
         }
+    }
+
+    /// The VIP a NAT reply with this (backend → client) key is rewritten to.
+    pub fn nat_reverse(&self, key: &FlowKey) -> Result<Option<VipKey>> {
+        match self.nat_reverse.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading NAT_REVERSE"),
+        }
+    }
+
+    /// Lets NAT redirect packets out of interface `ifindex`.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding interface {ifindex} to TX_PORTS"))
     }
 
     /// Writes a connection-table entry (state restore, tests).
