@@ -13,12 +13,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, MODE_DSR,
-    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, global,
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LB_F_NAT, LbConfig,
+    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop,
+    global,
 };
 
 use crate::{
-    config::{Affinity, Config, Mode, VipConfig},
+    config::{Affinity, Config, ConntrackConfig, Mode, VipConfig},
     dataplane::{Attached, Dataplane},
     maglev,
     maps::Maps,
@@ -96,8 +97,19 @@ impl IdPool {
 
 struct BackendSlot {
     id: u32,
+    /// `BackendInfo::generation` of this id for this backend.
+    generation: u16,
     mac: Option<[u8; 6]>,
+    /// Consecutive refreshes that found no usable neighbour entry while a
+    /// MAC was known.
+    missing: u32,
 }
+
+/// A known MAC is given up only after this many consecutive refreshes
+/// without a usable neighbour entry: entries briefly vanish or go INCOMPLETE
+/// while the kernel revalidates them, and dropping the backend from the ring
+/// for that would move its flows for nothing.
+const MAC_LOST_AFTER: u32 = 3;
 
 struct VipSlot {
     index: u32,
@@ -115,6 +127,8 @@ pub struct Controller {
     vips: BTreeMap<VipKey, VipSlot>,
     vip_pool: IdPool,
     backend_pool: IdPool,
+    /// Current generation of every backend id.
+    generations: Vec<u16>,
 }
 
 impl Controller {
@@ -126,6 +140,7 @@ impl Controller {
             vips: BTreeMap::new(),
             vip_pool: IdPool::new(0, MAX_VIPS),
             backend_pool: IdPool::new(1, MAX_BACKENDS),
+            generations: vec![0; MAX_BACKENDS as usize],
         }
     }
 
@@ -140,10 +155,20 @@ impl Controller {
     /// Attaches the program to the configured interface; call after the
     /// first `apply` so that the first packet already sees every VIP.
     pub fn attach(&mut self, allow_native: bool, allow_generic: bool) -> Result<Attached> {
-        let attached = self
-            .dp
-            .attach(&self.interface, allow_native, allow_generic)?;
-        self.attached = Some(attached);
+        let interface = self.interface.clone();
+        self.attach_to(&interface, allow_native, allow_generic)
+    }
+
+    /// Attaches the program to one more interface (the server side of a
+    /// two-armed NAT layout).
+    pub fn attach_to(
+        &mut self,
+        interface: &str,
+        allow_native: bool,
+        allow_generic: bool,
+    ) -> Result<Attached> {
+        let attached = self.dp.attach(interface, allow_native, allow_generic)?;
+        self.attached.get_or_insert(attached);
         Ok(attached)
     }
 
@@ -165,6 +190,14 @@ impl Controller {
         for (key, vip) in wanted {
             self.upsert_vip(key, vip)?;
         }
+        // Replies are looked up in NAT_REVERSE only while some VIP needs it.
+        let mut lb = self.dp.maps.config()?;
+        if config.vips.iter().any(|v| v.mode == Mode::Nat) {
+            lb.flags |= LB_F_NAT;
+        } else {
+            lb.flags &= !LB_F_NAT;
+        }
+        self.dp.maps.set_config(&lb)?;
         self.refresh_neighbours(neighbours)
     }
 
@@ -229,7 +262,16 @@ impl Controller {
                         bail!("too many backends (limit {})", MAX_BACKENDS - 1);
                     };
                     self.dp.maps.reset_backend_counters(id)?;
-                    BackendSlot { id, mac: None }
+                    // A new owner of the id: connection-table entries made
+                    // for the previous one must not match it.
+                    let generation = &mut self.generations[id as usize];
+                    *generation = generation.wrapping_add(1);
+                    BackendSlot {
+                        id,
+                        generation: *generation,
+                        mac: None,
+                        missing: 0,
+                    }
                 }
             };
             backends.push(kept);
@@ -245,6 +287,7 @@ impl Controller {
             index: slot.index,
             mode: match vip.mode {
                 Mode::Dsr => MODE_DSR,
+                Mode::Nat => MODE_NAT,
             },
             flags: match vip.affinity {
                 Affinity::Flow => 0,
@@ -269,20 +312,24 @@ impl Controller {
         let mut ids = Vec::new();
         for (b, c) in slot.backends.iter().zip(&vip.backends) {
             let (addr, family) = addr_bytes(c.address);
-            let info = match b.mac {
-                Some(mac) => BackendInfo {
+            // NAT finds the next hop with the kernel's FIB per packet; only
+            // DSR needs the backend's own MAC.
+            let reachable = vip.mode == Mode::Nat || b.mac.is_some();
+            let info = if reachable {
+                BackendInfo {
                     addr,
-                    port: vip.port.to_be(),
+                    port: c.port.to_be(),
                     family,
                     flags: BACKEND_F_ACTIVE,
-                    mac,
-                    _pad: [0; 2],
-                },
-                None => BackendInfo::default(),
+                    mac: b.mac.unwrap_or_default(),
+                    generation: b.generation,
+                }
+            } else {
+                BackendInfo::default()
             };
             maps.set_backend(b.id, &info)?;
-            if b.mac.is_some() && c.weight > 0 {
-                members.push((maglev::identity(c.address, vip.port), c.weight));
+            if reachable && c.weight > 0 {
+                members.push((maglev::identity(c.address, c.port), c.weight));
                 ids.push(b.id);
             }
         }
@@ -325,13 +372,30 @@ impl Controller {
     }
 
     /// Reads the neighbour table, updates backend MACs (and rings where the
-    /// usable set changed), and asks the kernel to resolve missing ones.
+    /// usable set changed), and asks the kernel to resolve or revalidate
+    /// every backend. XDP forwarding never "uses" a neighbour entry in the
+    /// kernel's eyes, so without these probes entries would go STALE and be
+    /// garbage-collected under a backend that is serving traffic.
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
         for slot in self.vips.values_mut() {
+            if slot.config.mode == Mode::Nat {
+                continue;
+            }
             let mut changed = false;
             for (b, c) in slot.backends.iter_mut().zip(&slot.config.backends) {
-                let mac = table.get(&c.address).copied();
+                let seen = table.get(&c.address).copied();
+                let mac = match (seen, b.mac) {
+                    (Some(m), _) => {
+                        b.missing = 0;
+                        Some(m)
+                    }
+                    (None, Some(old)) if b.missing + 1 < MAC_LOST_AFTER => {
+                        b.missing += 1;
+                        Some(old)
+                    }
+                    (None, _) => None,
+                };
                 if mac != b.mac {
                     match mac {
                         Some(m) => tracing::info!(vip = %slot.config.name, backend = %c.name,
@@ -342,9 +406,7 @@ impl Controller {
                     b.mac = mac;
                     changed = true;
                 }
-                if mac.is_none()
-                    && let Err(e) = neighbours.probe(c.address)
-                {
+                if let Err(e) = neighbours.probe(c.address) {
                     tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
                 }
             }
@@ -358,7 +420,7 @@ impl Controller {
     pub fn has_unresolved(&self) -> bool {
         self.vips
             .values()
-            .any(|s| s.backends.iter().any(|b| b.mac.is_none()))
+            .any(|s| s.config.mode == Mode::Dsr && s.backends.iter().any(|b| b.mac.is_none()))
     }
 
     pub fn status(&self) -> Result<Status> {
@@ -369,10 +431,11 @@ impl Controller {
             let mut backends = Vec::new();
             for (b, bc) in slot.backends.iter().zip(&v.backends) {
                 let counters = self.dp.maps.backend_counters(b.id)?;
-                let state = match (b.mac, bc.weight) {
-                    (None, _) => BackendState::Unresolved,
-                    (Some(_), 0) => BackendState::Draining,
-                    (Some(_), _) => BackendState::Active,
+                let reachable = v.mode == Mode::Nat || b.mac.is_some();
+                let state = match (reachable, bc.weight) {
+                    (false, _) => BackendState::Unresolved,
+                    (true, 0) => BackendState::Draining,
+                    (true, _) => BackendState::Active,
                 };
                 backends.push(BackendStatus {
                     name: bc.name.clone(),
@@ -417,8 +480,28 @@ impl Controller {
                 .zip(drops.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            conntrack: ct::NAMES
+                .iter()
+                .zip(self.dp.maps.conntrack_stats()?.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
             // Filled in by the daemon, which owns the VRRP engine.
             vrrp: None,
         })
+    }
+}
+
+/// The node-wide settings the data plane reads: our MAC, whether we
+/// forward, and the connection table's timeouts and insert rate.
+pub fn lb_config(mac: [u8; 6], forwarding: bool, ct: &ConntrackConfig) -> LbConfig {
+    LbConfig {
+        mac,
+        _pad: [0; 2],
+        flags: if forwarding { LB_F_FORWARDING } else { 0 },
+        tcp_timeout: ct.tcp_timeout,
+        tcp_closing_timeout: ct.tcp_closing_timeout,
+        udp_timeout: ct.udp_timeout,
+        new_flows_per_cpu: ct.new_flows_per_cpu,
+        _pad2: 0,
     }
 }

@@ -9,12 +9,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use lb_common::{LB_F_FORWARDING, LbConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::{Config, XdpMode},
-    control::{Controller, Neighbours},
+    control::{self, Controller, Neighbours},
     ctl::{self, Reply, Request},
     dataplane::Dataplane,
     netlink,
@@ -60,18 +59,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     if !iface.up {
         tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
     }
-    let mut dp = Dataplane::load()?;
+    let mut dp = Dataplane::load_with_flow_table(config.conntrack.size)?;
     // Standalone, the node always forwards. With VRRP it starts as a
     // backup that does not, and the engine sets the flag on MASTER.
-    dp.maps.set_config(&LbConfig {
-        mac: iface.mac,
-        flags: if config.vrrp.is_some() {
-            0
-        } else {
-            LB_F_FORWARDING
-        },
-        ..Default::default()
-    })?;
+    dp.maps.set_config(&control::lb_config(
+        iface.mac,
+        config.vrrp.is_none(),
+        &config.conntrack,
+    ))?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
     };
@@ -82,7 +77,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         XdpMode::Native => (true, false),
         XdpMode::Generic => (false, true),
     };
+    check_forwarding(&config)?;
     let attached = controller.attach(native, generic)?;
+    controller.maps().add_tx_port(iface.index)?;
+    if let Some(server) = &config.server_interface {
+        let s = netlink::interface_by_name(server)
+            .with_context(|| format!("server_interface {server} from {}", config_path.display()))?;
+        controller.attach_to(server, native, generic)?;
+        controller.maps().add_tx_port(s.index)?;
+        tracing::info!(interface = %server, "attached to the server-side interface");
+    }
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
         vrrp = config.vrrp.is_some(), "xlb attached");
 
@@ -98,7 +102,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
             };
             let effects = Box::new(DaemonEffects {
                 controller: controller.clone(),
-                mac: iface.mac,
                 ifindex: iface.index,
             });
             let engine = vrrp::Engine::new(vc.clone(), nic.clone(), effects, vrrp_status.clone())
@@ -188,6 +191,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// NAT VIPs need the kernel to route: the XDP FIB lookup refuses to when
+/// forwarding is off, and packets whose next hop is unresolved are handed
+/// to the kernel to forward.
+fn check_forwarding(config: &Config) -> Result<()> {
+    use crate::config::Mode;
+    let nat = |v4: bool| {
+        config
+            .vips
+            .iter()
+            .find(|v| v.mode == Mode::Nat && v.address.is_ipv4() == v4)
+    };
+    for (v4, knob) in [
+        (true, "/proc/sys/net/ipv4/ip_forward"),
+        (false, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ] {
+        let Some(vip) = nat(v4) else { continue };
+        let on = std::fs::read_to_string(knob)
+            .map(|v| v.trim() != "0")
+            .unwrap_or(false);
+        if !on {
+            anyhow::bail!(
+                "NAT VIP {} needs IP forwarding: {knob} is 0 (sysctl -w {}=1)",
+                vip.name,
+                knob.trim_start_matches("/proc/sys/").replace('/', ".")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Applies a changed config file. A file that does not parse, or that
 /// changes what only a restart can change, is rejected and the running
 /// config stays.
@@ -207,14 +240,27 @@ fn reload(
     if new.interface != running.interface
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
+        || new.conntrack.size != running.conntrack.size
         || new.vrrp != running.vrrp
     {
         tracing::error!(
-            "reload rejected: interface, xdp_mode, control_socket and [vrrp] change only with a restart"
+            "reload rejected: interface, xdp_mode, control_socket, conntrack.size and [vrrp] change only with a restart"
         );
         return None;
     }
-    match lock(controller).apply(&new, neighbours) {
+    let mut c = lock(controller);
+    let timeouts = c.maps().config().map(|cfg| {
+        let forwarding = cfg.flags & lb_common::LB_F_FORWARDING != 0;
+        control::lb_config(cfg.mac, forwarding, &new.conntrack)
+    });
+    if let Err(e) = timeouts.and_then(|cfg| c.maps().set_config(&cfg)) {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "reload failed writing conntrack settings"
+        );
+        return None;
+    }
+    match c.apply(&new, neighbours) {
         Ok(()) => {
             tracing::info!(vips = new.vips.len(), "configuration reloaded");
             Some(new)
@@ -233,17 +279,20 @@ fn reload(
 /// VIP addresses on the NIC.
 struct DaemonEffects {
     controller: Arc<Mutex<Controller>>,
-    mac: [u8; 6],
     ifindex: u32,
 }
 
 impl vrrp::Effects for DaemonEffects {
     fn set_forwarding(&mut self, on: bool) -> Result<()> {
-        lock(&self.controller).maps().set_config(&LbConfig {
-            mac: self.mac,
-            flags: if on { LB_F_FORWARDING } else { 0 },
-            ..Default::default()
-        })
+        // Only the flag changes; the rest of LB_CONFIG (MAC, flow-table
+        // settings) stays as the controller wrote it.
+        let mut c = lock(&self.controller);
+        let mut cfg = c.maps().config()?;
+        cfg.flags &= !lb_common::LB_F_FORWARDING;
+        if on {
+            cfg.flags |= lb_common::LB_F_FORWARDING;
+        }
+        c.maps().set_config(&cfg)
     }
 
     fn assign(&mut self, addrs: &[IpAddr]) -> Result<()> {

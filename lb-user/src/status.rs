@@ -62,6 +62,9 @@ pub struct Status {
     pub global: BTreeMap<String, u64>,
     /// Dropped packets by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Connection-table events (hits, misses, inserts, refusals, ...).
+    #[serde(default)]
+    pub conntrack: BTreeMap<String, u64>,
     /// VRRP, when the config has a `[vrrp]` section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<VrrpStatus>,
@@ -173,6 +176,7 @@ impl Status {
         };
         let _ = writeln!(out, "packets: {}", list(&self.global));
         let _ = writeln!(out, "drops:   {}", list(&self.drops));
+        let _ = writeln!(out, "flows:   {}", list(&self.conntrack));
         if let Some(v) = &self.vrrp {
             v.render(&mut out);
         }
@@ -249,6 +253,7 @@ mod tests {
             }],
             global: [("rx".to_string(), 10)].into_iter().collect(),
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
+            conntrack: [("hit".to_string(), 7)].into_iter().collect(),
             vrrp: None,
         }
     }
