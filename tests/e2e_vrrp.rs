@@ -279,6 +279,24 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
     let reason = group(&s2, 51).unwrap()["last_transition"]["reason"].to_string();
     assert!(reason.contains("priority 150"), "{s2}");
     assert_serves(&topo, vip4(&topo), 20);
+
+    // A clean stop resigns (priority 0): the backup takes over after its
+    // skew time instead of the whole master-down interval.
+    let t = Instant::now();
+    assert!(
+        x1.stop(Duration::from_secs(3)),
+        "xlb did not stop on SIGTERM"
+    );
+    let s2 = wait_state(&x2, "master", Duration::from_secs(3));
+    let _ = writeln!(
+        std::io::stderr(),
+        "VRRP handover on SIGTERM of the master: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let reason = group(&s2, 51).unwrap()["last_transition"]["reason"].to_string();
+    assert!(reason.contains("resigned"), "{s2}");
+    assert!(!has_vip(1), "a stopped master withdraws its VIPs");
+    assert_serves(&topo, vip4(&topo), 10);
 }
 
 #[test]

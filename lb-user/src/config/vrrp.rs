@@ -389,6 +389,23 @@ mod tests {
     }
 
     #[test]
+    fn docs_example_is_valid() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let block = DOCS
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains("[vrrp]"))
+            .expect("a toml block with [vrrp] in docs/config.md");
+        let c = Config::parse(block, "config.md").unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(v.groups.len(), 2);
+        assert_eq!(v.groups[0].interval_cs, 20);
+        assert!(v.groups[1].is_ipv6());
+        assert_eq!(v.track_address, Some("198.18.0.254".parse().unwrap()));
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let errs = parse("[vrrp]\nbogus = 1\n").unwrap_err();
         assert!(errs[0].contains("bogus"), "{errs:#?}");
