@@ -345,8 +345,8 @@ fn vrrp_tracking_failure_hands_over() {
 
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
-/// xlb's config for the interop tests. keepalived speaks only VRID 51
-/// (IPv4); xlb's IPv6 group (VRID 52) has no peer and stays master.
+/// xlb's config for the interop tests: VRID 51 (IPv4) and 52 (IPv6), as
+/// keepalived's two instances.
 fn interop_section(priority: u64) -> String {
     format!(
         "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n\n\
@@ -355,7 +355,8 @@ fn interop_section(priority: u64) -> String {
     )
 }
 
-/// Starts keepalived (VRRP only, version 3, VRID 51, the IPv4 VIP) on node 2
+/// Starts keepalived (VRRP only, version 3, VRID 51 with the IPv4 VIP and
+/// VRID 52 with the IPv6 one) on node 2
 /// with every file it writes inside the topology's temp dir. Killed by PID
 /// (SIGTERM, then SIGKILL) when the returned guard drops.
 fn start_keepalived(topo: &Topology, priority: u64, run: usize) -> ManagedChild {
@@ -368,9 +369,12 @@ fn start_keepalived(topo: &Topology, priority: u64, run: usize) -> ManagedChild 
         format!(
             "global_defs {{\n  router_id xlb-interop\n  vrrp_version 3\n}}\n\
              vrrp_instance VI_4 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 51\n  \
-             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip}/32\n  }}\n}}\n",
+             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip}/32\n  }}\n}}\n\
+             vrrp_instance VI_6 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 52\n  \
+             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip6}/128\n  }}\n}}\n",
             ifname = topo.node_ifname(2),
             vip = topo.vip4(),
+            vip6 = topo.vip6(),
         ),
     )
     .unwrap();
@@ -469,8 +473,18 @@ fn vrrp_interop_xlb_higher_priority_than_keepalived() {
     wait_state(&x1, "master", Duration::from_secs(10));
     wait_vip(&topo, 2, false, Duration::from_secs(5), &ka_log);
     assert_serves(&topo, vip4(&topo), 10);
+    assert_serves(&topo, vip6(&topo), 10);
     let s = x1.status().unwrap();
     assert_clean_receive(&s);
+    for vrid in [51, 52] {
+        assert!(
+            group(&s, vrid).unwrap()["adverts_received"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "no advert from keepalived for VRID {vrid}: {s}"
+        );
+    }
     assert!(
         ka.try_wait().unwrap().is_none(),
         "keepalived exited:\n{}",
@@ -506,32 +520,27 @@ fn vrrp_interop_keepalived_higher_priority_than_xlb() {
     x1.wait_ready(Duration::from_secs(20)).unwrap();
     // Alone, xlb becomes master of both groups.
     wait_state(&x1, "master", Duration::from_secs(10));
-    // keepalived (200) joins and preempts; xlb's IPv4 group becomes backup.
+    // keepalived (200) joins and preempts; both of xlb's groups become backup.
     let ka = start_keepalived(&topo, 200, 1);
     let ka_log = || keepalived_log(&topo, 1);
     wait_vip(&topo, 2, true, Duration::from_secs(10), &ka_log);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let s = loop {
-        let s = x1.status().unwrap();
-        if group(&s, 51).is_some_and(|g| g["state"] == "backup") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "xlb group 51 not backup: {s}\n{}",
-            ka_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let s = wait_state(&x1, "backup", Duration::from_secs(5));
+    assert!(!forwarding(&x1), "backup of keepalived must not forward");
     assert_eq!(
         group(&s, 51).unwrap()["master"],
         topo.node_addr4(2).to_string(),
         "{s}"
     );
+    let m6 = group(&s, 52).unwrap()["master"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        m6.starts_with("fe80::"),
+        "IPv6 master is keepalived's link-local: {s}"
+    );
     wait_vip(&topo, 1, false, Duration::from_secs(2), &|| x1.log_tail(30));
     assert_clean_receive(&s);
-    // The IPv6 group has no peer: xlb stays its master and keeps forwarding.
-    assert_eq!(group(&s, 52).unwrap()["state"], "master", "{s}");
 
     // keepalived's node loses its link: xlb takes over within the bound.
     topo.node(2)
@@ -544,6 +553,8 @@ fn vrrp_interop_keepalived_higher_priority_than_xlb() {
         "interop: xlb took over from a lost keepalived master in {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
+    wait_state(&x1, "master", Duration::from_secs(2));
     assert_serves(&topo, vip4(&topo), 10);
+    assert_serves(&topo, vip6(&topo), 10);
     drop(ka);
 }
