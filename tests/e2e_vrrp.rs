@@ -338,6 +338,30 @@ fn vrrp_tracking_failure_hands_over() {
     wait_state(&x1, "master", Duration::from_secs(10));
     wait_state(&x2, "backup", Duration::from_secs(5));
     assert_serves(&topo, vip4(&topo), 20);
+
+    // Link tracking: node 1's NIC loses its link.
+    let nic = topo.node_ifname(1);
+    topo.node(1)
+        .ip(["link", "set", &nic, "down"])
+        .expect("take node 1's link down");
+    let s1 = wait_state(&x1, "fault", Duration::from_secs(5));
+    assert!(
+        s1["vrrp"]["tracking"]
+            .as_str()
+            .is_some_and(|t| t.contains("link")),
+        "{s1}"
+    );
+    wait_state(&x2, "master", Duration::from_secs(3));
+    assert_serves(&topo, vip4(&topo), 10);
+    topo.node(1)
+        .ip(["link", "set", &nic, "up"])
+        .expect("bring node 1's link up");
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_state(&x2, "backup", Duration::from_secs(5));
+    x1.wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("node 1 backends after link up: {e:#}"));
+    assert_serves(&topo, vip4(&topo), 10);
+    assert_serves(&topo, vip6(&topo), 10);
 }
 
 // ---------------------------------------------------------------------------
