@@ -67,8 +67,6 @@ pub enum Reject {
     OwnAddress,
     #[error("no group with this VRID")]
     UnknownVrid,
-    #[error("address family differs from the group's")]
-    WrongFamily,
 }
 
 impl Reject {
@@ -83,11 +81,10 @@ impl Reject {
             Reject::BadInterval => "bad_interval",
             Reject::OwnAddress => "own_address",
             Reject::UnknownVrid => "unknown_vrid",
-            Reject::WrongFamily => "wrong_family",
         }
     }
 
-    pub const ALL: [Reject; 9] = [
+    pub const ALL: [Reject; 8] = [
         Reject::Malformed,
         Reject::BadTtl,
         Reject::BadVersion,
@@ -96,7 +93,6 @@ impl Reject {
         Reject::BadInterval,
         Reject::OwnAddress,
         Reject::UnknownVrid,
-        Reject::WrongFamily,
     ];
 }
 
