@@ -32,7 +32,7 @@ use socket::{Received, VrrpSocket};
 use state::{Action, Event, Machine, Params, State};
 
 /// What VRRP changes outside itself. The daemon implements it over the BPF
-/// maps and netlink; tests can record the calls.
+/// maps (through the controller, which owns them) and netlink.
 pub trait Effects: Send {
     /// Sets or clears `LB_F_FORWARDING`.
     fn set_forwarding(&mut self, on: bool) -> Result<()>;
