@@ -86,6 +86,35 @@ fn forwarding(xlb: &Xlb) -> bool {
         .expect("forwarding flag in status")
 }
 
+/// MAC of xlb node `n`'s NIC.
+fn node_mac(topo: &Topology, n: usize) -> String {
+    let out = topo
+        .node(n)
+        .ip(["-j", "link", "show", "dev", &topo.node_ifname(n)])
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["address"].as_str().unwrap().to_owned()
+}
+
+/// Polls the client's neighbour entry for `vip` until it names `mac`.
+fn wait_client_neigh(topo: &Topology, vip: &str, mac: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = topo
+            .client()
+            .ip(["neigh", "show", vip, "dev", &topo.client_ifname()])
+            .unwrap();
+        if out.contains(mac) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client's neighbour entry for {vip} is {out:?} after {timeout:?}, want {mac}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn vip4(topo: &Topology) -> SocketAddr {
     SocketAddr::new(topo.vip4().into(), VIP_PORT)
 }
@@ -252,6 +281,21 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
     );
     assert!(forwarding(&x2), "new master must forward");
     assert!(has_vip(2), "new master holds the VIP");
+    // The gratuitous ARP and unsolicited NA moved the client's caches long
+    // before they would have expired.
+    let mac2 = node_mac(&topo, 2);
+    wait_client_neigh(
+        &topo,
+        &topo.vip4().to_string(),
+        &mac2,
+        Duration::from_secs(1),
+    );
+    wait_client_neigh(
+        &topo,
+        &topo.vip6().to_string(),
+        &mac2,
+        Duration::from_secs(1),
+    );
     assert_serves(&topo, vip6(&topo), 10);
 
     // DSR with identical Maglev tables: the new master sends each flow to
