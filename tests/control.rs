@@ -471,3 +471,36 @@ fn midflow_miss_is_counted_and_remembered() {
     send_flags(&c, 65001, "R");
     assert!(c.maps().flow(&flow_key(65001)).unwrap().is_none());
 }
+
+#[test]
+fn frag_needed_follows_the_tracked_flow_after_a_ring_change() {
+    if !common::require_root("frag_needed_follows_the_tracked_flow_after_a_ring_change") {
+        return;
+    }
+    let mut c = controller();
+    let mut n = FakeNeighbours::default();
+    for last in [11, 12, 13, 14] {
+        n.table.insert(backend_ip(last), mac(last));
+    }
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    let first: Vec<u8> = (45000..45100).map(|p| send(&c, p).1.unwrap()).collect();
+    let cfg = config(&[(11, 1), (12, 1), (13, 1), (14, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    for (sport, was) in (45000..45100u16).zip(&first) {
+        let input = frag_needed4(VIP, CLIENT4, 80, sport);
+        let mut out = vec![0u8; input.len() + 64];
+        let r = c
+            .dataplane()
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(&input),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, XDP_TX, "sport {sport}");
+        assert_eq!(out[5], *was, "ICMP for sport {sport} went elsewhere");
+        assert_eq!(&out[12..input.len()], &input[12..], "only MACs change");
+    }
+    assert_eq!(c.status().unwrap().conntrack["icmp_to_flow"], 100);
+}
