@@ -90,9 +90,7 @@ fn rewrite_l3(ctx: &XdpContext, flow: &Flow, side: Side, new_w: &[u16; 8]) -> Op
         // SAFETY: as above.
         let mut h = unsafe { p.read_unaligned() };
         let at = if side == Side::Src { V6_SRC } else { V6_DST };
-        for i in 0..8 {
-            h[at + i] = new_w[i];
-        }
+        h[at..at + 8].copy_from_slice(new_w);
         // SAFETY: as above.
         unsafe { p.write_unaligned(h) };
     }
