@@ -14,9 +14,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LB_F_NAT, LbConfig,
-    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop,
-    global,
+    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VIP_F_STANDBY, VipKey,
+    VipMeta, ct, drop, global,
 };
+
+mod standby;
 
 use crate::{
     config::{Affinity, Config, ConntrackConfig, Mode, VipConfig},
@@ -129,6 +131,8 @@ pub struct Controller {
     backend_pool: IdPool,
     /// Current generation of every backend id.
     generations: Vec<u16>,
+    /// Names of VIPs whose VRRP group this node does not master.
+    standby: std::collections::HashSet<String>,
 }
 
 impl Controller {
@@ -141,6 +145,7 @@ impl Controller {
             vip_pool: IdPool::new(0, MAX_VIPS),
             backend_pool: IdPool::new(1, MAX_BACKENDS),
             generations: vec![0; MAX_BACKENDS as usize],
+            standby: Default::default(),
         }
     }
 
@@ -292,6 +297,10 @@ impl Controller {
             flags: match vip.affinity {
                 Affinity::Flow => 0,
                 Affinity::Source => VIP_F_SOURCE_AFFINITY,
+            } | if self.standby.contains(&vip.name) {
+                VIP_F_STANDBY
+            } else {
+                0
             },
             _pad: 0,
         };
@@ -455,6 +464,7 @@ impl Controller {
                 mode: v.mode.as_str().to_string(),
                 affinity: v.affinity.as_str().to_string(),
                 ring_size: v.ring_size,
+                forwarding: self.forwards(&v.name),
                 packets: c.packets,
                 bytes: c.bytes,
                 backends,
@@ -468,7 +478,9 @@ impl Controller {
                 .attached
                 .map_or("detached", Attached::as_str)
                 .to_string(),
-            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0,
+            // The node forwards if its flag is on and some VIP is not standby.
+            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0
+                && (self.vips.is_empty() || vips.iter().any(|v| v.forwarding)),
             vips,
             global: global::NAMES
                 .iter()

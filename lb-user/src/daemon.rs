@@ -60,17 +60,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
     }
     let mut dp = Dataplane::load_with_flow_table(config.conntrack.size)?;
-    // Standalone, the node always forwards. With VRRP it starts as a
-    // backup that does not, and the engine sets the flag on MASTER.
-    dp.maps.set_config(&control::lb_config(
-        iface.mac,
-        config.vrrp.is_none(),
-        &config.conntrack,
-    ))?;
+    dp.maps
+        .set_config(&control::lb_config(iface.mac, true, &config.conntrack))?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
     };
     let mut controller = Controller::new(dp, &config.interface);
+    // With VRRP every group's VIPs start as standby, before the program is
+    // attached; the engine switches a group's VIPs on when it becomes master.
+    if let Some(v) = &config.vrrp {
+        for g in &v.groups {
+            controller.set_standby(&g.vips, true)?;
+        }
+    }
     controller.apply(&config, &mut neighbours)?;
     let (native, generic) = match config.xdp_mode {
         XdpMode::Auto => (true, true),
@@ -275,24 +277,16 @@ fn reload(
     }
 }
 
-/// VRRP's effects on this node: the forwarding flag in `LB_CONFIG` and the
-/// VIP addresses on the NIC.
+/// VRRP's effects on this node: the per-VIP standby flag in the maps and
+/// the VIP addresses on the NIC.
 struct DaemonEffects {
     controller: Arc<Mutex<Controller>>,
     ifindex: u32,
 }
 
 impl vrrp::Effects for DaemonEffects {
-    fn set_forwarding(&mut self, on: bool) -> Result<()> {
-        // Only the flag changes; the rest of LB_CONFIG (MAC, flow-table
-        // settings) stays as the controller wrote it.
-        let mut c = lock(&self.controller);
-        let mut cfg = c.maps().config()?;
-        cfg.flags &= !lb_common::LB_F_FORWARDING;
-        if on {
-            cfg.flags |= lb_common::LB_F_FORWARDING;
-        }
-        c.maps().set_config(&cfg)
+    fn set_forwarding(&mut self, vips: &[String], on: bool) -> Result<()> {
+        lock(&self.controller).set_standby(vips, !on)
     }
 
     fn assign(&mut self, addrs: &[IpAddr]) -> Result<()> {

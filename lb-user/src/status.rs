@@ -46,9 +46,16 @@ pub struct VipStatus {
     pub mode: String,
     pub affinity: String,
     pub ring_size: u32,
+    /// False while this node is not the VRRP master of the VIP's group.
+    #[serde(default = "yes")]
+    pub forwarding: bool,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +156,13 @@ impl Status {
                 out,
                 "{:<4} {:<44} {:<10} {:>7} {:>12} {:>14}",
                 v.protocol.to_uppercase(),
-                format!("{} {} ({})", endpoint(&v.address, v.port), v.name, v.mode),
+                format!(
+                    "{} {} ({}{})",
+                    endpoint(&v.address, v.port),
+                    v.name,
+                    v.mode,
+                    if v.forwarding { "" } else { ", standby" }
+                ),
                 v.affinity,
                 "",
                 v.packets,
@@ -239,6 +252,7 @@ mod tests {
                 mode: "dsr".into(),
                 affinity: "flow".into(),
                 ring_size: 65537,
+                forwarding: true,
                 packets: 10,
                 bytes: 1000,
                 backends: vec![BackendStatus {

@@ -34,8 +34,9 @@ use state::{Action, Event, Machine, Params, State};
 /// What VRRP changes outside itself. The daemon implements it over the BPF
 /// maps (through the controller, which owns them) and netlink.
 pub trait Effects: Send {
-    /// Sets or clears `LB_F_FORWARDING`.
-    fn set_forwarding(&mut self, on: bool) -> Result<()>;
+    /// Starts (`on`) or stops forwarding the traffic of the VIPs named
+    /// `vips` (one group's).
+    fn set_forwarding(&mut self, vips: &[String], on: bool) -> Result<()>;
     /// Adds the VIP addresses to the NIC.
     fn assign(&mut self, addrs: &[IpAddr]) -> Result<()>;
     /// Removes them.
@@ -79,6 +80,8 @@ pub struct Tracking {
 struct Group {
     cfg: VrrpGroup,
     machine: Machine,
+    /// What the data plane was last told for this group's VIPs.
+    forwarding: Option<bool>,
     sent: u64,
     received: u64,
     last_at_unix_ms: u64,
@@ -117,7 +120,6 @@ pub struct Engine {
     epoch: Instant,
     counters: BTreeMap<String, u64>,
     tracking: Tracking,
-    forwarding: Option<bool>,
     effects: Box<dyn Effects>,
     status: Arc<Mutex<VrrpStatus>>,
 }
@@ -177,6 +179,7 @@ impl Engine {
                         primary: primary.expect("checked above"),
                     }),
                     cfg: g.clone(),
+                    forwarding: None,
                     sent: 0,
                     received: 0,
                     last_at_unix_ms: 0,
@@ -199,7 +202,6 @@ impl Engine {
             epoch: Instant::now(),
             counters,
             tracking: Tracking { failing: None },
-            forwarding: None,
             effects,
             status,
         })
@@ -400,21 +402,25 @@ impl Engine {
         }
     }
 
-    /// Forwarding is on while any group is master. (The flag is per node;
-    /// the groups' VIPs leave the NIC when they are not master, so no
-    /// client reaches a VIP here through ARP/ND unless its group is.)
+    /// Each group's VIPs are forwarded exactly while the group is master
+    /// here: a node that is master of one group and backup of another
+    /// forwards only the first group's VIPs.
     fn update_forwarding(&mut self) {
-        let on = self
-            .groups
-            .iter()
-            .any(|g| g.machine.state() == State::Master);
-        if self.forwarding != Some(on) {
-            match self.effects.set_forwarding(on) {
+        for g in &mut self.groups {
+            let on = g.machine.state() == State::Master;
+            if g.forwarding == Some(on) {
+                continue;
+            }
+            match self.effects.set_forwarding(&g.cfg.vips, on) {
                 Ok(()) => {
-                    tracing::info!(forwarding = on, "XDP forwarding flag set");
-                    self.forwarding = Some(on);
+                    tracing::info!(
+                        vrid = g.cfg.vrid,
+                        forwarding = on,
+                        "VIP forwarding switched"
+                    );
+                    g.forwarding = Some(on);
                 }
-                Err(e) => tracing::error!(error = format!("{e:#}"), "setting forwarding"),
+                Err(e) => tracing::error!(error = format!("{e:#}"), "switching forwarding"),
             }
         }
     }
