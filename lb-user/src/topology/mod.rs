@@ -4,17 +4,23 @@
 //!
 //! * [`Topology`] (`dsr.rs`): client, xlb node and backends on one bridge,
 //!   for direct server return.
+//! * [`NatTopology`] (`nat.rs`): NAT, two-armed (client and backends on
+//!   separate segments, xlb routing between them) or one-armed.
 //!
 //! Everything (namespaces, links, nginx processes, the temp dir) carries a
 //! per-run prefix and is torn down on drop, on panic unwinding, and on
 //! SIGINT/SIGTERM (see [`crate::netns`]).
 
+mod capture;
 mod dsr;
 mod http;
+mod nat;
 mod nginx;
 
+pub use capture::{Capture, Captured, source_of};
 pub use dsr::Topology;
 pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
+pub use nat::{BACKEND_PORT, NatLayout, NatTopology};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -46,6 +52,7 @@ const BACKEND_HOST_BASE: u8 = 10;
 /// Subnet numbers: 198.18.<net>.0/24 and fd00:<18+net>::/64. Net 0 holds
 /// the client (and, in DSR, everything); net 1 the NAT backends.
 const CLIENT_NET: u8 = 0;
+const SERVER_NET: u8 = 1;
 
 fn net_addr4(net: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, net, host)
