@@ -425,7 +425,20 @@ fn host_addresses_are_added_listed_and_removed_idempotently() {
         // The NIC's own IPv4 address comes first: VRRP sends from it.
         let first_v4 = listed.iter().find(|a| a.addr.is_ipv4()).unwrap();
         assert_eq!(first_v4.addr, addr("198.18.0.1"));
-        assert!(listed.iter().any(|a| a.link_scope && a.addr.is_ipv6()));
+        // The kernel adds the link-local address asynchronously after the
+        // link comes up: wait for it (bounded) rather than race it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !netlink::addresses(ifindex)
+            .expect("addresses")
+            .iter()
+            .any(|a| a.link_scope && a.addr.is_ipv6())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no IPv6 link-local address within 3 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         // No DAD: the IPv6 VIP is usable at once, not tentative.
         let shown = ip("-6 addr show dev xlb0");
         let line = shown.lines().find(|l| l.contains("fd00::100")).unwrap();
