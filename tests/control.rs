@@ -226,16 +226,15 @@ fn reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero() {
         0,
         "a new backend starts at zero"
     );
-    assert!(after.vips[0].backends.iter().all(|b| b.name != "b13"));
-    // Established flows keep their backend, drained b12 included; only
-    // the flows of removed b13 are rebalanced.
+    assert_eq!(backend(&after, "b13").state, BackendState::Removed);
+    // Established flows keep their backend: drained b12's and removed b13's
+    // too (a removed backend finishes its flows, as in IPVS).
     for (sport, was) in (40000..40300u16).zip(&first) {
-        let now = send_flags(&c, sport, "A").1.unwrap();
-        if *was == 13 {
-            assert_eq!(now, predict(&cfg, sport, &[11, 12, 14]), "sport {sport}");
-        } else {
-            assert_eq!(now, *was, "sport {sport} moved");
-        }
+        assert_eq!(
+            send_flags(&c, sport, "A").1,
+            Some(*was),
+            "sport {sport} moved"
+        );
     }
     // New flows never go to the draining backend.
     for sport in 41000..41300 {
@@ -353,20 +352,29 @@ fn removed_backend_or_reused_id_never_inherits_old_flows() {
     if !common::require_root("removed_backend_or_reused_id_never_inherits_old_flows") {
         return;
     }
-    let (mut c, mut n) = with_backends(&[11, 12, 13]);
+    let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
     c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
     let on_12: Vec<u16> = (62000..62300)
         .filter(|&p| send(&c, p).1 == Some(12))
         .collect();
     assert!(!on_12.is_empty());
-    // b12 leaves and b13 joins: b13 gets b12's freed id, with a new generation.
-    let cfg = config(&[(11, 1), (13, 1)]);
+    // b12 leaves: its flows go on, new flows never reach it.
+    c.apply(&config(&[(11, 1), (13, 1)]), &mut n).unwrap();
+    for &sport in &on_12 {
+        assert_eq!(send_flags(&c, sport, "A").1, Some(12), "sport {sport}");
+    }
+    assert!((63000..63200).all(|p| send(&c, p).1 != Some(12)));
+    // Its grace over, its id is freed, and b14 joining takes it with a new
+    // generation: b12's flows must not follow the id to b14.
+    c.expire_retired(std::time::Instant::now() + std::time::Duration::from_secs(2 * 86400))
+        .unwrap();
+    let cfg = config(&[(11, 1), (13, 1), (14, 1)]);
     c.apply(&cfg, &mut n).unwrap();
-    for sport in on_12 {
+    for &sport in &on_12 {
         assert_eq!(
             send_flags(&c, sport, "A").1,
-            Some(predict(&cfg, sport, &[11, 13])),
-            "a flow of the removed backend is rebalanced by Maglev, sport {sport}"
+            Some(predict(&cfg, sport, &[11, 13, 14])),
+            "a flow of the freed backend is rebalanced by Maglev, sport {sport}"
         );
     }
     assert!(c.status().unwrap().conntrack["stale_backend"] > 0);

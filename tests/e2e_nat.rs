@@ -228,7 +228,7 @@ fn backend_state(status: &serde_json::Value, vip: &str, name: &str) -> Option<St
 }
 
 /// Rewrites the config to `backends`, sends SIGHUP, and waits until both
-/// VIPs show backend `name` in `state` (`None`: gone).
+/// VIPs show backend `name` in `state` (`None`: not listed).
 fn reload(running: &RunningNat, backends: &[(usize, u32)], name: &str, state: Option<&str>) {
     running
         .topo
@@ -321,7 +321,7 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
         let drained = [(1, 1), (2, 0), (3, 2), (4, 1)];
         reload(&running, &drained, DRAINED, Some("draining"));
         std::thread::sleep(SETTLE);
-        reload(&running, &[(2, 0), (3, 2), (4, 1)], REMOVED, None);
+        reload(&running, &[(2, 0), (3, 2), (4, 1)], REMOVED, Some("removed"));
         std::thread::sleep(SETTLE);
         let fresh = http_get_many(t.client(), vip_addr, "/", NEW_CONNECTIONS, TIMEOUT);
         std::thread::sleep(SETTLE);
@@ -369,25 +369,17 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
     }
 }
 
-/// Every long-lived connection on a backend that stays in the config
-/// (the drained one included) keeps answering from its backend with no
-/// error through the three reloads; new connections afterwards go only to
-/// backend-3 and backend-4 (never to the drained or the removed one).
-///
-/// Connections on the removed backend cannot stay: its id and with it
-/// their connection-table entries are gone, so their next packet is
-/// balanced again, to a backend that never saw the handshake and answers
-/// with a reset (translated back to the VIP; seen in every run). The
-/// client then gets ECONNRESET on its next request, while nginx on the
-/// removed backend, still running, just keeps its idle half until its
-/// keep-alive timeout. So for those the test asserts that they end with an
-/// error and are never answered by another backend.
+/// Every long-lived connection keeps answering from its first backend with
+/// no error through the three reloads: on the backends that stay, on the
+/// drained one, and on the removed one too, which leaves the Maglev ring but
+/// finishes its established flows (as IPVS does with a deleted real
+/// server). New connections afterwards go only to backend-3 and backend-4.
 fn connections_stay_on_their_backend_through_reloads(layout: NatLayout, v6: bool) {
     let sc = reload_scenario(layout, v6);
     let log = || sc.running.xlb.log_tail(20);
     // The whole run is ~5 s of 100 ms ticks; allow for a slow machine.
     let min_answers = 20;
-    for f in sc.flows.iter().filter(|f| f.first != REMOVED) {
+    for f in &sc.flows {
         assert!(
             f.error.is_none() && f.strays.is_empty() && f.answers >= min_answers,
             "{}: connection {} on {} did not stay: {} answers, strays {:?}, error {:?}\n--- xlb log ---\n{}",
@@ -400,18 +392,11 @@ fn connections_stay_on_their_backend_through_reloads(layout: NatLayout, v6: bool
             log()
         );
     }
-    for f in sc.flows.iter().filter(|f| f.first == REMOVED) {
-        assert!(
-            f.strays.is_empty() && f.error.is_some(),
-            "{}: connection {} on the removed {REMOVED}: {} answers, strays {:?}, error {:?} \
-             (want: reset, never answered by another backend)",
-            sc.vip_name,
-            f.local,
-            f.answers,
-            f.strays,
-            f.error
-        );
-    }
+    assert!(
+        sc.flows.iter().any(|f| f.first == REMOVED),
+        "{}: no long-lived connection landed on {REMOVED}: the removal was not exercised",
+        sc.vip_name
+    );
     for b in ["backend-3", "backend-4"] {
         assert!(
             sc.fresh.contains_key(b),

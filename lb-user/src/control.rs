@@ -18,10 +18,11 @@ use lb_common::{
     VipMeta, ct, drop, global,
 };
 
+mod retire;
 mod standby;
 
 use crate::{
-    config::{Affinity, Config, ConntrackConfig, Mode, VipConfig},
+    config::{Affinity, BackendConfig, Config, ConntrackConfig, Mode, VipConfig},
     dataplane::{Attached, Dataplane},
     maglev,
     maps::Maps,
@@ -133,6 +134,10 @@ pub struct Controller {
     generations: Vec<u16>,
     /// Names of VIPs whose VRRP group this node does not master.
     standby: std::collections::HashSet<String>,
+    /// Backends removed from the configuration whose flows may go on.
+    retired: Vec<retire::Retired>,
+    /// Connection-table settings (how long removed backends are kept).
+    conntrack: ConntrackConfig,
 }
 
 impl Controller {
@@ -146,6 +151,8 @@ impl Controller {
             backend_pool: IdPool::new(1, MAX_BACKENDS),
             generations: vec![0; MAX_BACKENDS as usize],
             standby: Default::default(),
+            retired: Vec::new(),
+            conntrack: ConntrackConfig::default(),
         }
     }
 
@@ -180,6 +187,7 @@ impl Controller {
     /// Makes the maps serve `config`'s VIPs. VIPs and backends that stay keep
     /// their index/id (and counters); new ones are added, gone ones removed.
     pub fn apply(&mut self, config: &Config, neighbours: &mut dyn Neighbours) -> Result<()> {
+        self.conntrack = config.conntrack;
         let wanted: BTreeMap<VipKey, &VipConfig> =
             config.vips.iter().map(|v| (vip_key(v), v)).collect();
 
@@ -224,6 +232,7 @@ impl Controller {
             self.dp.maps.clear_backend(b.id)?;
             self.backend_pool.give(b.id);
         }
+        self.free_retired(std::time::Instant::now(), Some(key))?;
         self.vip_pool.give(slot.index);
         tracing::info!(vip = %slot.config.name, "VIP removed");
         Ok(())
@@ -252,41 +261,44 @@ impl Controller {
         let slot = self.vips.get_mut(&key).expect("inserted above");
 
         // Keep ids (and MACs) of backends that stay, by address.
-        let mut old: HashMap<IpAddr, BackendSlot> = slot
+        let mut old: HashMap<IpAddr, (BackendConfig, BackendSlot)> = slot
             .backends
             .drain(..)
             .zip(slot.config.backends.iter())
-            .map(|(b, c)| (c.address, b))
+            .map(|(b, c)| (c.address, (c.clone(), b)))
             .collect();
         let mut backends = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
-            let kept = match old.remove(&b.address) {
-                Some(kept) => kept,
-                None => {
-                    let Some(id) = self.backend_pool.take() else {
-                        bail!("too many backends (limit {})", MAX_BACKENDS - 1);
-                    };
-                    self.dp.maps.reset_backend_counters(id)?;
-                    // A new owner of the id: connection-table entries made
-                    // for the previous one must not match it.
-                    let generation = &mut self.generations[id as usize];
-                    *generation = generation.wrapping_add(1);
-                    BackendSlot {
-                        id,
-                        generation: *generation,
-                        mac: None,
-                        missing: 0,
-                    }
-                }
-            };
-            backends.push(kept);
+            if let Some((_, kept)) = old.remove(&b.address) {
+                backends.push(kept);
+            } else if let Some(back) = self.unretire(&key, b.address) {
+                // Re-added within its grace: same id and generation, so the
+                // flows it still carries keep matching.
+                tracing::info!(vip = %vip.name, backend = %b.name, "removed backend re-added");
+                backends.push(back);
+            } else {
+                let Some(id) = self.backend_pool.take() else {
+                    bail!("too many backends (limit {})", MAX_BACKENDS - 1);
+                };
+                self.dp.maps.reset_backend_counters(id)?;
+                // A new owner of the id: connection-table entries made for
+                // the previous one must not match it.
+                let generation = &mut self.generations[id as usize];
+                *generation = generation.wrapping_add(1);
+                backends.push(BackendSlot {
+                    id,
+                    generation: *generation,
+                    mac: None,
+                    missing: 0,
+                });
+            }
         }
+        let slot = self.vips.get_mut(&key).expect("inserted above");
         slot.backends = backends;
         slot.config = vip.clone();
-        let removed: Vec<BackendSlot> = old.into_values().collect();
 
         // Ring (without the removed backends) before the VIP entry that
-        // makes it reachable, then free what is no longer referenced.
+        // makes it reachable.
         Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
         let meta = VipMeta {
             index: slot.index,
@@ -306,9 +318,11 @@ impl Controller {
         };
         self.dp.maps.set_vip(&key, &meta)?;
         self.dp.maps.set_vip_addr(&vip_addr_key(&key))?;
-        for b in removed {
-            self.dp.maps.clear_backend(b.id)?;
-            self.backend_pool.give(b.id);
+        // Removed backends leave the ring (above) but keep their entry
+        // until their flows have had time to end.
+        let grace = retire::grace(&self.conntrack, vip.protocol);
+        for (config, slot) in old.into_values() {
+            self.retire(key, &vip.name, config, slot, grace);
         }
         Ok(())
     }
@@ -456,6 +470,7 @@ impl Controller {
                     bytes: counters.bytes,
                 });
             }
+            backends.extend(self.retired_status(&vip_key(v))?);
             vips.push(VipStatus {
                 name: v.name.clone(),
                 address: v.address.to_string(),

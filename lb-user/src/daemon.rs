@@ -171,6 +171,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }).context("control socket");
             }
             _ = tokio::time::sleep(tick) => {
+                if let Err(e) = lock(&controller).expire_retired(std::time::Instant::now()) {
+                    tracing::warn!(error = format!("{e:#}"), "freeing removed backends failed");
+                }
                 if let Err(e) = lock(&controller).refresh_neighbours(&mut neighbours) {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }

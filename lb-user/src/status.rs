@@ -14,6 +14,9 @@ pub enum BackendState {
     Draining,
     /// MAC not (yet) in the kernel's neighbour table: gets no traffic.
     Unresolved,
+    /// Taken out of the configuration: no new flows; its established flows
+    /// go on until they have been idle for the connection-table timeout.
+    Removed,
 }
 
 impl BackendState {
@@ -22,6 +25,7 @@ impl BackendState {
             BackendState::Active => "active",
             BackendState::Draining => "draining",
             BackendState::Unresolved => "unresolved",
+            BackendState::Removed => "removed",
         }
     }
 }
