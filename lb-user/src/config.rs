@@ -28,6 +28,9 @@ use toml::Spanned;
 
 use crate::maglev;
 
+mod health;
+pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
+
 /// Where the control socket lives unless `control_socket` says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
 
@@ -78,6 +81,8 @@ pub struct VipConfig {
     pub ring_size: u32,
     pub affinity: Affinity,
     pub backends: Vec<BackendConfig>,
+    /// What a failed health check does to established flows.
+    pub on_down: OnDown,
 }
 
 /// Transport protocol of a VIP.
@@ -114,6 +119,9 @@ pub struct BackendConfig {
     pub address: IpAddr,
     /// 0..=MAX_WEIGHT; 0 = draining (no new flows).
     pub weight: u32,
+    /// The health check (the VIP's `[vip.health]` merged with the backend's
+    /// own); `None` = not checked, always considered up.
+    pub check: Option<CheckConfig>,
 }
 
 impl XdpMode {
@@ -307,6 +315,8 @@ struct RawVip {
     affinity: Option<Spanned<Affinity>>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
+    #[serde(default)]
+    health: Option<Spanned<health::RawHealth>>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +327,8 @@ struct RawBackend {
     weight: Option<Spanned<i64>>,
     #[serde(default)]
     name: Option<Spanned<String>>,
+    #[serde(default)]
+    health: Option<Spanned<health::RawHealth>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -477,6 +489,9 @@ impl Validator<'_> {
             );
         }
 
+        let (vip_health, on_down) =
+            self.vip_health(raw.health.as_ref(), &format!("{p}.health"), port);
+
         // First occurrence (index, line) of each backend address and name.
         let mut seen_addrs: HashMap<IpAddr, (usize, usize)> = HashMap::new();
         let mut seen_names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -551,10 +566,17 @@ impl Validator<'_> {
                 seen_names.insert(bname.clone(), (j, nline));
             }
 
+            let check = self.backend_health(
+                vip_health.as_ref(),
+                b.health.as_ref(),
+                &format!("{bp}.health"),
+                port,
+            );
             backends.push(BackendConfig {
                 name: bname,
                 address: baddr,
                 weight,
+                check,
             });
         }
 
@@ -573,6 +595,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(Affinity::Flow, |s| *s.get_ref()),
             backends,
+            on_down,
         }
     }
 
@@ -971,6 +994,7 @@ name = "b-draining"
             name: name.to_owned(),
             address,
             weight,
+            check: None,
         }
     }
 
@@ -1025,6 +1049,7 @@ name = "b-draining"
                     mode: Mode::Dsr,
                     ring_size: 65_537,
                     affinity: Affinity::Flow,
+                    on_down: OnDown::Keep,
                     backends: vec![
                         backend("web1", v4("198.18.0.11"), 1),
                         backend("web2", v4("198.18.0.12"), 1),
@@ -1039,6 +1064,7 @@ name = "b-draining"
                     mode: Mode::Dsr,
                     ring_size: 251,
                     affinity: Affinity::Source,
+                    on_down: OnDown::Keep,
                     backends: vec![
                         backend("2001:db8::a", v6("2001:db8::a"), 1),
                         backend("b-draining", v6("2001:db8::b"), 0),
