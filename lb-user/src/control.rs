@@ -3,8 +3,12 @@
 //!
 //! VIP indices and backend ids are allocated once per identity and kept
 //! across reloads, so counters survive and unchanged rings are not touched.
-//! A backend is in its VIP's Maglev ring only while its MAC is known and its
-//! weight is above zero.
+//! A backend is in its VIP's Maglev ring only while it is *usable*: its MAC
+//! is known, its weight (runtime override or file) is above zero, and its
+//! health check (if any) says up. Leaving the ring affects new flows only:
+//! the backend's `BACKENDS` entry stays active, so flows the data plane
+//! already tracks keep reaching it, unless `on_down = "reschedule"` asks
+//! for them to be flushed.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,12 +22,26 @@ use lb_common::{
 };
 
 use crate::{
-    config::{Affinity, Config, Mode, VipConfig},
+    config::{Affinity, BackendConfig, Config, MAX_WEIGHT, Mode, OnDown, VipConfig},
     dataplane::{Attached, Dataplane},
+    health::{Health, Outcome, Tracker},
     maglev,
     maps::Maps,
     status::{BackendState, BackendStatus, Status, VipStatus},
 };
+
+/// A runtime change to one backend (`xlb backend ...`), kept until undone or
+/// until a reload applies the file again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendAction {
+    /// No new flows (weight 0), established ones continue.
+    Drain,
+    /// Ends a drain: back to the runtime or file weight.
+    Undrain,
+    /// Replaces the file's weight.
+    Weight(u32),
+}
 
 /// Where neighbour MACs come from: the kernel (netlink) in production, a
 /// table in tests.
@@ -97,6 +115,61 @@ impl IdPool {
 struct BackendSlot {
     id: u32,
     mac: Option<[u8; 6]>,
+    /// `None`: not health-checked.
+    health: Option<Tracker>,
+    drained: bool,
+    weight_override: Option<u32>,
+}
+
+impl BackendSlot {
+    fn new(id: u32, config: &BackendConfig) -> Self {
+        Self {
+            id,
+            mac: None,
+            health: config.check.as_ref().map(|c| Tracker::new(c, false)),
+            drained: false,
+            weight_override: None,
+        }
+    }
+
+    /// The weight the ring uses: 0 while drained, else the runtime weight or
+    /// the file's.
+    fn weight(&self, config: &BackendConfig) -> u32 {
+        if self.drained {
+            0
+        } else {
+            self.weight_override.unwrap_or(config.weight)
+        }
+    }
+
+    fn health_up(&self) -> bool {
+        self.health.as_ref().is_none_or(|t| t.state() == Health::Up)
+    }
+
+    fn usable(&self, config: &BackendConfig) -> bool {
+        self.mac.is_some() && self.weight(config) > 0 && self.health_up()
+    }
+
+    /// A reload: the check may have changed, and runtime overrides end.
+    fn reconfigure(&mut self, vip: &str, config: &BackendConfig) {
+        self.health = match (self.health.take(), &config.check) {
+            (_, None) => None,
+            (Some(mut t), Some(c)) => {
+                t.reconfigure(c);
+                Some(t)
+            }
+            // Checks added to a backend that was serving: it stays in until
+            // a check fails `fall` times.
+            (None, Some(c)) => Some(Tracker::new(c, true)),
+        };
+        if self.drained || self.weight_override.is_some() {
+            tracing::warn!(vip, backend = %config.name, drained = self.drained,
+                runtime_weight = ?self.weight_override, file_weight = config.weight,
+                "reload: runtime drain/weight of this backend discarded, the file's weight applies");
+        }
+        self.drained = false;
+        self.weight_override = None;
+    }
 }
 
 struct VipSlot {
@@ -223,13 +296,16 @@ impl Controller {
         let mut backends = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
             let kept = match old.remove(&b.address) {
-                Some(kept) => kept,
+                Some(mut kept) => {
+                    kept.reconfigure(&vip.name, b);
+                    kept
+                }
                 None => {
                     let Some(id) = self.backend_pool.take() else {
                         bail!("too many backends (limit {})", MAX_BACKENDS - 1);
                     };
                     self.dp.maps.reset_backend_counters(id)?;
-                    BackendSlot { id, mac: None }
+                    BackendSlot::new(id, b)
                 }
             };
             backends.push(kept);
@@ -262,7 +338,9 @@ impl Controller {
     }
 
     /// Writes every backend entry of `slot` and rebuilds its ring if the set
-    /// of usable (resolved, weight > 0) backends or their weights changed.
+    /// of usable (resolved, weight > 0, healthy) backends or their weights
+    /// changed. A backend that is only unhealthy keeps its active entry: the
+    /// flows already tracked for it go on.
     fn sync_backends_and_ring(maps: &mut Maps, slot: &mut VipSlot) -> Result<()> {
         let vip = &slot.config;
         let mut members = Vec::new();
@@ -281,14 +359,15 @@ impl Controller {
                 None => BackendInfo::default(),
             };
             maps.set_backend(b.id, &info)?;
-            if b.mac.is_some() && c.weight > 0 {
-                members.push((maglev::identity(c.address, vip.port), c.weight));
+            if b.usable(c) {
+                members.push((maglev::identity(c.address, vip.port), b.weight(c)));
                 ids.push(b.id);
             }
         }
         if slot.ring_members.as_ref() == Some(&members) {
             return Ok(());
         }
+        let had_members = slot.ring_members.as_ref().is_some_and(|m| !m.is_empty());
         let table = maglev::build_table(
             &members
                 .iter()
@@ -318,7 +397,20 @@ impl Controller {
         tracing::info!(vip = %vip.name, backends = ids.len(), slots = vip.ring_size,
             "Maglev table installed");
         if ids.is_empty() && !vip.backends.is_empty() {
-            tracing::warn!(vip = %vip.name, "no usable backend: VIP traffic is dropped (counted as no_backend)");
+            let count = |f: &dyn Fn(&BackendSlot, &BackendConfig) -> bool| {
+                slot.backends
+                    .iter()
+                    .zip(&vip.backends)
+                    .filter(|(b, c)| f(b, c))
+                    .count()
+            };
+            tracing::error!(vip = %vip.name, backends = vip.backends.len(),
+                unhealthy = count(&|b, _| !b.health_up()),
+                weight_zero = count(&|b, c| b.weight(c) == 0),
+                unresolved = count(&|b, _| b.mac.is_none()),
+                "no usable backend: new connections to this VIP are dropped (counted as no_backend)");
+        } else if !ids.is_empty() && !had_members && slot.ring_members.is_some() {
+            tracing::info!(vip = %vip.name, backends = ids.len(), "VIP has usable backends again");
         }
         slot.ring_members = Some(members);
         Ok(())
@@ -361,6 +453,100 @@ impl Controller {
             .any(|s| s.backends.iter().any(|b| b.mac.is_none()))
     }
 
+    /// Feeds one health-check result of backend `addr` of VIP `vip`. A
+    /// state change is logged once, with the check, what it saw and how long
+    /// it took, and takes the backend out of (or back into) the ring.
+    /// Results for backends no longer configured are ignored.
+    pub fn record_check(&mut self, vip: &VipKey, addr: IpAddr, outcome: Outcome) -> Result<()> {
+        let Some(slot) = self.vips.get_mut(vip) else {
+            return Ok(());
+        };
+        let Some(i) = slot.config.backends.iter().position(|c| c.address == addr) else {
+            return Ok(());
+        };
+        let b = &mut slot.backends[i];
+        let Some(tracker) = b.health.as_mut() else {
+            return Ok(());
+        };
+        let (detail, latency_ms) = (outcome.detail.clone(), outcome.latency.as_secs_f64() * 1e3);
+        let Some((from, to)) = tracker.observe(outcome) else {
+            return Ok(());
+        };
+        let (id, consecutive, check) = (b.id, tracker.streak(), tracker.check().to_owned());
+        let (vname, bname) = (
+            slot.config.name.clone(),
+            slot.config.backends[i].name.clone(),
+        );
+        if to == Health::Up {
+            tracing::info!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
+                latency_ms = format!("{latency_ms:.1}"), consecutive, "backend health: UP, back in the table for new flows");
+        } else {
+            tracing::warn!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
+                latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = slot.config.on_down.as_str(),
+                "backend health: DOWN, out of the table for new flows");
+        }
+        Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
+        if to == Health::Down && slot.config.on_down == OnDown::Reschedule {
+            // After the ring without it is in place, so that the flushed
+            // flows are hashed onto live backends.
+            self.dp
+                .maps
+                .flush_flows_to(id)
+                .with_context(|| format!("flushing the flows of backend {bname}"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies a runtime drain/undrain/weight to backend `backend` (its name,
+    /// or its address) of VIP `vip` (its name). Lasts until undone or until a
+    /// reload applies the file. Returns a sentence saying what was done.
+    pub fn backend_action(
+        &mut self,
+        vip: &str,
+        backend: &str,
+        action: BackendAction,
+    ) -> Result<String> {
+        let Some(slot) = self.vips.values_mut().find(|s| s.config.name == vip) else {
+            bail!("no VIP named {vip:?}");
+        };
+        let Some(i) = slot
+            .config
+            .backends
+            .iter()
+            .position(|c| c.name == backend)
+            .or_else(|| {
+                let addr: IpAddr = backend.parse().ok()?;
+                slot.config.backends.iter().position(|c| c.address == addr)
+            })
+        else {
+            bail!("VIP {vip} has no backend named {backend:?}");
+        };
+        let b = &mut slot.backends[i];
+        let c = &slot.config.backends[i];
+        match action {
+            BackendAction::Drain => b.drained = true,
+            BackendAction::Undrain => b.drained = false,
+            BackendAction::Weight(w) if w > MAX_WEIGHT => {
+                bail!("weight {w} is out of range 0..={MAX_WEIGHT}")
+            }
+            BackendAction::Weight(w) => b.weight_override = Some(w),
+        }
+        let message = format!(
+            "{vip}/{}: {}, weight now {} (file {}); a reload applies the file again",
+            c.name,
+            match action {
+                BackendAction::Drain => "drained".to_owned(),
+                BackendAction::Undrain => "undrained".to_owned(),
+                BackendAction::Weight(w) => format!("runtime weight {w}"),
+            },
+            b.weight(c),
+            c.weight
+        );
+        tracing::info!(vip, backend = %c.name, ?action, "{message}");
+        Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
+        Ok(message)
+    }
+
     pub fn status(&self) -> Result<Status> {
         let mut vips = Vec::new();
         for slot in self.vips.values() {
@@ -369,19 +555,26 @@ impl Controller {
             let mut backends = Vec::new();
             for (b, bc) in slot.backends.iter().zip(&v.backends) {
                 let counters = self.dp.maps.backend_counters(b.id)?;
-                let state = match (b.mac, bc.weight) {
-                    (None, _) => BackendState::Unresolved,
-                    (Some(_), 0) => BackendState::Draining,
-                    (Some(_), _) => BackendState::Active,
+                let health = b.health.as_ref().map(Tracker::state);
+                let state = match (b.mac, health, b.weight(bc)) {
+                    (None, _, _) => BackendState::Unresolved,
+                    (_, Some(Health::Down), _) => BackendState::Down,
+                    (_, Some(Health::Unknown), _) => BackendState::Pending,
+                    (Some(_), _, 0) => BackendState::Draining,
+                    (Some(_), _, _) => BackendState::Active,
                 };
                 backends.push(BackendStatus {
                     name: bc.name.clone(),
                     address: bc.address.to_string(),
-                    weight: bc.weight,
+                    weight: b.weight(bc),
                     mac: b.mac.map(|m| crate::netlink::format_mac(&m)),
                     state,
                     packets: counters.packets,
                     bytes: counters.bytes,
+                    config_weight: bc.weight,
+                    drained: b.drained,
+                    weight_override: b.weight_override,
+                    health: b.health.as_ref().map(Tracker::status),
                 });
             }
             vips.push(VipStatus {
@@ -394,6 +587,8 @@ impl Controller {
                 ring_size: v.ring_size,
                 packets: c.packets,
                 bytes: c.bytes,
+                usable_backends: slot.ring_members.as_ref().map_or(0, Vec::len),
+                on_down: v.on_down.as_str().to_string(),
                 backends,
             });
         }

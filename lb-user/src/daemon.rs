@@ -10,13 +10,17 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use lb_common::{LB_F_FORWARDING, LbConfig};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
 
 use crate::{
     config::{Config, XdpMode},
     control::{Controller, Neighbours},
     ctl::{self, Reply, Request},
     dataplane::Dataplane,
+    health::Scheduler,
     netlink,
 };
 
@@ -78,19 +82,25 @@ pub async fn run(config_path: &Path) -> Result<()> {
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
         "xlb attached and forwarding");
 
+    let (mut checks, mut results) = Scheduler::new();
+    checks.reconcile(&config);
+    if !checks.is_empty() {
+        tracing::info!(checks = checks.len(), "health checks started");
+    }
+
     let controller = Arc::new(Mutex::new(controller));
     let socket = config.control_socket.clone();
     let served = controller.clone();
+    // A reload needs the running config and the checks, which this loop
+    // owns: the socket hands it over and waits for the answer.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Reply>>(4);
     let mut server = tokio::spawn({
         let socket = socket.clone();
         async move {
-            ctl::serve(&socket, move |req| match req {
-                Request::Status => match lock(&served).status() {
-                    Ok(s) => Reply::Status(s),
-                    Err(e) => Reply::Error {
-                        message: format!("{e:#}"),
-                    },
-                },
+            ctl::serve(&socket, move |req| {
+                let served = served.clone();
+                let reload_tx = reload_tx.clone();
+                async move { handle_request(req, &served, &reload_tx).await }
             })
             .await
         }
@@ -111,8 +121,31 @@ pub async fn run(config_path: &Path) -> Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                if let Some(new) = reload(config_path, &running, &controller, &mut neighbours) {
+                tracing::info!("SIGHUP: reloading {}", config_path.display());
+                if let Ok(new) = reload(config_path, &running, &controller, &mut neighbours) {
+                    checks.reconcile(&new);
                     running = new;
+                }
+            }
+            Some(reply) = reload_rx.recv() => {
+                tracing::info!("reload requested on the control socket");
+                let answer = match reload(config_path, &running, &controller, &mut neighbours) {
+                    Ok(new) => {
+                        checks.reconcile(&new);
+                        running = new;
+                        Reply::Ok { message: format!(
+                            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
+                            config_path.display(), running.vips.len(), checks.len()) }
+                    }
+                    Err(message) => Reply::Error { message },
+                };
+                let _ = reply.send(answer);
+            }
+            Some(result) = results.recv() => {
+                if checks.is_current(&result)
+                    && let Err(e) = lock(&controller).record_check(&result.vip, result.addr, result.outcome)
+                {
+                    tracing::warn!(error = format!("{e:#}"), "applying a health-check result failed");
                 }
             }
             res = &mut server => {
@@ -134,42 +167,72 @@ pub async fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+async fn handle_request(
+    req: Request,
+    controller: &Mutex<Controller>,
+    reload: &mpsc::Sender<oneshot::Sender<Reply>>,
+) -> Reply {
+    let error = |e: anyhow::Error| Reply::Error {
+        message: format!("{e:#}"),
+    };
+    match req {
+        Request::Status => lock(controller).status().map_or_else(error, Reply::Status),
+        Request::Backend {
+            vip,
+            backend,
+            action,
+        } => lock(controller)
+            .backend_action(&vip, &backend, action)
+            .map_or_else(error, |message| Reply::Ok { message }),
+        Request::Reload => {
+            let (tx, rx) = oneshot::channel();
+            if reload.send(tx).await.is_err() {
+                return error(anyhow!("the daemon is shutting down"));
+            }
+            rx.await
+                .unwrap_or_else(|_| error(anyhow!("the daemon dropped the reload")))
+        }
+    }
+}
+
 /// Applies a changed config file. A file that does not parse, or that
 /// changes what only a restart can change, is rejected and the running
-/// config stays.
+/// config stays; the error says why.
 fn reload(
     path: &Path,
     running: &Config,
     controller: &Mutex<Controller>,
     neighbours: &mut KernelNeighbours,
-) -> Option<Config> {
+) -> Result<Config, String> {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload rejected, keeping the running config:\n{e}");
-            return None;
+            return Err(format!("reload rejected, the running config stays:\n{e}"));
         }
     };
     if new.interface != running.interface
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
     {
-        tracing::error!(
-            "reload rejected: interface, xdp_mode and control_socket change only with a restart"
-        );
-        return None;
+        let msg =
+            "reload rejected: interface, xdp_mode and control_socket change only with a restart";
+        tracing::error!("{msg}");
+        return Err(msg.to_owned());
     }
     match lock(controller).apply(&new, neighbours) {
         Ok(()) => {
             tracing::info!(vips = new.vips.len(), "configuration reloaded");
-            Some(new)
+            Ok(new)
         }
         Err(e) => {
             tracing::error!(
                 error = format!("{e:#}"),
                 "reload failed part-way; maps may mix old and new backends"
             );
-            None
+            Err(format!(
+                "reload failed part-way (maps may mix old and new backends): {e:#}"
+            ))
         }
     }
 }

@@ -115,6 +115,16 @@ impl Maps {
         self.set_backend(id, &BackendInfo::default())
     }
 
+    /// Removes every tracked flow that goes to backend `id`, so that its
+    /// next packet is hashed onto the current ring (`on_down = "reschedule"`).
+    ///
+    /// A no-op until the connection table exists: today every packet is
+    /// hashed onto the current ring anyway, so there is nothing to flush.
+    pub fn flush_flows_to(&mut self, id: u32) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
+
     pub fn vip_counters(&self, index: u32) -> Result<Counters> {
         sum_counters(&self.vip_stats, index)
     }
