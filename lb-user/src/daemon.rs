@@ -111,6 +111,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut running = config;
+    // A deadline rather than a fresh `sleep(tick)` per turn: health results
+    // arrive many times a second and would otherwise restart the sleep
+    // before it ever fires.
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
         let tick = if lock(&controller).has_unresolved() {
             NEIGHBOUR_REFRESH_UNRESOLVED
@@ -155,7 +159,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     Err(e) => anyhow!(e),
                 }).context("control socket");
             }
-            _ = tokio::time::sleep(tick) => {
+            _ = tokio::time::sleep_until(last_refresh + tick) => {
+                last_refresh = tokio::time::Instant::now();
                 if let Err(e) = lock(&controller).refresh_neighbours(&mut neighbours) {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }

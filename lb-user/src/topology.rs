@@ -28,6 +28,9 @@ use serde_json::Value;
 
 use crate::netns::{self, MAX_IFNAME, ManagedChild, NetNs, TempDir};
 
+mod faults;
+pub use faults::Serve;
+
 /// The IPv4 VIP.
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 /// The IPv6 VIP.
@@ -110,7 +113,11 @@ pub struct Topology {
     prefix: String,
     // Fields drop in this order after `Drop::drop` (which stops nginx): the
     // peer's XDP program, the namespaces (ends before the switch), the temp dir.
-    nginx: Vec<ManagedChild>,
+    /// One per backend; `None` while stopped (see [`Topology::stop_backend`]).
+    nginx: Vec<Option<ManagedChild>>,
+    /// Backends that accept connections and never answer (see
+    /// [`Topology::silence_backend`]); stopped on drop.
+    silent: Vec<faults::SilentServer>,
     /// The XDP_PASS program on the bridge-side peer of the xlb NIC (see
     /// [`attach_xdp_pass`]); detached when dropped.
     peer_xdp: Option<aya::Ebpf>,
@@ -123,9 +130,10 @@ pub struct Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for child in self.nginx.drain(..) {
+        for child in self.nginx.drain(..).flatten() {
             child.stop(Duration::from_secs(2));
         }
+        self.silent.clear();
         // Namespaces and the temp dir go with the fields.
     }
 }
@@ -182,6 +190,7 @@ impl Topology {
         let mut topo = Topology {
             prefix: prefix.clone(),
             nginx: Vec::new(),
+            silent: Vec::new(),
             peer_xdp: None,
             backends: backend_ns,
             client,
@@ -266,7 +275,15 @@ impl Topology {
         // the XDP program takes the VIP traffic before the stack sees it.
         let lb_if = self.lb_ifname();
         ip(&self.lb, &format!("addr add {VIP4}/32 dev {lb_if}"))?;
-        ip(&self.lb, &format!("addr add {VIP6}/128 dev {lb_if} nodad"))?;
+        // Deprecated (preferred_lft 0): still answered for and accepted,
+        // but never picked as the source of the node's own traffic. Without
+        // it, IPv6 source selection prefers the /128 VIP (longest match) for
+        // connections to the backends, and a health check's reply would go
+        // to the VIP on the backend's own `lo`.
+        ip(
+            &self.lb,
+            &format!("addr add {VIP6}/128 dev {lb_if} nodad preferred_lft 0"),
+        )?;
 
         // Backends accept VIP traffic on lo but never claim the VIP on the wire.
         for (idx, b) in self.backends.iter().enumerate() {
@@ -283,30 +300,35 @@ impl Topology {
 
     fn start_nginx(&mut self) -> anyhow::Result<()> {
         for i in 1..=self.backends.len() {
-            let dir = self.dir.path().join(format!("b{i}"));
-            std::fs::create_dir_all(dir.join("www"))?;
-            std::fs::create_dir_all(dir.join("tmp"))?;
-            std::fs::write(dir.join("www").join("big"), big_body(i))?;
-            let conf = nginx_conf(&dir, i);
-            let conf_path = dir.join("nginx.conf");
-            std::fs::write(&conf_path, conf)?;
-            let stderr = std::fs::File::create(dir.join("stderr.log"))?;
-            let mut cmd = self.backends[i - 1].exec([NGINX]);
-            cmd.arg("-p")
-                .arg(&dir)
-                .arg("-e")
-                .arg(dir.join("error.log"))
-                .arg("-c")
-                .arg(&conf_path)
-                .stdout(Stdio::null())
-                .stderr(stderr);
-            let child = ManagedChild::spawn(&format!("nginx backend-{i}"), &mut cmd)?;
-            self.nginx.push(child);
+            let child = self.spawn_nginx(i, &format!("backend-{i}\n"))?;
+            self.nginx.push(Some(child));
         }
         for i in 1..=self.backends.len() {
             self.wait_nginx(i, Duration::from_secs(5))?;
         }
         Ok(())
+    }
+
+    /// Starts backend `i`'s nginx answering `body` on `/` (not waiting for it).
+    fn spawn_nginx(&self, i: usize, body: &str) -> anyhow::Result<ManagedChild> {
+        let dir = self.dir.path().join(format!("b{i}"));
+        std::fs::create_dir_all(dir.join("www"))?;
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        std::fs::write(dir.join("www").join("big"), big_body(i))?;
+        let conf = nginx_conf(&dir, i, body);
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+        let mut cmd = self.backends[i - 1].exec([NGINX]);
+        cmd.arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        ManagedChild::spawn(&format!("nginx backend-{i}"), &mut cmd)
     }
 
     fn wait_nginx(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
@@ -315,7 +337,9 @@ impl Topology {
             SocketAddr::new(self.backend_addr6(i).into(), VIP_PORT),
         ];
         let deadline = Instant::now() + timeout;
-        let child = &self.nginx[i - 1];
+        let Some(child) = self.nginx[i - 1].as_ref() else {
+            bail!("nginx backend-{i} is stopped");
+        };
         loop {
             let up = self.backends[i - 1].in_ns(|| {
                 targets
@@ -532,8 +556,12 @@ pub fn attach_xdp_pass(ifname: &str) -> anyhow::Result<aya::Ebpf> {
     Ok(ebpf)
 }
 
-fn nginx_conf(dir: &Path, i: usize) -> String {
+fn nginx_conf(dir: &Path, i: usize, body: &str) -> String {
     let d = dir.display();
+    let body = body
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
     format!(
         r#"# nginx for xlb test backend-{i} (generated)
 master_process off;
@@ -556,7 +584,7 @@ http {{
         listen 0.0.0.0:{VIP_PORT};
         listen [::]:{VIP_PORT} ipv6only=on;
         location / {{
-            return 200 "backend-{i}\n";
+            return 200 "{body}";
         }}
         location = /big {{
             root {d}/www;
