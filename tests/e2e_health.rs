@@ -7,7 +7,8 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
@@ -161,6 +162,52 @@ fn packets(status: &Value, vip: &str, name: &str) -> u64 {
     backend(status, vip, name)["packets"].as_u64().unwrap()
 }
 
+/// A keep-alive HTTP/1.1 connection from the client namespace.
+struct KeepAlive(TcpStream);
+
+impl KeepAlive {
+    fn open(r: &Running) -> KeepAlive {
+        let addr = SocketAddr::new(r.topo.vip4().into(), VIP_PORT);
+        let s = r
+            .topo
+            .client()
+            .in_ns(|| TcpStream::connect_timeout(&addr, HTTP_TIMEOUT))
+            .expect("connect to the VIP");
+        s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+        KeepAlive(s)
+    }
+
+    /// One GET on this connection; the body, trimmed.
+    fn get(&mut self) -> std::io::Result<String> {
+        self.0
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nUser-Agent: xlb-test\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.0.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("Content-Length");
+                if body.len() >= len {
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    return Ok(body[..len].trim().to_owned());
+                }
+            }
+        }
+    }
+}
+
 /// `xlb <args> --socket SOCK`.
 fn xlb_cmd(socket: &Path, args: &[&str]) -> Output {
     Command::new(xlb_exe())
@@ -281,6 +328,12 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
         "{text}"
     );
 
+    // A long-lived connection to backend-1, opened before the drain.
+    let mut long = (0..40)
+        .map(|_| KeepAlive::open(&r))
+        .find_map(|mut c| (c.get().unwrap() == "backend-1").then_some(c))
+        .expect("one of 40 connections lands on backend-1");
+
     let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-1"]);
     assert!(out.status.success(), "{out:?}");
     let before = status(&r.xlb);
@@ -291,6 +344,15 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
         packets(&before, "web4", "backend-1"),
         "a drained backend got a new connection"
     );
+    // The connection opened before the drain goes on being served by it:
+    // the connection table keeps it there.
+    for _ in 0..5 {
+        assert_eq!(
+            long.get()
+                .expect("request on the drained backend's connection"),
+            "backend-1"
+        );
+    }
     let out = xlb_cmd(&sock, &["backend", "undrain", "web4", "backend-1"]);
     assert!(out.status.success(), "{out:?}");
     assert!(bodies(&r, false).iter().any(|b| b == "backend-1"));

@@ -171,7 +171,7 @@ fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
         family,
         flags: BACKEND_F_ACTIVE,
         mac: backend_mac(id),
-        _pad: [0; 2],
+        generation: 0,
     }
 }
 

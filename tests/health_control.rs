@@ -10,6 +10,7 @@ mod packets;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr},
+    sync::atomic::{AtomicU16, Ordering},
     time::Duration,
 };
 
@@ -29,7 +30,11 @@ use packets::*;
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const FLOWS: std::ops::Range<u16> = 20000..20300;
+/// Flows per check of the table.
+const FLOWS: u16 = 300;
+/// Source ports for new flows: each check of the table uses ports no
+/// earlier packet used, so the connection table cannot answer for Maglev.
+static NEXT_SPORT: AtomicU16 = AtomicU16::new(10_000);
 
 struct StaticNeighbours(HashMap<IpAddr, [u8; 6]>);
 
@@ -93,13 +98,21 @@ fn feed(c: &mut Controller, key: &VipKey, last: u8, ok: bool) {
 
 /// Verdict and receiving backend (last MAC byte) of one SYN.
 fn send(c: &Controller, sport: u16) -> (u32, Option<u8>) {
-    let input = tcp4(VIP, sport, 80);
+    send_frame(c, &tcp4(VIP, sport, 80))
+}
+
+/// As [`send`], for a mid-connection segment (ACK, no SYN).
+fn send_ack(c: &Controller, sport: u16) -> (u32, Option<u8>) {
+    send_frame(c, &tcp4_flags(VIP, sport, 80, "A"))
+}
+
+fn send_frame(c: &Controller, input: &[u8]) -> (u32, Option<u8>) {
     let mut out = vec![0u8; input.len() + 64];
     let r = c
         .dataplane()
         .program()
         .test_run(TestRunOptions {
-            data_in: Some(&input),
+            data_in: Some(input),
             data_out: Some(&mut out),
             ..Default::default()
         })
@@ -121,9 +134,11 @@ fn predict(sport: u16, members: &[(u8, u32)]) -> u8 {
     members[table[(hash % 251) as usize] as usize].0
 }
 
+/// New flows go where the Maglev table of `members` says.
 #[track_caller]
 fn assert_flows(c: &Controller, members: &[(u8, u32)]) {
-    for sport in FLOWS {
+    let first = NEXT_SPORT.fetch_add(FLOWS, Ordering::Relaxed);
+    for sport in first..first + FLOWS {
         let (verdict, to) = send(c, sport);
         assert_eq!(verdict, XDP_TX, "sport {sport}");
         assert_eq!(to, Some(predict(sport, members)), "sport {sport}");
@@ -283,4 +298,51 @@ fn drain_and_runtime_weight_last_until_a_reload() {
             .iter()
             .all(|b| b.state == BackendState::Active)
     );
+}
+
+/// Established flows (in the connection table) of a backend that goes down
+/// stay with it under `on_down = "keep"` and are hashed again under
+/// `"reschedule"`; new flows avoid it either way.
+fn established_flows_on_down(on_down: &str) {
+    let (mut c, _, key, _) = setup(&format!(
+        "type = \"tcp\"\nfall = 1\non_down = \"{on_down}\""
+    ));
+    for last in [11, 12, 13] {
+        feed(&mut c, &key, last, true);
+    }
+    let first = NEXT_SPORT.fetch_add(FLOWS, Ordering::Relaxed);
+    let to_b12: Vec<u16> = (first..first + FLOWS)
+        .filter(|&sport| send(&c, sport).1 == Some(12))
+        .collect();
+    assert!(to_b12.len() > 50, "{} flows to b12", to_b12.len());
+    feed(&mut c, &key, 12, false);
+    assert_flows(&c, &[(11, 1), (13, 1)]);
+    for &sport in &to_b12 {
+        let (verdict, to) = send_ack(&c, sport);
+        assert_eq!(verdict, XDP_TX);
+        let want = if on_down == "keep" {
+            12
+        } else {
+            predict(sport, &[(11, 1), (13, 1)])
+        };
+        assert_eq!(
+            to,
+            Some(want),
+            "{on_down}: established flow from port {sport}"
+        );
+    }
+}
+
+#[test]
+fn on_down_keep_leaves_established_flows_on_the_backend() {
+    if common::require_root("on_down_keep_leaves_established_flows_on_the_backend") {
+        established_flows_on_down("keep");
+    }
+}
+
+#[test]
+fn on_down_reschedule_moves_established_flows() {
+    if common::require_root("on_down_reschedule_moves_established_flows") {
+        established_flows_on_down("reschedule");
+    }
 }

@@ -28,6 +28,7 @@ const IPV6_DST_OFF: usize = 24;
 
 const TCP_MIN_HLEN: usize = 20;
 const TCP_DOFF_OFF: usize = 12;
+const TCP_FLAGS_OFF: usize = 13;
 const UDP_HLEN: usize = 8;
 
 /// What the parser found.
@@ -46,11 +47,20 @@ pub enum Parsed {
 pub struct Flow {
     pub key: FlowKey,
     pub family: u8,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+    /// Offsets of the IP and TCP/UDP headers (for rewrites).
+    pub l3: usize,
+    pub l4: usize,
 }
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 
 /// Pointer to a `T` at `offset` bytes into the packet, if it fits.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -115,14 +125,18 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
             ..FlowKey::default()
         },
         family: FAMILY_V4,
+        tcp_flags: 0,
+        l3,
+        l4: l3 + hlen,
     };
     if frag & IPV4_FRAG_MASK != 0 {
         return Parsed::DropIfVip(drop::FRAGMENT, flow);
     }
     match parse_ports(ctx, l3 + hlen, l4proto) {
-        Some((sport, dport)) => {
+        Some((sport, dport, tcp_flags)) => {
             flow.key.sport = sport;
             flow.key.dport = dport;
+            flow.tcp_flags = tcp_flags;
             Parsed::Flow(flow)
         }
         None => Parsed::DropIfVip(drop::L4_TRUNCATED, flow),
@@ -153,35 +167,40 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
             ..FlowKey::default()
         },
         family: FAMILY_V6,
+        tcp_flags: 0,
+        l3,
+        l4: l3 + IPV6_HLEN,
     };
     match parse_ports(ctx, l3 + IPV6_HLEN, next) {
-        Some((sport, dport)) => {
+        Some((sport, dport, tcp_flags)) => {
             flow.key.sport = sport;
             flow.key.dport = dport;
+            flow.tcp_flags = tcp_flags;
             Parsed::Flow(flow)
         }
         None => Parsed::DropIfVip(drop::L4_TRUNCATED, flow),
     }
 }
 
-/// Source and destination port (network byte order) of a complete TCP or
-/// UDP header at `l4`. Each header is copied out through one checked
+/// Source and destination port (network byte order) and TCP flags of a
+/// complete TCP or UDP header at `l4`. Each header is copied out through one checked
 /// pointer: after a variable IPv4 header length the verifier only trusts
 /// loads through the very pointer it saw bounds-checked.
 #[inline(always)]
-fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Option<(u16, u16)> {
-    let ports = if proto == IPPROTO_TCP {
+fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Option<(u16, u16, u8)> {
+    let (ports, flags) = if proto == IPPROTO_TCP {
         let h = read::<[u8; TCP_MIN_HLEN]>(ctx, l4)?;
         if ((h[TCP_DOFF_OFF] >> 4) as usize) * 4 < TCP_MIN_HLEN {
             return None;
         }
-        [h[0], h[1], h[2], h[3]]
+        ([h[0], h[1], h[2], h[3]], h[TCP_FLAGS_OFF])
     } else {
         let h = read::<[u8; UDP_HLEN]>(ctx, l4)?;
-        [h[0], h[1], h[2], h[3]]
+        ([h[0], h[1], h[2], h[3]], 0)
     };
     Some((
         u16::from_ne_bytes([ports[0], ports[1]]),
         u16::from_ne_bytes([ports[2], ports[3]]),
+        flags,
     ))
 }

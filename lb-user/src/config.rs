@@ -32,6 +32,10 @@ mod health;
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
 
 /// Where the control socket lives unless `control_socket` says otherwise.
+mod conntrack;
+
+pub use conntrack::ConntrackConfig;
+
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
 
 /// Largest backend weight.
@@ -53,6 +57,9 @@ pub struct Config {
     pub interface: String,
     pub xdp_mode: XdpMode,
     pub control_socket: PathBuf,
+    /// Second NIC, towards the backends, for a two-armed NAT layout.
+    pub server_interface: Option<String>,
+    pub conntrack: ConntrackConfig,
     pub vips: Vec<VipConfig>,
 }
 
@@ -100,6 +107,9 @@ pub enum Mode {
     /// Direct server return: rewrite the destination MAC only; backends
     /// answer clients directly.
     Dsr,
+    /// Rewrite the destination to the backend (address and port); the
+    /// backends' replies come back through xlb, which restores the VIP.
+    Nat,
 }
 
 /// What the backend choice is hashed on.
@@ -117,6 +127,9 @@ pub enum Affinity {
 pub struct BackendConfig {
     pub name: String,
     pub address: IpAddr,
+    /// The port the backend serves on: the VIP's port unless a NAT VIP
+    /// translates it; 0 for an all-ports VIP (the client's port is kept).
+    pub port: u16,
     /// 0..=MAX_WEIGHT; 0 = draining (no new flows).
     pub weight: u32,
     /// The health check (the VIP's `[vip.health]` merged with the backend's
@@ -155,6 +168,7 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Dsr => "dsr",
+            Mode::Nat => "nat",
         }
     }
 }
@@ -293,6 +307,10 @@ struct RawConfig {
     #[serde(default)]
     control_socket: Option<Spanned<String>>,
     #[serde(default)]
+    server_interface: Option<Spanned<String>>,
+    #[serde(default)]
+    conntrack: Option<conntrack::RawConntrack>,
+    #[serde(default)]
     vip: Vec<Spanned<RawVip>>,
 }
 
@@ -323,6 +341,8 @@ struct RawVip {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: Spanned<IpAddr>,
+    #[serde(default)]
+    port: Option<Spanned<i64>>,
     #[serde(default)]
     weight: Option<Spanned<i64>>,
     #[serde(default)]
@@ -444,10 +464,29 @@ impl Validator<'_> {
             vips.push(cfg);
         }
 
+        let server_interface = raw.server_interface.as_ref().map(|s| {
+            let name = s.get_ref().clone();
+            if let Err(why) = check_ifname(&name) {
+                self.error(
+                    s.span(),
+                    "server_interface",
+                    format!("{name:?} is not a valid interface name: {why}"),
+                );
+            } else if name == interface {
+                self.error(
+                    s.span(),
+                    "server_interface",
+                    "must differ from interface (leave it out for a one-armed layout)",
+                );
+            }
+            name
+        });
         Config {
             interface,
             xdp_mode: raw.xdp_mode.map_or(XdpMode::Auto, |m| *m.get_ref()),
             control_socket,
+            server_interface,
+            conntrack: self.conntrack(raw.conntrack.as_ref()),
             vips,
         }
     }
@@ -566,15 +605,42 @@ impl Validator<'_> {
                 seen_names.insert(bname.clone(), (j, nline));
             }
 
+            let mode = raw.mode.as_ref().map_or(Mode::Dsr, |s| *s.get_ref());
+            let bport = match &b.port {
+                None => port,
+                Some(bp_raw) => {
+                    let field = format!("{bp}.port");
+                    let n = self.int_in(&b.port, &field, 1..=65_535, port);
+                    if mode == Mode::Dsr && n != port {
+                        self.error(
+                            bp_raw.span(),
+                            field,
+                            format!(
+                                "port {n} differs from the VIP's port {port}: \
+                                 translating ports needs mode = \"nat\""
+                            ),
+                        );
+                    } else if port == 0 {
+                        self.error(
+                            bp_raw.span(),
+                            field,
+                            "an all-ports VIP (port 0) keeps the client's destination port; \
+                             remove the backend port",
+                        );
+                    }
+                    n
+                }
+            };
             let check = self.backend_health(
                 vip_health.as_ref(),
                 b.health.as_ref(),
                 &format!("{bp}.health"),
-                port,
+                bport,
             );
             backends.push(BackendConfig {
                 name: bname,
                 address: baddr,
+                port: bport,
                 weight,
                 check,
             });
@@ -989,10 +1055,11 @@ name = "b-draining"
         IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
     }
 
-    fn backend(name: &str, address: IpAddr, weight: u32) -> BackendConfig {
+    fn backend(name: &str, address: IpAddr, port: u16, weight: u32) -> BackendConfig {
         BackendConfig {
             name: name.to_owned(),
             address,
+            port,
             weight,
             check: None,
         }
@@ -1040,6 +1107,8 @@ name = "b-draining"
             interface: "eth0".into(),
             xdp_mode: XdpMode::Auto,
             control_socket: PathBuf::from("/run/xlb/xlb.sock"),
+            server_interface: None,
+            conntrack: ConntrackConfig::default(),
             vips: vec![
                 VipConfig {
                     name: "web".into(),
@@ -1051,9 +1120,9 @@ name = "b-draining"
                     affinity: Affinity::Flow,
                     on_down: OnDown::Keep,
                     backends: vec![
-                        backend("web1", v4("198.18.0.11"), 1),
-                        backend("web2", v4("198.18.0.12"), 1),
-                        backend("web3", v4("198.18.0.13"), 2),
+                        backend("web1", v4("198.18.0.11"), 80, 1),
+                        backend("web2", v4("198.18.0.12"), 80, 1),
+                        backend("web3", v4("198.18.0.13"), 80, 2),
                     ],
                 },
                 VipConfig {
@@ -1066,8 +1135,8 @@ name = "b-draining"
                     affinity: Affinity::Source,
                     on_down: OnDown::Keep,
                     backends: vec![
-                        backend("2001:db8::a", v6("2001:db8::a"), 1),
-                        backend("b-draining", v6("2001:db8::b"), 0),
+                        backend("2001:db8::a", v6("2001:db8::a"), 53, 1),
+                        backend("b-draining", v6("2001:db8::b"), 53, 0),
                     ],
                 },
             ],
@@ -1088,7 +1157,10 @@ name = "b-draining"
         assert_eq!(vip.mode, Mode::Dsr);
         assert_eq!(vip.ring_size, lb_common::DEFAULT_RING_SIZE);
         assert_eq!(vip.affinity, Affinity::Flow);
-        assert_eq!(vip.backends, vec![backend("10.0.0.2", v4("10.0.0.2"), 1)]);
+        assert_eq!(
+            vip.backends,
+            vec![backend("10.0.0.2", v4("10.0.0.2"), 0, 1)]
+        );
     }
 
     #[test]
@@ -1137,10 +1209,10 @@ name = "b-draining"
     fn unknown_field_in_backend_gives_its_line_and_path() {
         let text = with_vip(
             "",
-            "\n[[vip.backend]]\naddress = \"198.18.0.11\"\n\n[[vip.backend]]\naddress = \"198.18.0.12\"\nport = 8080\n",
+            "\n[[vip.backend]]\naddress = \"198.18.0.11\"\n\n[[vip.backend]]\naddress = \"198.18.0.12\"\nmac = \"x\"\n",
         );
-        let msg = one_error(&text, 12, 1, "vip[0].backend[1].port");
-        assert!(msg.contains("unknown field `port`"), "{msg}");
+        let msg = one_error(&text, 12, 1, "vip[0].backend[1].mac");
+        assert!(msg.contains("unknown field `mac`"), "{msg}");
     }
 
     #[test]
@@ -1459,9 +1531,41 @@ address = "198.18.0.11"
     }
 
     #[test]
-    fn nat_mode_is_not_yet_supported() {
-        let msg = one_error(&with_vip("mode = \"nat\"\n", ""), 6, 8, "vip[0].mode");
-        assert_eq!(msg, "unknown variant `nat`, expected `dsr`");
+    fn nat_mode_translates_backend_ports() {
+        let text = "interface = \"eth0\"\nserver_interface = \"eth1\"\n[[vip]]\nname = \"w\"\n\
+                    address = \"198.18.0.100\"\nport = 80\nmode = \"nat\"\n[[vip.backend]]\n\
+                    address = \"198.18.1.11\"\nport = 8080\n[[vip.backend]]\naddress = \"198.18.1.12\"\n";
+        let c = Config::parse(text, ORIGIN).unwrap();
+        assert_eq!(c.server_interface.as_deref(), Some("eth1"));
+        assert_eq!(c.vips[0].mode, Mode::Nat);
+        assert_eq!(c.vips[0].backends[0].port, 8080);
+        assert_eq!(c.vips[0].backends[1].port, 80, "default: the VIP's port");
+    }
+
+    #[test]
+    fn port_translation_needs_nat_and_a_vip_port() {
+        let dsr = with_vip(
+            "",
+            "\n[[vip.backend]]\naddress = \"198.18.0.11\"\nport = 8080\n",
+        );
+        let e = Config::parse(&dsr, ORIGIN).unwrap_err().to_string();
+        assert!(
+            e.contains("vip[0].backend[0].port") && e.contains("needs mode = \"nat\""),
+            "{e}"
+        );
+        let text = "interface = \"eth0\"\n[[vip]]\nname = \"w\"\naddress = \"198.18.0.100\"\n\
+                    mode = \"nat\"\n[[vip.backend]]\naddress = \"198.18.1.11\"\nport = 8080\n";
+        let e = Config::parse(text, ORIGIN).unwrap_err().to_string();
+        assert!(
+            e.contains("xlb.toml:8:8: vip[0].backend[0].port") && e.contains("all-ports"),
+            "{e}"
+        );
+        let text = "interface = \"eth0\"\nserver_interface = \"eth0\"\n";
+        let e = Config::parse(text, ORIGIN).unwrap_err().to_string();
+        assert!(
+            e.contains("xlb.toml:2:20: server_interface: must differ"),
+            "{e}"
+        );
     }
 
     #[test]

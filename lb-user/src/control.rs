@@ -6,9 +6,9 @@
 //! A backend is in its VIP's Maglev ring only while it is *usable*: its MAC
 //! is known, its weight (runtime override or file) is above zero, and its
 //! health check (if any) says up. Leaving the ring affects new flows only:
-//! the backend's `BACKENDS` entry stays active, so flows the data plane
-//! already tracks keep reaching it, unless `on_down = "reschedule"` asks
-//! for them to be flushed.
+//! the backend's `BACKENDS` entry stays active, so flows the connection
+//! table already tracks keep reaching it, unless `on_down = "reschedule"`
+//! flags the entry so that those flows are hashed again.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -17,12 +17,15 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, MODE_DSR,
-    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, global,
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING,
+    LB_F_NAT, LbConfig, MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey,
+    VipMeta, ct, drop, global,
 };
 
 use crate::{
-    config::{Affinity, BackendConfig, Config, MAX_WEIGHT, Mode, OnDown, VipConfig},
+    config::{
+        Affinity, BackendConfig, Config, ConntrackConfig, MAX_WEIGHT, Mode, OnDown, VipConfig,
+    },
     dataplane::{Attached, Dataplane},
     health::{Health, Outcome, Tracker},
     maglev,
@@ -114,7 +117,12 @@ impl IdPool {
 
 struct BackendSlot {
     id: u32,
+    /// `BackendInfo::generation` of this id for this backend.
+    generation: u16,
     mac: Option<[u8; 6]>,
+    /// Consecutive refreshes that found no usable neighbour entry while a
+    /// MAC was known.
+    missing: u32,
     /// `None`: not health-checked.
     health: Option<Tracker>,
     drained: bool,
@@ -122,10 +130,12 @@ struct BackendSlot {
 }
 
 impl BackendSlot {
-    fn new(id: u32, config: &BackendConfig) -> Self {
+    fn new(id: u32, generation: u16, config: &BackendConfig) -> Self {
         Self {
             id,
+            generation,
             mac: None,
+            missing: 0,
             health: config.check.as_ref().map(|c| Tracker::new(c, false)),
             drained: false,
             weight_override: None,
@@ -146,8 +156,25 @@ impl BackendSlot {
         self.health.as_ref().is_none_or(|t| t.state() == Health::Up)
     }
 
-    fn usable(&self, config: &BackendConfig) -> bool {
-        self.mac.is_some() && self.weight(config) > 0 && self.health_up()
+    /// In the ring: reachable (NAT routes through the kernel's FIB, DSR
+    /// needs the MAC), weight above 0, and healthy.
+    fn usable(&self, config: &BackendConfig, mode: Mode) -> bool {
+        (mode == Mode::Nat || self.mac.is_some()) && self.weight(config) > 0 && self.health_up()
+    }
+
+    /// `BACKEND_F_RESCHEDULE` while the checks say down and the VIP asks for
+    /// established flows to move: the data plane then ignores its
+    /// connection-table entries and hashes those flows onto the ring again.
+    fn reschedule_flag(&self, on_down: OnDown) -> u8 {
+        let down = self
+            .health
+            .as_ref()
+            .is_some_and(|t| t.state() == Health::Down);
+        if down && on_down == OnDown::Reschedule {
+            BACKEND_F_RESCHEDULE
+        } else {
+            0
+        }
     }
 
     /// A reload: the check may have changed, and runtime overrides end.
@@ -172,6 +199,12 @@ impl BackendSlot {
     }
 }
 
+/// A known MAC is given up only after this many consecutive refreshes
+/// without a usable neighbour entry: entries briefly vanish or go INCOMPLETE
+/// while the kernel revalidates them, and dropping the backend from the ring
+/// for that would move its flows for nothing.
+const MAC_LOST_AFTER: u32 = 3;
+
 struct VipSlot {
     index: u32,
     config: VipConfig,
@@ -188,6 +221,8 @@ pub struct Controller {
     vips: BTreeMap<VipKey, VipSlot>,
     vip_pool: IdPool,
     backend_pool: IdPool,
+    /// Current generation of every backend id.
+    generations: Vec<u16>,
 }
 
 impl Controller {
@@ -199,6 +234,7 @@ impl Controller {
             vips: BTreeMap::new(),
             vip_pool: IdPool::new(0, MAX_VIPS),
             backend_pool: IdPool::new(1, MAX_BACKENDS),
+            generations: vec![0; MAX_BACKENDS as usize],
         }
     }
 
@@ -213,10 +249,20 @@ impl Controller {
     /// Attaches the program to the configured interface; call after the
     /// first `apply` so that the first packet already sees every VIP.
     pub fn attach(&mut self, allow_native: bool, allow_generic: bool) -> Result<Attached> {
-        let attached = self
-            .dp
-            .attach(&self.interface, allow_native, allow_generic)?;
-        self.attached = Some(attached);
+        let interface = self.interface.clone();
+        self.attach_to(&interface, allow_native, allow_generic)
+    }
+
+    /// Attaches the program to one more interface (the server side of a
+    /// two-armed NAT layout).
+    pub fn attach_to(
+        &mut self,
+        interface: &str,
+        allow_native: bool,
+        allow_generic: bool,
+    ) -> Result<Attached> {
+        let attached = self.dp.attach(interface, allow_native, allow_generic)?;
+        self.attached.get_or_insert(attached);
         Ok(attached)
     }
 
@@ -238,6 +284,14 @@ impl Controller {
         for (key, vip) in wanted {
             self.upsert_vip(key, vip)?;
         }
+        // Replies are looked up in NAT_REVERSE only while some VIP needs it.
+        let mut lb = self.dp.maps.config()?;
+        if config.vips.iter().any(|v| v.mode == Mode::Nat) {
+            lb.flags |= LB_F_NAT;
+        } else {
+            lb.flags &= !LB_F_NAT;
+        }
+        self.dp.maps.set_config(&lb)?;
         self.refresh_neighbours(neighbours)
     }
 
@@ -305,7 +359,11 @@ impl Controller {
                         bail!("too many backends (limit {})", MAX_BACKENDS - 1);
                     };
                     self.dp.maps.reset_backend_counters(id)?;
-                    BackendSlot::new(id, b)
+                    // A new owner of the id: connection-table entries made
+                    // for the previous one must not match it.
+                    let generation = &mut self.generations[id as usize];
+                    *generation = generation.wrapping_add(1);
+                    BackendSlot::new(id, *generation, b)
                 }
             };
             backends.push(kept);
@@ -321,6 +379,7 @@ impl Controller {
             index: slot.index,
             mode: match vip.mode {
                 Mode::Dsr => MODE_DSR,
+                Mode::Nat => MODE_NAT,
             },
             flags: match vip.affinity {
                 Affinity::Flow => 0,
@@ -347,20 +406,24 @@ impl Controller {
         let mut ids = Vec::new();
         for (b, c) in slot.backends.iter().zip(&vip.backends) {
             let (addr, family) = addr_bytes(c.address);
-            let info = match b.mac {
-                Some(mac) => BackendInfo {
+            // NAT finds the next hop with the kernel's FIB per packet; only
+            // DSR needs the backend's own MAC.
+            let reachable = vip.mode == Mode::Nat || b.mac.is_some();
+            let info = if reachable {
+                BackendInfo {
                     addr,
-                    port: vip.port.to_be(),
+                    port: c.port.to_be(),
                     family,
-                    flags: BACKEND_F_ACTIVE,
-                    mac,
-                    _pad: [0; 2],
-                },
-                None => BackendInfo::default(),
+                    flags: BACKEND_F_ACTIVE | b.reschedule_flag(vip.on_down),
+                    mac: b.mac.unwrap_or_default(),
+                    generation: b.generation,
+                }
+            } else {
+                BackendInfo::default()
             };
             maps.set_backend(b.id, &info)?;
-            if b.usable(c) {
-                members.push((maglev::identity(c.address, vip.port), b.weight(c)));
+            if b.usable(c, vip.mode) {
+                members.push((maglev::identity(c.address, c.port), b.weight(c)));
                 ids.push(b.id);
             }
         }
@@ -417,13 +480,30 @@ impl Controller {
     }
 
     /// Reads the neighbour table, updates backend MACs (and rings where the
-    /// usable set changed), and asks the kernel to resolve missing ones.
+    /// usable set changed), and asks the kernel to resolve or revalidate
+    /// every backend. XDP forwarding never "uses" a neighbour entry in the
+    /// kernel's eyes, so without these probes entries would go STALE and be
+    /// garbage-collected under a backend that is serving traffic.
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
         for slot in self.vips.values_mut() {
+            if slot.config.mode == Mode::Nat {
+                continue;
+            }
             let mut changed = false;
             for (b, c) in slot.backends.iter_mut().zip(&slot.config.backends) {
-                let mac = table.get(&c.address).copied();
+                let seen = table.get(&c.address).copied();
+                let mac = match (seen, b.mac) {
+                    (Some(m), _) => {
+                        b.missing = 0;
+                        Some(m)
+                    }
+                    (None, Some(old)) if b.missing + 1 < MAC_LOST_AFTER => {
+                        b.missing += 1;
+                        Some(old)
+                    }
+                    (None, _) => None,
+                };
                 if mac != b.mac {
                     match mac {
                         Some(m) => tracing::info!(vip = %slot.config.name, backend = %c.name,
@@ -434,9 +514,7 @@ impl Controller {
                     b.mac = mac;
                     changed = true;
                 }
-                if mac.is_none()
-                    && let Err(e) = neighbours.probe(c.address)
-                {
+                if let Err(e) = neighbours.probe(c.address) {
                     tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
                 }
             }
@@ -450,7 +528,7 @@ impl Controller {
     pub fn has_unresolved(&self) -> bool {
         self.vips
             .values()
-            .any(|s| s.backends.iter().any(|b| b.mac.is_none()))
+            .any(|s| s.config.mode == Mode::Dsr && s.backends.iter().any(|b| b.mac.is_none()))
     }
 
     /// Feeds one health-check result of backend `addr` of VIP `vip`. A
@@ -472,7 +550,7 @@ impl Controller {
         let Some((from, to)) = tracker.observe(outcome) else {
             return Ok(());
         };
-        let (id, consecutive, check) = (b.id, tracker.streak(), tracker.check().to_owned());
+        let (consecutive, check) = (tracker.streak(), tracker.check().to_owned());
         let (vname, bname) = (
             slot.config.name.clone(),
             slot.config.backends[i].name.clone(),
@@ -485,16 +563,10 @@ impl Controller {
                 latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = slot.config.on_down.as_str(),
                 "backend health: DOWN, out of the table for new flows");
         }
-        Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
-        if to == Health::Down && slot.config.on_down == OnDown::Reschedule {
-            // After the ring without it is in place, so that the flushed
-            // flows are hashed onto live backends.
-            self.dp
-                .maps
-                .flush_flows_to(id)
-                .with_context(|| format!("flushing the flows of backend {bname}"))?;
-        }
-        Ok(())
+        // With on_down = "reschedule" this also flags the backend entry, so
+        // its tracked flows are hashed again, onto the ring written here.
+        Self::sync_backends_and_ring(&mut self.dp.maps, slot)
+            .with_context(|| format!("taking backend {bname} {to}"))
     }
 
     /// Applies a runtime drain/undrain/weight to backend `backend` (its name,
@@ -555,13 +627,14 @@ impl Controller {
             let mut backends = Vec::new();
             for (b, bc) in slot.backends.iter().zip(&v.backends) {
                 let counters = self.dp.maps.backend_counters(b.id)?;
+                let reachable = v.mode == Mode::Nat || b.mac.is_some();
                 let health = b.health.as_ref().map(Tracker::state);
-                let state = match (b.mac, health, b.weight(bc)) {
-                    (None, _, _) => BackendState::Unresolved,
+                let state = match (reachable, health, b.weight(bc)) {
+                    (false, _, _) => BackendState::Unresolved,
                     (_, Some(Health::Down), _) => BackendState::Down,
                     (_, Some(Health::Unknown), _) => BackendState::Pending,
-                    (Some(_), _, 0) => BackendState::Draining,
-                    (Some(_), _, _) => BackendState::Active,
+                    (true, _, 0) => BackendState::Draining,
+                    (true, _, _) => BackendState::Active,
                 };
                 backends.push(BackendStatus {
                     name: bc.name.clone(),
@@ -612,6 +685,26 @@ impl Controller {
                 .zip(drops.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            conntrack: ct::NAMES
+                .iter()
+                .zip(self.dp.maps.conntrack_stats()?.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
         })
+    }
+}
+
+/// The node-wide settings the data plane reads: our MAC, whether we
+/// forward, and the connection table's timeouts and insert rate.
+pub fn lb_config(mac: [u8; 6], forwarding: bool, ct: &ConntrackConfig) -> LbConfig {
+    LbConfig {
+        mac,
+        _pad: [0; 2],
+        flags: if forwarding { LB_F_FORWARDING } else { 0 },
+        tcp_timeout: ct.tcp_timeout,
+        tcp_closing_timeout: ct.tcp_closing_timeout,
+        udp_timeout: ct.udp_timeout,
+        new_flows_per_cpu: ct.new_flows_per_cpu,
+        _pad2: 0,
     }
 }

@@ -9,7 +9,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use lb_common::{LB_F_FORWARDING, LbConfig};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, oneshot},
@@ -17,7 +16,7 @@ use tokio::{
 
 use crate::{
     config::{Config, XdpMode},
-    control::{Controller, Neighbours},
+    control::{self, Controller, Neighbours},
     ctl::{self, Reply, Request},
     dataplane::Dataplane,
     health::Scheduler,
@@ -62,12 +61,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     if !iface.up {
         tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
     }
-    let mut dp = Dataplane::load()?;
-    dp.maps.set_config(&LbConfig {
-        mac: iface.mac,
-        flags: LB_F_FORWARDING,
-        ..Default::default()
-    })?;
+    let mut dp = Dataplane::load_with_flow_table(config.conntrack.size)?;
+    dp.maps
+        .set_config(&control::lb_config(iface.mac, true, &config.conntrack))?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
     };
@@ -78,7 +74,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         XdpMode::Native => (true, false),
         XdpMode::Generic => (false, true),
     };
+    check_forwarding(&config)?;
     let attached = controller.attach(native, generic)?;
+    controller.maps().add_tx_port(iface.index)?;
+    if let Some(server) = &config.server_interface {
+        let s = netlink::interface_by_name(server)
+            .with_context(|| format!("server_interface {server} from {}", config_path.display()))?;
+        controller.attach_to(server, native, generic)?;
+        controller.maps().add_tx_port(s.index)?;
+        tracing::info!(interface = %server, "attached to the server-side interface");
+    }
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
         "xlb attached and forwarding");
 
@@ -172,6 +177,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// NAT VIPs need the kernel to route: the XDP FIB lookup refuses to when
+/// forwarding is off, and packets whose next hop is unresolved are handed
+/// to the kernel to forward.
+fn check_forwarding(config: &Config) -> Result<()> {
+    use crate::config::Mode;
+    let nat = |v4: bool| {
+        config
+            .vips
+            .iter()
+            .find(|v| v.mode == Mode::Nat && v.address.is_ipv4() == v4)
+    };
+    for (v4, knob) in [
+        (true, "/proc/sys/net/ipv4/ip_forward"),
+        (false, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ] {
+        let Some(vip) = nat(v4) else { continue };
+        let on = std::fs::read_to_string(knob)
+            .map(|v| v.trim() != "0")
+            .unwrap_or(false);
+        if !on {
+            anyhow::bail!(
+                "NAT VIP {} needs IP forwarding: {knob} is 0 (sysctl -w {}=1)",
+                vip.name,
+                knob.trim_start_matches("/proc/sys/").replace('/', ".")
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn handle_request(
     req: Request,
     controller: &Mutex<Controller>,
@@ -219,13 +254,26 @@ fn reload(
     if new.interface != running.interface
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
+        || new.conntrack.size != running.conntrack.size
     {
-        let msg =
-            "reload rejected: interface, xdp_mode and control_socket change only with a restart";
+        let msg = "reload rejected: interface, xdp_mode, control_socket and conntrack.size \
+                   change only with a restart";
         tracing::error!("{msg}");
         return Err(msg.to_owned());
     }
-    match lock(controller).apply(&new, neighbours) {
+    let mut c = lock(controller);
+    let timeouts = c.maps().config().map(|cfg| {
+        let forwarding = cfg.flags & lb_common::LB_F_FORWARDING != 0;
+        control::lb_config(cfg.mac, forwarding, &new.conntrack)
+    });
+    if let Err(e) = timeouts.and_then(|cfg| c.maps().set_config(&cfg)) {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "reload failed writing conntrack settings"
+        );
+        return Err(format!("reload failed writing conntrack settings: {e:#}"));
+    }
+    match c.apply(&new, neighbours) {
         Ok(()) => {
             tracing::info!(vips = new.vips.len(), "configuration reloaded");
             Ok(new)

@@ -108,6 +108,9 @@ pub struct Status {
     pub global: BTreeMap<String, u64>,
     /// Dropped packets by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Connection-table events (hits, misses, inserts, refusals, ...).
+    #[serde(default)]
+    pub conntrack: BTreeMap<String, u64>,
 }
 
 fn endpoint(address: &str, port: u16) -> String {
@@ -206,6 +209,7 @@ impl Status {
         };
         let _ = writeln!(out, "packets: {}", list(&self.global));
         let _ = writeln!(out, "drops:   {}", list(&self.drops));
+        let _ = writeln!(out, "flows:   {}", list(&self.conntrack));
         out
     }
 }
@@ -269,6 +273,7 @@ mod tests {
             }],
             global: [("rx".to_string(), 10)].into_iter().collect(),
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
+            conntrack: [("hit".to_string(), 7)].into_iter().collect(),
         }
     }
 

@@ -90,3 +90,20 @@ pub fn backend_packets(status: &Value, vip: &str, backend: &str) -> u64 {
         .map(|(_, packets, _)| packets)
         .unwrap_or_else(|| panic!("no backend {backend} in VIP {vip}: {status}"))
 }
+
+/// A neighbour table the test controls; records probes.
+#[derive(Default)]
+pub struct FakeNeighbours {
+    pub table: std::collections::HashMap<std::net::IpAddr, [u8; 6]>,
+    pub probed: Vec<std::net::IpAddr>,
+}
+
+impl lb_user::control::Neighbours for FakeNeighbours {
+    fn lookup(&mut self) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, [u8; 6]>> {
+        Ok(self.table.clone())
+    }
+    fn probe(&mut self, addr: std::net::IpAddr) -> anyhow::Result<()> {
+        self.probed.push(addr);
+        Ok(())
+    }
+}

@@ -32,6 +32,25 @@ pub fn key4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> 
     }
 }
 
+/// A TCP segment with the given flags (`"S"`, `"A"`, `"FA"`, `"R"`).
+pub fn tcp4_flags(dst: Ipv4Addr, sport: u16, dport: u16, flags: &str) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT4.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            _ => panic!("unknown TCP flag {f}"),
+        };
+    }
+    let mut buf = Vec::new();
+    b.write(&mut buf, b"data").unwrap();
+    buf
+}
+
 pub fn tcp4(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4(CLIENT4.octets(), dst.octets(), 64)

@@ -157,7 +157,8 @@ impl fmt::Display for StatusCodes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConfig {
     pub kind: CheckKind,
-    /// Port checked (TCP and HTTP); defaults to the VIP port.
+    /// Port checked (TCP and HTTP); defaults to the port the backend serves
+    /// on (the VIP port, or the backend's own `port` under NAT).
     pub port: u16,
     pub interval: Duration,
     pub timeout: Duration,
@@ -427,7 +428,8 @@ impl Validator<'_> {
     }
 
     /// The effective check of one backend, from its VIP's section and its own
-    /// `[vip.backend.health]`.
+    /// `[vip.backend.health]`. `vip_port` is the port the backend serves on,
+    /// the default port of its check.
     pub(super) fn backend_health(
         &mut self,
         vip: Option<&Section>,
