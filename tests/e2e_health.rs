@@ -323,6 +323,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     let r = start(&health("http", ""), &health("icmp", ""));
     let sock = r.topo.control_socket();
     let text = String::from_utf8(xlb_cmd(&sock, &["status"]).stdout).unwrap();
+    eprintln!("{text}");
     assert!(
         text.contains("health up") && text.contains("[icmp echo]"),
         "{text}"

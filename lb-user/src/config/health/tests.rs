@@ -288,3 +288,23 @@ fn all_ports_vip_needs_a_check_port_once() {
     let icmp = t.replace("\"tcp\"", "\"icmp\"");
     assert_eq!(checks(&icmp).len(), 2);
 }
+
+#[test]
+fn docs_health_example_is_valid() {
+    const DOCS: &str = include_str!("../../../../docs/config.md");
+    let start = DOCS
+        .find("```toml\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n\n[vip.health]")
+        .expect("health example in docs/config.md");
+    let body = &DOCS[start + "```toml\n".len()..];
+    let body = &body[..body.find("```").unwrap()];
+    let config = Config::parse(&format!("interface = \"eth0\"\n{body}"), "config.md")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = &config.vips[0].backends;
+    let c0 = b[0].check.as_ref().unwrap();
+    assert_eq!(c0.kind, CheckKind::HttpContent);
+    assert_eq!(
+        c0.describe(),
+        "http_content GET :80/healthz expect 200-299 and body containing \"OK\""
+    );
+    assert_eq!(b[1].check.as_ref().unwrap().describe(), "tcp connect :8080");
+}
