@@ -17,34 +17,25 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING,
-    LB_F_NAT, LbConfig, MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey,
-    VipMeta, ct, drop, global,
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LB_F_NAT, LbConfig,
+    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop,
+    global,
 };
 
 use crate::{
-    config::{
-        Affinity, BackendConfig, Config, ConntrackConfig, MAX_WEIGHT, Mode, OnDown, VipConfig,
-    },
+    config::{Affinity, BackendConfig, Config, ConntrackConfig, Mode, VipConfig},
     dataplane::{Attached, Dataplane},
-    health::{Health, Outcome, Tracker},
+    health::{Health, Tracker},
     maglev,
     maps::Maps,
     status::{BackendState, BackendStatus, Status, VipStatus},
 };
 
-/// A runtime change to one backend (`xlb backend ...`), kept until undone or
-/// until a reload applies the file again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendAction {
-    /// No new flows (weight 0), established ones continue.
-    Drain,
-    /// Ends a drain: back to the runtime or file weight.
-    Undrain,
-    /// Replaces the file's weight.
-    Weight(u32),
-}
+mod backend;
+mod runtime;
+
+pub use backend::BackendAction;
+use backend::BackendSlot;
 
 /// Where neighbour MACs come from: the kernel (netlink) in production, a
 /// table in tests.
@@ -112,90 +103,6 @@ impl IdPool {
 
     fn give(&mut self, id: u32) {
         self.free.push(id);
-    }
-}
-
-struct BackendSlot {
-    id: u32,
-    /// `BackendInfo::generation` of this id for this backend.
-    generation: u16,
-    mac: Option<[u8; 6]>,
-    /// Consecutive refreshes that found no usable neighbour entry while a
-    /// MAC was known.
-    missing: u32,
-    /// `None`: not health-checked.
-    health: Option<Tracker>,
-    drained: bool,
-    weight_override: Option<u32>,
-}
-
-impl BackendSlot {
-    fn new(id: u32, generation: u16, config: &BackendConfig) -> Self {
-        Self {
-            id,
-            generation,
-            mac: None,
-            missing: 0,
-            health: config.check.as_ref().map(|c| Tracker::new(c, false)),
-            drained: false,
-            weight_override: None,
-        }
-    }
-
-    /// The weight the ring uses: 0 while drained, else the runtime weight or
-    /// the file's.
-    fn weight(&self, config: &BackendConfig) -> u32 {
-        if self.drained {
-            0
-        } else {
-            self.weight_override.unwrap_or(config.weight)
-        }
-    }
-
-    fn health_up(&self) -> bool {
-        self.health.as_ref().is_none_or(|t| t.state() == Health::Up)
-    }
-
-    /// In the ring: reachable (NAT routes through the kernel's FIB, DSR
-    /// needs the MAC), weight above 0, and healthy.
-    fn usable(&self, config: &BackendConfig, mode: Mode) -> bool {
-        (mode == Mode::Nat || self.mac.is_some()) && self.weight(config) > 0 && self.health_up()
-    }
-
-    /// `BACKEND_F_RESCHEDULE` while the checks say down and the VIP asks for
-    /// established flows to move: the data plane then ignores its
-    /// connection-table entries and hashes those flows onto the ring again.
-    fn reschedule_flag(&self, on_down: OnDown) -> u8 {
-        let down = self
-            .health
-            .as_ref()
-            .is_some_and(|t| t.state() == Health::Down);
-        if down && on_down == OnDown::Reschedule {
-            BACKEND_F_RESCHEDULE
-        } else {
-            0
-        }
-    }
-
-    /// A reload: the check may have changed, and runtime overrides end.
-    fn reconfigure(&mut self, vip: &str, config: &BackendConfig) {
-        self.health = match (self.health.take(), &config.check) {
-            (_, None) => None,
-            (Some(mut t), Some(c)) => {
-                t.reconfigure(c);
-                Some(t)
-            }
-            // Checks added to a backend that was serving: it stays in until
-            // a check fails `fall` times.
-            (None, Some(c)) => Some(Tracker::new(c, true)),
-        };
-        if self.drained || self.weight_override.is_some() {
-            tracing::warn!(vip, backend = %config.name, drained = self.drained,
-                runtime_weight = ?self.weight_override, file_weight = config.weight,
-                "reload: runtime drain/weight of this backend discarded, the file's weight applies");
-        }
-        self.drained = false;
-        self.weight_override = None;
     }
 }
 
@@ -529,94 +436,6 @@ impl Controller {
         self.vips
             .values()
             .any(|s| s.config.mode == Mode::Dsr && s.backends.iter().any(|b| b.mac.is_none()))
-    }
-
-    /// Feeds one health-check result of backend `addr` of VIP `vip`. A
-    /// state change is logged once, with the check, what it saw and how long
-    /// it took, and takes the backend out of (or back into) the ring.
-    /// Results for backends no longer configured are ignored.
-    pub fn record_check(&mut self, vip: &VipKey, addr: IpAddr, outcome: Outcome) -> Result<()> {
-        let Some(slot) = self.vips.get_mut(vip) else {
-            return Ok(());
-        };
-        let Some(i) = slot.config.backends.iter().position(|c| c.address == addr) else {
-            return Ok(());
-        };
-        let b = &mut slot.backends[i];
-        let Some(tracker) = b.health.as_mut() else {
-            return Ok(());
-        };
-        let (detail, latency_ms) = (outcome.detail.clone(), outcome.latency.as_secs_f64() * 1e3);
-        let Some((from, to)) = tracker.observe(outcome) else {
-            return Ok(());
-        };
-        let (consecutive, check) = (tracker.streak(), tracker.check().to_owned());
-        let (vname, bname) = (
-            slot.config.name.clone(),
-            slot.config.backends[i].name.clone(),
-        );
-        if to == Health::Up {
-            tracing::info!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
-                latency_ms = format!("{latency_ms:.1}"), consecutive, "backend health: UP, back in the table for new flows");
-        } else {
-            tracing::warn!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
-                latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = slot.config.on_down.as_str(),
-                "backend health: DOWN, out of the table for new flows");
-        }
-        // With on_down = "reschedule" this also flags the backend entry, so
-        // its tracked flows are hashed again, onto the ring written here.
-        Self::sync_backends_and_ring(&mut self.dp.maps, slot)
-            .with_context(|| format!("taking backend {bname} {to}"))
-    }
-
-    /// Applies a runtime drain/undrain/weight to backend `backend` (its name,
-    /// or its address) of VIP `vip` (its name). Lasts until undone or until a
-    /// reload applies the file. Returns a sentence saying what was done.
-    pub fn backend_action(
-        &mut self,
-        vip: &str,
-        backend: &str,
-        action: BackendAction,
-    ) -> Result<String> {
-        let Some(slot) = self.vips.values_mut().find(|s| s.config.name == vip) else {
-            bail!("no VIP named {vip:?}");
-        };
-        let Some(i) = slot
-            .config
-            .backends
-            .iter()
-            .position(|c| c.name == backend)
-            .or_else(|| {
-                let addr: IpAddr = backend.parse().ok()?;
-                slot.config.backends.iter().position(|c| c.address == addr)
-            })
-        else {
-            bail!("VIP {vip} has no backend named {backend:?}");
-        };
-        let b = &mut slot.backends[i];
-        let c = &slot.config.backends[i];
-        match action {
-            BackendAction::Drain => b.drained = true,
-            BackendAction::Undrain => b.drained = false,
-            BackendAction::Weight(w) if w > MAX_WEIGHT => {
-                bail!("weight {w} is out of range 0..={MAX_WEIGHT}")
-            }
-            BackendAction::Weight(w) => b.weight_override = Some(w),
-        }
-        let message = format!(
-            "{vip}/{}: {}, weight now {} (file {}); a reload applies the file again",
-            c.name,
-            match action {
-                BackendAction::Drain => "drained".to_owned(),
-                BackendAction::Undrain => "undrained".to_owned(),
-                BackendAction::Weight(w) => format!("runtime weight {w}"),
-            },
-            b.weight(c),
-            c.weight
-        );
-        tracing::info!(vip, backend = %c.name, ?action, "{message}");
-        Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
-        Ok(message)
     }
 
     pub fn status(&self) -> Result<Status> {
