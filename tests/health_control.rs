@@ -346,3 +346,49 @@ fn on_down_reschedule_moves_established_flows() {
         established_flows_on_down("reschedule");
     }
 }
+
+#[test]
+fn checks_added_by_a_reload_do_not_take_serving_backends_out() {
+    if !common::require_root("checks_added_by_a_reload_do_not_take_serving_backends_out") {
+        return;
+    }
+    let (mut c, with_checks, key, mut n) = setup("type = \"tcp\"\nfall = 2");
+    let mut unchecked = with_checks.clone();
+    for b in &mut unchecked.vips[0].backends {
+        b.check = None;
+    }
+    // Serving without checks...
+    c.apply(&unchecked, &mut n).unwrap();
+    let s = c.status().unwrap();
+    assert!(
+        s.vips[0]
+            .backends
+            .iter()
+            .all(|b| b.state == BackendState::Active && b.health.is_none())
+    );
+    assert_flows(&c, &[(11, 1), (12, 1), (13, 1)]);
+    // ... then checks are added: they stay in until `fall` failures.
+    c.apply(&with_checks, &mut n).unwrap();
+    let s = c.status().unwrap();
+    assert!(
+        s.vips[0]
+            .backends
+            .iter()
+            .all(|b| b.state == BackendState::Active)
+    );
+    assert_eq!(
+        backend(&s, "b11").health.as_ref().unwrap().state,
+        Health::Up
+    );
+    assert_flows(&c, &[(11, 1), (12, 1), (13, 1)]);
+    feed(&mut c, &key, 11, false);
+    assert_flows(&c, &[(11, 1), (12, 1), (13, 1)]);
+    feed(&mut c, &key, 11, false);
+    assert_flows(&c, &[(12, 1), (13, 1)]);
+    // A reload that keeps the check keeps the state too.
+    c.apply(&with_checks, &mut n).unwrap();
+    assert_eq!(
+        backend(&c.status().unwrap(), "b11").state,
+        BackendState::Down
+    );
+}
