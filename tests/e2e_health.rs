@@ -11,7 +11,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use common::{require_root, status, xlb_exe};
@@ -22,9 +22,12 @@ const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
 const RISE: u64 = 2;
 const FALL: u64 = 2;
-/// Added to every time bound: status is polled (a process per poll, every
-/// 50 ms) and the runtime has scheduling jitter.
-const SLACK: Duration = Duration::from_millis(400);
+/// Added to the promised bounds for scheduling jitter. The bounds are
+/// checked against the time stamp of xlb's own log line for the change, so
+/// polling `xlb status` adds nothing to it.
+const SLACK: Duration = Duration::from_millis(150);
+/// How long to poll `xlb status` for a change before giving up.
+const POLL_LIMIT: Duration = Duration::from_secs(5);
 const REQUESTS: usize = 60;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -208,6 +211,74 @@ impl KeepAlive {
     }
 }
 
+/// How long after `since` xlb logged the health change (`"UP"` or
+/// `"DOWN"`) of `vip`/`name`: the first such line stamped after `since`.
+fn change_logged_after(
+    r: &Running,
+    vip: &str,
+    name: &str,
+    to: &str,
+    since: SystemTime,
+) -> Duration {
+    let log = std::fs::read_to_string(r.xlb.log_path()).unwrap();
+    let log = strip_ansi(&log);
+    log.lines()
+        .filter(|l| {
+            l.contains(&format!("backend health: {to}"))
+                && l.contains(&format!("vip={vip} "))
+                && l.contains(&format!("backend={name} "))
+        })
+        .filter_map(|l| log_time(l)?.duration_since(since).ok())
+        .next()
+        .unwrap_or_else(|| panic!("no {to} line for {vip}/{name} after the change in:\n{log}"))
+}
+
+/// The time stamp that starts a log line: `2026-11-23T01:09:11.123456Z`.
+fn log_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `xlb <args> --socket SOCK`.
 fn xlb_cmd(socket: &Path, args: &[&str]) -> Output {
     Command::new(xlb_exe())
@@ -224,14 +295,17 @@ fn stopped_backend_leaves_in_time_and_returns_after_rise() {
         return;
     }
     let mut r = start(&health("http", ""), &health("tcp", ""));
+    // Taken before the stop: the measured time can only be too long.
+    let stopped = (Instant::now(), SystemTime::now());
     r.topo.stop_backend(1).unwrap();
-    let stopped = Instant::now();
     for vip in ["web4", "web6"] {
-        let took = wait_state(&r, vip, "backend-1", "down", stopped, down_bound());
+        wait_state(&r, vip, "backend-1", "down", stopped.0, POLL_LIMIT);
+        let took = change_logged_after(&r, vip, "backend-1", "DOWN", stopped.1);
         eprintln!(
             "{vip}/backend-1 down {took:?} after nginx stopped (bound {:?})",
             down_bound()
         );
+        assert!(took <= down_bound(), "{vip}: down after {took:?}");
     }
     let before = status(&r.xlb);
     let detail = backend(&before, "web4", "backend-1")["health"]["last_detail"].to_string();
@@ -250,13 +324,16 @@ fn stopped_backend_leaves_in_time_and_returns_after_rise() {
     }
 
     r.topo.start_backend(1, Serve::Normal).unwrap();
-    let started = Instant::now();
+    // Taken once nginx listens: no check can pass earlier.
+    let started = (Instant::now(), SystemTime::now());
     for vip in ["web4", "web6"] {
-        let took = wait_state(&r, vip, "backend-1", "active", started, up_bound());
+        wait_state(&r, vip, "backend-1", "active", started.0, POLL_LIMIT);
+        let took = change_logged_after(&r, vip, "backend-1", "UP", started.1);
         eprintln!(
             "{vip}/backend-1 back {took:?} after nginx started (bound {:?})",
             up_bound()
         );
+        assert!(took <= up_bound(), "{vip}: back after {took:?}");
     }
     let got = bodies(&r, false);
     assert!(got.contains(&"backend-1".to_owned()), "{got:?}");
@@ -289,9 +366,9 @@ fn content_check_catches_a_wrong_body_and_timeouts_catch_a_silent_backend() {
     r.topo.start_backend(2, Serve::WrongBody).unwrap();
     r.topo.silence_backend(3).unwrap();
     let t0 = Instant::now();
-    wait_state(&r, "web4", "backend-2", "down", t0, down_bound());
-    wait_state(&r, "web4", "backend-3", "down", t0, down_bound());
-    wait_state(&r, "web6", "backend-3", "down", t0, down_bound());
+    wait_state(&r, "web4", "backend-2", "down", t0, POLL_LIMIT);
+    wait_state(&r, "web4", "backend-3", "down", t0, POLL_LIMIT);
+    wait_state(&r, "web6", "backend-3", "down", t0, POLL_LIMIT);
     // The status-only check keeps the wrong-body backend for several more
     // intervals, with passing results.
     std::thread::sleep(Duration::from_millis(INTERVAL_MS * (FALL + 2)));
