@@ -51,6 +51,15 @@ fn controller() -> Controller {
     controller_with(&ConntrackConfig::default())
 }
 
+/// A controller whose neighbour table knows the backends `lasts`.
+fn with_backends(lasts: &[u8]) -> (Controller, FakeNeighbours) {
+    let mut n = FakeNeighbours::default();
+    for &last in lasts {
+        n.table.insert(backend_ip(last), mac(last));
+    }
+    (controller(), n)
+}
+
 fn controller_with(ct: &ConntrackConfig) -> Controller {
     let mut dp = Dataplane::load().expect("load XDP program");
     dp.maps.set_config(&lb_config(LB_MAC, true, ct)).unwrap();
@@ -65,26 +74,29 @@ fn send(c: &Controller, sport: u16) -> (u32, Option<u8>) {
 
 fn send_flags(c: &Controller, sport: u16, flags: &str) -> (u32, Option<u8>) {
     let input = tcp4_flags(VIP, sport, 80, flags);
+    let (verdict, out) = run(c, &input);
+    let fwd = (verdict == XDP_TX).then(|| {
+        assert_eq!(&out[6..12], &LB_MAC, "source MAC is ours");
+        assert_eq!(&out[12..], &input[12..], "L3+ untouched");
+        out[5]
+    });
+    (verdict, fwd)
+}
+
+/// Runs one frame through the program: verdict and output frame.
+fn run(c: &Controller, input: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; input.len() + 64];
     let r = c
         .dataplane()
         .program()
         .test_run(TestRunOptions {
-            data_in: Some(&input),
+            data_in: Some(input),
             data_out: Some(&mut out),
             ..Default::default()
         })
         .expect("BPF_PROG_TEST_RUN");
-    let fwd = (r.return_value == XDP_TX).then(|| {
-        assert_eq!(&out[6..12], &LB_MAC, "source MAC is ours");
-        assert_eq!(
-            &out[12..r.data_size_out as usize],
-            &input[12..],
-            "L3+ untouched"
-        );
-        out[5]
-    });
-    (r.return_value, fwd)
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
 }
 
 /// The backend (last address byte) the installed Maglev table must give
@@ -131,11 +143,7 @@ fn applied_config_forwards_every_flow_where_maglev_predicts() {
     if !common::require_root("applied_config_forwards_every_flow_where_maglev_predicts") {
         return;
     }
-    let mut c = controller();
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12, 13] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13]);
     let cfg = config(&[(11, 1), (12, 1), (13, 2)]);
     c.apply(&cfg, &mut n).unwrap();
     let mut got = HashMap::<u8, u32>::new();
@@ -194,11 +202,7 @@ fn reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero() {
     if !common::require_root("reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero") {
         return;
     }
-    let mut c = controller();
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12, 13, 14] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
     c.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
         .unwrap();
     let first: Vec<u8> = (40000..40300).map(|p| send(&c, p).1.unwrap()).collect();
@@ -271,11 +275,7 @@ fn a_briefly_missing_neighbour_entry_does_not_move_flows() {
     if !common::require_root("a_briefly_missing_neighbour_entry_does_not_move_flows") {
         return;
     }
-    let mut c = controller();
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
+    let (mut c, mut n) = with_backends(&[11, 12]);
     let cfg = config(&[(11, 1), (12, 1)]);
     c.apply(&cfg, &mut n).unwrap();
     n.probed.clear();
@@ -321,11 +321,7 @@ fn tracked_flow_keeps_its_backend_when_the_ring_changes() {
     if !common::require_root("tracked_flow_keeps_its_backend_when_the_ring_changes") {
         return;
     }
-    let mut c = controller();
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12, 13, 14] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
     c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
     let first: Vec<u8> = (60000..60200).map(|p| send(&c, p).1.unwrap()).collect();
     // Two backends join: Maglev would move about half of these flows.
@@ -357,11 +353,7 @@ fn removed_backend_or_reused_id_never_inherits_old_flows() {
     if !common::require_root("removed_backend_or_reused_id_never_inherits_old_flows") {
         return;
     }
-    let mut c = controller();
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12, 13] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13]);
     c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
     let on_12: Vec<u16> = (62000..62300)
         .filter(|&p| send(&c, p).1 == Some(12))
@@ -385,11 +377,7 @@ fn idle_entries_expire_and_fin_marks_closing() {
     if !common::require_root("idle_entries_expire_and_fin_marks_closing") {
         return;
     }
-    let mut c = controller();
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12, 13] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13]);
     c.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
         .unwrap();
     let sport = 63000;
@@ -470,4 +458,24 @@ fn midflow_miss_is_counted_and_remembered() {
     // A lone RST opens nothing.
     send_flags(&c, 65001, "R");
     assert!(c.maps().flow(&flow_key(65001)).unwrap().is_none());
+}
+
+#[test]
+fn frag_needed_follows_the_tracked_flow_after_a_ring_change() {
+    if !common::require_root("frag_needed_follows_the_tracked_flow_after_a_ring_change") {
+        return;
+    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    let first: Vec<u8> = (45000..45100).map(|p| send(&c, p).1.unwrap()).collect();
+    let cfg = config(&[(11, 1), (12, 1), (13, 1), (14, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    for (sport, was) in (45000..45100u16).zip(&first) {
+        let input = frag_needed4(VIP, CLIENT4, 80, sport);
+        let (verdict, out) = run(&c, &input);
+        assert_eq!(verdict, XDP_TX, "sport {sport}");
+        assert_eq!(out[5], *was, "ICMP for sport {sport} went elsewhere");
+        assert_eq!(&out[12..], &input[12..], "only MACs change");
+    }
+    assert_eq!(c.status().unwrap().conntrack["icmp_to_flow"], 100);
 }

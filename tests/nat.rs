@@ -468,3 +468,58 @@ fn nat_flow_keeps_its_backend_and_reverse_entry_is_recorded() {
         },
     );
 }
+
+#[test]
+fn nat_frag_needed_is_translated_for_the_backend() {
+    in_lab(
+        "nat_frag_needed_is_translated_for_the_backend",
+        CONFIG,
+        |lab| {
+            lab.run(&tcp4_between(CLIENT4, VIP4, 43000, 80), lab.c0.index);
+            let input = frag_needed4(VIP4, CLIENT4, 80, 43000);
+            let (verdict, out) = lab.run(&input, lab.c0.index);
+            assert_eq!(verdict, XDP_REDIRECT);
+            let ip = &out[ETH..ETH + 20];
+            assert!(checksum_ok(ip), "outer IPv4 checksum");
+            assert_eq!(&ip[16..20], &BACKEND4.octets(), "outer destination");
+            let icmp = &out[ETH + 20..];
+            assert!(checksum_ok(icmp), "ICMP checksum");
+            let quoted = &icmp[8..28];
+            assert!(checksum_ok(quoted), "quoted IPv4 checksum");
+            assert_eq!(&quoted[12..16], &BACKEND4.octets(), "quoted source");
+            assert_eq!(&quoted[16..20], &CLIENT4.octets(), "quoted destination");
+            assert_eq!(
+                u16::from_be_bytes([icmp[28], icmp[29]]),
+                8080,
+                "quoted port"
+            );
+            assert_eq!(&out[..6], &BACKEND_MAC);
+        },
+    );
+}
+
+#[test]
+fn nat_packet_too_big_is_translated_for_the_backend() {
+    in_lab(
+        "nat_packet_too_big_is_translated_for_the_backend",
+        CONFIG,
+        |lab| {
+            lab.run(&tcp6_between(CLIENT6, VIP6, 43001, 80), lab.c0.index);
+            let input = packet_too_big6(VIP6, CLIENT6, 80, 43001, true);
+            let (verdict, out) = lab.run(&input, lab.c0.index);
+            assert_eq!(verdict, XDP_REDIRECT);
+            let ip = &out[ETH..ETH + 40];
+            assert_eq!(&ip[24..40], &BACKEND6.octets(), "outer destination");
+            let icmp = &out[ETH + 40..];
+            let mut summed = ipv6_pseudo(&ip[8..24], &ip[24..40], icmp.len(), 58);
+            summed.extend_from_slice(icmp);
+            assert!(checksum_ok(&summed), "ICMPv6 checksum");
+            assert_eq!(&icmp[8 + 8..8 + 24], &BACKEND6.octets(), "quoted source");
+            assert_eq!(
+                u16::from_be_bytes([icmp[48], icmp[49]]),
+                8080,
+                "quoted port"
+            );
+        },
+    );
+}

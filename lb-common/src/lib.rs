@@ -57,6 +57,8 @@ pub const FAMILY_V6: u8 = 6;
 /// IP protocol numbers the data plane balances.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Key of the `VIPS` hash map.
 ///
@@ -187,7 +189,10 @@ pub mod ct {
     pub const NAT_REPLY: u32 = 7;
     /// NAT next hop unknown to the kernel yet: passed to it to resolve.
     pub const NAT_NO_NEIGH: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// An ICMP "fragmentation needed" / "packet too big" sent to the
+    /// backend of the flow it quotes.
+    pub const ICMP_TO_FLOW: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const NAMES: [&str; COUNT as usize] = [
         "hit",
         "miss",
@@ -198,6 +203,7 @@ pub mod ct {
         "miss_midflow",
         "nat_reply",
         "nat_no_neigh",
+        "icmp_to_flow",
     ];
 }
 

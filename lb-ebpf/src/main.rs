@@ -44,6 +44,7 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
             return xdp_action::XDP_PASS;
         }
         Parsed::Flow(flow) => flow,
+        Parsed::IcmpError(flow) => return icmp_error(ctx, &flow, len),
     };
     let Some(cfg) = maps::LB_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
@@ -94,6 +95,44 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
         nat::remember_reverse(&flow, &translated);
     }
     nat::forward(ctx, &flow, &translated)
+}
+
+/// An ICMP "fragmentation needed" / "packet too big" about a packet the
+/// VIP sent goes to the backend that owns the quoted flow, so that its
+/// stack lowers the path MTU (DSR: as is; NAT: translated). Errors that
+/// quote no VIP flow go to the kernel.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
+    let Some(cfg) = maps::LB_CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if cfg.flags & LB_F_FORWARDING == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(meta) = lookup::vip(flow) else {
+        return xdp_action::XDP_PASS;
+    };
+    // The flow's backend: from the table, else where Maglev sends it.
+    let found = match conntrack::lookup(flow, cfg, conntrack::now()) {
+        Some(found) => Some(found),
+        None => lookup::backend(&meta, &flow.key).ok(),
+    };
+    let Some((id, backend)) = found else {
+        return xdp_action::XDP_PASS;
+    };
+    stats::conntrack(ct::ICMP_TO_FLOW);
+    stats::backend(id, len);
+    stats::global(global::FORWARD, len);
+    if meta.mode != MODE_NAT {
+        if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
+            return xdp_action::XDP_PASS;
+        }
+        return xdp_action::XDP_TX;
+    }
+    match nat::icmp_to_backend(ctx, flow, &words(&backend.addr), backend.port) {
+        Some(key) => nat::forward(ctx, flow, &key),
+        None => xdp_action::XDP_PASS,
+    }
 }
 
 /// A packet that is not for a VIP: if it is a NAT backend's reply, put the

@@ -67,6 +67,36 @@ fn words_of(addr: &[u32; 4]) -> [u16; 8] {
     w
 }
 
+/// Rewrites `side`'s address in the IP header (IPv4: and its checksum;
+/// IPv6 has none).
+#[inline(always)]
+fn rewrite_l3(ctx: &XdpContext, flow: &Flow, side: Side, new_w: &[u16; 8]) -> Option<()> {
+    if flow.family == FAMILY_V4 {
+        let p = ptr_at::<[u16; V4_WORDS]>(ctx, flow.l3)? as *mut [u16; V4_WORDS];
+        // SAFETY: `ptr_at` bounds-checked the whole header; XDP packet
+        // data is writable and the copy is unaligned-safe.
+        let mut h = unsafe { p.read_unaligned() };
+        let at = if side == Side::Src { V4_SRC } else { V4_DST };
+        let mut csum = h[V4_CSUM];
+        for i in 0..2 {
+            csum = csum_update(csum, h[at + i], new_w[i]);
+            h[at + i] = new_w[i];
+        }
+        h[V4_CSUM] = csum;
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(h) };
+    } else {
+        let p = ptr_at::<[u16; V6_WORDS]>(ctx, flow.l3)? as *mut [u16; V6_WORDS];
+        // SAFETY: as above.
+        let mut h = unsafe { p.read_unaligned() };
+        let at = if side == Side::Src { V6_SRC } else { V6_DST };
+        h[at..at + 8].copy_from_slice(new_w);
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(h) };
+    }
+    Some(())
+}
+
 /// Rewrites `side`'s address and (if `port != 0`) port of the packet.
 /// `new_addr` is in the same word form as `FlowKey` addresses. Returns
 /// the updated flow key, or `None` if a header is out of reach.
@@ -88,32 +118,7 @@ pub fn rewrite(
     let new_w = words_of(new_addr);
     let naddr_words = if flow.family == FAMILY_V4 { 2 } else { 8 };
 
-    // L3: IPv4 carries a header checksum over the addresses; IPv6 does not.
-    if flow.family == FAMILY_V4 {
-        let p = ptr_at::<[u16; V4_WORDS]>(ctx, flow.l3)? as *mut [u16; V4_WORDS];
-        // SAFETY: `ptr_at` bounds-checked the whole header; XDP packet
-        // data is writable and the copy is unaligned-safe.
-        let mut h = unsafe { p.read_unaligned() };
-        let at = if side == Side::Src { V4_SRC } else { V4_DST };
-        let mut csum = h[V4_CSUM];
-        for i in 0..2 {
-            csum = csum_update(csum, h[at + i], new_w[i]);
-            h[at + i] = new_w[i];
-        }
-        h[V4_CSUM] = csum;
-        // SAFETY: as above.
-        unsafe { p.write_unaligned(h) };
-    } else {
-        let p = ptr_at::<[u16; V6_WORDS]>(ctx, flow.l3)? as *mut [u16; V6_WORDS];
-        // SAFETY: as above.
-        let mut h = unsafe { p.read_unaligned() };
-        let at = if side == Side::Src { V6_SRC } else { V6_DST };
-        for i in 0..8 {
-            h[at + i] = new_w[i];
-        }
-        // SAFETY: as above.
-        unsafe { p.write_unaligned(h) };
-    }
+    rewrite_l3(ctx, flow, side, &new_w)?;
 
     // L4: ports, and the checksum over ports and the pseudo-header addresses.
     let port_word = if side == Side::Src { 0 } else { 1 };
@@ -159,6 +164,66 @@ pub fn rewrite(
             key.dport = new_port;
         }
     }
+    Some(key)
+}
+
+/// ICMP "fragmentation needed" / "packet too big" for a NAT flow: the
+/// outer destination (the VIP) and the quoted source (VIP:port, what the
+/// client saw) become the backend's, so that the backend's stack finds
+/// its own connection. Quoted TCP/UDP checksums are left alone (they are
+/// often cut off, and stacks do not check them in ICMP quotes).
+#[inline(always)]
+pub fn icmp_to_backend(
+    ctx: &XdpContext,
+    flow: &Flow,
+    new_addr: &[u32; 4],
+    port: u16,
+) -> Option<FlowKey> {
+    let old_w = words_of(&flow.key.dst);
+    let new_w = words_of(new_addr);
+    let new_port = if port == 0 { flow.key.dport } else { port };
+    rewrite_l3(ctx, flow, Side::Dst, &new_w)?;
+    if flow.family == FAMILY_V4 {
+        // ICMP header (4 words), quoted IPv4 header (10), quoted ports (2).
+        const Q: usize = 4;
+        let p = ptr_at::<[u16; 16]>(ctx, flow.l4)? as *mut [u16; 16];
+        // SAFETY: bounds-checked pointer into the packet, as in `rewrite_l3`.
+        let mut h = unsafe { p.read_unaligned() };
+        let (mut icmp, mut quoted) = (h[1], h[Q + V4_CSUM]);
+        for i in 0..2 {
+            quoted = csum_update(quoted, h[Q + V4_SRC + i], new_w[i]);
+            icmp = csum_update(icmp, h[Q + V4_SRC + i], new_w[i]);
+            h[Q + V4_SRC + i] = new_w[i];
+        }
+        icmp = csum_update(icmp, h[Q + V4_CSUM], quoted);
+        h[Q + V4_CSUM] = quoted;
+        icmp = csum_update(icmp, h[Q + V4_WORDS], new_port);
+        h[Q + V4_WORDS] = new_port;
+        h[1] = icmp;
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(h) };
+    } else {
+        // ICMPv6 header (4 words), quoted IPv6 header (20), quoted ports (2).
+        const Q: usize = 4;
+        let p = ptr_at::<[u16; 26]>(ctx, flow.l4)? as *mut [u16; 26];
+        // SAFETY: as above.
+        let mut h = unsafe { p.read_unaligned() };
+        let mut icmp = h[1];
+        for i in 0..8 {
+            // The ICMPv6 checksum covers the outer destination too.
+            icmp = csum_update(icmp, old_w[i], new_w[i]);
+            icmp = csum_update(icmp, h[Q + V6_SRC + i], new_w[i]);
+            h[Q + V6_SRC + i] = new_w[i];
+        }
+        icmp = csum_update(icmp, h[Q + V6_WORDS], new_port);
+        h[Q + V6_WORDS] = new_port;
+        h[1] = icmp;
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(h) };
+    }
+    let mut key = flow.key;
+    key.dst = *new_addr;
+    key.dport = new_port;
     Some(key)
 }
 
