@@ -40,7 +40,7 @@ impl Controller {
         );
         if to == Health::Up {
             tracing::info!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
-                latency_ms = format!("{latency_ms:.1}"), consecutive, "backend health: UP, back in the table for new flows");
+                latency_ms = format!("{latency_ms:.1}"), consecutive, "backend health: UP, eligible for new flows again");
         } else {
             tracing::warn!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
                 latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = slot.config.on_down.as_str(),
