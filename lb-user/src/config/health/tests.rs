@@ -308,3 +308,13 @@ fn docs_health_example_is_valid() {
     );
     assert_eq!(b[1].check.as_ref().unwrap().describe(), "tcp connect :8080");
 }
+
+#[test]
+fn check_port_defaults_to_the_nat_backend_port() {
+    let t = "interface = \"eth0\"\n[[vip]]\nname = \"w\"\naddress = \"198.18.0.100\"\nport = 80\n\
+             mode = \"nat\"\n[vip.health]\ntype = \"http\"\n\
+             [[vip.backend]]\naddress = \"198.18.1.11\"\nport = 8080\n\
+             [[vip.backend]]\naddress = \"198.18.1.12\"\n";
+    let ports: Vec<u16> = checks(t).iter().map(|c| c.as_ref().unwrap().port).collect();
+    assert_eq!(ports, [8080, 80]);
+}
