@@ -479,3 +479,23 @@ fn frag_needed_follows_the_tracked_flow_after_a_ring_change() {
     }
     assert_eq!(c.status().unwrap().conntrack["icmp_to_flow"], 100);
 }
+
+#[test]
+fn a_standby_vip_is_left_to_the_kernel_while_others_forward() {
+    if !common::require_root("a_standby_vip_is_left_to_the_kernel_while_others_forward") {
+        return;
+    }
+    let (mut c, mut n) = with_backends(&[11]);
+    // "web" is the VIP of `config`; "other" is not configured yet.
+    c.set_standby(&["web".to_string(), "other".to_string()], true)
+        .unwrap();
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    assert_eq!(send(&c, 1000).0, 2 /* XDP_PASS */);
+    let s = c.status().unwrap();
+    assert!(!s.vips[0].forwarding && !s.forwarding, "{s:?}");
+    assert!(s.render().contains("(dsr, standby)"));
+    c.set_standby(&["web".to_string()], false).unwrap();
+    assert_eq!(send(&c, 1000).1, Some(11));
+    assert!(c.status().unwrap().vips[0].forwarding);
+    assert!(!c.forwards("other"), "remembered for a VIP added later");
+}

@@ -84,6 +84,9 @@ pub const MAX_TX_PORTS: u32 = 64;
 
 /// `VipMeta::flags`: hash on the client address only (session affinity).
 pub const VIP_F_SOURCE_AFFINITY: u32 = 1 << 0;
+/// `VipMeta::flags`: this node is not the VRRP master of the VIP's group:
+/// its traffic goes to the kernel, never to a backend.
+pub const VIP_F_STANDBY: u32 = 1 << 1;
 
 /// Value of the `VIPS` hash map.
 #[repr(C)]

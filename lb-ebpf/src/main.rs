@@ -13,7 +13,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{LB_F_FORWARDING, LB_F_NAT, MODE_NAT, ct, global};
+use lb_common::{LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, ct, global};
 
 use crate::{nat::Side, parse::Parsed};
 
@@ -60,6 +60,10 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
         }
         return xdp_action::XDP_PASS;
     };
+    // A VIP whose VRRP group is mastered elsewhere is not ours to forward.
+    if meta.flags & VIP_F_STANDBY != 0 {
+        return xdp_action::XDP_PASS;
+    }
     stats::vip(meta.index, len);
     let nat = meta.mode == MODE_NAT;
     // The connection table first: Maglev only decides new flows.
@@ -109,7 +113,7 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
     if cfg.flags & LB_F_FORWARDING == 0 {
         return xdp_action::XDP_PASS;
     }
-    let Some(meta) = lookup::vip(flow) else {
+    let Some(meta) = lookup::vip(flow).filter(|m| m.flags & VIP_F_STANDBY == 0) else {
         return xdp_action::XDP_PASS;
     };
     // The flow's backend: from the table, else where Maglev sends it.

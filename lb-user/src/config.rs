@@ -28,14 +28,15 @@ use toml::Spanned;
 
 use crate::maglev;
 
-mod health;
-pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
-
-/// Where the control socket lives unless `control_socket` says otherwise.
 mod conntrack;
+mod health;
+mod vrrp;
 
 pub use conntrack::ConntrackConfig;
+pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
+pub use vrrp::{VrrpConfig, VrrpGroup};
 
+/// Where the control socket lives unless `control_socket` says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
 
 /// Largest backend weight.
@@ -61,6 +62,9 @@ pub struct Config {
     pub server_interface: Option<String>,
     pub conntrack: ConntrackConfig,
     pub vips: Vec<VipConfig>,
+    /// `[vrrp]`: share the VIPs with other nodes. Without it the node
+    /// always forwards.
+    pub vrrp: Option<VrrpConfig>,
 }
 
 /// How the XDP program is attached.
@@ -312,6 +316,8 @@ struct RawConfig {
     conntrack: Option<conntrack::RawConntrack>,
     #[serde(default)]
     vip: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    vrrp: Option<Spanned<vrrp::RawVrrp>>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +487,8 @@ impl Validator<'_> {
             }
             name
         });
+
+        let vrrp = raw.vrrp.as_ref().map(|r| self.vrrp(r, &vips));
         Config {
             interface,
             xdp_mode: raw.xdp_mode.map_or(XdpMode::Auto, |m| *m.get_ref()),
@@ -488,6 +496,7 @@ impl Validator<'_> {
             server_interface,
             conntrack: self.conntrack(raw.conntrack.as_ref()),
             vips,
+            vrrp,
         }
     }
 
@@ -1140,6 +1149,7 @@ name = "b-draining"
                     ],
                 },
             ],
+            vrrp: None,
         };
         assert_eq!(config, expected);
     }

@@ -18,9 +18,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LB_F_NAT, LbConfig,
-    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct, drop,
-    global,
+    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VIP_F_STANDBY, VipKey,
+    VipMeta, ct, drop, global,
 };
+
+mod standby;
 
 use crate::{
     config::{Affinity, BackendConfig, Config, ConntrackConfig, Mode, VipConfig},
@@ -130,6 +132,8 @@ pub struct Controller {
     backend_pool: IdPool,
     /// Current generation of every backend id.
     generations: Vec<u16>,
+    /// Names of VIPs whose VRRP group this node does not master.
+    standby: std::collections::HashSet<String>,
 }
 
 impl Controller {
@@ -142,6 +146,7 @@ impl Controller {
             vip_pool: IdPool::new(0, MAX_VIPS),
             backend_pool: IdPool::new(1, MAX_BACKENDS),
             generations: vec![0; MAX_BACKENDS as usize],
+            standby: Default::default(),
         }
     }
 
@@ -291,6 +296,10 @@ impl Controller {
             flags: match vip.affinity {
                 Affinity::Flow => 0,
                 Affinity::Source => VIP_F_SOURCE_AFFINITY,
+            } | if self.standby.contains(&vip.name) {
+                VIP_F_STANDBY
+            } else {
+                0
             },
             _pad: 0,
         };
@@ -477,6 +486,7 @@ impl Controller {
                 mode: v.mode.as_str().to_string(),
                 affinity: v.affinity.as_str().to_string(),
                 ring_size: v.ring_size,
+                forwarding: self.forwards(&v.name),
                 packets: c.packets,
                 bytes: c.bytes,
                 usable_backends: slot.ring_members.as_ref().map_or(0, Vec::len),
@@ -492,7 +502,9 @@ impl Controller {
                 .attached
                 .map_or("detached", Attached::as_str)
                 .to_string(),
-            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0,
+            // The node forwards if its flag is on and some VIP is not standby.
+            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0
+                && (self.vips.is_empty() || vips.iter().any(|v| v.forwarding)),
             vips,
             global: global::NAMES
                 .iter()
@@ -509,6 +521,8 @@ impl Controller {
                 .zip(self.dp.maps.conntrack_stats()?.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            // Filled in by the daemon, which owns the VRRP engine.
+            vrrp: None,
         })
     }
 }

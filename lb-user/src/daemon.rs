@@ -21,6 +21,8 @@ use crate::{
     dataplane::Dataplane,
     health::Scheduler,
     netlink,
+    status::VrrpStatus,
+    vrrp,
 };
 
 /// Neighbour entries of the load balancer's NIC, from the kernel.
@@ -68,6 +70,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
         ifindex: iface.index,
     };
     let mut controller = Controller::new(dp, &config.interface);
+    // With VRRP every group's VIPs start as standby, before the program is
+    // attached; the engine switches a group's VIPs on when it becomes master.
+    if let Some(v) = &config.vrrp {
+        for g in &v.groups {
+            controller.set_standby(&g.vips, true)?;
+        }
+    }
     controller.apply(&config, &mut neighbours)?;
     let (native, generic) = match config.xdp_mode {
         XdpMode::Auto => (true, true),
@@ -85,7 +94,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::info!(interface = %server, "attached to the server-side interface");
     }
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
-        "xlb attached and forwarding");
+        vrrp = config.vrrp.is_some(), "xlb attached");
 
     let (mut checks, mut results) = Scheduler::new();
     checks.reconcile(&config);
@@ -94,8 +103,30 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
 
     let controller = Arc::new(Mutex::new(controller));
+    let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
+    let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(false);
+    let mut vrrp_task = match &config.vrrp {
+        Some(vc) => {
+            let nic = vrrp::Nic {
+                name: iface.name.clone(),
+                index: iface.index,
+                mac: iface.mac,
+            };
+            let effects = Box::new(DaemonEffects {
+                controller: controller.clone(),
+                ifindex: iface.index,
+            });
+            let engine = vrrp::Engine::new(vc.clone(), nic.clone(), effects, vrrp_status.clone())
+                .context("starting VRRP")?;
+            let tracking = vrrp::start_tracking(vc, &nic).await;
+            Some(tokio::spawn(engine.run(tracking, stop_rx)))
+        }
+        None => None,
+    };
+    let has_vrrp = vrrp_task.is_some();
     let socket = config.control_socket.clone();
     let served = controller.clone();
+    let served_vrrp = vrrp_status.clone();
     // A reload needs the running config and the checks, which this loop
     // owns: the socket hands it over and waits for the answer.
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Reply>>(4);
@@ -104,8 +135,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         async move {
             ctl::serve(&socket, move |req| {
                 let served = served.clone();
+                let served_vrrp = has_vrrp.then(|| served_vrrp.clone());
                 let reload_tx = reload_tx.clone();
-                async move { handle_request(req, &served, &reload_tx).await }
+                async move {
+                    handle_request(req, &served, served_vrrp.as_deref(), &reload_tx).await
+                }
             })
             .await
         }
@@ -157,6 +191,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     tracing::warn!(error = format!("{e:#}"), "applying a health-check result failed");
                 }
             }
+            res = async { vrrp_task.as_mut().expect("guarded").await }, if vrrp_task.is_some() => {
+                return Err(match res {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow!("VRRP stopped"),
+                    Err(e) => anyhow!(e),
+                }).context("VRRP");
+            }
             res = &mut server => {
                 return Err(match res {
                     Ok(Err(e)) => e,
@@ -170,6 +211,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }
             }
+        }
+    }
+    if let Some(task) = vrrp_task {
+        // Resign (priority 0 adverts) and withdraw the VIPs before the
+        // program goes, so that a backup takes over after its skew time.
+        let _ = stop_vrrp.send(true);
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "VRRP shutdown"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "VRRP task failed"),
+            Err(_) => tracing::warn!("VRRP did not shut down within 2 s"),
         }
     }
     tracing::info!("shutting down: detaching XDP program");
@@ -210,13 +262,20 @@ fn check_forwarding(config: &Config) -> Result<()> {
 async fn handle_request(
     req: Request,
     controller: &Mutex<Controller>,
+    vrrp_status: Option<&Mutex<VrrpStatus>>,
     reload: &mpsc::Sender<oneshot::Sender<Reply>>,
 ) -> Reply {
     let error = |e: anyhow::Error| Reply::Error {
         message: format!("{e:#}"),
     };
     match req {
-        Request::Status => lock(controller).status().map_or_else(error, Reply::Status),
+        Request::Status => match lock(controller).status() {
+            Ok(mut s) => {
+                s.vrrp = vrrp_status.map(vrrp::status_now);
+                Reply::Status(s)
+            }
+            Err(e) => error(e),
+        },
         Request::Backend {
             vip,
             backend,
@@ -255,9 +314,10 @@ fn reload(
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
         || new.conntrack.size != running.conntrack.size
+        || new.vrrp != running.vrrp
     {
-        let msg = "reload rejected: interface, xdp_mode, control_socket and conntrack.size \
-                   change only with a restart";
+        let msg = "reload rejected: interface, xdp_mode, control_socket, conntrack.size and \
+                   [vrrp] change only with a restart";
         tracing::error!("{msg}");
         return Err(msg.to_owned());
     }
@@ -287,6 +347,27 @@ fn reload(
                 "reload failed part-way (maps may mix old and new backends): {e:#}"
             ))
         }
+    }
+}
+
+/// VRRP's effects on this node: the per-VIP standby flag in the maps and
+/// the VIP addresses on the NIC.
+struct DaemonEffects {
+    controller: Arc<Mutex<Controller>>,
+    ifindex: u32,
+}
+
+impl vrrp::Effects for DaemonEffects {
+    fn set_forwarding(&mut self, vips: &[String], on: bool) -> Result<()> {
+        lock(&self.controller).set_standby(vips, !on)
+    }
+
+    fn assign(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        vrrp::assign_addresses(self.ifindex, addrs)
+    }
+
+    fn withdraw(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        vrrp::withdraw_addresses(self.ifindex, addrs)
     }
 }
 

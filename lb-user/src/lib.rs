@@ -13,6 +13,7 @@ pub mod netlink;
 pub mod netns;
 pub mod status;
 pub mod topology;
+pub mod vrrp;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));

@@ -71,6 +71,12 @@ impl Maps {
             .with_context(|| format!("inserting VIP {key:?}"))
     }
 
+    pub fn vip(&self, key: &VipKey) -> Result<VipMeta> {
+        self.vips
+            .get(key, 0)
+            .with_context(|| format!("reading VIP {key:?}"))
+    }
+
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
         self.vips
             .remove(key)

@@ -17,6 +17,9 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
     NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
 };
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -166,6 +169,101 @@ pub fn probe_neighbour(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
         op,
         detail: format!("the entry kept changing under us {PROBE_ATTEMPTS} times in a row"),
     })
+}
+
+/// Whether `ifindex` is up and has carrier (`IFF_UP` and `IFF_LOWER_UP`):
+/// VRRP's link tracking.
+pub fn carrier(ifindex: u32) -> Result<bool, NetlinkError> {
+    let op = format!("RTM_GETLINK for interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    let link = link_by_index(&mut conn, ifindex)?;
+    Ok(link.header.flags.contains(LinkFlags::Up) && link.header.flags.contains(LinkFlags::LowerUp))
+}
+
+/// An address configured on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddress {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    /// Link-local scope (IPv6 fe80::/10).
+    pub link_scope: bool,
+}
+
+/// Addresses on `ifindex`, IPv4 and IPv6, in the kernel's order (for IPv4
+/// the primary address of a subnet comes first).
+pub fn addresses(ifindex: u32) -> Result<Vec<IfAddress>, NetlinkError> {
+    let op = format!("RTM_GETADDR dump on interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    let replies = conn.request(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        NLM_F_DUMP,
+        &op,
+    )?;
+    Ok(replies
+        .iter()
+        .filter_map(|r| match r {
+            RouteNetlinkMessage::NewAddress(m) if m.header.index == ifindex => {
+                // IFA_LOCAL is the local address on point-to-point links;
+                // elsewhere IFA_ADDRESS is.
+                let local = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(a) => Some(*a),
+                    _ => None,
+                });
+                let address = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(a) => Some(*a),
+                    _ => None,
+                });
+                local.or(address).map(|addr| IfAddress {
+                    addr,
+                    prefix_len: m.header.prefix_len,
+                    link_scope: m.header.scope == AddressScope::Link,
+                })
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+fn address_request(ifindex: u32, addr: IpAddr) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = address_family(addr);
+    m.header.prefix_len = if addr.is_ipv4() { 32 } else { 128 };
+    m.header.index = ifindex;
+    m.attributes.push(AddressAttribute::Local(addr));
+    m.attributes.push(AddressAttribute::Address(addr));
+    if addr.is_ipv6() {
+        // A VIP is by design on several nodes over time; DAD would only
+        // delay it (and fail while the old master still holds it).
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    m
+}
+
+/// Adds `addr` as a host address (/32, /128 without DAD) to `ifindex`.
+/// Already present is fine.
+pub fn add_host_address(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+    let op = format!("RTM_NEWADDR {addr} on interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    let request = RouteNetlinkMessage::NewAddress(address_request(ifindex, addr));
+    match conn.request(request, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &op) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the host address `addr` from `ifindex`. Already absent is fine.
+pub fn del_host_address(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+    let op = format!("RTM_DELADDR {addr} on interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    let request = RouteNetlinkMessage::DelAddress(address_request(ifindex, addr));
+    match conn.request(request, NLM_F_ACK, &op) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.

@@ -85,6 +85,9 @@ pub struct VipStatus {
     pub mode: String,
     pub affinity: String,
     pub ring_size: u32,
+    /// False while this node is not the VRRP master of the VIP's group.
+    #[serde(default = "yes")]
+    pub forwarding: bool,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
@@ -95,6 +98,10 @@ pub struct VipStatus {
     /// `keep` or `reschedule`: what a failed check does to established flows.
     #[serde(default)]
     pub on_down: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +118,50 @@ pub struct Status {
     /// Connection-table events (hits, misses, inserts, refusals, ...).
     #[serde(default)]
     pub conntrack: BTreeMap<String, u64>,
+    /// VRRP, when the config has a `[vrrp]` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<VrrpStatus>,
+}
+
+/// VRRP state of the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    pub groups: Vec<VrrpGroupStatus>,
+    /// Tracking verdict: "ok", or what fails ("link down", "198.18.0.254 unreachable").
+    pub tracking: String,
+    /// Received packets: "accepted" and one counter per reason for ignoring one.
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpGroupStatus {
+    pub vrid: u8,
+    pub family: String,
+    /// init, backup, master or fault.
+    pub state: String,
+    /// Effective priority (configured minus tracking penalty).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub preempt: bool,
+    pub advert_interval_cs: u16,
+    /// The current master's address, if known (ours when master).
+    pub master: Option<String>,
+    pub vips: Vec<String>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub last_transition: Option<VrrpTransition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpTransition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// How long ago, when the status was taken.
+    #[serde(default)]
+    pub ago_ms: u64,
 }
 
 fn endpoint(address: &str, port: u16) -> String {
@@ -152,7 +203,13 @@ impl Status {
                 out,
                 "{:<4} {:<44} {:<10} {:>7} {:>12} {:>14}",
                 v.protocol.to_uppercase(),
-                format!("{} {} ({})", endpoint(&v.address, v.port), v.name, v.mode),
+                format!(
+                    "{} {} ({}{})",
+                    endpoint(&v.address, v.port),
+                    v.name,
+                    v.mode,
+                    if v.forwarding { "" } else { ", standby" }
+                ),
                 v.affinity,
                 "",
                 v.packets,
@@ -210,6 +267,9 @@ impl Status {
         let _ = writeln!(out, "packets: {}", list(&self.global));
         let _ = writeln!(out, "drops:   {}", list(&self.drops));
         let _ = writeln!(out, "flows:   {}", list(&self.conntrack));
+        if let Some(v) = &self.vrrp {
+            v.render(&mut out);
+        }
         out
     }
 }
@@ -236,6 +296,44 @@ fn render_health(h: &HealthStatus) -> String {
     )
 }
 
+impl VrrpStatus {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "vrrp: tracking {}", self.tracking);
+        for g in &self.groups {
+            let _ = writeln!(
+                out,
+                "  vrid {} ({}) {:<7} priority {} (configured {}, preempt {}) interval {}cs master {} vips {}",
+                g.vrid,
+                g.family,
+                g.state.to_uppercase(),
+                g.priority,
+                g.configured_priority,
+                if g.preempt { "on" } else { "off" },
+                g.advert_interval_cs,
+                g.master.as_deref().unwrap_or("?"),
+                g.vips.join(","),
+            );
+            if let Some(t) = &g.last_transition {
+                let _ = writeln!(
+                    out,
+                    "    last transition {} -> {} {:.1}s ago: {}",
+                    t.from,
+                    t.to,
+                    t.ago_ms as f64 / 1000.0,
+                    t.reason
+                );
+            }
+        }
+        let list = self
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(out, "  adverts: {list}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +351,7 @@ mod tests {
                 mode: "dsr".into(),
                 affinity: "flow".into(),
                 ring_size: 65537,
+                forwarding: true,
                 packets: 10,
                 bytes: 1000,
                 backends: vec![BackendStatus {
@@ -274,6 +373,7 @@ mod tests {
             global: [("rx".to_string(), 10)].into_iter().collect(),
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
             conntrack: [("hit".to_string(), 7)].into_iter().collect(),
+            vrrp: None,
         }
     }
 
@@ -293,6 +393,7 @@ mod tests {
         assert!(t.contains("unresolved"), "{t}");
         assert!(t.contains("drops:   no_backend=3"), "{t}");
         assert!(t.contains("!! no usable backend"), "{t}");
+        assert!(!t.contains("vrrp"), "{t}");
     }
 
     #[test]
@@ -333,6 +434,45 @@ mod tests {
         assert!(t.contains("until `xlb reload`"), "{t}");
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains(r#""state":"down""#), "{json}");
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn vrrp_section_shows_state_master_and_last_transition() {
+        let mut s = sample();
+        s.vrrp = Some(VrrpStatus {
+            groups: vec![VrrpGroupStatus {
+                vrid: 51,
+                family: "ipv4".into(),
+                state: "master".into(),
+                priority: 150,
+                configured_priority: 150,
+                preempt: true,
+                advert_interval_cs: 20,
+                master: Some("198.18.0.1".into()),
+                vips: vec!["web4".into()],
+                adverts_sent: 10,
+                adverts_received: 2,
+                last_transition: Some(VrrpTransition {
+                    from: "backup".into(),
+                    to: "master".into(),
+                    reason: "master down timer expired".into(),
+                    at_unix_ms: 1,
+                    ago_ms: 1500,
+                }),
+            }],
+            tracking: "ok".into(),
+            counters: [("bad_ttl".to_string(), 1)].into_iter().collect(),
+        });
+        let t = s.render();
+        assert!(t.contains("vrid 51 (ipv4) MASTER"), "{t}");
+        assert!(t.contains("master 198.18.0.1"), "{t}");
+        assert!(
+            t.contains("last transition backup -> master 1.5s ago: master down timer expired"),
+            "{t}"
+        );
+        assert!(t.contains("bad_ttl=1"), "{t}");
+        let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }
 }

@@ -46,6 +46,8 @@ pub const BIG_BODY_LEN: usize = 8192;
 
 const LB_HOST: u8 = 1;
 const CLIENT_HOST: u8 = 2;
+/// The second xlb node of [`Topology::vrrp_pair`].
+const LB2_HOST: u8 = 3;
 const BACKEND_HOST_BASE: u8 = 10;
 
 fn addr4(host: u8) -> Ipv4Addr {
@@ -118,12 +120,14 @@ pub struct Topology {
     /// Backends that accept connections and never answer (see
     /// [`Topology::silence_backend`]); stopped on drop.
     silent: Vec<faults::SilentServer>,
-    /// The XDP_PASS program on the bridge-side peer of the xlb NIC (see
+    /// The XDP_PASS programs on the bridge-side peers of the xlb NICs (see
     /// [`attach_xdp_pass`]); detached when dropped.
-    peer_xdp: Option<aya::Ebpf>,
+    peer_xdp: Vec<aya::Ebpf>,
     backends: Vec<NetNs>,
     client: NetNs,
     lb: NetNs,
+    /// The second xlb node ([`Topology::vrrp_pair`] only).
+    lb2: Option<NetNs>,
     switch: NetNs,
     dir: TempDir,
 }
@@ -171,6 +175,17 @@ impl Topology {
     /// Builds the DSR topology with `backends` nginx backends (1..=20) and
     /// checks that the client reaches every backend on its own address.
     pub fn dsr(backends: usize) -> anyhow::Result<Topology> {
+        Self::build(backends, false)
+    }
+
+    /// Like [`Topology::dsr`], with a second xlb node (namespace `<p>lb2`,
+    /// NIC `<p>lb2`, 198.18.0.3 / fd00:18::3) on the same segment, and no VIP
+    /// on either node's NIC: VRRP assigns them to the master.
+    pub fn vrrp_pair(backends: usize) -> anyhow::Result<Topology> {
+        Self::build(backends, true)
+    }
+
+    fn build(backends: usize, pair: bool) -> anyhow::Result<Topology> {
         ensure!(netns::is_root(), "building a network topology needs root");
         ensure!(
             (1..=MAX_BACKENDS).contains(&backends),
@@ -182,6 +197,11 @@ impl Topology {
         // backends first, the temp dir last).
         let switch = NetNs::create(&format!("{p}sw"))?;
         let lb = NetNs::create(&format!("{p}lb"))?;
+        let lb2 = if pair {
+            Some(NetNs::create(&format!("{p}lb2"))?)
+        } else {
+            None
+        };
         let client = NetNs::create(&format!("{p}c"))?;
         let mut backend_ns = Vec::with_capacity(backends);
         for i in 1..=backends {
@@ -191,10 +211,11 @@ impl Topology {
             prefix: prefix.clone(),
             nginx: Vec::new(),
             silent: Vec::new(),
-            peer_xdp: None,
+            peer_xdp: Vec::new(),
             backends: backend_ns,
             client,
             lb,
+            lb2,
             switch,
             dir,
         };
@@ -203,12 +224,17 @@ impl Topology {
         // After an XDP_TX the veth driver wakes the peer's NAPI only if the
         // peer has an XDP program of its own (`veth_xdp_flush`); otherwise
         // the frames sit in the ring until unrelated traffic comes by.
-        let peer = topo.lb_peer_ifname();
-        topo.peer_xdp = Some(
-            topo.switch
+        let mut peers = vec![topo.lb_peer_ifname()];
+        if pair {
+            peers.push(format!("{p}plb2"));
+        }
+        for peer in peers {
+            let prog = topo
+                .switch
                 .in_ns(|| attach_xdp_pass(&peer))
-                .with_context(|| format!("attaching xdp_pass to {peer}"))?,
-        );
+                .with_context(|| format!("attaching xdp_pass to {peer}"))?;
+            topo.peer_xdp.push(prog);
+        }
         topo.start_nginx()
             .with_context(|| format!("starting nginx in topology {prefix}"))?;
         topo.verify()
@@ -247,6 +273,9 @@ impl Topology {
             (&self.client, format!("{p}c"), format!("{p}pc"), CLIENT_HOST),
             (&self.lb, format!("{p}lb"), format!("{p}plb"), LB_HOST),
         ];
+        if let Some(lb2) = &self.lb2 {
+            ends.push((lb2, format!("{p}lb2"), format!("{p}plb2"), LB2_HOST));
+        }
         for (idx, b) in self.backends.iter().enumerate() {
             let i = idx + 1;
             ends.push((b, format!("{p}b{i}"), format!("{p}pb{i}"), backend_host(i)));
@@ -270,20 +299,24 @@ impl Topology {
         // On veth, frames sent by XDP_TX/XDP_REDIRECT are queued to the peer's
         // NAPI ring, which exists only with GRO on or an XDP program there.
         ethtool(&self.switch, &format!("-K {p}plb gro on"))?;
-
-        // The xlb node owns the VIPs on its NIC: it answers ARP/ND for them and
-        // the XDP program takes the VIP traffic before the stack sees it.
-        let lb_if = self.lb_ifname();
-        ip(&self.lb, &format!("addr add {VIP4}/32 dev {lb_if}"))?;
-        // Deprecated (preferred_lft 0): still answered for and accepted,
-        // but never picked as the source of the node's own traffic. Without
-        // it, IPv6 source selection prefers the /128 VIP (longest match) for
-        // connections to the backends, and a health check's reply would go
-        // to the VIP on the backend's own `lo`.
-        ip(
-            &self.lb,
-            &format!("addr add {VIP6}/128 dev {lb_if} nodad preferred_lft 0"),
-        )?;
+        if self.lb2.is_some() {
+            ethtool(&self.switch, &format!("-K {p}plb2 gro on"))?;
+        } else {
+            // The xlb node owns the VIPs on its NIC: it answers ARP/ND for them
+            // and the XDP program takes the VIP traffic before the stack sees
+            // it. (With two nodes, VRRP assigns them to the master.)
+            let lb_if = self.lb_ifname();
+            ip(&self.lb, &format!("addr add {VIP4}/32 dev {lb_if}"))?;
+            // Deprecated (preferred_lft 0): still answered for and accepted,
+            // but never picked as the source of the node's own traffic.
+            // Without it, IPv6 source selection prefers the /128 VIP (longest
+            // match) for connections to the backends, and a health check's
+            // reply would go to the VIP on the backend's own `lo`.
+            ip(
+                &self.lb,
+                &format!("addr add {VIP6}/128 dev {lb_if} nodad preferred_lft 0"),
+            )?;
+        }
 
         // Backends accept VIP traffic on lo but never claim the VIP on the wire.
         for (idx, b) in self.backends.iter().enumerate() {
@@ -392,6 +425,7 @@ impl Topology {
     fn all_ns(&self) -> impl Iterator<Item = &NetNs> {
         [&self.switch, &self.lb, &self.client]
             .into_iter()
+            .chain(self.lb2.iter())
             .chain(self.backends.iter())
     }
 
@@ -468,9 +502,92 @@ impl Topology {
         self.dir.path().join("xlb.sock")
     }
 
+    /// xlb node `n` (1 or 2; 2 only in [`Topology::vrrp_pair`]).
+    pub fn node(&self, n: usize) -> &NetNs {
+        match n {
+            2 => self.lb2.as_ref().expect("node 2 exists only in vrrp_pair"),
+            _ => &self.lb,
+        }
+    }
+
+    /// NIC of xlb node `n`.
+    pub fn node_ifname(&self, n: usize) -> String {
+        match n {
+            2 => format!("{}lb2", self.prefix),
+            _ => self.lb_ifname(),
+        }
+    }
+
+    /// IPv4 address of xlb node `n`.
+    pub fn node_addr4(&self, n: usize) -> Ipv4Addr {
+        addr4(if n == 2 { LB2_HOST } else { LB_HOST })
+    }
+
+    /// Control socket of xlb node `n` in [`Topology::vrrp_pair`].
+    pub fn node_socket(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("xlb{n}.sock"))
+    }
+
+    /// Writes the config of xlb node `n` of a [`Topology::vrrp_pair`]: the
+    /// VIPs of [`Topology::write_xlb_config`] plus `vrrp` (the `[vrrp]`
+    /// section, verbatim). Returns its path.
+    pub fn write_node_config(
+        &self,
+        n: usize,
+        weights: &[u32],
+        vrrp: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let mut s = self.xlb_config_text(&self.node_ifname(n), &self.node_socket(n), weights)?;
+        s.push('\n');
+        s.push_str(vrrp);
+        let path = self.dir.path().join(format!("xlb{n}.toml"));
+        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Starts `xlb run --config CONFIG` on xlb node `n`; its output goes to
+    /// `<dir>/xlb<n>-<k>.log` (k counts restarts).
+    pub fn start_node(&self, n: usize, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
+        let mut k = 1;
+        let log = loop {
+            let log = self.dir.path().join(format!("xlb{n}-{k}.log"));
+            if !log.exists() {
+                break log;
+            }
+            k += 1;
+        };
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let mut cmd = self.node(n).exec([xlb_exe.as_os_str()]);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(out)
+            .stderr(err);
+        let child = ManagedChild::spawn(&format!("xlb node {n}"), &mut cmd)?;
+        Ok(Xlb {
+            child,
+            exe: xlb_exe.to_owned(),
+            socket: self.node_socket(n),
+            log,
+        })
+    }
+
     /// Writes an xlb config (VIPs "web4" and "web6", port 80/tcp, backends
     /// "backend-<i>" with `weights[i-1]`) into the temp dir; returns its path.
     pub fn write_xlb_config(&self, weights: &[u32]) -> anyhow::Result<PathBuf> {
+        let s = self.xlb_config_text(&self.lb_ifname(), &self.control_socket(), weights)?;
+        let path = self.dir.path().join("xlb.toml");
+        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    fn xlb_config_text(
+        &self,
+        ifname: &str,
+        socket: &Path,
+        weights: &[u32],
+    ) -> anyhow::Result<String> {
         ensure!(
             weights.len() == self.backends.len(),
             "{} weights for {} backends",
@@ -478,13 +595,9 @@ impl Topology {
             self.backends.len()
         );
         let mut s = String::new();
-        writeln!(s, "interface = \"{}\"", self.lb_ifname())?;
+        writeln!(s, "interface = \"{ifname}\"")?;
         writeln!(s, "xdp_mode = \"auto\"")?;
-        writeln!(
-            s,
-            "control_socket = \"{}\"",
-            self.control_socket().display()
-        )?;
+        writeln!(s, "control_socket = \"{}\"", socket.display())?;
         for (name, vip, v6) in [
             ("web4", IpAddr::from(VIP4), false),
             ("web6", VIP6.into(), true),
@@ -507,9 +620,7 @@ impl Topology {
                 writeln!(s, "weight = {w}")?;
             }
         }
-        let path = self.dir.path().join("xlb.toml");
-        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        Ok(s)
     }
 
     /// Starts `xlb run --config CONFIG` inside the xlb namespace; its stderr
@@ -673,6 +784,11 @@ impl Xlb {
     /// SIGTERM, wait up to `grace`, then SIGKILL. True if SIGTERM sufficed.
     pub fn stop(self, grace: Duration) -> bool {
         self.child.stop(grace)
+    }
+
+    /// SIGKILL by PID, no grace: a crash.
+    pub fn kill_now(&self) -> anyhow::Result<()> {
+        self.child.kill_now()
     }
 }
 

@@ -25,6 +25,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "/usr/sbin/nginx"),
     ("tcpdump", "/usr/bin/tcpdump"),
     ("curl", "/usr/bin/curl"),
+    // The VRRP interop test runs keepalived as the peer of an xlb node.
+    ("keepalived", "/usr/sbin/keepalived"),
 ];
 
 #[derive(Parser)]
