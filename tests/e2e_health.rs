@@ -7,15 +7,14 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant, SystemTime},
 };
 
 use common::{require_root, status, xlb_exe};
-use lb_user::topology::{Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
+use lb_user::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
 use serde_json::Value;
 
 const INTERVAL_MS: u64 = 300;
@@ -165,50 +164,17 @@ fn packets(status: &Value, vip: &str, name: &str) -> u64 {
     backend(status, vip, name)["packets"].as_u64().unwrap()
 }
 
-/// A keep-alive HTTP/1.1 connection from the client namespace.
-struct KeepAlive(TcpStream);
+/// A keep-alive connection to the IPv4 VIP from the client namespace.
+fn keep_alive(r: &Running) -> KeepAlive {
+    let addr = SocketAddr::new(r.topo.vip4().into(), VIP_PORT);
+    KeepAlive::connect(r.topo.client(), addr, HTTP_TIMEOUT).expect("connect to the VIP")
+}
 
-impl KeepAlive {
-    fn open(r: &Running) -> KeepAlive {
-        let addr = SocketAddr::new(r.topo.vip4().into(), VIP_PORT);
-        let s = r
-            .topo
-            .client()
-            .in_ns(|| TcpStream::connect_timeout(&addr, HTTP_TIMEOUT))
-            .expect("connect to the VIP");
-        s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
-        KeepAlive(s)
-    }
-
-    /// One GET on this connection; the body, trimmed.
-    fn get(&mut self) -> std::io::Result<String> {
-        self.0
-            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nUser-Agent: xlb-test\r\n\r\n")?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self.0.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .expect("Content-Length");
-                if body.len() >= len {
-                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                    return Ok(body[..len].trim().to_owned());
-                }
-            }
-        }
-    }
+/// `GET /` on a keep-alive connection: the body, trimmed (status must be 200).
+fn get_on(c: &mut KeepAlive) -> anyhow::Result<String> {
+    let (code, body) = c.get("/")?;
+    anyhow::ensure!(code == 200, "status {code}: {body:?}");
+    Ok(body.trim().to_owned())
 }
 
 /// How long after `since` xlb logged the health change (`"UP"` or
@@ -408,8 +374,8 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
 
     // A long-lived connection to backend-1, opened before the drain.
     let mut long = (0..40)
-        .map(|_| KeepAlive::open(&r))
-        .find_map(|mut c| (c.get().unwrap() == "backend-1").then_some(c))
+        .map(|_| keep_alive(&r))
+        .find_map(|mut c| (get_on(&mut c).unwrap() == "backend-1").then_some(c))
         .expect("one of 40 connections lands on backend-1");
 
     let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-1"]);
@@ -426,8 +392,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     // the connection table keeps it there.
     for _ in 0..5 {
         assert_eq!(
-            long.get()
-                .expect("request on the drained backend's connection"),
+            get_on(&mut long).expect("request on the drained backend's connection"),
             "backend-1"
         );
     }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 
-use super::{Topology, VIP_PORT};
+use super::{Topology, VIP_PORT, nginx};
 
 /// What a restarted backend's nginx answers on `/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +52,22 @@ impl Topology {
             Serve::Normal => format!("backend-{i}\n"),
             Serve::WrongBody => "maintenance\n".to_owned(),
         };
-        let child = self.spawn_nginx(i, &body)?;
+        let child = nginx::spawn(self.dir.path(), &self.backends[i - 1], i, VIP_PORT, &body)?;
+        let targets = [
+            SocketAddr::new(self.backend_addr4(i).into(), VIP_PORT),
+            SocketAddr::new(self.backend_addr6(i).into(), VIP_PORT),
+        ];
+        let dir = self.dir.path().join(format!("b{i}"));
+        let started = nginx::wait_listening(
+            &self.backends[i - 1],
+            &child,
+            &dir,
+            i,
+            &targets,
+            START_TIMEOUT,
+        );
         self.nginx[i - 1] = Some(child);
-        self.wait_nginx(i, START_TIMEOUT)
+        started
     }
 
     /// Replaces backend `i`'s nginx by a server that accepts TCP connections
