@@ -460,18 +460,12 @@ fn nat_two_armed_ipv6_connections_stay_on_their_backend_through_reloads() {
     }
 }
 
-// Ignored until xlb is fixed (reported): `daemon::reload` rewrites
-// `LB_CONFIG` (the conntrack timeouts) without `LB_F_NAT` before
-// `Controller::apply` sets it again, so while apply rebuilds the Maglev
-// tables (~70 ms per VIP in a debug build) the XDP program skips the NAT
-// reply lookup and the kernel forwards backend replies to the client
-// untranslated. Two-armed, the client cannot answer them (no route to the
-// backends) and TCP recovers by retransmitting; one-armed, the client's
-// reset reaches the backend through xlb and kills every connection that
-// had a reply in flight. Run them with `cargo test -- --ignored`.
+// One-armed is the unforgiving layout for reloads: a backend reply that
+// slips out untranslated reaches the client, whose reset goes back through
+// xlb and kills the connection. These two tests caught a reload that
+// cleared LB_F_NAT until the Maglev tables were rebuilt.
 
 #[test]
-#[ignore = "xlb bug: reload clears LB_F_NAT until apply ends (see the comment above)"]
 fn nat_one_armed_ipv4_connections_stay_on_their_backend_through_reloads() {
     if require_root("nat_one_armed_ipv4_connections_stay_on_their_backend_through_reloads") {
         connections_stay_on_their_backend_through_reloads(NatLayout::OneArmed, false);
@@ -479,7 +473,6 @@ fn nat_one_armed_ipv4_connections_stay_on_their_backend_through_reloads() {
 }
 
 #[test]
-#[ignore = "xlb bug: reload clears LB_F_NAT until apply ends (see the comment above)"]
 fn nat_two_armed_ipv4_reload_lets_no_untranslated_reply_through() {
     if require_root("nat_two_armed_ipv4_reload_lets_no_untranslated_reply_through") {
         reload_lets_no_untranslated_reply_through(NatLayout::TwoArmed, false);

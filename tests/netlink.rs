@@ -426,19 +426,19 @@ fn host_addresses_are_added_listed_and_removed_idempotently() {
         let first_v4 = listed.iter().find(|a| a.addr.is_ipv4()).unwrap();
         assert_eq!(first_v4.addr, addr("198.18.0.1"));
         // The kernel adds the link-local address asynchronously after the
-        // link comes up; give it a moment rather than racing it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let mut listed = listed;
-        while !listed.iter().any(|a| a.link_scope && a.addr.is_ipv6())
-            && std::time::Instant::now() < deadline
+        // link comes up: wait for it (bounded) rather than race it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !netlink::addresses(ifindex)
+            .expect("addresses")
+            .iter()
+            .any(|a| a.link_scope && a.addr.is_ipv6())
         {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no IPv6 link-local address within 3 s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
-            listed = netlink::addresses(ifindex).expect("addresses");
         }
-        assert!(
-            listed.iter().any(|a| a.link_scope && a.addr.is_ipv6()),
-            "{listed:?}"
-        );
         // No DAD: the IPv6 VIP is usable at once, not tentative.
         let shown = ip("-6 addr show dev xlb0");
         let line = shown.lines().find(|l| l.contains("fd00::100")).unwrap();

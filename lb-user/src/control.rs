@@ -530,14 +530,21 @@ impl Controller {
 /// The node-wide settings the data plane reads: our MAC, whether we
 /// forward, and the connection table's timeouts and insert rate.
 pub fn lb_config(mac: [u8; 6], forwarding: bool, ct: &ConntrackConfig) -> LbConfig {
-    LbConfig {
+    let base = LbConfig {
         mac,
-        _pad: [0; 2],
         flags: if forwarding { LB_F_FORWARDING } else { 0 },
+        ..LbConfig::default()
+    };
+    with_conntrack(base, ct)
+}
+
+/// `cfg` with the connection-table settings of `ct`; MAC and flags kept.
+pub fn with_conntrack(cfg: LbConfig, ct: &ConntrackConfig) -> LbConfig {
+    LbConfig {
         tcp_timeout: ct.tcp_timeout,
         tcp_closing_timeout: ct.tcp_closing_timeout,
         udp_timeout: ct.udp_timeout,
         new_flows_per_cpu: ct.new_flows_per_cpu,
-        _pad2: 0,
+        ..cfg
     }
 }

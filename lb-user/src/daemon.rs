@@ -322,10 +322,13 @@ fn reload(
         return Err(msg.to_owned());
     }
     let mut c = lock(controller);
-    let timeouts = c.maps().config().map(|cfg| {
-        let forwarding = cfg.flags & lb_common::LB_F_FORWARDING != 0;
-        control::lb_config(cfg.mac, forwarding, &new.conntrack)
-    });
+    // Only the connection-table settings change here: the flags (forwarding,
+    // NAT) stay as they are until `apply` has rebuilt what they guard, or
+    // NAT replies would pass untranslated for the length of the rebuild.
+    let timeouts = c
+        .maps()
+        .config()
+        .map(|cfg| control::with_conntrack(cfg, &new.conntrack));
     if let Err(e) = timeouts.and_then(|cfg| c.maps().set_config(&cfg)) {
         tracing::error!(
             error = format!("{e:#}"),
