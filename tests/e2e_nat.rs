@@ -321,7 +321,12 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
         let drained = [(1, 1), (2, 0), (3, 2), (4, 1)];
         reload(&running, &drained, DRAINED, Some("draining"));
         std::thread::sleep(SETTLE);
-        reload(&running, &[(2, 0), (3, 2), (4, 1)], REMOVED, Some("removed"));
+        reload(
+            &running,
+            &[(2, 0), (3, 2), (4, 1)],
+            REMOVED,
+            Some("removed"),
+        );
         std::thread::sleep(SETTLE);
         let fresh = http_get_many(t.client(), vip_addr, "/", NEW_CONNECTIONS, TIMEOUT);
         std::thread::sleep(SETTLE);

@@ -443,6 +443,9 @@ fn host_addresses_are_added_listed_and_removed_idempotently() {
         let shown = ip("-6 addr show dev xlb0");
         let line = shown.lines().find(|l| l.contains("fd00::100")).unwrap();
         assert!(!line.contains("tentative"), "{line}");
+        // Deprecated: never the source of the node's own traffic (health
+        // checks to the backends), still a local address.
+        assert!(line.contains("deprecated"), "{line}");
         for v in vips {
             netlink::del_host_address(ifindex, v).expect("del");
             netlink::del_host_address(ifindex, v).expect("del again");

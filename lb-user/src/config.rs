@@ -29,9 +29,11 @@ use toml::Spanned;
 use crate::maglev;
 
 mod conntrack;
+mod health;
 mod vrrp;
 
 pub use conntrack::ConntrackConfig;
+pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
 pub use vrrp::{VrrpConfig, VrrpGroup};
 
 /// Where the control socket lives unless `control_socket` says otherwise.
@@ -90,6 +92,8 @@ pub struct VipConfig {
     pub ring_size: u32,
     pub affinity: Affinity,
     pub backends: Vec<BackendConfig>,
+    /// What a failed health check does to established flows.
+    pub on_down: OnDown,
 }
 
 /// Transport protocol of a VIP.
@@ -132,6 +136,9 @@ pub struct BackendConfig {
     pub port: u16,
     /// 0..=MAX_WEIGHT; 0 = draining (no new flows).
     pub weight: u32,
+    /// The health check (the VIP's `[vip.health]` merged with the backend's
+    /// own); `None` = not checked, always considered up.
+    pub check: Option<CheckConfig>,
 }
 
 impl XdpMode {
@@ -332,6 +339,8 @@ struct RawVip {
     affinity: Option<Spanned<Affinity>>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
+    #[serde(default)]
+    health: Option<Spanned<health::RawHealth>>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +353,8 @@ struct RawBackend {
     weight: Option<Spanned<i64>>,
     #[serde(default)]
     name: Option<Spanned<String>>,
+    #[serde(default)]
+    health: Option<Spanned<health::RawHealth>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -526,6 +537,9 @@ impl Validator<'_> {
             );
         }
 
+        let (vip_health, on_down) =
+            self.vip_health(raw.health.as_ref(), &format!("{p}.health"), port);
+
         // First occurrence (index, line) of each backend address and name.
         let mut seen_addrs: HashMap<IpAddr, (usize, usize)> = HashMap::new();
         let mut seen_names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -626,11 +640,18 @@ impl Validator<'_> {
                     n
                 }
             };
+            let check = self.backend_health(
+                vip_health.as_ref(),
+                b.health.as_ref(),
+                &format!("{bp}.health"),
+                bport,
+            );
             backends.push(BackendConfig {
                 name: bname,
                 address: baddr,
                 port: bport,
                 weight,
+                check,
             });
         }
 
@@ -649,6 +670,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(Affinity::Flow, |s| *s.get_ref()),
             backends,
+            on_down,
         }
     }
 
@@ -1048,6 +1070,7 @@ name = "b-draining"
             address,
             port,
             weight,
+            check: None,
         }
     }
 
@@ -1104,6 +1127,7 @@ name = "b-draining"
                     mode: Mode::Dsr,
                     ring_size: 65_537,
                     affinity: Affinity::Flow,
+                    on_down: OnDown::Keep,
                     backends: vec![
                         backend("web1", v4("198.18.0.11"), 80, 1),
                         backend("web2", v4("198.18.0.12"), 80, 1),
@@ -1118,6 +1142,7 @@ name = "b-draining"
                     mode: Mode::Dsr,
                     ring_size: 251,
                     affinity: Affinity::Source,
+                    on_down: OnDown::Keep,
                     backends: vec![
                         backend("2001:db8::a", v6("2001:db8::a"), 53, 1),
                         backend("b-draining", v6("2001:db8::b"), 53, 0),

@@ -3,8 +3,12 @@
 //!
 //! VIP indices and backend ids are allocated once per identity and kept
 //! across reloads, so counters survive and unchanged rings are not touched.
-//! A backend is in its VIP's Maglev ring only while its MAC is known and its
-//! weight is above zero.
+//! A backend is in its VIP's Maglev ring only while it is *usable*: its MAC
+//! is known, its weight (runtime override or file) is above zero, and its
+//! health check (if any) says up. Leaving the ring affects new flows only:
+//! the backend's `BACKENDS` entry stays active, so flows the connection
+//! table already tracks keep reaching it, unless `on_down = "reschedule"`
+//! flags the entry so that those flows are hashed again.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -24,10 +28,17 @@ mod standby;
 use crate::{
     config::{Affinity, BackendConfig, Config, ConntrackConfig, Mode, VipConfig},
     dataplane::{Attached, Dataplane},
+    health::{Health, Tracker},
     maglev,
     maps::Maps,
     status::{BackendState, BackendStatus, Status, VipStatus},
 };
+
+mod backend;
+mod runtime;
+
+pub use backend::BackendAction;
+use backend::BackendSlot;
 
 /// Where neighbour MACs come from: the kernel (netlink) in production, a
 /// table in tests.
@@ -96,16 +107,6 @@ impl IdPool {
     fn give(&mut self, id: u32) {
         self.free.push(id);
     }
-}
-
-struct BackendSlot {
-    id: u32,
-    /// `BackendInfo::generation` of this id for this backend.
-    generation: u16,
-    mac: Option<[u8; 6]>,
-    /// Consecutive refreshes that found no usable neighbour entry while a
-    /// MAC was known.
-    missing: u32,
 }
 
 /// A known MAC is given up only after this many consecutive refreshes
@@ -269,12 +270,14 @@ impl Controller {
             .collect();
         let mut backends = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
-            if let Some((_, kept)) = old.remove(&b.address) {
+            if let Some((_, mut kept)) = old.remove(&b.address) {
+                kept.reconfigure(&vip.name, b);
                 backends.push(kept);
-            } else if let Some(back) = self.unretire(&key, b.address) {
+            } else if let Some(mut back) = self.unretire(&key, b.address) {
                 // Re-added within its grace: same id and generation, so the
                 // flows it still carries keep matching.
                 tracing::info!(vip = %vip.name, backend = %b.name, "removed backend re-added");
+                back.reconfigure(&vip.name, b);
                 backends.push(back);
             } else {
                 let Some(id) = self.backend_pool.take() else {
@@ -285,12 +288,7 @@ impl Controller {
                 // the previous one must not match it.
                 let generation = &mut self.generations[id as usize];
                 *generation = generation.wrapping_add(1);
-                backends.push(BackendSlot {
-                    id,
-                    generation: *generation,
-                    mac: None,
-                    missing: 0,
-                });
+                backends.push(BackendSlot::new(id, *generation, b));
             }
         }
         let slot = self.vips.get_mut(&key).expect("inserted above");
@@ -328,7 +326,9 @@ impl Controller {
     }
 
     /// Writes every backend entry of `slot` and rebuilds its ring if the set
-    /// of usable (resolved, weight > 0) backends or their weights changed.
+    /// of usable (resolved, weight > 0, healthy) backends or their weights
+    /// changed. A backend that is only unhealthy keeps its active entry: the
+    /// flows already tracked for it go on.
     fn sync_backends_and_ring(maps: &mut Maps, slot: &mut VipSlot) -> Result<()> {
         let vip = &slot.config;
         let mut members = Vec::new();
@@ -343,7 +343,7 @@ impl Controller {
                     addr,
                     port: c.port.to_be(),
                     family,
-                    flags: BACKEND_F_ACTIVE,
+                    flags: BACKEND_F_ACTIVE | b.reschedule_flag(vip.on_down),
                     mac: b.mac.unwrap_or_default(),
                     generation: b.generation,
                 }
@@ -351,14 +351,15 @@ impl Controller {
                 BackendInfo::default()
             };
             maps.set_backend(b.id, &info)?;
-            if reachable && c.weight > 0 {
-                members.push((maglev::identity(c.address, c.port), c.weight));
+            if b.usable(c, vip.mode) {
+                members.push((maglev::identity(c.address, c.port), b.weight(c)));
                 ids.push(b.id);
             }
         }
         if slot.ring_members.as_ref() == Some(&members) {
             return Ok(());
         }
+        let had_members = slot.ring_members.as_ref().is_some_and(|m| !m.is_empty());
         let table = maglev::build_table(
             &members
                 .iter()
@@ -388,7 +389,20 @@ impl Controller {
         tracing::info!(vip = %vip.name, backends = ids.len(), slots = vip.ring_size,
             "Maglev table installed");
         if ids.is_empty() && !vip.backends.is_empty() {
-            tracing::warn!(vip = %vip.name, "no usable backend: VIP traffic is dropped (counted as no_backend)");
+            let count = |f: &dyn Fn(&BackendSlot, &BackendConfig) -> bool| {
+                slot.backends
+                    .iter()
+                    .zip(&vip.backends)
+                    .filter(|(b, c)| f(b, c))
+                    .count()
+            };
+            tracing::error!(vip = %vip.name, backends = vip.backends.len(),
+                unhealthy = count(&|b, _| !b.health_up()),
+                weight_zero = count(&|b, c| b.weight(c) == 0),
+                unresolved = count(&|b, _| b.mac.is_none()),
+                "no usable backend: new connections to this VIP are dropped (counted as no_backend)");
+        } else if !ids.is_empty() && !had_members && slot.ring_members.is_some() {
+            tracing::info!(vip = %vip.name, backends = ids.len(), "VIP has usable backends again");
         }
         slot.ring_members = Some(members);
         Ok(())
@@ -455,19 +469,26 @@ impl Controller {
             for (b, bc) in slot.backends.iter().zip(&v.backends) {
                 let counters = self.dp.maps.backend_counters(b.id)?;
                 let reachable = v.mode == Mode::Nat || b.mac.is_some();
-                let state = match (reachable, bc.weight) {
-                    (false, _) => BackendState::Unresolved,
-                    (true, 0) => BackendState::Draining,
-                    (true, _) => BackendState::Active,
+                let health = b.health.as_ref().map(Tracker::state);
+                let state = match (reachable, health, b.weight(bc)) {
+                    (false, _, _) => BackendState::Unresolved,
+                    (_, Some(Health::Down), _) => BackendState::Down,
+                    (_, Some(Health::Unknown), _) => BackendState::Pending,
+                    (true, _, 0) => BackendState::Draining,
+                    (true, _, _) => BackendState::Active,
                 };
                 backends.push(BackendStatus {
                     name: bc.name.clone(),
                     address: bc.address.to_string(),
-                    weight: bc.weight,
+                    weight: b.weight(bc),
                     mac: b.mac.map(|m| crate::netlink::format_mac(&m)),
                     state,
                     packets: counters.packets,
                     bytes: counters.bytes,
+                    config_weight: bc.weight,
+                    drained: b.drained,
+                    weight_override: b.weight_override,
+                    health: b.health.as_ref().map(Tracker::status),
                 });
             }
             backends.extend(self.retired_status(&vip_key(v))?);
@@ -482,6 +503,8 @@ impl Controller {
                 forwarding: self.forwards(&v.name),
                 packets: c.packets,
                 bytes: c.bytes,
+                usable_backends: slot.ring_members.as_ref().map_or(0, Vec::len),
+                on_down: v.on_down.as_str().to_string(),
                 backends,
             });
         }

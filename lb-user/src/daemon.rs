@@ -9,13 +9,17 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
 
 use crate::{
     config::{Config, XdpMode},
     control::{self, Controller, Neighbours},
     ctl::{self, Reply, Request},
     dataplane::Dataplane,
+    health::Scheduler,
     netlink,
     status::VrrpStatus,
     vrrp,
@@ -92,6 +96,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
         vrrp = config.vrrp.is_some(), "xlb attached");
 
+    let (mut checks, mut results) = Scheduler::new();
+    checks.reconcile(&config);
+    if !checks.is_empty() {
+        tracing::info!(checks = checks.len(), "health checks started");
+    }
+
     let controller = Arc::new(Mutex::new(controller));
     let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
     let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(false);
@@ -117,21 +127,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let socket = config.control_socket.clone();
     let served = controller.clone();
     let served_vrrp = vrrp_status.clone();
+    // A reload needs the running config and the checks, which this loop
+    // owns: the socket hands it over and waits for the answer.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Reply>>(4);
     let mut server = tokio::spawn({
         let socket = socket.clone();
         async move {
-            ctl::serve(&socket, move |req| match req {
-                Request::Status => match lock(&served).status() {
-                    Ok(mut s) => {
-                        if has_vrrp {
-                            s.vrrp = Some(vrrp::status_now(&served_vrrp));
-                        }
-                        Reply::Status(s)
-                    }
-                    Err(e) => Reply::Error {
-                        message: format!("{e:#}"),
-                    },
-                },
+            ctl::serve(&socket, move |req| {
+                let served = served.clone();
+                let served_vrrp = has_vrrp.then(|| served_vrrp.clone());
+                let reload_tx = reload_tx.clone();
+                async move {
+                    handle_request(req, &served, served_vrrp.as_deref(), &reload_tx).await
+                }
             })
             .await
         }
@@ -142,6 +150,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut running = config;
+    // A deadline rather than a fresh `sleep(tick)` per turn: health results
+    // arrive many times a second and would otherwise restart the sleep
+    // before it ever fires.
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
         let tick = if lock(&controller).has_unresolved() {
             NEIGHBOUR_REFRESH_UNRESOLVED
@@ -152,8 +164,31 @@ pub async fn run(config_path: &Path) -> Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                if let Some(new) = reload(config_path, &running, &controller, &mut neighbours) {
+                tracing::info!("SIGHUP: reloading {}", config_path.display());
+                if let Ok(new) = reload(config_path, &running, &controller, &mut neighbours) {
+                    checks.reconcile(&new);
                     running = new;
+                }
+            }
+            Some(reply) = reload_rx.recv() => {
+                tracing::info!("reload requested on the control socket");
+                let answer = match reload(config_path, &running, &controller, &mut neighbours) {
+                    Ok(new) => {
+                        checks.reconcile(&new);
+                        running = new;
+                        Reply::Ok { message: format!(
+                            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
+                            config_path.display(), running.vips.len(), checks.len()) }
+                    }
+                    Err(message) => Reply::Error { message },
+                };
+                let _ = reply.send(answer);
+            }
+            Some(result) = results.recv() => {
+                if checks.is_current(&result)
+                    && let Err(e) = lock(&controller).record_check(&result.vip, result.addr, result.outcome)
+                {
+                    tracing::warn!(error = format!("{e:#}"), "applying a health-check result failed");
                 }
             }
             res = async { vrrp_task.as_mut().expect("guarded").await }, if vrrp_task.is_some() => {
@@ -170,7 +205,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     Err(e) => anyhow!(e),
                 }).context("control socket");
             }
-            _ = tokio::time::sleep(tick) => {
+            _ = tokio::time::sleep_until(last_refresh + tick) => {
+                last_refresh = tokio::time::Instant::now();
                 if let Err(e) = lock(&controller).expire_retired(std::time::Instant::now()) {
                     tracing::warn!(error = format!("{e:#}"), "freeing removed backends failed");
                 }
@@ -226,20 +262,55 @@ fn check_forwarding(config: &Config) -> Result<()> {
     Ok(())
 }
 
+async fn handle_request(
+    req: Request,
+    controller: &Mutex<Controller>,
+    vrrp_status: Option<&Mutex<VrrpStatus>>,
+    reload: &mpsc::Sender<oneshot::Sender<Reply>>,
+) -> Reply {
+    let error = |e: anyhow::Error| Reply::Error {
+        message: format!("{e:#}"),
+    };
+    match req {
+        Request::Status => match lock(controller).status() {
+            Ok(mut s) => {
+                s.vrrp = vrrp_status.map(vrrp::status_now);
+                Reply::Status(s)
+            }
+            Err(e) => error(e),
+        },
+        Request::Backend {
+            vip,
+            backend,
+            action,
+        } => lock(controller)
+            .backend_action(&vip, &backend, action)
+            .map_or_else(error, |message| Reply::Ok { message }),
+        Request::Reload => {
+            let (tx, rx) = oneshot::channel();
+            if reload.send(tx).await.is_err() {
+                return error(anyhow!("the daemon is shutting down"));
+            }
+            rx.await
+                .unwrap_or_else(|_| error(anyhow!("the daemon dropped the reload")))
+        }
+    }
+}
+
 /// Applies a changed config file. A file that does not parse, or that
 /// changes what only a restart can change, is rejected and the running
-/// config stays.
+/// config stays; the error says why.
 fn reload(
     path: &Path,
     running: &Config,
     controller: &Mutex<Controller>,
     neighbours: &mut KernelNeighbours,
-) -> Option<Config> {
+) -> Result<Config, String> {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload rejected, keeping the running config:\n{e}");
-            return None;
+            return Err(format!("reload rejected, the running config stays:\n{e}"));
         }
     };
     if new.interface != running.interface
@@ -248,10 +319,10 @@ fn reload(
         || new.conntrack.size != running.conntrack.size
         || new.vrrp != running.vrrp
     {
-        tracing::error!(
-            "reload rejected: interface, xdp_mode, control_socket, conntrack.size and [vrrp] change only with a restart"
-        );
-        return None;
+        let msg = "reload rejected: interface, xdp_mode, control_socket, conntrack.size and \
+                   [vrrp] change only with a restart";
+        tracing::error!("{msg}");
+        return Err(msg.to_owned());
     }
     let mut c = lock(controller);
     // Only the connection-table settings change here: the flags (forwarding,
@@ -266,19 +337,21 @@ fn reload(
             error = format!("{e:#}"),
             "reload failed writing conntrack settings"
         );
-        return None;
+        return Err(format!("reload failed writing conntrack settings: {e:#}"));
     }
     match c.apply(&new, neighbours) {
         Ok(()) => {
             tracing::info!(vips = new.vips.len(), "configuration reloaded");
-            Some(new)
+            Ok(new)
         }
         Err(e) => {
             tracing::error!(
                 error = format!("{e:#}"),
                 "reload failed part-way; maps may mix old and new backends"
             );
-            None
+            Err(format!(
+                "reload failed part-way (maps may mix old and new backends): {e:#}"
+            ))
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod health;
 pub mod maglev;
 pub mod maps;
 pub mod netlink;

@@ -18,7 +18,7 @@ use netlink_packet_core::{
     NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
 };
 use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -237,6 +237,15 @@ fn address_request(ifindex: u32, addr: IpAddr) -> AddressMessage {
         m.header.flags = AddressHeaderFlags::Nodad;
         m.attributes
             .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        // Deprecated (preferred lifetime 0, valid forever): still answered
+        // for and accepted, never picked as a source address. Otherwise the
+        // /128 VIP wins source selection for the node's own connections to
+        // the backends' subnet, and health checks sourced from it are
+        // answered to the VIP on the backends' own `lo`.
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = 0;
+        lifetimes.ifa_valid = u32::MAX;
+        m.attributes.push(AddressAttribute::CacheInfo(lifetimes));
     }
     m
 }

@@ -108,6 +108,11 @@ impl Controller {
                 state: BackendState::Removed,
                 packets: c.packets,
                 bytes: c.bytes,
+                config_weight: r.config.weight,
+                drained: false,
+                weight_override: None,
+                // No longer checked: it only finishes its flows.
+                health: None,
             });
         }
         Ok(rows)

@@ -26,6 +26,9 @@ use super::{
 };
 use crate::netns::{self, ManagedChild, NetNs, TempDir};
 
+mod faults;
+pub use faults::Serve;
+
 /// The second xlb node of [`Topology::vrrp_pair`].
 const LB2_HOST: u8 = 3;
 
@@ -35,7 +38,11 @@ pub struct Topology {
     prefix: String,
     // Fields drop in this order after `Drop::drop` (which stops nginx): the
     // peer's XDP program, the namespaces (ends before the switch), the temp dir.
-    nginx: Vec<ManagedChild>,
+    /// One per backend; `None` while stopped (see [`Topology::stop_backend`]).
+    nginx: Vec<Option<ManagedChild>>,
+    /// Backends that accept connections and never answer (see
+    /// [`Topology::silence_backend`]); stopped on drop.
+    silent: Vec<faults::SilentServer>,
     /// The XDP_PASS programs on the bridge-side peers of the xlb NICs (see
     /// [`attach_xdp_pass`]); detached when dropped.
     peer_xdp: Vec<aya::Ebpf>,
@@ -50,9 +57,10 @@ pub struct Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for child in self.nginx.drain(..) {
+        for child in self.nginx.drain(..).flatten() {
             child.stop(Duration::from_secs(2));
         }
+        self.silent.clear();
         // Namespaces and the temp dir go with the fields.
     }
 }
@@ -96,6 +104,7 @@ impl Topology {
         let mut topo = Topology {
             prefix: prefix.clone(),
             nginx: Vec::new(),
+            silent: Vec::new(),
             peer_xdp: Vec::new(),
             backends: backend_ns,
             client,
@@ -183,7 +192,15 @@ impl Topology {
             // it. (With two nodes, VRRP assigns them to the master.)
             let lb_if = self.lb_ifname();
             ip(&self.lb, &format!("addr add {VIP4}/32 dev {lb_if}"))?;
-            ip(&self.lb, &format!("addr add {VIP6}/128 dev {lb_if} nodad"))?;
+            // Deprecated (preferred_lft 0): still answered for and accepted,
+            // but never picked as the source of the node's own traffic.
+            // Without it, IPv6 source selection prefers the /128 VIP (longest
+            // match) for connections to the backends, and a health check's
+            // reply would go to the VIP on the backend's own `lo`.
+            ip(
+                &self.lb,
+                &format!("addr add {VIP6}/128 dev {lb_if} nodad preferred_lft 0"),
+            )?;
         }
 
         // Backends accept VIP traffic on lo but never claim the VIP on the wire.
@@ -203,7 +220,10 @@ impl Topology {
         let (b4, b6) = (|i| self.backend_addr4(i), |i| self.backend_addr6(i));
         self.nginx = nginx::start_all(self.dir.path(), &self.backends, VIP_PORT, |i| {
             [b4(i).into(), b6(i).into()]
-        })?;
+        })?
+        .into_iter()
+        .map(Some)
+        .collect();
         Ok(())
     }
 

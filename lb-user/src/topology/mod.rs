@@ -18,7 +18,7 @@ mod nat;
 mod nginx;
 
 pub use capture::{Capture, Captured, source_of};
-pub use dsr::Topology;
+pub use dsr::{Serve, Topology};
 pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
 pub use nat::{BACKEND_PORT, NatLayout, NatTopology};
 

@@ -24,26 +24,7 @@ pub(super) fn start_all(
     let mut children = Vec::with_capacity(backends.len());
     for (idx, ns) in backends.iter().enumerate() {
         let i = idx + 1;
-        let dir = dir.join(format!("b{i}"));
-        std::fs::create_dir_all(dir.join("www"))?;
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        std::fs::write(dir.join("www").join("big"), big_body(i))?;
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf(&dir, i, port))?;
-        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
-        let mut cmd = ns.exec([NGINX]);
-        cmd.arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        children.push(ManagedChild::spawn(
-            &format!("nginx backend-{i}"),
-            &mut cmd,
-        )?);
+        children.push(spawn(dir, ns, i, port, &format!("backend-{i}\n"))?);
     }
     for (idx, ns) in backends.iter().enumerate() {
         let i = idx + 1;
@@ -60,7 +41,35 @@ pub(super) fn start_all(
     Ok(children)
 }
 
-fn wait_listening(
+/// Starts backend `i`'s nginx in `ns` (files in `dir/b<i>`) answering
+/// `body` on `/`; does not wait for it to listen.
+pub(super) fn spawn(
+    dir: &Path,
+    ns: &NetNs,
+    i: usize,
+    port: u16,
+    body: &str,
+) -> anyhow::Result<ManagedChild> {
+    let dir = dir.join(format!("b{i}"));
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    std::fs::write(dir.join("www").join("big"), big_body(i))?;
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf(&dir, i, port, body))?;
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let mut cmd = ns.exec([NGINX]);
+    cmd.arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    ManagedChild::spawn(&format!("nginx backend-{i}"), &mut cmd)
+}
+
+pub(super) fn wait_listening(
     ns: &NetNs,
     child: &ManagedChild,
     dir: &Path,
@@ -97,8 +106,13 @@ fn wait_listening(
     }
 }
 
-fn conf(dir: &Path, i: usize, port: u16) -> String {
+fn conf(dir: &Path, i: usize, port: u16, body: &str) -> String {
     let d = dir.display();
+    // As an nginx string: backslashes, quotes and newlines escaped.
+    let body = body
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
     format!(
         r#"# nginx for xlb test backend-{i} (generated)
 master_process off;
@@ -124,7 +138,7 @@ http {{
         listen 0.0.0.0:{port};
         listen [::]:{port} ipv6only=on;
         location / {{
-            return 200 "backend-{i}\n";
+            return 200 "{body}";
         }}
         location = /big {{
             root {d}/www;
@@ -159,7 +173,7 @@ mod tests {
 
     #[test]
     fn conf_listens_on_the_given_port_for_both_families() {
-        let c = conf(Path::new("/tmp/x"), 3, 8080);
+        let c = conf(Path::new("/tmp/x"), 3, 8080, "backend-3\n");
         assert!(c.contains("listen 0.0.0.0:8080;"), "{c}");
         assert!(c.contains("listen [::]:8080 ipv6only=on;"), "{c}");
         assert!(c.contains("return 200 \"backend-3\\n\";"), "{c}");
