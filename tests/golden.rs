@@ -171,7 +171,7 @@ fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
         family,
         flags: BACKEND_F_ACTIVE,
         mac: backend_mac(id),
-        _pad: [0; 2],
+        generation: 0,
     }
 }
 
@@ -477,4 +477,34 @@ fn backup_node_passes_vip_traffic_to_the_kernel() {
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(out, input);
+}
+
+#[test]
+fn packet_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
+    let Some(h) = harness("packet_too_big_goes_to_the_backend_of_the_flow_it_quotes") else {
+        return;
+    };
+    // The backend answered [fd00:18::2]:5353 from [VIP6]:53; a router on the
+    // way back says the reply was too big.
+    let input = packet_too_big6(VIP6, CLIENT6, 53, 5353, false);
+    let key = FlowKey {
+        src: words6(CLIENT6),
+        dst: words6(VIP6),
+        sport: 5353u16.to_be(),
+        dport: 53u16.to_be(),
+        proto: IPPROTO_UDP,
+        _pad: [0; 3],
+    };
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(out, dsr_rewritten(&input, h.predict(1, &key, false)));
+    // Same for IPv4 "fragmentation needed".
+    let input = frag_needed4(VIP4, CLIENT4, 80, 40000);
+    let id = h.predict(0, &key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP), false);
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(out, dsr_rewritten(&input, id));
+    // An error quoting something that is no VIP flow is the kernel's.
+    let other = frag_needed4(OTHER4, CLIENT4, 22, 40000);
+    assert_eq!(h.run(&other), (XDP_PASS, other.clone()));
 }

@@ -402,3 +402,72 @@ fn missing_interface_index_is_named_in_errors() {
         );
     });
 }
+
+#[test]
+fn host_addresses_are_added_listed_and_removed_idempotently() {
+    if !require_root("host_addresses_are_added_listed_and_removed_idempotently") {
+        return;
+    }
+    let t = topology();
+    let ifindex = t.ifindex;
+    t.lb.run(move || {
+        let vips = [addr("198.18.0.100"), addr("fd00::100")];
+        for v in vips {
+            netlink::add_host_address(ifindex, v).expect("add");
+            // Already there is fine: a master re-entering MASTER re-adds.
+            netlink::add_host_address(ifindex, v).expect("add again");
+        }
+        let listed = netlink::addresses(ifindex).expect("addresses");
+        for v in vips {
+            let a = listed.iter().find(|a| a.addr == v).expect("VIP listed");
+            assert_eq!(a.prefix_len, if v.is_ipv4() { 32 } else { 128 });
+        }
+        // The NIC's own IPv4 address comes first: VRRP sends from it.
+        let first_v4 = listed.iter().find(|a| a.addr.is_ipv4()).unwrap();
+        assert_eq!(first_v4.addr, addr("198.18.0.1"));
+        // The kernel adds the link-local address asynchronously after the
+        // link comes up: wait for it (bounded) rather than race it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !netlink::addresses(ifindex)
+            .expect("addresses")
+            .iter()
+            .any(|a| a.link_scope && a.addr.is_ipv6())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no IPv6 link-local address within 3 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // No DAD: the IPv6 VIP is usable at once, not tentative.
+        let shown = ip("-6 addr show dev xlb0");
+        let line = shown.lines().find(|l| l.contains("fd00::100")).unwrap();
+        assert!(!line.contains("tentative"), "{line}");
+        // Deprecated: never the source of the node's own traffic (health
+        // checks to the backends), still a local address.
+        assert!(line.contains("deprecated"), "{line}");
+        for v in vips {
+            netlink::del_host_address(ifindex, v).expect("del");
+            netlink::del_host_address(ifindex, v).expect("del again");
+        }
+        let listed = netlink::addresses(ifindex).expect("addresses");
+        assert!(listed.iter().all(|a| !vips.contains(&a.addr)), "{listed:?}");
+    });
+}
+
+#[test]
+fn carrier_follows_the_link() {
+    if !require_root("carrier_follows_the_link") {
+        return;
+    }
+    let t = topology();
+    let ifindex = t.ifindex;
+    t.lb.run(move || {
+        assert!(netlink::carrier(ifindex).expect("carrier"));
+        ip("link set xlb0 down");
+        assert!(!netlink::carrier(ifindex).expect("carrier"));
+        // xlb1 is down and its peer too.
+        let down = nix::net::if_::if_nametoindex("xlb1").unwrap();
+        assert!(!netlink::carrier(down).expect("carrier"));
+    });
+}

@@ -21,6 +21,11 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const DROP_STATS: &str = "DROP_STATS";
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const CT_STATS: &str = "CT_STATS";
+    pub const NEW_FLOW_BUDGET: &str = "NEW_FLOW_BUDGET";
+    pub const NAT_REVERSE: &str = "NAT_REVERSE";
+    pub const TX_PORTS: &str = "TX_PORTS";
 }
 
 /// Name of the XDP entry point in the object file.
@@ -30,6 +35,8 @@ pub const PROGRAM_NAME: &str = "xlb";
 pub const MAX_VIPS: u32 = 16_384;
 /// Size of the backend table. Id 0 is reserved and means "no backend".
 pub const MAX_BACKENDS: u32 = 65_536;
+/// Default size of the connection table (`FLOWS`), set at load time.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 /// Reserved backend id: an empty Maglev slot.
 pub const NO_BACKEND: u32 = 0;
 /// Default Maglev table size (a prime, as the algorithm requires).
@@ -50,6 +57,8 @@ pub const FAMILY_V6: u8 = 6;
 /// IP protocol numbers the data plane balances.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Key of the `VIPS` hash map.
 ///
@@ -67,9 +76,17 @@ pub struct VipKey {
 
 /// Forwarding modes (`VipMeta::mode`).
 pub const MODE_DSR: u32 = 0;
+/// Destination address and port rewritten to the backend's; replies
+/// rewritten back to the VIP on their way out.
+pub const MODE_NAT: u32 = 1;
+/// Most interfaces the program redirects between (`TX_PORTS`).
+pub const MAX_TX_PORTS: u32 = 64;
 
 /// `VipMeta::flags`: hash on the client address only (session affinity).
 pub const VIP_F_SOURCE_AFFINITY: u32 = 1 << 0;
+/// `VipMeta::flags`: this node is not the VRRP master of the VIP's group:
+/// its traffic goes to the kernel, never to a backend.
+pub const VIP_F_STANDBY: u32 = 1 << 1;
 
 /// Value of the `VIPS` hash map.
 #[repr(C)]
@@ -84,6 +101,9 @@ pub struct VipMeta {
 
 /// `BackendInfo::flags`: the entry is in use.
 pub const BACKEND_F_ACTIVE: u8 = 1 << 0;
+/// `BackendInfo::flags`: established flows to this backend are not kept;
+/// they are sent through Maglev again (`on_down = "reschedule"`).
+pub const BACKEND_F_RESCHEDULE: u8 = 1 << 1;
 
 /// Value of the `BACKENDS` array, indexed by backend id.
 #[repr(C)]
@@ -95,11 +115,16 @@ pub struct BackendInfo {
     pub family: u8,
     pub flags: u8,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Bumped each time the id is given to a different backend, so that a
+    /// connection-table entry made for the previous owner no longer matches.
+    pub generation: u16,
 }
 
 /// `LbConfig::flags`: this node forwards VIP traffic (VRRP master or standalone).
 pub const LB_F_FORWARDING: u32 = 1 << 0;
+/// `LbConfig::flags`: some VIP is in NAT mode, so non-VIP packets are
+/// checked against `NAT_REVERSE` (replies from backends).
+pub const LB_F_NAT: u32 = 1 << 1;
 
 /// Value of the single-entry `LB_CONFIG` array.
 #[repr(C)]
@@ -109,6 +134,80 @@ pub struct LbConfig {
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
     pub flags: u32,
+    /// Idle timeouts of connection-table entries, in seconds (0 = never).
+    pub tcp_timeout: u32,
+    /// After a FIN or RST: long enough for the last ACKs, short enough to
+    /// free the entry soon.
+    pub tcp_closing_timeout: u32,
+    pub udp_timeout: u32,
+    /// New entries a CPU may insert per second (0 = no limit). Above it,
+    /// flows are still balanced by Maglev but not remembered, so a SYN
+    /// flood cannot push established flows out of the LRU table.
+    pub new_flows_per_cpu: u32,
+    pub _pad2: u32,
+}
+
+/// Value of the `FLOWS` LRU hash (key: `FlowKey` of the client's packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    pub backend: u32,
+    /// `BackendInfo::generation` when the entry was made.
+    pub generation: u16,
+    pub flags: u16,
+    /// `bpf_ktime_get_ns` of the last packet (refreshed at most every
+    /// `FLOW_TOUCH_NS`, to keep writes off the hot path).
+    pub last_seen: u64,
+}
+
+/// `FlowState::flags`: a FIN or RST was seen.
+pub const FLOW_F_CLOSING: u16 = 1 << 0;
+/// Minimum interval between `last_seen` refreshes of one entry.
+pub const FLOW_TOUCH_NS: u64 = 1_000_000_000;
+
+/// Per-CPU token bucket for connection-table inserts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowBudget {
+    pub tokens: u64,
+    pub last_refill: u64,
+}
+
+/// Indices of `CT_STATS` (per-CPU packet counts).
+pub mod ct {
+    /// The flow was in the table and its backend still valid.
+    pub const HIT: u32 = 0;
+    /// Not in the table (or expired, or its backend gone): Maglev chose.
+    pub const MISS: u32 = 1;
+    pub const INSERT: u32 = 2;
+    /// Not inserted: over the per-CPU new-flow rate.
+    pub const REFUSED: u32 = 3;
+    /// In the table but idle past its timeout.
+    pub const EXPIRED: u32 = 4;
+    /// In the table but its backend was removed or rescheduled.
+    pub const STALE_BACKEND: u32 = 5;
+    /// A TCP packet without SYN missed: state lost (LRU eviction, restart).
+    pub const MISS_MIDFLOW: u32 = 6;
+    /// A reply from a NAT backend, rewritten back to the VIP.
+    pub const NAT_REPLY: u32 = 7;
+    /// NAT next hop unknown to the kernel yet: passed to it to resolve.
+    pub const NAT_NO_NEIGH: u32 = 8;
+    /// An ICMP "fragmentation needed" / "packet too big" sent to the
+    /// backend of the flow it quotes.
+    pub const ICMP_TO_FLOW: u32 = 9;
+    pub const COUNT: u32 = 10;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "hit",
+        "miss",
+        "insert",
+        "refused",
+        "expired",
+        "stale_backend",
+        "miss_midflow",
+        "nat_reply",
+        "nat_no_neigh",
+        "icmp_to_flow",
+    ];
 }
 
 /// A packet and byte counter pair, kept per CPU.
@@ -198,6 +297,10 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowBudget {}
 }
 
 #[cfg(test)]
@@ -210,7 +313,9 @@ mod tests {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipMeta>(), 16);
         assert_eq!(size_of::<BackendInfo>(), 28);
-        assert_eq!(size_of::<LbConfig>(), 12);
+        assert_eq!(size_of::<LbConfig>(), 32);
+        assert_eq!(size_of::<FlowState>(), 16);
+        assert_eq!(size_of::<FlowBudget>(), 16);
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
     }

@@ -1,18 +1,21 @@
 //! xlb's XDP program: match VIP traffic, pick a backend by Maglev, forward
-//! by MAC rewrite (DSR). Everything else goes to the kernel untouched.
+//! by MAC rewrite (DSR) or address translation (NAT). Everything else goes
+//! to the kernel untouched.
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod forward;
 mod lookup;
 mod maps;
+mod nat;
 mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{LB_F_FORWARDING, global};
+use lb_common::{LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, ct, global};
 
-use crate::parse::Parsed;
+use crate::{nat::Side, parse::Parsed};
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
@@ -41,9 +44,7 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
             return xdp_action::XDP_PASS;
         }
         Parsed::Flow(flow) => flow,
-    };
-    let Some(meta) = lookup::vip(&flow) else {
-        return xdp_action::XDP_PASS;
+        Parsed::IcmpError(flow) => return icmp_error(ctx, &flow, len),
     };
     let Some(cfg) = maps::LB_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
@@ -53,21 +54,115 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
     if cfg.flags & LB_F_FORWARDING == 0 {
         return xdp_action::XDP_PASS;
     }
-    stats::vip(meta.index, len);
-    let (id, backend) = match lookup::backend(&meta, &flow.key) {
-        Ok(found) => found,
-        Err(reason) => {
-            stats::dropped(reason, len);
-            return xdp_action::XDP_DROP;
+    let Some(meta) = lookup::vip(&flow) else {
+        if cfg.flags & LB_F_NAT != 0 {
+            return nat_reply(ctx, &flow, len);
         }
+        return xdp_action::XDP_PASS;
     };
-    if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
-        stats::dropped(lb_common::drop::L4_TRUNCATED, len);
-        return xdp_action::XDP_DROP;
+    // A VIP whose VRRP group is mastered elsewhere is not ours to forward.
+    if meta.flags & VIP_F_STANDBY != 0 {
+        return xdp_action::XDP_PASS;
     }
+    stats::vip(meta.index, len);
+    let nat = meta.mode == MODE_NAT;
+    // The connection table first: Maglev only decides new flows.
+    let now = conntrack::now();
+    let (id, backend, new_flow) = match conntrack::lookup(&flow, cfg, now) {
+        Some((id, backend)) => (id, backend, false),
+        None => match lookup::backend(&meta, &flow.key) {
+            Ok((id, backend)) => {
+                // NAT cannot translate replies of a flow it does not
+                // remember, so NAT flows bypass the insert budget.
+                conntrack::remember(&flow, id, &backend, cfg, now, nat);
+                (id, backend, true)
+            }
+            Err(reason) => {
+                stats::dropped(reason, len);
+                return xdp_action::XDP_DROP;
+            }
+        },
+    };
     stats::backend(id, len);
     stats::global(global::FORWARD, len);
-    xdp_action::XDP_TX
+    if !nat {
+        if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
+            return xdp_action::XDP_PASS;
+        }
+        return xdp_action::XDP_TX;
+    }
+    let Some(translated) = nat::rewrite(ctx, &flow, Side::Dst, &words(&backend.addr), backend.port)
+    else {
+        return xdp_action::XDP_PASS;
+    };
+    if new_flow {
+        nat::remember_reverse(&flow, &translated);
+    }
+    nat::forward(ctx, &flow, &translated)
+}
+
+/// An ICMP "fragmentation needed" / "packet too big" about a packet the
+/// VIP sent goes to the backend that owns the quoted flow, so that its
+/// stack lowers the path MTU (DSR: as is; NAT: translated). Errors that
+/// quote no VIP flow go to the kernel.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
+    let Some(cfg) = maps::LB_CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if cfg.flags & LB_F_FORWARDING == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(meta) = lookup::vip(flow).filter(|m| m.flags & VIP_F_STANDBY == 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // The flow's backend: from the table, else where Maglev sends it.
+    let found = match conntrack::lookup(flow, cfg, conntrack::now()) {
+        Some(found) => Some(found),
+        None => lookup::backend(&meta, &flow.key).ok(),
+    };
+    let Some((id, backend)) = found else {
+        return xdp_action::XDP_PASS;
+    };
+    stats::conntrack(ct::ICMP_TO_FLOW);
+    stats::backend(id, len);
+    stats::global(global::FORWARD, len);
+    if meta.mode != MODE_NAT {
+        if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
+            return xdp_action::XDP_PASS;
+        }
+        return xdp_action::XDP_TX;
+    }
+    match nat::icmp_to_backend(ctx, flow, &words(&backend.addr), backend.port) {
+        Some(key) => nat::forward(ctx, flow, &key),
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// A packet that is not for a VIP: if it is a NAT backend's reply, put the
+/// VIP back as its source and send it to the client; anything else goes to
+/// the kernel untouched.
+#[inline(always)]
+fn nat_reply(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
+    let Some((vip, port)) = nat::reverse(flow) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(translated) = nat::rewrite(ctx, flow, Side::Src, &vip, port) else {
+        return xdp_action::XDP_PASS;
+    };
+    stats::conntrack(ct::NAT_REPLY);
+    stats::global(global::FORWARD, len);
+    nat::forward(ctx, flow, &translated)
+}
+
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
 }
 
 #[cfg(not(test))]

@@ -1,12 +1,13 @@
 //! Every map of the data plane, in one place. Names match `lb_common::map_names`.
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    BPF_F_INNER_MAP, BackendInfo, Counters, DEFAULT_RING_SIZE, LbConfig, MAX_BACKENDS, MAX_VIPS,
-    RING_FIRST_SLOT, VipKey, VipMeta, drop, global,
+    BPF_F_INNER_MAP, BackendInfo, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_SIZE, FlowBudget,
+    FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, VipKey,
+    VipMeta, ct, drop, global,
 };
 
 /// One Maglev ring per VIP: element 0 holds the ring size, elements
@@ -49,3 +50,29 @@ pub static DROP_STATS: PerCpuArray<u64, { drop::COUNT as usize }> = PerCpuArray:
 
 #[btf_map]
 pub static GLOBAL_STATS: PerCpuArray<Counters, { global::COUNT as usize }> = PerCpuArray::new();
+
+/// The connection table: client 5-tuple → backend. One table shared by all
+/// CPUs (not per-CPU): a flow must keep its backend even when its packets
+/// move to another CPU (RSS changes, generic XDP, veth). Its size is set by
+/// userspace at load time.
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, FlowState, { DEFAULT_FLOW_TABLE_SIZE as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static CT_STATS: PerCpuArray<u64, { ct::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU token bucket limiting connection-table inserts.
+#[btf_map]
+pub static NEW_FLOW_BUDGET: PerCpuArray<FlowBudget, 1> = PerCpuArray::new();
+
+/// NAT replies: (backend → client) 5-tuple → the VIP to put back as source.
+/// Filled together with `FLOWS` for flows of NAT VIPs.
+#[btf_map]
+pub static NAT_REVERSE: LruHashMap<FlowKey, VipKey, { DEFAULT_FLOW_TABLE_SIZE as usize }> =
+    LruHashMap::new();
+
+/// Interfaces NAT may redirect to (ifindex → ifindex), filled by userspace
+/// with the interfaces xlb is attached to.
+#[btf_map]
+pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();

@@ -3,7 +3,9 @@
 //! `data_end` so the verifier can prove it.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, drop};
+use lb_common::{
+    FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, drop,
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_TYPE_OFF: usize = 12;
@@ -28,6 +30,7 @@ const IPV6_DST_OFF: usize = 24;
 
 const TCP_MIN_HLEN: usize = 20;
 const TCP_DOFF_OFF: usize = 12;
+const TCP_FLAGS_OFF: usize = 13;
 const UDP_HLEN: usize = 8;
 
 /// What the parser found.
@@ -41,16 +44,36 @@ pub enum Parsed {
     DropIfVip(u32, Flow),
     /// A TCP or UDP packet with its 5-tuple.
     Flow(Flow),
+    /// An ICMP "fragmentation needed" / "packet too big" whose quoted
+    /// header is TCP or UDP: `key` is the 5-tuple of the client's flow
+    /// that the quoted (VIP → client) packet belongs to.
+    IcmpError(Flow),
 }
 
 pub struct Flow {
     pub key: FlowKey,
     pub family: u8,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+    /// Offsets of the IP and TCP/UDP (or ICMP) headers (for rewrites).
+    pub l3: usize,
+    pub l4: usize,
 }
+
+const ICMP_HLEN: usize = 8;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// A quoted IPv4 header without options (options there are not followed).
+const IPV4_NO_OPTIONS: u8 = 0x45;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 
 /// Pointer to a `T` at `offset` bytes into the packet, if it fits.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -102,6 +125,9 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
         return Parsed::Drop(drop::IPV4_TRUNCATED);
     }
     let l4proto = h[IPV4_PROTO_OFF];
+    if l4proto == IPPROTO_ICMP {
+        return parse_icmp4(ctx, l3, l3 + hlen);
+    }
     if l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP {
         return Parsed::Pass;
     }
@@ -115,14 +141,18 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
             ..FlowKey::default()
         },
         family: FAMILY_V4,
+        tcp_flags: 0,
+        l3,
+        l4: l3 + hlen,
     };
     if frag & IPV4_FRAG_MASK != 0 {
         return Parsed::DropIfVip(drop::FRAGMENT, flow);
     }
     match parse_ports(ctx, l3 + hlen, l4proto) {
-        Some((sport, dport)) => {
+        Some((sport, dport, tcp_flags)) => {
             flow.key.sport = sport;
             flow.key.dport = dport;
+            flow.tcp_flags = tcp_flags;
             Parsed::Flow(flow)
         }
         None => Parsed::DropIfVip(drop::L4_TRUNCATED, flow),
@@ -141,6 +171,9 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
     ) else {
         return Parsed::Drop(drop::IPV6_TRUNCATED);
     };
+    if next == IPPROTO_ICMPV6 {
+        return parse_icmp6(ctx, l3, l3 + IPV6_HLEN);
+    }
     // Extension headers are left to the kernel.
     if next != IPPROTO_TCP && next != IPPROTO_UDP {
         return Parsed::Pass;
@@ -153,35 +186,133 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
             ..FlowKey::default()
         },
         family: FAMILY_V6,
+        tcp_flags: 0,
+        l3,
+        l4: l3 + IPV6_HLEN,
     };
     match parse_ports(ctx, l3 + IPV6_HLEN, next) {
-        Some((sport, dport)) => {
+        Some((sport, dport, tcp_flags)) => {
             flow.key.sport = sport;
             flow.key.dport = dport;
+            flow.tcp_flags = tcp_flags;
             Parsed::Flow(flow)
         }
         None => Parsed::DropIfVip(drop::L4_TRUNCATED, flow),
     }
 }
 
-/// Source and destination port (network byte order) of a complete TCP or
-/// UDP header at `l4`. Each header is copied out through one checked
+/// Source and destination port (network byte order) and TCP flags of a
+/// complete TCP or UDP header at `l4`. Each header is copied out through one checked
 /// pointer: after a variable IPv4 header length the verifier only trusts
 /// loads through the very pointer it saw bounds-checked.
 #[inline(always)]
-fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Option<(u16, u16)> {
-    let ports = if proto == IPPROTO_TCP {
+fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Option<(u16, u16, u8)> {
+    let (ports, flags) = if proto == IPPROTO_TCP {
         let h = read::<[u8; TCP_MIN_HLEN]>(ctx, l4)?;
         if ((h[TCP_DOFF_OFF] >> 4) as usize) * 4 < TCP_MIN_HLEN {
             return None;
         }
-        [h[0], h[1], h[2], h[3]]
+        ([h[0], h[1], h[2], h[3]], h[TCP_FLAGS_OFF])
     } else {
         let h = read::<[u8; UDP_HLEN]>(ctx, l4)?;
-        [h[0], h[1], h[2], h[3]]
+        ([h[0], h[1], h[2], h[3]], 0)
     };
     Some((
         u16::from_ne_bytes([ports[0], ports[1]]),
         u16::from_ne_bytes([ports[2], ports[3]]),
+        flags,
     ))
+}
+
+#[inline(always)]
+fn word(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// The flow an ICMP error quoting `src:sport → dst:dport` belongs to: the
+/// quoted packet went from the VIP to the client, so the client's flow is
+/// its reverse.
+#[inline(always)]
+fn quoted_flow(
+    q_src: [u32; 4],
+    q_dst: [u32; 4],
+    ports: &[u8],
+    proto: u8,
+    family: u8,
+    l3: usize,
+    l4: usize,
+) -> Parsed {
+    Parsed::IcmpError(Flow {
+        key: FlowKey {
+            src: q_dst,
+            dst: q_src,
+            sport: u16::from_ne_bytes([ports[2], ports[3]]),
+            dport: u16::from_ne_bytes([ports[0], ports[1]]),
+            proto,
+            _pad: [0; 3],
+        },
+        family,
+        tcp_flags: 0,
+        l3,
+        l4,
+    })
+}
+
+/// ICMP: only "fragmentation needed" quoting an option-less IPv4 TCP/UDP
+/// header is steered; every other ICMP message goes to the kernel.
+#[inline(always)]
+fn parse_icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Parsed {
+    // ICMP header, quoted IPv4 header, quoted ports: one checked copy.
+    let Some(h) = read::<[u8; ICMP_HLEN + IPV4_MIN_HLEN + 4]>(ctx, l4) else {
+        return Parsed::Pass;
+    };
+    let q = ICMP_HLEN;
+    let proto = h[q + IPV4_PROTO_OFF];
+    if h[0] != ICMP_DEST_UNREACH
+        || h[1] != ICMP_FRAG_NEEDED
+        || h[q] != IPV4_NO_OPTIONS
+        || (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+    {
+        return Parsed::Pass;
+    }
+    quoted_flow(
+        [word(&h, q + IPV4_SRC_OFF), 0, 0, 0],
+        [word(&h, q + IPV4_DST_OFF), 0, 0, 0],
+        &h[q + IPV4_MIN_HLEN..],
+        proto,
+        FAMILY_V4,
+        l3,
+        l4,
+    )
+}
+
+/// ICMPv6: only "packet too big" quoting a TCP/UDP header right after the
+/// fixed IPv6 header is steered.
+#[inline(always)]
+fn parse_icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Parsed {
+    let Some(h) = read::<[u8; ICMP_HLEN + IPV6_HLEN + 4]>(ctx, l4) else {
+        return Parsed::Pass;
+    };
+    let q = ICMP_HLEN;
+    let proto = h[q + IPV6_NEXT_OFF];
+    if h[0] != ICMPV6_PACKET_TOO_BIG || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return Parsed::Pass;
+    }
+    let addr = |off: usize| {
+        [
+            word(&h, off),
+            word(&h, off + 4),
+            word(&h, off + 8),
+            word(&h, off + 12),
+        ]
+    };
+    quoted_flow(
+        addr(q + IPV6_SRC_OFF),
+        addr(q + IPV6_DST_OFF),
+        &h[q + IPV6_HLEN..],
+        proto,
+        FAMILY_V6,
+        l3,
+        l4,
+    )
 }

@@ -2,7 +2,7 @@
 
 use lb_common::{Counters, global};
 
-use crate::maps::{BACKEND_STATS, DROP_STATS, GLOBAL_STATS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, VIP_STATS};
 
 #[inline(always)]
 fn bump(c: Option<*mut Counters>, bytes: u64) {
@@ -38,4 +38,12 @@ pub fn dropped(reason: u32, bytes: u64) {
         unsafe { *c += 1 };
     }
     global(global::DROP, bytes);
+}
+
+#[inline(always)]
+pub fn conntrack(event: u32) {
+    if let Some(c) = CT_STATS.get_ptr_mut(event) {
+        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
+        unsafe { *c += 1 };
+    }
 }

@@ -3,8 +3,12 @@
 //!
 //! VIP indices and backend ids are allocated once per identity and kept
 //! across reloads, so counters survive and unchanged rings are not touched.
-//! A backend is in its VIP's Maglev ring only while its MAC is known and its
-//! weight is above zero.
+//! A backend is in its VIP's Maglev ring only while it is *usable*: its MAC
+//! is known, its weight (runtime override or file) is above zero, and its
+//! health check (if any) says up. Leaving the ring affects new flows only:
+//! the backend's `BACKENDS` entry stays active, so flows the connection
+//! table already tracks keep reaching it, unless `on_down = "reschedule"`
+//! flags the entry so that those flows are hashed again.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,17 +17,28 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, MODE_DSR,
-    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, global,
+    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, LB_F_FORWARDING, LB_F_NAT, LbConfig,
+    MAX_BACKENDS, MAX_VIPS, MODE_DSR, MODE_NAT, VIP_F_SOURCE_AFFINITY, VIP_F_STANDBY, VipKey,
+    VipMeta, ct, drop, global,
 };
 
+mod retire;
+mod standby;
+
 use crate::{
-    config::{Affinity, Config, Mode, VipConfig},
+    config::{Affinity, BackendConfig, Config, ConntrackConfig, Mode, VipConfig},
     dataplane::{Attached, Dataplane},
+    health::{Health, Tracker},
     maglev,
     maps::Maps,
     status::{BackendState, BackendStatus, Status, VipStatus},
 };
+
+mod backend;
+mod runtime;
+
+pub use backend::BackendAction;
+use backend::BackendSlot;
 
 /// Where neighbour MACs come from: the kernel (netlink) in production, a
 /// table in tests.
@@ -94,10 +109,11 @@ impl IdPool {
     }
 }
 
-struct BackendSlot {
-    id: u32,
-    mac: Option<[u8; 6]>,
-}
+/// A known MAC is given up only after this many consecutive refreshes
+/// without a usable neighbour entry: entries briefly vanish or go INCOMPLETE
+/// while the kernel revalidates them, and dropping the backend from the ring
+/// for that would move its flows for nothing.
+const MAC_LOST_AFTER: u32 = 3;
 
 struct VipSlot {
     index: u32,
@@ -115,6 +131,14 @@ pub struct Controller {
     vips: BTreeMap<VipKey, VipSlot>,
     vip_pool: IdPool,
     backend_pool: IdPool,
+    /// Current generation of every backend id.
+    generations: Vec<u16>,
+    /// Names of VIPs whose VRRP group this node does not master.
+    standby: std::collections::HashSet<String>,
+    /// Backends removed from the configuration whose flows may go on.
+    retired: Vec<retire::Retired>,
+    /// Connection-table settings (how long removed backends are kept).
+    conntrack: ConntrackConfig,
 }
 
 impl Controller {
@@ -126,6 +150,10 @@ impl Controller {
             vips: BTreeMap::new(),
             vip_pool: IdPool::new(0, MAX_VIPS),
             backend_pool: IdPool::new(1, MAX_BACKENDS),
+            generations: vec![0; MAX_BACKENDS as usize],
+            standby: Default::default(),
+            retired: Vec::new(),
+            conntrack: ConntrackConfig::default(),
         }
     }
 
@@ -140,16 +168,27 @@ impl Controller {
     /// Attaches the program to the configured interface; call after the
     /// first `apply` so that the first packet already sees every VIP.
     pub fn attach(&mut self, allow_native: bool, allow_generic: bool) -> Result<Attached> {
-        let attached = self
-            .dp
-            .attach(&self.interface, allow_native, allow_generic)?;
-        self.attached = Some(attached);
+        let interface = self.interface.clone();
+        self.attach_to(&interface, allow_native, allow_generic)
+    }
+
+    /// Attaches the program to one more interface (the server side of a
+    /// two-armed NAT layout).
+    pub fn attach_to(
+        &mut self,
+        interface: &str,
+        allow_native: bool,
+        allow_generic: bool,
+    ) -> Result<Attached> {
+        let attached = self.dp.attach(interface, allow_native, allow_generic)?;
+        self.attached.get_or_insert(attached);
         Ok(attached)
     }
 
     /// Makes the maps serve `config`'s VIPs. VIPs and backends that stay keep
     /// their index/id (and counters); new ones are added, gone ones removed.
     pub fn apply(&mut self, config: &Config, neighbours: &mut dyn Neighbours) -> Result<()> {
+        self.conntrack = config.conntrack;
         let wanted: BTreeMap<VipKey, &VipConfig> =
             config.vips.iter().map(|v| (vip_key(v), v)).collect();
 
@@ -165,6 +204,14 @@ impl Controller {
         for (key, vip) in wanted {
             self.upsert_vip(key, vip)?;
         }
+        // Replies are looked up in NAT_REVERSE only while some VIP needs it.
+        let mut lb = self.dp.maps.config()?;
+        if config.vips.iter().any(|v| v.mode == Mode::Nat) {
+            lb.flags |= LB_F_NAT;
+        } else {
+            lb.flags &= !LB_F_NAT;
+        }
+        self.dp.maps.set_config(&lb)?;
         self.refresh_neighbours(neighbours)
     }
 
@@ -186,6 +233,7 @@ impl Controller {
             self.dp.maps.clear_backend(b.id)?;
             self.backend_pool.give(b.id);
         }
+        self.free_retired(std::time::Instant::now(), Some(key))?;
         self.vip_pool.give(slot.index);
         tracing::info!(vip = %slot.config.name, "VIP removed");
         Ok(())
@@ -214,81 +262,104 @@ impl Controller {
         let slot = self.vips.get_mut(&key).expect("inserted above");
 
         // Keep ids (and MACs) of backends that stay, by address.
-        let mut old: HashMap<IpAddr, BackendSlot> = slot
+        let mut old: HashMap<IpAddr, (BackendConfig, BackendSlot)> = slot
             .backends
             .drain(..)
             .zip(slot.config.backends.iter())
-            .map(|(b, c)| (c.address, b))
+            .map(|(b, c)| (c.address, (c.clone(), b)))
             .collect();
         let mut backends = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
-            let kept = match old.remove(&b.address) {
-                Some(kept) => kept,
-                None => {
-                    let Some(id) = self.backend_pool.take() else {
-                        bail!("too many backends (limit {})", MAX_BACKENDS - 1);
-                    };
-                    self.dp.maps.reset_backend_counters(id)?;
-                    BackendSlot { id, mac: None }
-                }
-            };
-            backends.push(kept);
+            if let Some((_, mut kept)) = old.remove(&b.address) {
+                kept.reconfigure(&vip.name, b);
+                backends.push(kept);
+            } else if let Some(mut back) = self.unretire(&key, b.address) {
+                // Re-added within its grace: same id and generation, so the
+                // flows it still carries keep matching.
+                tracing::info!(vip = %vip.name, backend = %b.name, "removed backend re-added");
+                back.reconfigure(&vip.name, b);
+                backends.push(back);
+            } else {
+                let Some(id) = self.backend_pool.take() else {
+                    bail!("too many backends (limit {})", MAX_BACKENDS - 1);
+                };
+                self.dp.maps.reset_backend_counters(id)?;
+                // A new owner of the id: connection-table entries made for
+                // the previous one must not match it.
+                let generation = &mut self.generations[id as usize];
+                *generation = generation.wrapping_add(1);
+                backends.push(BackendSlot::new(id, *generation, b));
+            }
         }
+        let slot = self.vips.get_mut(&key).expect("inserted above");
         slot.backends = backends;
         slot.config = vip.clone();
-        let removed: Vec<BackendSlot> = old.into_values().collect();
 
         // Ring (without the removed backends) before the VIP entry that
-        // makes it reachable, then free what is no longer referenced.
+        // makes it reachable.
         Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
         let meta = VipMeta {
             index: slot.index,
             mode: match vip.mode {
                 Mode::Dsr => MODE_DSR,
+                Mode::Nat => MODE_NAT,
             },
             flags: match vip.affinity {
                 Affinity::Flow => 0,
                 Affinity::Source => VIP_F_SOURCE_AFFINITY,
+            } | if self.standby.contains(&vip.name) {
+                VIP_F_STANDBY
+            } else {
+                0
             },
             _pad: 0,
         };
         self.dp.maps.set_vip(&key, &meta)?;
         self.dp.maps.set_vip_addr(&vip_addr_key(&key))?;
-        for b in removed {
-            self.dp.maps.clear_backend(b.id)?;
-            self.backend_pool.give(b.id);
+        // Removed backends leave the ring (above) but keep their entry
+        // until their flows have had time to end.
+        let grace = retire::grace(&self.conntrack, vip.protocol);
+        for (config, slot) in old.into_values() {
+            self.retire(key, &vip.name, config, slot, grace);
         }
         Ok(())
     }
 
     /// Writes every backend entry of `slot` and rebuilds its ring if the set
-    /// of usable (resolved, weight > 0) backends or their weights changed.
+    /// of usable (resolved, weight > 0, healthy) backends or their weights
+    /// changed. A backend that is only unhealthy keeps its active entry: the
+    /// flows already tracked for it go on.
     fn sync_backends_and_ring(maps: &mut Maps, slot: &mut VipSlot) -> Result<()> {
         let vip = &slot.config;
         let mut members = Vec::new();
         let mut ids = Vec::new();
         for (b, c) in slot.backends.iter().zip(&vip.backends) {
             let (addr, family) = addr_bytes(c.address);
-            let info = match b.mac {
-                Some(mac) => BackendInfo {
+            // NAT finds the next hop with the kernel's FIB per packet; only
+            // DSR needs the backend's own MAC.
+            let reachable = vip.mode == Mode::Nat || b.mac.is_some();
+            let info = if reachable {
+                BackendInfo {
                     addr,
-                    port: vip.port.to_be(),
+                    port: c.port.to_be(),
                     family,
-                    flags: BACKEND_F_ACTIVE,
-                    mac,
-                    _pad: [0; 2],
-                },
-                None => BackendInfo::default(),
+                    flags: BACKEND_F_ACTIVE | b.reschedule_flag(vip.on_down),
+                    mac: b.mac.unwrap_or_default(),
+                    generation: b.generation,
+                }
+            } else {
+                BackendInfo::default()
             };
             maps.set_backend(b.id, &info)?;
-            if b.mac.is_some() && c.weight > 0 {
-                members.push((maglev::identity(c.address, vip.port), c.weight));
+            if b.usable(c, vip.mode) {
+                members.push((maglev::identity(c.address, c.port), b.weight(c)));
                 ids.push(b.id);
             }
         }
         if slot.ring_members.as_ref() == Some(&members) {
             return Ok(());
         }
+        let had_members = slot.ring_members.as_ref().is_some_and(|m| !m.is_empty());
         let table = maglev::build_table(
             &members
                 .iter()
@@ -318,20 +389,50 @@ impl Controller {
         tracing::info!(vip = %vip.name, backends = ids.len(), slots = vip.ring_size,
             "Maglev table installed");
         if ids.is_empty() && !vip.backends.is_empty() {
-            tracing::warn!(vip = %vip.name, "no usable backend: VIP traffic is dropped (counted as no_backend)");
+            let count = |f: &dyn Fn(&BackendSlot, &BackendConfig) -> bool| {
+                slot.backends
+                    .iter()
+                    .zip(&vip.backends)
+                    .filter(|(b, c)| f(b, c))
+                    .count()
+            };
+            tracing::error!(vip = %vip.name, backends = vip.backends.len(),
+                unhealthy = count(&|b, _| !b.health_up()),
+                weight_zero = count(&|b, c| b.weight(c) == 0),
+                unresolved = count(&|b, _| b.mac.is_none()),
+                "no usable backend: new connections to this VIP are dropped (counted as no_backend)");
+        } else if !ids.is_empty() && !had_members && slot.ring_members.is_some() {
+            tracing::info!(vip = %vip.name, backends = ids.len(), "VIP has usable backends again");
         }
         slot.ring_members = Some(members);
         Ok(())
     }
 
     /// Reads the neighbour table, updates backend MACs (and rings where the
-    /// usable set changed), and asks the kernel to resolve missing ones.
+    /// usable set changed), and asks the kernel to resolve or revalidate
+    /// every backend. XDP forwarding never "uses" a neighbour entry in the
+    /// kernel's eyes, so without these probes entries would go STALE and be
+    /// garbage-collected under a backend that is serving traffic.
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
         for slot in self.vips.values_mut() {
+            if slot.config.mode == Mode::Nat {
+                continue;
+            }
             let mut changed = false;
             for (b, c) in slot.backends.iter_mut().zip(&slot.config.backends) {
-                let mac = table.get(&c.address).copied();
+                let seen = table.get(&c.address).copied();
+                let mac = match (seen, b.mac) {
+                    (Some(m), _) => {
+                        b.missing = 0;
+                        Some(m)
+                    }
+                    (None, Some(old)) if b.missing + 1 < MAC_LOST_AFTER => {
+                        b.missing += 1;
+                        Some(old)
+                    }
+                    (None, _) => None,
+                };
                 if mac != b.mac {
                     match mac {
                         Some(m) => tracing::info!(vip = %slot.config.name, backend = %c.name,
@@ -342,9 +443,7 @@ impl Controller {
                     b.mac = mac;
                     changed = true;
                 }
-                if mac.is_none()
-                    && let Err(e) = neighbours.probe(c.address)
-                {
+                if let Err(e) = neighbours.probe(c.address) {
                     tracing::debug!(backend = %c.name, error = %e, "neighbour probe failed");
                 }
             }
@@ -358,7 +457,7 @@ impl Controller {
     pub fn has_unresolved(&self) -> bool {
         self.vips
             .values()
-            .any(|s| s.backends.iter().any(|b| b.mac.is_none()))
+            .any(|s| s.config.mode == Mode::Dsr && s.backends.iter().any(|b| b.mac.is_none()))
     }
 
     pub fn status(&self) -> Result<Status> {
@@ -369,21 +468,30 @@ impl Controller {
             let mut backends = Vec::new();
             for (b, bc) in slot.backends.iter().zip(&v.backends) {
                 let counters = self.dp.maps.backend_counters(b.id)?;
-                let state = match (b.mac, bc.weight) {
-                    (None, _) => BackendState::Unresolved,
-                    (Some(_), 0) => BackendState::Draining,
-                    (Some(_), _) => BackendState::Active,
+                let reachable = v.mode == Mode::Nat || b.mac.is_some();
+                let health = b.health.as_ref().map(Tracker::state);
+                let state = match (reachable, health, b.weight(bc)) {
+                    (false, _, _) => BackendState::Unresolved,
+                    (_, Some(Health::Down), _) => BackendState::Down,
+                    (_, Some(Health::Unknown), _) => BackendState::Pending,
+                    (true, _, 0) => BackendState::Draining,
+                    (true, _, _) => BackendState::Active,
                 };
                 backends.push(BackendStatus {
                     name: bc.name.clone(),
                     address: bc.address.to_string(),
-                    weight: bc.weight,
+                    weight: b.weight(bc),
                     mac: b.mac.map(|m| crate::netlink::format_mac(&m)),
                     state,
                     packets: counters.packets,
                     bytes: counters.bytes,
+                    config_weight: bc.weight,
+                    drained: b.drained,
+                    weight_override: b.weight_override,
+                    health: b.health.as_ref().map(Tracker::status),
                 });
             }
+            backends.extend(self.retired_status(&vip_key(v))?);
             vips.push(VipStatus {
                 name: v.name.clone(),
                 address: v.address.to_string(),
@@ -392,8 +500,11 @@ impl Controller {
                 mode: v.mode.as_str().to_string(),
                 affinity: v.affinity.as_str().to_string(),
                 ring_size: v.ring_size,
+                forwarding: self.forwards(&v.name),
                 packets: c.packets,
                 bytes: c.bytes,
+                usable_backends: slot.ring_members.as_ref().map_or(0, Vec::len),
+                on_down: v.on_down.as_str().to_string(),
                 backends,
             });
         }
@@ -405,7 +516,9 @@ impl Controller {
                 .attached
                 .map_or("detached", Attached::as_str)
                 .to_string(),
-            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0,
+            // The node forwards if its flag is on and some VIP is not standby.
+            forwarding: self.dp.maps.config()?.flags & lb_common::LB_F_FORWARDING != 0
+                && (self.vips.is_empty() || vips.iter().any(|v| v.forwarding)),
             vips,
             global: global::NAMES
                 .iter()
@@ -417,6 +530,35 @@ impl Controller {
                 .zip(drops.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            conntrack: ct::NAMES
+                .iter()
+                .zip(self.dp.maps.conntrack_stats()?.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+            // Filled in by the daemon, which owns the VRRP engine.
+            vrrp: None,
         })
+    }
+}
+
+/// The node-wide settings the data plane reads: our MAC, whether we
+/// forward, and the connection table's timeouts and insert rate.
+pub fn lb_config(mac: [u8; 6], forwarding: bool, ct: &ConntrackConfig) -> LbConfig {
+    let base = LbConfig {
+        mac,
+        flags: if forwarding { LB_F_FORWARDING } else { 0 },
+        ..LbConfig::default()
+    };
+    with_conntrack(base, ct)
+}
+
+/// `cfg` with the connection-table settings of `ct`; MAC and flags kept.
+pub fn with_conntrack(cfg: LbConfig, ct: &ConntrackConfig) -> LbConfig {
+    LbConfig {
+        tcp_timeout: ct.tcp_timeout,
+        tcp_closing_timeout: ct.tcp_closing_timeout,
+        udp_timeout: ct.udp_timeout,
+        new_flows_per_cpu: ct.new_flows_per_cpu,
+        ..cfg
     }
 }

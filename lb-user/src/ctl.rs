@@ -1,6 +1,6 @@
 //! The local control socket: one JSON request per connection, one JSON
-//! reply. `xlb status` (and later runtime commands) talk to the running
-//! daemon through it.
+//! reply. `xlb status`, `xlb reload` and `xlb backend ...` talk to the
+//! running daemon through it.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -12,19 +12,33 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::status::Status;
+use crate::{control::BackendAction, status::Status};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Re-read the config file, as on SIGHUP.
+    Reload,
+    /// Drain, undrain or reweight one backend at runtime.
+    Backend {
+        vip: String,
+        backend: String,
+        action: BackendAction,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {
     Status(Status),
-    Error { message: String },
+    /// The request was carried out; `message` says what happened.
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Sends one request to the daemon listening on `socket`.
@@ -51,9 +65,10 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply> {
 
 /// Serves requests on `socket` until the task is dropped. `handle` runs on
 /// the async runtime; it must not block for long.
-pub async fn serve<F>(socket: &Path, handle: F) -> Result<()>
+pub async fn serve<F, Fut>(socket: &Path, handle: F) -> Result<()>
 where
-    F: Fn(Request) -> Reply + Send + Sync + 'static,
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
 {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
@@ -84,7 +99,7 @@ where
             let mut reader = tokio::io::BufReader::new(read);
             let reply = match reader.read_line(&mut line).await {
                 Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handle(req),
+                    Ok(req) => handle(req).await,
                     Err(e) => Reply::Error {
                         message: format!("bad request: {e}"),
                     },
@@ -97,5 +112,38 @@ where
             out.push(b'\n');
             let _ = write.write_all(&out).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let cases = [
+            (Request::Status, r#"{"cmd":"status"}"#),
+            (Request::Reload, r#"{"cmd":"reload"}"#),
+            (
+                Request::Backend {
+                    vip: "web".into(),
+                    backend: "b1".into(),
+                    action: BackendAction::Drain,
+                },
+                r#"{"cmd":"backend","vip":"web","backend":"b1","action":"drain"}"#,
+            ),
+            (
+                Request::Backend {
+                    vip: "web".into(),
+                    backend: "b1".into(),
+                    action: BackendAction::Weight(3),
+                },
+                r#"{"cmd":"backend","vip":"web","backend":"b1","action":{"weight":3}}"#,
+            ),
+        ];
+        for (req, json) in cases {
+            assert_eq!(serde_json::to_string(&req).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), req);
+        }
     }
 }

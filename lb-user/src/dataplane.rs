@@ -34,9 +34,16 @@ impl Attached {
 
 impl Dataplane {
     /// Loads the embedded object into the kernel (verifier included), without
-    /// attaching it anywhere.
+    /// attaching it anywhere, with the default connection-table size.
     pub fn load() -> Result<Self> {
+        Self::load_with_flow_table(lb_common::DEFAULT_FLOW_TABLE_SIZE)
+    }
+
+    /// Like [`Dataplane::load`], with `flows` entries in the connection table.
+    pub fn load_with_flow_table(flows: u32) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(lb_common::map_names::FLOWS, flows)
+            .map_max_entries(lb_common::map_names::NAT_REVERSE, flows)
             .load(EBPF_OBJECT)
             .context("loading the XDP object (are we root, and is the kernel BTF-enabled?)")?;
         let program: &mut Xdp = ebpf

@@ -6,12 +6,14 @@ pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod health;
 pub mod maglev;
 pub mod maps;
 pub mod netlink;
 pub mod netns;
 pub mod status;
 pub mod topology;
+pub mod vrrp;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));

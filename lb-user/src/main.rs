@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use lb_user::{
     config::{Config, DEFAULT_CONTROL_SOCKET},
+    control::BackendAction,
     ctl::{self, Reply, Request},
 };
 
@@ -25,23 +26,85 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Show VIPs, backends and counters of the running instance.
+    /// Show VIPs, backends, health and counters of the running instance.
     Status {
-        /// Control socket of the instance (default: from --config, else /run/xlb/xlb.sock).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Take the control socket from this config file.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Re-read the running instance's config file (same as SIGHUP). A file
+    /// with errors is refused and the running config stays. Runtime
+    /// drain/weight settings are reset to the file's.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change one backend of the running instance until the next reload.
+    Backend {
+        #[command(subcommand)]
+        action: BackendCmd,
+        #[command(flatten)]
+        target: Target,
     },
     /// Validate a config file without touching anything.
     Check {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+/// Which running instance to talk to.
+#[derive(Args)]
+struct Target {
+    /// Control socket of the instance (default: from --config, else /run/xlb/xlb.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Take the control socket from this config file.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(self) -> Result<PathBuf> {
+        Ok(match (self.socket, self.config) {
+            (Some(s), _) => s,
+            (None, Some(c)) => Config::load(&c).map_err(|e| anyhow!("{e}"))?.control_socket,
+            (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum BackendCmd {
+    /// No new flows to the backend; established ones continue.
+    Drain {
+        /// VIP name.
+        vip: String,
+        /// Backend name or address.
+        backend: String,
+    },
+    /// End a drain.
+    Undrain { vip: String, backend: String },
+    /// Set the backend's weight (0..=10000) in place of the file's.
+    Weight {
+        vip: String,
+        backend: String,
+        weight: u32,
+    },
+}
+
+/// Sends `request`; prints an `Ok` reply's message, fails on an error.
+fn command(socket: &std::path::Path, request: &Request) -> Result<()> {
+    match ctl::call(socket, request)? {
+        Reply::Ok { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        Reply::Error { message } => Err(anyhow!("daemon: {message}")),
+        Reply::Status(_) => Err(anyhow!("daemon: unexpected status reply")),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,22 +135,35 @@ fn real_main(cli: Cli) -> Result<()> {
             let exe = std::env::current_exe().context("locating the xlb binary")?;
             lb_user::demo::run(&exe)
         }
-        Command::Status {
-            socket,
-            config,
-            json,
-        } => {
-            let socket = match (socket, config) {
-                (Some(s), _) => s,
-                (None, Some(c)) => Config::load(&c).map_err(|e| anyhow!("{e}"))?.control_socket,
-                (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        Command::Reload { target } => command(&target.socket()?, &Request::Reload),
+        Command::Backend { action, target } => {
+            let (vip, backend, action) = match action {
+                BackendCmd::Drain { vip, backend } => (vip, backend, BackendAction::Drain),
+                BackendCmd::Undrain { vip, backend } => (vip, backend, BackendAction::Undrain),
+                BackendCmd::Weight {
+                    vip,
+                    backend,
+                    weight,
+                } => (vip, backend, BackendAction::Weight(weight)),
             };
+            command(
+                &target.socket()?,
+                &Request::Backend {
+                    vip,
+                    backend,
+                    action,
+                },
+            )
+        }
+        Command::Status { target, json } => {
+            let socket = target.socket()?;
             match ctl::call(&socket, &Request::Status)? {
                 Reply::Status(s) if json => {
                     println!("{}", serde_json::to_string_pretty(&s)?);
                 }
                 Reply::Status(s) => print!("{}", s.render()),
                 Reply::Error { message } => return Err(anyhow!("daemon: {message}")),
+                Reply::Ok { message } => println!("{message}"),
             }
             Ok(())
         }

@@ -4,11 +4,11 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_INNER_MAP, BackendInfo, Counters, LbConfig, RING_FIRST_SLOT, VipKey, VipMeta, drop,
-    global, map_names as names,
+    BPF_F_INNER_MAP, BackendInfo, Counters, FlowKey, FlowState, LbConfig, RING_FIRST_SLOT, VipKey,
+    VipMeta, ct, drop, global, map_names as names,
 };
 
 /// Handles to every map of the data plane.
@@ -22,6 +22,10 @@ pub struct Maps {
     backend_stats: PerCpuArray<MapData, Counters>,
     drop_stats: PerCpuArray<MapData, u64>,
     global_stats: PerCpuArray<MapData, Counters>,
+    ct_stats: PerCpuArray<MapData, u64>,
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    nat_reverse: HashMap<MapData, FlowKey, VipKey>,
+    tx_ports: DevMapHash<MapData>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -46,6 +50,10 @@ impl Maps {
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
             drop_stats: take(ebpf, names::DROP_STATS)?,
             global_stats: take(ebpf, names::GLOBAL_STATS)?,
+            ct_stats: take(ebpf, names::CT_STATS)?,
+            flows: take(ebpf, names::FLOWS)?,
+            nat_reverse: take(ebpf, names::NAT_REVERSE)?,
+            tx_ports: take(ebpf, names::TX_PORTS)?,
         })
     }
 
@@ -61,6 +69,12 @@ impl Maps {
         self.vips
             .insert(key, meta, 0)
             .with_context(|| format!("inserting VIP {key:?}"))
+    }
+
+    pub fn vip(&self, key: &VipKey) -> Result<VipMeta> {
+        self.vips
+            .get(key, 0)
+            .with_context(|| format!("reading VIP {key:?}"))
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
@@ -132,17 +146,44 @@ impl Maps {
         reset(&mut self.backend_stats, id)
     }
 
+    /// Connection-table events, summed over CPUs (indexed as `lb_common::ct`).
+    pub fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]> {
+        sum_u64(&self.ct_stats, "CT_STATS")
+    }
+
+    /// The connection-table entry of `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowState>> {
+        match self.flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading FLOWS"),
+        }
+    }
+
+    /// The VIP a NAT reply with this (backend → client) key is rewritten to.
+    pub fn nat_reverse(&self, key: &FlowKey) -> Result<Option<VipKey>> {
+        match self.nat_reverse.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading NAT_REVERSE"),
+        }
+    }
+
+    /// Lets NAT redirect packets out of interface `ifindex`.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding interface {ifindex} to TX_PORTS"))
+    }
+
+    /// Writes a connection-table entry (state restore, tests).
+    pub fn set_flow(&mut self, key: &FlowKey, state: &FlowState) -> Result<()> {
+        self.flows.insert(key, state, 0).context("writing FLOWS")
+    }
+
     /// Drop counters by reason, summed over CPUs (indexed as `lb_common::drop`).
     pub fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {
-        let mut out = [0u64; drop::COUNT as usize];
-        for (reason, slot) in out.iter_mut().enumerate() {
-            let values = self
-                .drop_stats
-                .get(&(reason as u32), 0)
-                .context("reading DROP_STATS")?;
-            *slot = values.iter().sum();
-        }
-        Ok(out)
+        sum_u64(&self.drop_stats, "DROP_STATS")
     }
 
     /// Global counters, summed over CPUs (indexed as `lb_common::global`).
@@ -153,6 +194,17 @@ impl Maps {
         }
         Ok(out)
     }
+}
+
+fn sum_u64<const N: usize>(map: &PerCpuArray<MapData, u64>, name: &str) -> Result<[u64; N]> {
+    let mut out = [0u64; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let values = map
+            .get(&(i as u32), 0)
+            .with_context(|| format!("reading {name}"))?;
+        *slot = values.iter().sum();
+    }
+    Ok(out)
 }
 
 fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> Result<Counters> {

@@ -245,6 +245,17 @@ impl ManagedChild {
         Ok(lock(&self.child).try_wait()?)
     }
 
+    /// SIGKILL now, by the PID of the child we own, and reap it: a crash,
+    /// with no chance to clean up.
+    pub fn kill_now(&self) -> anyhow::Result<()> {
+        let mut child = lock(&self.child);
+        if child.try_wait()?.is_none() {
+            child.kill()?;
+        }
+        child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns whether the process
     /// exited on SIGTERM alone.
     pub fn stop(self, grace: Duration) -> bool {

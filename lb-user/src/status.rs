@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::Health;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
@@ -14,6 +16,13 @@ pub enum BackendState {
     Draining,
     /// MAC not (yet) in the kernel's neighbour table: gets no traffic.
     Unresolved,
+    /// Its health check failed `fall` times in a row: no new flows.
+    Down,
+    /// Health-checked, no result yet: no new flows until the first success.
+    Pending,
+    /// Taken out of the configuration: no new flows; its established flows
+    /// go on until they have been idle for the connection-table timeout.
+    Removed,
 }
 
 impl BackendState {
@@ -22,6 +31,9 @@ impl BackendState {
             BackendState::Active => "active",
             BackendState::Draining => "draining",
             BackendState::Unresolved => "unresolved",
+            BackendState::Down => "down",
+            BackendState::Pending => "pending",
+            BackendState::Removed => "removed",
         }
     }
 }
@@ -35,6 +47,37 @@ pub struct BackendStatus {
     pub state: BackendState,
     pub packets: u64,
     pub bytes: u64,
+    // Fields added with health checks; `default` keeps older JSON readable.
+    /// The weight in the configuration file (`weight` is the one in use).
+    #[serde(default)]
+    pub config_weight: u32,
+    /// Drained at runtime (`xlb backend drain`) until undrained or reloaded.
+    #[serde(default)]
+    pub drained: bool,
+    /// Weight set at runtime (`xlb backend weight`) until a reload.
+    #[serde(default)]
+    pub weight_override: Option<u32>,
+    /// The health check and its last result; absent if not checked.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+}
+
+/// A backend's health check as `xlb status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// What is checked, e.g. `http GET :80/ expect 200-299`.
+    pub check: String,
+    pub state: Health,
+    /// Whether the last check passed; absent before the first result.
+    pub last_ok: Option<bool>,
+    /// What the last check saw ("HTTP 200", "connection refused", ...).
+    pub last_detail: Option<String>,
+    /// How long the last check took, in microseconds.
+    pub last_latency_us: Option<u64>,
+    /// Results in a row that agree with the last one.
+    pub consecutive: u32,
+    /// Seconds since the health state last changed (or since checks began).
+    pub since_change_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,9 +89,23 @@ pub struct VipStatus {
     pub mode: String,
     pub affinity: String,
     pub ring_size: u32,
+    /// False while this node is not the VRRP master of the VIP's group.
+    #[serde(default = "yes")]
+    pub forwarding: bool,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
+    /// Backends in the Maglev table now; 0 with backends configured means
+    /// new connections are dropped (counted as `no_backend`).
+    #[serde(default)]
+    pub usable_backends: usize,
+    /// `keep` or `reschedule`: what a failed check does to established flows.
+    #[serde(default)]
+    pub on_down: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +119,53 @@ pub struct Status {
     pub global: BTreeMap<String, u64>,
     /// Dropped packets by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Connection-table events (hits, misses, inserts, refusals, ...).
+    #[serde(default)]
+    pub conntrack: BTreeMap<String, u64>,
+    /// VRRP, when the config has a `[vrrp]` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<VrrpStatus>,
+}
+
+/// VRRP state of the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    pub groups: Vec<VrrpGroupStatus>,
+    /// Tracking verdict: "ok", or what fails ("link down", "198.18.0.254 unreachable").
+    pub tracking: String,
+    /// Received packets: "accepted" and one counter per reason for ignoring one.
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpGroupStatus {
+    pub vrid: u8,
+    pub family: String,
+    /// init, backup, master or fault.
+    pub state: String,
+    /// Effective priority (configured minus tracking penalty).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub preempt: bool,
+    pub advert_interval_cs: u16,
+    /// The current master's address, if known (ours when master).
+    pub master: Option<String>,
+    pub vips: Vec<String>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub last_transition: Option<VrrpTransition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpTransition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// How long ago, when the status was taken.
+    #[serde(default)]
+    pub ago_ms: u64,
 }
 
 fn endpoint(address: &str, port: u16) -> String {
@@ -81,6 +185,7 @@ impl Status {
     /// A table in the spirit of `ipvsadm -Ln --stats`.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let mut overrides = false;
         let _ = writeln!(
             out,
             "xlb on {} (XDP {}), {}",
@@ -102,12 +207,24 @@ impl Status {
                 out,
                 "{:<4} {:<44} {:<10} {:>7} {:>12} {:>14}",
                 v.protocol.to_uppercase(),
-                format!("{} {} ({})", endpoint(&v.address, v.port), v.name, v.mode),
+                format!(
+                    "{} {} ({}{})",
+                    endpoint(&v.address, v.port),
+                    v.name,
+                    v.mode,
+                    if v.forwarding { "" } else { ", standby" }
+                ),
                 v.affinity,
                 "",
                 v.packets,
                 v.bytes
             );
+            if v.usable_backends == 0 && !v.backends.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  !! no usable backend: new connections are dropped (counted as no_backend)"
+                );
+            }
             for b in &v.backends {
                 let mac = b.mac.as_deref().unwrap_or("mac ?");
                 let _ = writeln!(
@@ -119,7 +236,31 @@ impl Status {
                     b.packets,
                     b.bytes
                 );
+                if b.drained {
+                    overrides = true;
+                    let _ = writeln!(
+                        out,
+                        "       drained at runtime (file weight {})",
+                        b.config_weight
+                    );
+                } else if let Some(w) = b.weight_override {
+                    overrides = true;
+                    let _ = writeln!(
+                        out,
+                        "       weight {w} set at runtime (file weight {})",
+                        b.config_weight
+                    );
+                }
+                if let Some(h) = &b.health {
+                    let _ = writeln!(out, "       {}", render_health(h));
+                }
             }
+        }
+        if overrides {
+            let _ = writeln!(
+                out,
+                "note: runtime drain/weight settings last until `xlb reload` (or SIGHUP), which applies the file"
+            );
         }
         let list = |m: &BTreeMap<String, u64>| {
             m.iter()
@@ -129,7 +270,71 @@ impl Status {
         };
         let _ = writeln!(out, "packets: {}", list(&self.global));
         let _ = writeln!(out, "drops:   {}", list(&self.drops));
+        let _ = writeln!(out, "flows:   {}", list(&self.conntrack));
+        if let Some(v) = &self.vrrp {
+            v.render(&mut out);
+        }
         out
+    }
+}
+
+/// `health up (3 ok in a row, 12s): HTTP 200 in 0.4 ms [http GET :80/ ...]`
+fn render_health(h: &HealthStatus) -> String {
+    let last = match (h.last_ok, &h.last_detail) {
+        (Some(ok), Some(detail)) => {
+            let latency = h
+                .last_latency_us
+                .map(|us| format!(" in {:.1} ms", us as f64 / 1000.0))
+                .unwrap_or_default();
+            format!(
+                "{} {} in a row, last: {detail}{latency}",
+                h.consecutive,
+                if ok { "ok" } else { "failed" }
+            )
+        }
+        _ => "no result yet".to_owned(),
+    };
+    format!(
+        "health {} for {}s ({last}) [{}]",
+        h.state, h.since_change_s, h.check
+    )
+}
+
+impl VrrpStatus {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "vrrp: tracking {}", self.tracking);
+        for g in &self.groups {
+            let _ = writeln!(
+                out,
+                "  vrid {} ({}) {:<7} priority {} (configured {}, preempt {}) interval {}cs master {} vips {}",
+                g.vrid,
+                g.family,
+                g.state.to_uppercase(),
+                g.priority,
+                g.configured_priority,
+                if g.preempt { "on" } else { "off" },
+                g.advert_interval_cs,
+                g.master.as_deref().unwrap_or("?"),
+                g.vips.join(","),
+            );
+            if let Some(t) = &g.last_transition {
+                let _ = writeln!(
+                    out,
+                    "    last transition {} -> {} {:.1}s ago: {}",
+                    t.from,
+                    t.to,
+                    t.ago_ms as f64 / 1000.0,
+                    t.reason
+                );
+            }
+        }
+        let list = self
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(out, "  adverts: {list}");
     }
 }
 
@@ -150,6 +355,7 @@ mod tests {
                 mode: "dsr".into(),
                 affinity: "flow".into(),
                 ring_size: 65537,
+                forwarding: true,
                 packets: 10,
                 bytes: 1000,
                 backends: vec![BackendStatus {
@@ -160,10 +366,18 @@ mod tests {
                     state: BackendState::Unresolved,
                     packets: 0,
                     bytes: 0,
+                    config_weight: 0,
+                    drained: false,
+                    weight_override: None,
+                    health: None,
                 }],
+                usable_backends: 0,
+                on_down: "keep".into(),
             }],
             global: [("rx".to_string(), 10)].into_iter().collect(),
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
+            conntrack: [("hit".to_string(), 7)].into_iter().collect(),
+            vrrp: None,
         }
     }
 
@@ -182,5 +396,87 @@ mod tests {
         assert!(t.contains("fd00:18::11 b1 mac ?"), "{t}");
         assert!(t.contains("unresolved"), "{t}");
         assert!(t.contains("drops:   no_backend=3"), "{t}");
+        assert!(t.contains("!! no usable backend"), "{t}");
+        assert!(!t.contains("vrrp"), "{t}");
+    }
+
+    #[test]
+    fn json_without_health_fields_still_parses() {
+        // What a daemon from before health checks served.
+        let old = r#"{"interface":"eth0","xdp_mode":"native","forwarding":true,
+            "vips":[{"name":"web","address":"198.18.0.100","port":80,"protocol":"tcp",
+            "mode":"dsr","affinity":"flow","ring_size":251,"packets":1,"bytes":2,
+            "backends":[{"name":"b1","address":"198.18.0.11","weight":1,"mac":null,
+            "state":"active","packets":1,"bytes":2}]}],"global":{},"drops":{}}"#;
+        let s: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(s.vips[0].backends[0].health, None);
+    }
+
+    #[test]
+    fn health_and_overrides_are_rendered() {
+        let mut s = sample();
+        let b = &mut s.vips[0].backends[0];
+        b.state = BackendState::Down;
+        b.config_weight = 1;
+        b.drained = true;
+        b.health = Some(HealthStatus {
+            check: "tcp connect :80".into(),
+            state: Health::Down,
+            last_ok: Some(false),
+            last_detail: Some("connection refused".into()),
+            last_latency_us: Some(420),
+            consecutive: 3,
+            since_change_s: 12,
+        });
+        let t = s.render();
+        assert!(t.contains(" down "), "{t}");
+        assert!(t.contains("drained at runtime (file weight 1)"), "{t}");
+        assert!(
+            t.contains("health down for 12s (3 failed in a row, last: connection refused in 0.4 ms) [tcp connect :80]"),
+            "{t}"
+        );
+        assert!(t.contains("until `xlb reload`"), "{t}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""state":"down""#), "{json}");
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn vrrp_section_shows_state_master_and_last_transition() {
+        let mut s = sample();
+        s.vrrp = Some(VrrpStatus {
+            groups: vec![VrrpGroupStatus {
+                vrid: 51,
+                family: "ipv4".into(),
+                state: "master".into(),
+                priority: 150,
+                configured_priority: 150,
+                preempt: true,
+                advert_interval_cs: 20,
+                master: Some("198.18.0.1".into()),
+                vips: vec!["web4".into()],
+                adverts_sent: 10,
+                adverts_received: 2,
+                last_transition: Some(VrrpTransition {
+                    from: "backup".into(),
+                    to: "master".into(),
+                    reason: "master down timer expired".into(),
+                    at_unix_ms: 1,
+                    ago_ms: 1500,
+                }),
+            }],
+            tracking: "ok".into(),
+            counters: [("bad_ttl".to_string(), 1)].into_iter().collect(),
+        });
+        let t = s.render();
+        assert!(t.contains("vrid 51 (ipv4) MASTER"), "{t}");
+        assert!(t.contains("master 198.18.0.1"), "{t}");
+        assert!(
+            t.contains("last transition backup -> master 1.5s ago: master down timer expired"),
+            "{t}"
+        );
+        assert!(t.contains("bad_ttl=1"), "{t}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }
 }

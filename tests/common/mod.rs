@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lb_user::topology::{Topology, Xlb};
+use lb_user::topology::{NatLayout, NatTopology, Topology, Xlb};
 use serde_json::Value;
 
 /// Weights used by the balancing tests.
@@ -74,6 +74,30 @@ pub fn start(weights: &[u32]) -> Running {
     Running { xlb, topo }
 }
 
+/// A NAT topology with xlb running in its lb namespace (drop order: xlb
+/// first).
+pub struct RunningNat {
+    pub xlb: Xlb,
+    pub topo: NatTopology,
+}
+
+/// Builds a NAT topology with `backends` nginx backends and starts a ready
+/// xlb whose config holds the `(backend, weight)` pairs of `config`.
+pub fn start_nat(layout: NatLayout, backends: usize, config: &[(usize, u32)]) -> RunningNat {
+    let topo = NatTopology::build(layout, backends).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let path = topo.write_xlb_config(config).expect("write xlb config");
+    let xlb = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
+    wait_ready(&xlb);
+    RunningNat { xlb, topo }
+}
+
+/// A connection-table counter from the status (`hit`, `nat_reply`, ...).
+pub fn conntrack_counter(status: &Value, name: &str) -> u64 {
+    status["conntrack"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no conntrack counter {name:?} in status {status}"))
+}
+
 /// A VIP's `packets` counter.
 pub fn vip_packets(status: &Value, vip: &str) -> u64 {
     lb_user::topology::status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["packets"]
@@ -89,4 +113,21 @@ pub fn backend_packets(status: &Value, vip: &str, backend: &str) -> u64 {
         .find(|(name, _, _)| name == backend)
         .map(|(_, packets, _)| packets)
         .unwrap_or_else(|| panic!("no backend {backend} in VIP {vip}: {status}"))
+}
+
+/// A neighbour table the test controls; records probes.
+#[derive(Default)]
+pub struct FakeNeighbours {
+    pub table: std::collections::HashMap<std::net::IpAddr, [u8; 6]>,
+    pub probed: Vec<std::net::IpAddr>,
+}
+
+impl lb_user::control::Neighbours for FakeNeighbours {
+    fn lookup(&mut self) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, [u8; 6]>> {
+        Ok(self.table.clone())
+    }
+    fn probe(&mut self, addr: std::net::IpAddr) -> anyhow::Result<()> {
+        self.probed.push(addr);
+        Ok(())
+    }
 }

@@ -32,6 +32,25 @@ pub fn key4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> 
     }
 }
 
+/// A TCP segment with the given flags (`"S"`, `"A"`, `"FA"`, `"R"`).
+pub fn tcp4_flags(dst: Ipv4Addr, sport: u16, dport: u16, flags: &str) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT4.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            _ => panic!("unknown TCP flag {f}"),
+        };
+    }
+    let mut buf = Vec::new();
+    b.write(&mut buf, b"data").unwrap();
+    buf
+}
+
 pub fn tcp4(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4(CLIENT4.octets(), dst.octets(), 64)
@@ -77,4 +96,76 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// Whether `data` (with its checksum field in place) sums to all ones in
+/// one's complement: the independent check of any Internet checksum.
+pub fn checksum_ok(data: &[u8]) -> bool {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// IPv6 pseudo-header for upper-layer checksums (RFC 8200 8.1).
+pub fn ipv6_pseudo(src: &[u8], dst: &[u8], len: usize, next: u8) -> Vec<u8> {
+    let mut p = Vec::with_capacity(40);
+    p.extend_from_slice(src);
+    p.extend_from_slice(dst);
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, next]);
+    p
+}
+
+pub const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0xfe);
+
+/// What a router sends back when the VIP's packet `from → to` (TCP) was
+/// too big: an ICMP "fragmentation needed" to the VIP quoting the IPv4
+/// header and the first 8 bytes of TCP.
+pub fn frag_needed4(from: Ipv4Addr, to: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut quoted = Vec::new();
+    PacketBuilder::ipv4(from.octets(), to.octets(), 64)
+        .tcp(sport, dport, 1, 1000)
+        .ack(1)
+        .write(&mut quoted, &[0u8; 1400])
+        .unwrap();
+    quoted.truncate(28);
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(ROUTER4.octets(), from.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut f, &quoted)
+        .unwrap();
+    f
+}
+
+/// IPv6 "packet too big" for the VIP's UDP or TCP packet `from → to`.
+pub fn packet_too_big6(from: Ipv6Addr, to: Ipv6Addr, sport: u16, dport: u16, tcp: bool) -> Vec<u8> {
+    let mut quoted = Vec::new();
+    let ip = PacketBuilder::ipv6(from.octets(), to.octets(), 64);
+    if tcp {
+        ip.tcp(sport, dport, 1, 1000)
+            .ack(1)
+            .write(&mut quoted, &[0u8; 1400])
+            .unwrap();
+    } else {
+        ip.udp(sport, dport)
+            .write(&mut quoted, &[0u8; 1400])
+            .unwrap();
+    }
+    quoted.truncate(48);
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(ROUTER6.octets(), from.octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut f, &quoted)
+        .unwrap();
+    f
 }

@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "/usr/sbin/nginx"),
     ("tcpdump", "/usr/bin/tcpdump"),
     ("curl", "/usr/bin/curl"),
+    // The VRRP interop test runs keepalived as the peer of an xlb node.
+    ("keepalived", "/usr/sbin/keepalived"),
     // The benchmark's comparison points and its plot labels.
     ("wrk", "/usr/bin/wrk"),
     ("haproxy", "/usr/sbin/haproxy"),
@@ -212,33 +214,37 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 fn setup() -> Result<()> {
-    ensure_nightly_rust_src()?;
+    ensure_nightly_components()?;
     ensure_bpf_linker()?;
     ensure_packages()
 }
 
-fn ensure_nightly_rust_src() -> Result<()> {
+/// Nightly builds the XDP program (`-Z build-std=core` needs `rust-src`)
+/// and CI lints it with nightly's clippy.
+fn ensure_nightly_components() -> Result<()> {
+    const NEEDED: [&str; 2] = ["rust-src", "clippy"];
     let installed = output(
         "rustup",
         &["component", "list", "--toolchain", "nightly", "--installed"],
-    );
-    if installed.is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src"))) {
+    )
+    .unwrap_or_default();
+    let missing: Vec<&str> = NEEDED
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     eprintln!(
-        "xtask: installing the nightly toolchain's rust-src (eBPF build uses -Z build-std=core)"
+        "xtask: installing the nightly toolchain's {}",
+        missing.join(", ")
     );
     let mut cmd = Command::new("rustup");
-    cmd.args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]);
-    run(cmd).context("installing nightly rust-src")
+    cmd.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+    for c in &missing {
+        cmd.args(["--component", c]);
+    }
+    run(cmd).context("installing nightly components")
 }
 
 fn ensure_bpf_linker() -> Result<()> {

@@ -16,8 +16,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, IPPROTO_TCP,
-    IPPROTO_UDP, LB_F_FORWARDING, LbConfig, MODE_DSR, VipKey, VipMeta,
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, DEFAULT_FLOW_TABLE_SIZE,
+    DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
+    LB_F_FORWARDING, LbConfig, MODE_DSR, VipKey, VipMeta, ct,
 };
 use lb_user::{dataplane::Dataplane, maglev};
 
@@ -67,9 +68,24 @@ impl Packet {
     }
 }
 
+/// What the connection table does with the case's (repeated) packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Conntrack {
+    /// Not consulted (floor, non-VIP, malformed).
+    None,
+    /// The first run inserts the flow, every later run finds it.
+    Hit,
+    /// Every run misses and inserts: the backends are flagged
+    /// `BACKEND_F_RESCHEDULE` (`on_down = "reschedule"`), so the entry the
+    /// previous run made is rejected, Maglev chooses again and the entry is
+    /// rewritten. (One BACKENDS read more than a first packet pays.)
+    Miss,
+}
+
 /// One row of the table: a program, a packet, the map contents, and the
 /// verdict the program must return (else the case did not measure what it
-/// claims, and the run fails).
+/// claims, and the run fails; so does a hit or miss case whose
+/// connection-table counters say otherwise).
 #[derive(Clone, Debug)]
 pub struct Case {
     pub name: &'static str,
@@ -77,7 +93,39 @@ pub struct Case {
     pub packet: Packet,
     pub vips: u32,
     pub backends: u32,
+    pub conntrack: Conntrack,
+    /// The connection table filled to its size with other flows first.
+    pub table_full: bool,
     pub verdict: u32,
+}
+
+impl Case {
+    fn xlb(name: &'static str, packet: Packet, scale: (u32, u32), verdict: u32) -> Case {
+        Case {
+            name,
+            program: Program::Xlb,
+            packet,
+            vips: scale.0,
+            backends: scale.1,
+            conntrack: Conntrack::None,
+            table_full: false,
+            verdict,
+        }
+    }
+
+    fn dsr(name: &'static str, packet: Packet, scale: (u32, u32), ct: Conntrack) -> Case {
+        Case {
+            conntrack: ct,
+            ..Case::xlb(name, packet, scale, XDP_TX)
+        }
+    }
+
+    fn full(self) -> Case {
+        Case {
+            table_full: true,
+            ..self
+        }
+    }
 }
 
 pub struct Row {
@@ -97,13 +145,18 @@ pub fn verdict_name(v: u32) -> &'static str {
     }
 }
 
+const HIT4: &str = "DSR, conntrack hit, IPv4 TCP";
+const HIT6: &str = "DSR, conntrack hit, IPv6 UDP";
+const MISS4: &str = "DSR, conntrack miss + insert, IPv4 TCP";
+const MISS6: &str = "DSR, conntrack miss + insert, IPv6 UDP";
+
 /// The cases, floor first. Scale points: every combination of 1, 100,
 /// 10,000 VIPs and 3, 100, 1,000 backends (quick: the diagonal).
 //
-// TODO(conntrack, NAT): when those land, add rows here rather than
-// elsewhere: "DSR, conntrack hit", "DSR, conntrack miss (Maglev + insert)"
-// with the connection table empty and full, "NAT inbound", "NAT outbound"
-// (each IPv4 and IPv6). Until then they are not measured and not printed.
+// TODO(NAT): NAT inbound and outbound rows (IPv4 and IPv6) belong here; NAT
+// has landed but needs TX_PORTS and a FIB in the test-run namespace, which
+// this fixture does not set up yet. Until then they are neither measured
+// nor printed.
 pub fn cases(quick: bool) -> Vec<Case> {
     let scales: Vec<(u32, u32)> = if quick {
         vec![(1, 3), (100, 100), (10_000, 1_000)]
@@ -119,41 +172,40 @@ pub fn cases(quick: bool) -> Vec<Case> {
         packet: Packet::Tcp4Vip,
         vips: 0,
         backends: 0,
+        conntrack: Conntrack::None,
+        table_full: false,
         verdict: XDP_TX,
     }];
-    for (vips, backends) in scales {
-        for (name, packet) in [
-            ("DSR forward, IPv4 TCP", Packet::Tcp4Vip),
-            ("DSR forward, IPv6 UDP", Packet::Udp6Vip),
-        ] {
-            out.push(Case {
-                name,
-                program: Program::Xlb,
-                packet,
-                vips,
-                backends,
-                verdict: XDP_TX,
-            });
-        }
+    for scale in scales {
+        out.push(Case::dsr(HIT4, Packet::Tcp4Vip, scale, Conntrack::Hit));
+        out.push(Case::dsr(HIT6, Packet::Udp6Vip, scale, Conntrack::Hit));
     }
-    for (vips, backends) in [(1, 3), (10_000, 1_000)] {
-        out.push(Case {
-            name: "non-VIP pass, IPv4 TCP",
-            program: Program::Xlb,
-            packet: Packet::Tcp4NotVip,
-            vips,
-            backends,
-            verdict: XDP_PASS,
-        });
-    }
-    out.push(Case {
-        name: "malformed drop (IPv4 IHL 4)",
-        program: Program::Xlb,
-        packet: Packet::Ipv4BadIhl,
-        vips: 1,
-        backends: 3,
-        verdict: XDP_DROP,
-    });
+    let (small, large) = ((1, 3), (10_000, 1_000));
+    out.extend([
+        Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss),
+        Case::dsr(MISS6, Packet::Udp6Vip, small, Conntrack::Miss),
+        Case::dsr(MISS4, Packet::Tcp4Vip, large, Conntrack::Miss),
+        Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).full(),
+        Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).full(),
+        Case::xlb(
+            "non-VIP pass, IPv4 TCP",
+            Packet::Tcp4NotVip,
+            small,
+            XDP_PASS,
+        ),
+        Case::xlb(
+            "non-VIP pass, IPv4 TCP",
+            Packet::Tcp4NotVip,
+            large,
+            XDP_PASS,
+        ),
+        Case::xlb(
+            "malformed drop (IPv4 IHL 4)",
+            Packet::Ipv4BadIhl,
+            small,
+            XDP_DROP,
+        ),
+    ]);
     out
 }
 
@@ -206,9 +258,62 @@ fn frame(case: &Case) -> Vec<u8> {
     }
 }
 
-/// A loaded xlb program whose maps hold `vips` VIPs of `family` over
-/// `backends` backends.
-fn fixture(vips: u32, backends: u32, family: u8) -> Result<Dataplane> {
+/// What a fixture holds; cases with the same key share one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Fixture {
+    vips: u32,
+    backends: u32,
+    family: u8,
+    reschedule: bool,
+    table_full: bool,
+}
+
+impl Fixture {
+    fn of(case: &Case) -> Fixture {
+        Fixture {
+            vips: case.vips,
+            backends: case.backends,
+            family: case.packet.family(),
+            reschedule: case.conntrack == Conntrack::Miss,
+            table_full: case.table_full,
+        }
+    }
+}
+
+/// Fills the connection table to its size with flows from other clients
+/// (to the first backend; the entries are never looked up, they only make
+/// the table full so that an insert evicts).
+fn fill_flows(dp: &mut Dataplane) -> Result<()> {
+    for i in 0..DEFAULT_FLOW_TABLE_SIZE {
+        let client = Ipv4Addr::new(198, 18, 128 + (i >> 16) as u8, (i >> 8) as u8);
+        let key = FlowKey {
+            src: [u32::from_ne_bytes(client.octets()), 0, 0, 0],
+            dst: [u32::from_ne_bytes(vip4(0).octets()), 0, 0, 0],
+            sport: (1024 + (i & 0xff) as u16).to_be(),
+            dport: PORT4.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        dp.maps.set_flow(
+            &key,
+            &FlowState {
+                backend: 1,
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// A loaded xlb program whose maps hold what `f` describes.
+fn fixture(f: Fixture) -> Result<Dataplane> {
+    let Fixture {
+        vips,
+        backends,
+        family,
+        reschedule,
+        table_full,
+    } = f;
     let mut dp = Dataplane::load()?;
     let m = &mut dp.maps;
     m.set_config(&LbConfig {
@@ -226,9 +331,13 @@ fn fixture(vips: u32, backends: u32, family: u8) -> Result<Dataplane> {
                 addr: addr_bytes(addr),
                 port: port.to_be(),
                 family,
-                flags: BACKEND_F_ACTIVE,
+                flags: if reschedule {
+                    BACKEND_F_ACTIVE | BACKEND_F_RESCHEDULE
+                } else {
+                    BACKEND_F_ACTIVE
+                },
                 mac: [0x02, 0, 0, 0x10, (id >> 8) as u8, id as u8],
-                _pad: [0; 2],
+                generation: 0,
             },
         )?;
         members.push(maglev::Member {
@@ -271,7 +380,29 @@ fn fixture(vips: u32, backends: u32, family: u8) -> Result<Dataplane> {
             ..key
         })?;
     }
+    if table_full {
+        fill_flows(&mut dp)?;
+    }
     Ok(dp)
+}
+
+/// Fails unless the connection-table counters show that (nearly) every
+/// run of a hit or miss case was a hit or a miss.
+fn check_conntrack(case: &Case, before: &[u64], after: &[u64], trials: usize) -> Result<()> {
+    let counter = match case.conntrack {
+        Conntrack::None => return Ok(()),
+        Conntrack::Hit => ct::HIT,
+        Conntrack::Miss => ct::MISS,
+    } as usize;
+    let runs = trials as u64 * u64::from(REPEAT);
+    let seen = after[counter] - before[counter];
+    ensure!(
+        seen as f64 >= 0.99 * runs as f64,
+        "{:?}: the connection table counted {seen} of {runs} runs as {}",
+        case.conntrack,
+        ct::NAMES[counter]
+    );
+    Ok(())
 }
 
 /// Median over `trials` of the kernel's average ns per run; fails if the
@@ -316,20 +447,23 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
     floor.load().context("loading the floor program")?;
 
     let mut rows: Vec<Row> = Vec::new();
-    let mut current: Option<((u32, u32, u8), Dataplane)> = None;
+    let mut current: Option<(Fixture, Dataplane)> = None;
     let mut floor_ns = None;
     for case in cases(quick) {
         let f = frame(&case);
         let ns = match case.program {
             Program::Floor => measure(floor, &f, case.verdict, trials),
             Program::Xlb => {
-                let key = (case.vips, case.backends, case.packet.family());
+                let key = Fixture::of(&case);
                 if current.as_ref().map(|(k, _)| *k) != Some(key) {
                     drop(current.take()); // free the old maps first
-                    current = Some((key, fixture(key.0, key.1, key.2)?));
+                    current = Some((key, fixture(key)?));
                 }
                 let (_, dp) = current.as_ref().expect("set above");
-                measure(dp.program(), &f, case.verdict, trials)
+                let before = dp.maps.conntrack_stats()?;
+                let ns = measure(dp.program(), &f, case.verdict, trials);
+                check_conntrack(&case, &before, &dp.maps.conntrack_stats()?, trials)?;
+                ns
             }
         }
         .with_context(|| {
@@ -340,7 +474,7 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
         })?;
         let base = *floor_ns.get_or_insert(ns);
         super::say(&format!(
-            "  {:<32} {:>6} VIPs {:>5} backends  {ns:>5.0} ns",
+            "  {:<40} {:>6} VIPs {:>5} backends  {ns:>5.0} ns",
             case.name, case.vips, case.backends
         ));
         rows.push(Row {
@@ -361,8 +495,15 @@ mod tests {
         for quick in [true, false] {
             let c = cases(quick);
             assert_eq!(c[0].program, Program::Floor);
-            let forwards = c.iter().filter(|c| c.verdict == XDP_TX).count() - 1;
-            assert_eq!(forwards, if quick { 6 } else { 18 });
+            let hits = c
+                .iter()
+                .filter(|c| c.conntrack == Conntrack::Hit && !c.table_full)
+                .count();
+            assert_eq!(hits, if quick { 6 } else { 18 });
+            assert!(
+                c.iter()
+                    .any(|c| c.conntrack == Conntrack::Miss && c.table_full)
+            );
         }
     }
 

@@ -1,0 +1,136 @@
+//! The connection table: an established flow keeps its backend whatever
+//! happens to the Maglev ring (backends added, removed, re-weighted,
+//! drained, config reloaded).
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::{
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FLOW_F_CLOSING, FLOW_TOUCH_NS, FlowState,
+    IPPROTO_TCP, LbConfig, ct,
+};
+
+use crate::{
+    maps::{BACKENDS, FLOWS, NEW_FLOW_BUDGET},
+    parse::{Flow, TCP_FIN, TCP_RST, TCP_SYN},
+    stats,
+};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn closing(flow: &Flow) -> bool {
+    flow.key.proto == IPPROTO_TCP && flow.tcp_flags & (TCP_FIN | TCP_RST) != 0
+}
+
+#[inline(always)]
+fn timeout_ns(cfg: &LbConfig, proto: u8, flags: u16) -> u64 {
+    let secs = if proto != IPPROTO_TCP {
+        cfg.udp_timeout
+    } else if flags & FLOW_F_CLOSING != 0 {
+        cfg.tcp_closing_timeout
+    } else {
+        cfg.tcp_timeout
+    };
+    secs as u64 * NS_PER_SEC
+}
+
+/// The backend remembered for this flow, if the entry is live and its
+/// backend is still the one it was made for and still takes old flows.
+#[inline(always)]
+pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Option<(u32, BackendInfo)> {
+    let Some(entry) = FLOWS.get_ptr_mut(flow.key) else {
+        stats::conntrack(ct::MISS);
+        if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_SYN == 0 {
+            stats::conntrack(ct::MISS_MIDFLOW);
+        }
+        return None;
+    };
+    // SAFETY: pointer from a successful lookup; the value is plain data.
+    // Concurrent writers (other CPUs, same flow) only store whole
+    // timestamps and flag bits, so a stale read costs at most one touch.
+    let state = unsafe { *entry };
+    let timeout = timeout_ns(cfg, flow.key.proto, state.flags);
+    if timeout != 0 && now.saturating_sub(state.last_seen) > timeout {
+        stats::conntrack(ct::EXPIRED);
+        stats::conntrack(ct::MISS);
+        return None;
+    }
+    let backend = BACKENDS.get(state.backend).copied();
+    let Some(info) = backend.filter(|b| {
+        b.flags & BACKEND_F_ACTIVE != 0
+            && b.flags & BACKEND_F_RESCHEDULE == 0
+            && b.generation == state.generation
+    }) else {
+        stats::conntrack(ct::STALE_BACKEND);
+        stats::conntrack(ct::MISS);
+        return None;
+    };
+    let closing_now = closing(flow) && state.flags & FLOW_F_CLOSING == 0;
+    if closing_now || now.saturating_sub(state.last_seen) > FLOW_TOUCH_NS {
+        // SAFETY: as above; field stores into the map value.
+        unsafe {
+            (*entry).last_seen = now;
+            if closing_now {
+                (*entry).flags |= FLOW_F_CLOSING;
+            }
+        }
+    }
+    stats::conntrack(ct::HIT);
+    Some((state.backend, info))
+}
+
+/// Whether this CPU may insert another entry now (token bucket, one
+/// second of burst).
+#[inline(always)]
+fn take_budget(cfg: &LbConfig, now: u64) -> bool {
+    let rate = cfg.new_flows_per_cpu as u64;
+    if rate == 0 {
+        return true;
+    }
+    let Some(b) = NEW_FLOW_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU slot from a successful lookup, touched only by this CPU.
+    unsafe {
+        let elapsed = now.saturating_sub((*b).last_refill).min(NS_PER_SEC);
+        let tokens = ((*b).tokens + elapsed * rate / NS_PER_SEC).min(rate);
+        (*b).last_refill = now;
+        if tokens == 0 {
+            (*b).tokens = 0;
+            return false;
+        }
+        (*b).tokens = tokens - 1;
+    }
+    true
+}
+
+/// Remembers the backend Maglev chose for a new flow, unless the new-flow
+/// budget is spent (the flow is then balanced statelessly; `force` skips
+/// the budget) or the packet already ends the flow.
+#[inline(always)]
+pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u64, force: bool) {
+    // A lone RST (or a FIN with no entry) does not open a flow worth keeping.
+    if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_RST != 0 {
+        return;
+    }
+    // A mid-flow packet (no SYN) that missed is kept too: after a restart
+    // or an eviction it is the first packet we see of a live connection.
+    if !force && !take_budget(cfg, now) {
+        stats::conntrack(ct::REFUSED);
+        return;
+    }
+    let state = FlowState {
+        backend: id,
+        generation: info.generation,
+        flags: if closing(flow) { FLOW_F_CLOSING } else { 0 },
+        last_seen: now,
+    };
+    if FLOWS.insert(flow.key, state, 0).is_ok() {
+        stats::conntrack(ct::INSERT);
+    }
+}

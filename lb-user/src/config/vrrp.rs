@@ -1,0 +1,413 @@
+//! The `[vrrp]` section: parsing and validation (reference: the VRRP
+//! section of `docs/config.md`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Validator, VipConfig};
+
+/// Default number of gratuitous ARPs / unsolicited NAs per address on
+/// becoming master.
+pub const DEFAULT_GARP_REPEAT: u32 = 3;
+pub const DEFAULT_GARP_INTERVAL_MS: u32 = 100;
+/// Default advert interval: 1 s, as in RFC 5798.
+pub const DEFAULT_INTERVAL_CS: u16 = 100;
+pub const DEFAULT_PRIORITY: u8 = 100;
+pub const DEFAULT_TRACK_INTERVAL_MS: u32 = 1000;
+pub const DEFAULT_TRACK_FALL: u32 = 3;
+
+/// VRRP between xlb nodes (and keepalived).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub garp_repeat: u32,
+    pub garp_interval_ms: u32,
+    /// Tracking: the NIC must have carrier.
+    pub track_link: bool,
+    /// Tracking: this address (the upstream gateway) must answer ICMP echo.
+    pub track_address: Option<IpAddr>,
+    pub track_interval_ms: u32,
+    /// Consecutive failed echoes before the address counts as unreachable.
+    pub track_fall: u32,
+    /// Priority lowered by this much while tracking fails; 0 = go to FAULT.
+    pub track_penalty: u8,
+    pub groups: Vec<VrrpGroup>,
+}
+
+/// One virtual router: a VRID and the VIPs it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpGroup {
+    pub vrid: u8,
+    pub priority: u8,
+    pub preempt: bool,
+    /// Advertisement interval, centiseconds.
+    pub interval_cs: u16,
+    /// Names of the VIPs.
+    pub vips: Vec<String>,
+    /// Their distinct addresses, in order: what the adverts list and what
+    /// the master assigns to the NIC. All of one family.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl VrrpGroup {
+    pub fn is_ipv6(&self) -> bool {
+        self.addresses.first().is_some_and(IpAddr::is_ipv6)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    #[serde(default)]
+    garp_repeat: Option<Spanned<i64>>,
+    #[serde(default)]
+    garp_interval_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    track_link: Option<bool>,
+    #[serde(default)]
+    track_address: Option<Spanned<IpAddr>>,
+    #[serde(default)]
+    track_interval_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    track_fall: Option<Spanned<i64>>,
+    #[serde(default)]
+    track_penalty: Option<Spanned<i64>>,
+    #[serde(default)]
+    group: Vec<Spanned<RawGroup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    vrid: Spanned<i64>,
+    #[serde(default)]
+    priority: Option<Spanned<i64>>,
+    #[serde(default)]
+    preempt: Option<bool>,
+    #[serde(default)]
+    advert_interval_cs: Option<Spanned<i64>>,
+    vips: Spanned<Vec<Spanned<String>>>,
+}
+
+impl Validator<'_> {
+    pub(super) fn vrrp(&mut self, raw: &Spanned<RawVrrp>, vips: &[VipConfig]) -> VrrpConfig {
+        let r = raw.get_ref();
+        let garp_repeat = self.int_in(
+            &r.garp_repeat,
+            "vrrp.garp_repeat",
+            1..=100,
+            DEFAULT_GARP_REPEAT,
+        );
+        let garp_interval_ms = self.int_in(
+            &r.garp_interval_ms,
+            "vrrp.garp_interval_ms",
+            10..=10_000,
+            DEFAULT_GARP_INTERVAL_MS,
+        );
+        let track_interval_ms = self.int_in(
+            &r.track_interval_ms,
+            "vrrp.track_interval_ms",
+            100..=60_000,
+            DEFAULT_TRACK_INTERVAL_MS,
+        );
+        let track_fall = self.int_in(
+            &r.track_fall,
+            "vrrp.track_fall",
+            1..=100,
+            DEFAULT_TRACK_FALL,
+        );
+        let track_penalty = self.int_in(&r.track_penalty, "vrrp.track_penalty", 0..=253, 0u8);
+        if let Some(a) = &r.track_address
+            && let Err(why) = super::check_unicast(*a.get_ref())
+        {
+            self.error(
+                a.span(),
+                "vrrp.track_address",
+                format!("{} cannot be tracked: {why}", a.get_ref()),
+            );
+        }
+        if r.group.is_empty() {
+            self.error(
+                raw.span(),
+                "vrrp.group",
+                "[vrrp] needs at least one [[vrrp.group]]",
+            );
+        }
+
+        let by_name: HashMap<&str, &VipConfig> =
+            vips.iter().map(|v| (v.name.as_str(), v)).collect();
+        // (family is v6, vrid) → (group index, line); VRIDs are per family.
+        let mut seen_vrid: HashMap<(bool, u8), (usize, usize)> = HashMap::new();
+        // VIP address → group index: ARP/ND is per address, so every VIP on
+        // one address must move with one group.
+        let mut addr_group: HashMap<IpAddr, usize> = HashMap::new();
+        let mut vip_group: HashMap<String, usize> = HashMap::new();
+        let mut groups = Vec::with_capacity(r.group.len());
+        for (i, g) in r.group.iter().enumerate() {
+            let p = format!("vrrp.group[{i}]");
+            let g = g.get_ref();
+            let vrid = self.int_in(&Some(g.vrid.clone()), &format!("{p}.vrid"), 1..=255, 1u8);
+            let priority = match &g.priority {
+                Some(v) if *v.get_ref() == 255 => {
+                    self.error(
+                        v.span(),
+                        format!("{p}.priority"),
+                        "255 is reserved for the owner of the addresses; \
+                         xlb never owns VIP addresses, use 1..=254",
+                    );
+                    DEFAULT_PRIORITY
+                }
+                v => self.int_in(v, &format!("{p}.priority"), 1..=254, DEFAULT_PRIORITY),
+            };
+            let interval_cs = self.int_in(
+                &g.advert_interval_cs,
+                &format!("{p}.advert_interval_cs"),
+                1..=i64::from(super::super::vrrp::packet::MAX_INTERVAL_CS),
+                DEFAULT_INTERVAL_CS,
+            );
+            let mut names = Vec::new();
+            let mut addresses: Vec<IpAddr> = Vec::new();
+            if g.vips.get_ref().is_empty() {
+                self.error(g.vips.span(), format!("{p}.vips"), "names no VIP");
+            }
+            for (j, n) in g.vips.get_ref().iter().enumerate() {
+                let field = format!("{p}.vips[{j}]");
+                let name = n.get_ref();
+                let Some(vip) = by_name.get(name.as_str()) else {
+                    self.error(n.span(), field, format!("no VIP is named {name:?}"));
+                    continue;
+                };
+                if let Some(&k) = vip_group.get(name) {
+                    self.error(
+                        n.span(),
+                        field,
+                        format!("VIP {name:?} is already in vrrp.group[{k}]"),
+                    );
+                    continue;
+                }
+                if let Some(first) = addresses.first()
+                    && first.is_ipv4() != vip.address.is_ipv4()
+                {
+                    self.error(
+                        n.span(),
+                        field,
+                        format!(
+                            "VIP {name:?} ({}) mixes address families in one group; \
+                             a virtual router is IPv4 or IPv6: use one group per family",
+                            vip.address
+                        ),
+                    );
+                    continue;
+                }
+                match addr_group.get(&vip.address) {
+                    Some(&k) if k != i => {
+                        self.error(
+                            n.span(),
+                            field,
+                            format!(
+                                "VIP {name:?} shares address {} with a VIP of vrrp.group[{k}]; \
+                                 all VIPs on one address must be in one group",
+                                vip.address
+                            ),
+                        );
+                        continue;
+                    }
+                    _ => {}
+                }
+                addr_group.insert(vip.address, i);
+                vip_group.insert(name.clone(), i);
+                names.push(name.clone());
+                if !addresses.contains(&vip.address) {
+                    addresses.push(vip.address);
+                }
+            }
+            let v6 = addresses.first().is_some_and(IpAddr::is_ipv6);
+            let line = self.line(&g.vrid.span());
+            if let Some(&(k, l)) = seen_vrid.get(&(v6, vrid)) {
+                self.error(
+                    g.vrid.span(),
+                    format!("{p}.vrid"),
+                    format!(
+                        "VRID {vrid} is already used by vrrp.group[{k}] at line {l} \
+                         for the same address family"
+                    ),
+                );
+            } else {
+                seen_vrid.insert((v6, vrid), (i, line));
+            }
+            groups.push(VrrpGroup {
+                vrid,
+                priority,
+                preempt: g.preempt.unwrap_or(true),
+                interval_cs,
+                vips: names,
+                addresses,
+            });
+        }
+        for v in vips {
+            if !vip_group.contains_key(&v.name) {
+                self.error(
+                    raw.span(),
+                    "vrrp",
+                    format!(
+                        "VIP {:?} is in no vrrp group; with [vrrp] every VIP must be in one",
+                        v.name
+                    ),
+                );
+            }
+        }
+        VrrpConfig {
+            garp_repeat,
+            garp_interval_ms,
+            track_link: r.track_link.unwrap_or(true),
+            track_address: r.track_address.as_ref().map(|a| *a.get_ref()),
+            track_interval_ms,
+            track_fall,
+            track_penalty,
+            groups,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    const VIPS: &str = "interface = \"eth0\"\n\
+        [[vip]]\nname = \"web4\"\naddress = \"198.18.0.100\"\nport = 80\n\
+        [[vip]]\nname = \"ssh4\"\naddress = \"198.18.0.100\"\nport = 22\n\
+        [[vip]]\nname = \"web6\"\naddress = \"fd00:18::100\"\nport = 80\n";
+
+    fn parse(vrrp: &str) -> Result<Config, Vec<String>> {
+        Config::parse(&format!("{VIPS}{vrrp}"), "xlb.toml")
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn full_section_parses_with_defaults_filled_in() {
+        let c = parse(
+            "[vrrp]\ntrack_address = \"198.18.0.254\"\ntrack_penalty = 60\n\
+             [[vrrp.group]]\nvrid = 51\npriority = 150\nadvert_interval_cs = 20\nvips = [\"web4\", \"ssh4\"]\n\
+             [[vrrp.group]]\nvrid = 51\npreempt = false\nvips = [\"web6\"]\n",
+        )
+        .unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(
+            v,
+            VrrpConfig {
+                garp_repeat: DEFAULT_GARP_REPEAT,
+                garp_interval_ms: DEFAULT_GARP_INTERVAL_MS,
+                track_link: true,
+                track_address: Some("198.18.0.254".parse().unwrap()),
+                track_interval_ms: DEFAULT_TRACK_INTERVAL_MS,
+                track_fall: DEFAULT_TRACK_FALL,
+                track_penalty: 60,
+                groups: vec![
+                    VrrpGroup {
+                        vrid: 51,
+                        priority: 150,
+                        preempt: true,
+                        interval_cs: 20,
+                        vips: vec!["web4".into(), "ssh4".into()],
+                        // Two VIPs on one address: listed once.
+                        addresses: vec!["198.18.0.100".parse().unwrap()],
+                    },
+                    // The same VRID is fine in the other address family.
+                    VrrpGroup {
+                        vrid: 51,
+                        priority: DEFAULT_PRIORITY,
+                        preempt: false,
+                        interval_cs: DEFAULT_INTERVAL_CS,
+                        vips: vec!["web6".into()],
+                        addresses: vec!["fd00:18::100".parse().unwrap()],
+                    },
+                ],
+            }
+        );
+        assert!(v.groups[1].is_ipv6());
+    }
+
+    #[test]
+    fn no_section_means_standalone() {
+        assert_eq!(parse("").unwrap().vrrp, None);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let errs = parse(
+            "[vrrp]\ngarp_repeat = 0\n\
+             [[vrrp.group]]\nvrid = 256\npriority = 255\nvips = [\"web4\", \"nope\", \"web6\"]\n\
+             [[vrrp.group]]\nvrid = 7\nadvert_interval_cs = 5000\nvips = [\"ssh4\"]\n",
+        )
+        .unwrap_err();
+        let want = [
+            "xlb.toml:15:15: vrrp.garp_repeat: 0 is out of range 1..=100",
+            "xlb.toml:17:8: vrrp.group[0].vrid: 256 is out of range 1..=255",
+            "xlb.toml:18:12: vrrp.group[0].priority: 255 is reserved",
+            "xlb.toml:19:17: vrrp.group[0].vips[1]: no VIP is named \"nope\"",
+            "xlb.toml:19:25: vrrp.group[0].vips[2]: VIP \"web6\" (fd00:18::100) mixes address families",
+            "xlb.toml:22:22: vrrp.group[1].advert_interval_cs: 5000 is out of range 1..=4095",
+            "xlb.toml:23:9: vrrp.group[1].vips[0]: VIP \"ssh4\" shares address 198.18.0.100",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        // web6 and ssh4 end up in no group: reported at the [vrrp] header.
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("xlb.toml:14:1: vrrp: VIP \"web6\" is in no vrrp group")),
+            "{errs:#?}"
+        );
+        assert_eq!(errs.len(), 9, "{errs:#?}");
+    }
+
+    #[test]
+    fn duplicate_vrid_and_vip_in_two_groups_are_refused() {
+        let errs = parse(
+            "[vrrp]\n[[vrrp.group]]\nvrid = 9\nvips = [\"web4\", \"ssh4\"]\n\
+             [[vrrp.group]]\nvrid = 9\nvips = [\"web4\"]\n\
+             [[vrrp.group]]\nvrid = 10\nvips = [\"web6\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("vrrp.group[1].vrid: VRID 9 is already used by vrrp.group[0]")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .contains("vrrp.group[1].vips[0]: VIP \"web4\" is already in vrrp.group[0]")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn docs_example_is_valid() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let block = DOCS
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains("[vrrp]"))
+            .expect("a toml block with [vrrp] in docs/config.md");
+        let c = Config::parse(block, "config.md").unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(v.groups.len(), 2);
+        assert_eq!(v.groups[0].interval_cs, 20);
+        assert!(v.groups[1].is_ipv6());
+        assert_eq!(v.track_address, Some("198.18.0.254".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let errs = parse("[vrrp]\nbogus = 1\n").unwrap_err();
+        assert!(errs[0].contains("bogus"), "{errs:#?}");
+    }
+}

@@ -1,0 +1,309 @@
+//! A std-only HTTP/1.1 client for the tests and the demo (one connection
+//! per request, or a keep-alive connection), and a raw TCP probe.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+
+use crate::netns::NetNs;
+
+/// One `GET path` to `addr` from inside `ns` on a new connection
+/// (`Connection: close`); returns (status, body).
+pub fn http_get(
+    ns: &NetNs,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    ns.in_ns(|| get_once(addr, path, timeout))
+}
+
+/// After this many consecutive failures [`http_get_many`] stops early.
+pub const MAX_CONSECUTIVE_FAILURES: usize = 3;
+
+/// `count` sequential [`http_get`]s (each on a new connection) in one
+/// namespace thread; per-request results, in order. Stops early after
+/// [`MAX_CONSECUTIVE_FAILURES`] consecutive failures (the remaining entries
+/// are errors saying so), so a broken path costs a few timeouts, not `count`.
+pub fn http_get_many(
+    ns: &NetNs,
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<anyhow::Result<(u16, String)>> {
+    ns.in_ns(|| {
+        let mut out = Vec::with_capacity(count);
+        let mut failed_in_a_row = 0;
+        for _ in 0..count {
+            if failed_in_a_row >= MAX_CONSECUTIVE_FAILURES {
+                out.push(Err(anyhow!(
+                    "GET http://{addr}{path}: not sent, {MAX_CONSECUTIVE_FAILURES} requests in a row failed"
+                )));
+                continue;
+            }
+            let r = get_once(addr, path, timeout);
+            failed_in_a_row = if r.is_ok() { 0 } else { failed_in_a_row + 1 };
+            out.push(r);
+        }
+        out
+    })
+}
+
+fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    let deadline = Instant::now() + timeout;
+    let remaining = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow!("GET http://{addr}{path}: timed out after {timeout:?}"))
+    };
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect to {addr}"))?;
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(remaining()?))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: xlb-test\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .with_context(|| format!("send to {addr}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        s.set_read_timeout(Some(remaining()?))?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if buf.is_empty() => {
+                return Err(e).with_context(|| format!("read from {addr}"));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("read from {addr} after {} bytes", buf.len()));
+            }
+        }
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    parse_response(&buf).with_context(|| format!("GET http://{addr}{path}"))
+}
+
+fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("incomplete response ({} bytes)", buf.len()))?;
+    let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 headers")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let mut body = &buf[end + 4..];
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            let len: usize = v.trim().parse().context("bad Content-Length")?;
+            ensure!(
+                body.len() >= len,
+                "short body: {} of {len} bytes",
+                body.len()
+            );
+            body = &body[..len];
+        }
+    }
+    Ok((status, String::from_utf8_lossy(body).into_owned()))
+}
+
+/// Proves `server_ns` answers TCP on `ip`: binds a listener there (ephemeral
+/// port), connects from `client_ns`, and reads a greeting back.
+pub fn tcp_probe(
+    server_ns: &NetNs,
+    client_ns: &NetNs,
+    ip: IpAddr,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let listener = server_ns
+        .in_ns(|| TcpListener::bind(SocketAddr::new(ip, 0)))
+        .with_context(|| format!("bind {ip} in {}", server_ns.name()))?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    std::thread::scope(|s| {
+        let server = s.spawn(|| -> anyhow::Result<()> {
+            loop {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false)?;
+                        conn.set_write_timeout(Some(timeout))?;
+                        conn.write_all(b"xlb-node\n")?;
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() >= deadline {
+                            bail!("no connection accepted on {addr} within {timeout:?}");
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        });
+        let client = client_ns.in_ns(|| -> anyhow::Result<()> {
+            let mut c = TcpStream::connect_timeout(&addr, timeout)
+                .with_context(|| format!("connect to {addr}"))?;
+            c.set_read_timeout(Some(timeout))?;
+            let mut got = String::new();
+            c.read_to_string(&mut got)
+                .with_context(|| format!("read from {addr}"))?;
+            ensure!(
+                got == "xlb-node\n",
+                "unexpected greeting {got:?} from {addr}"
+            );
+            Ok(())
+        });
+        let server = server
+            .join()
+            .map_err(|_| anyhow!("probe server panicked"))?;
+        client.and(server)
+    })
+}
+
+/// A keep-alive HTTP/1.1 connection: many requests on one TCP connection
+/// (which therefore stays on one backend as long as the balancer keeps it).
+#[derive(Debug)]
+pub struct KeepAlive {
+    stream: TcpStream,
+    addr: SocketAddr,
+    /// Received bytes not yet consumed by a response.
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    /// Connects to `addr` from inside `ns`; every later read and write is
+    /// bounded by `timeout`.
+    pub fn connect(ns: &NetNs, addr: SocketAddr, timeout: Duration) -> anyhow::Result<KeepAlive> {
+        let stream = ns
+            .in_ns(|| TcpStream::connect_timeout(&addr, timeout))
+            .with_context(|| format!("connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(KeepAlive {
+            stream,
+            addr,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The peer as the client's socket sees it.
+    pub fn peer_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.stream.peer_addr()?)
+    }
+
+    /// The client's own address and port.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.stream.local_addr()?)
+    }
+
+    /// `GET path` on this connection; returns (status, body).
+    pub fn get(&mut self, path: &str) -> anyhow::Result<(u16, String)> {
+        let addr = self.addr;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: xlb-test\r\nConnection: keep-alive\r\n\r\n"
+        );
+        self.stream
+            .write_all(req.as_bytes())
+            .with_context(|| format!("send to {addr}"))?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some((status, body, used)) =
+                complete_response(&self.buf).with_context(|| format!("GET http://{addr}{path}"))?
+            {
+                self.buf.drain(..used);
+                return Ok((status, body));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => bail!(
+                    "GET http://{addr}{path}: connection closed by the peer ({} bytes of response)",
+                    self.buf.len()
+                ),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "GET http://{addr}{path}: read after {} bytes of response",
+                            self.buf.len()
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `Some((status, body, bytes used))` once `buf` holds a whole response
+/// with a Content-Length; `None` while more is needed.
+fn complete_response(buf: &[u8]) -> anyhow::Result<Option<(u16, String, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 headers")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let len = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.trim().parse::<usize>())
+        .ok_or_else(|| anyhow!("keep-alive response without Content-Length"))?
+        .context("bad Content-Length")?;
+    let total = end + 4 + len;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let body = String::from_utf8_lossy(&buf[end + 4..total]).into_owned();
+    Ok(Some((status, body, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_response_honours_content_length() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 10\r\n\r\nbackend-1\nTRAILING";
+        assert_eq!(
+            parse_response(raw).unwrap(),
+            (200, "backend-1\n".to_owned())
+        );
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nback";
+        assert!(parse_response(short).is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn complete_response_waits_for_the_whole_body_and_says_what_it_used() {
+        let one = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nbackend-2\n";
+        let mut two = one.to_vec();
+        two.extend_from_slice(b"HTTP/1.1 200");
+        assert_eq!(
+            complete_response(&two).unwrap(),
+            Some((200, "backend-2\n".to_owned(), one.len()))
+        );
+        assert_eq!(complete_response(&one[..one.len() - 1]).unwrap(), None);
+        assert_eq!(complete_response(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+        assert!(complete_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+    }
+}

@@ -1,0 +1,471 @@
+//! Test / demo topologies built from network namespaces, with real nginx
+//! backends, and the helpers the demo and the end-to-end tests drive them
+//! with (a running `xlb`, its status, an HTTP client, packet captures).
+//!
+//! * [`Topology`] (`dsr.rs`): client, xlb node and backends on one bridge,
+//!   for direct server return.
+//! * [`NatTopology`] (`nat.rs`): NAT, two-armed (client and backends on
+//!   separate segments, xlb routing between them) or one-armed.
+//!
+//! Everything (namespaces, links, nginx processes, the temp dir) carries a
+//! per-run prefix and is torn down on drop, on panic unwinding, and on
+//! SIGINT/SIGTERM (see [`crate::netns`]).
+
+mod capture;
+mod dsr;
+mod http;
+mod nat;
+mod nginx;
+
+pub use capture::{Capture, Captured, source_of};
+pub use dsr::{Serve, Topology};
+pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
+pub use nat::{BACKEND_PORT, NatLayout, NatTopology};
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+
+use crate::netns::{self, MAX_IFNAME, ManagedChild, NetNs, TempDir};
+
+/// The IPv4 VIP.
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// The IPv6 VIP.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100);
+/// The VIP port (nginx listens there on every backend).
+pub const VIP_PORT: u16 = 80;
+/// Most backends a topology may have.
+pub const MAX_BACKENDS: usize = 20;
+/// nginx binary.
+pub const NGINX: &str = "/usr/sbin/nginx";
+/// Size of the `/big` body.
+pub const BIG_BODY_LEN: usize = 8192;
+
+const LB_HOST: u8 = 1;
+const CLIENT_HOST: u8 = 2;
+const BACKEND_HOST_BASE: u8 = 10;
+
+/// Subnet numbers: 198.18.<net>.0/24 and fd00:<18+net>::/64. Net 0 holds
+/// the client (and, in DSR, everything); net 1 the NAT backends.
+const CLIENT_NET: u8 = 0;
+const SERVER_NET: u8 = 1;
+
+fn net_addr4(net: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, net, host)
+}
+
+/// fd00:<18+net>::<host>, the host number written with the same digits as
+/// in the IPv4 address (198.18.0.11 is fd00:18::11, 198.18.1.11 fd00:19::11).
+fn net_addr6(net: u8, host: u8) -> Ipv6Addr {
+    let group = u16::from_str_radix(&host.to_string(), 16).expect("decimal digits are hex digits");
+    Ipv6Addr::new(0xfd00, 0x18 + u16::from(net), 0, 0, 0, 0, 0, group)
+}
+
+fn addr4(host: u8) -> Ipv4Addr {
+    net_addr4(CLIENT_NET, host)
+}
+
+fn addr6(host: u8) -> Ipv6Addr {
+    net_addr6(CLIENT_NET, host)
+}
+
+fn backend_host(i: usize) -> u8 {
+    assert!(
+        (1..=MAX_BACKENDS).contains(&i),
+        "backend index {i} out of 1..={MAX_BACKENDS}"
+    );
+    BACKEND_HOST_BASE + i as u8
+}
+
+/// Counters of one interface, from `ip -s -j link`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl LinkStats {
+    /// Counter growth since `before` (saturating).
+    pub fn since(&self, before: &LinkStats) -> LinkStats {
+        LinkStats {
+            rx_packets: self.rx_packets.saturating_sub(before.rx_packets),
+            rx_bytes: self.rx_bytes.saturating_sub(before.rx_bytes),
+            tx_packets: self.tx_packets.saturating_sub(before.tx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(before.tx_bytes),
+        }
+    }
+}
+
+/// Reads `ifname`'s counters inside `ns`.
+pub fn link_stats(ns: &NetNs, ifname: &str) -> anyhow::Result<LinkStats> {
+    let out = ns.ip(["-s", "-j", "link", "show", "dev", ifname])?;
+    let v: Value =
+        serde_json::from_str(&out).with_context(|| format!("bad `ip -s -j link` output: {out}"))?;
+    let s = &v[0]["stats64"];
+    let get = |dir: &str, what: &str| {
+        s[dir][what]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no stats64.{dir}.{what} for {ifname} in {}", ns.name()))
+    };
+    Ok(LinkStats {
+        rx_packets: get("rx", "packets")?,
+        rx_bytes: get("rx", "bytes")?,
+        tx_packets: get("tx", "packets")?,
+        tx_bytes: get("tx", "bytes")?,
+    })
+}
+
+/// Picks an unused per-run prefix: "x" + 5 lowercase hex digits.
+fn pick_prefix() -> anyhow::Result<(String, TempDir)> {
+    let existing = netns::run_cmd(Command::new(netns::IP).args(["netns", "list"]))?;
+    for _ in 0..16 {
+        let prefix = format!("x{:05x}", rand::random::<u32>() & 0xf_ffff);
+        if existing.lines().any(|l| l.starts_with(&prefix)) {
+            continue;
+        }
+        let name = format!("xlb-{prefix}");
+        match TempDir::create(&name) {
+            Ok(dir) => return Ok((prefix, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create temp dir {name}")),
+        }
+    }
+    bail!("could not find an unused topology prefix")
+}
+
+/// `ip -n NS <words of line>` (names and addresses never contain spaces).
+fn ip(ns: &NetNs, line: &str) -> anyhow::Result<()> {
+    ns.ip(line.split_whitespace()).map(drop)
+}
+
+/// `ethtool <words of line>` inside `ns`.
+fn ethtool(ns: &NetNs, line: &str) -> anyhow::Result<()> {
+    ns.run(std::iter::once("ethtool").chain(line.split_whitespace()))
+        .map(drop)
+}
+
+/// A veth pair: `inner` in `ns`, `peer` in `switch` enslaved to `bridge`
+/// and up (the caller brings `inner` up once it is addressed). TX checksum
+/// offload is off on both ends: a partial checksum left for the offload is
+/// never completed once XDP has sent the frame on.
+fn add_veth(
+    switch: &NetNs,
+    bridge: &str,
+    ns: &NetNs,
+    inner: &str,
+    peer: &str,
+) -> anyhow::Result<()> {
+    debug_assert!(inner.len() <= MAX_IFNAME && peer.len() <= MAX_IFNAME);
+    let ns_name = ns.name();
+    ip(
+        switch,
+        &format!("link add {peer} type veth peer name {inner} netns {ns_name}"),
+    )?;
+    ip(switch, &format!("link set {peer} master {bridge} up"))?;
+    ethtool(switch, &format!("-K {peer} tx off"))?;
+    ethtool(ns, &format!("-K {inner} tx off"))
+}
+
+/// Starts `xlb run --config CONFIG` inside `ns` (`what` names it in
+/// messages); its stderr and stdout go to `log`.
+fn spawn_xlb(
+    ns: &NetNs,
+    what: &str,
+    xlb_exe: &Path,
+    config: &Path,
+    socket: &Path,
+    log: PathBuf,
+) -> anyhow::Result<Xlb> {
+    let out = std::fs::File::create(&log)?;
+    let err = out.try_clone()?;
+    let mut cmd = ns.exec([xlb_exe.as_os_str()]);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(out)
+        .stderr(err);
+    let child = ManagedChild::spawn(what, &mut cmd)?;
+    Ok(Xlb {
+        child,
+        exe: xlb_exe.to_owned(),
+        socket: socket.to_owned(),
+        log,
+    })
+}
+
+/// Attaches the pass-everything XDP program ([`crate::XDP_PASS_OBJECT`]) in
+/// native mode to `ifname` in the calling thread's namespace. It stays
+/// attached while the returned object lives.
+pub fn attach_xdp_pass(ifname: &str) -> anyhow::Result<aya::Ebpf> {
+    const PROGRAM: &str = "xdp_pass";
+    let mut ebpf =
+        aya::Ebpf::load(crate::XDP_PASS_OBJECT).context("loading the xdp-pass object")?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| anyhow!("no program {PROGRAM} in the xdp-pass object"))?
+        .try_into()?;
+    prog.load().context("loading xdp_pass into the kernel")?;
+    prog.attach(ifname, aya::programs::XdpMode::Driver)
+        .with_context(|| format!("attaching xdp_pass to {ifname} (native mode)"))?;
+    Ok(ebpf)
+}
+
+/// A running `xlb run` (a [`ManagedChild`]: SIGTERM on drop).
+#[derive(Debug)]
+pub struct Xlb {
+    child: ManagedChild,
+    exe: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Xlb {
+    /// `xlb status --socket SOCK --json`, parsed.
+    pub fn status(&self) -> anyhow::Result<Value> {
+        xlb_status(&self.exe, &self.socket)
+    }
+
+    /// Polls status until every backend of every VIP is "active"; returns that
+    /// status. The error names the last status (or error) seen and the log tail.
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Value> {
+        self.wait_status(
+            "readiness (every backend \"active\")",
+            timeout,
+            all_backends_active,
+        )
+    }
+
+    /// Polls status until `done(status)` holds; returns that status. The
+    /// error names `what`, the last status (or error) seen and the log tail.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("(no status yet)");
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                bail!(
+                    "xlb exited ({st}) while waiting for {what}; last status: {last}\n--- xlb log ---\n{}",
+                    self.log_tail(30)
+                );
+            }
+            match self.status() {
+                Ok(v) if done(&v) => return Ok(v),
+                Ok(v) => last = v.to_string(),
+                Err(e) => last = format!("{e:#}"),
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no {what} after {timeout:?}; last status: {last}\n--- xlb log ---\n{}",
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Asks xlb to re-read its config file: SIGHUP to the process we
+    /// started (refused if it has already exited, so the pid cannot have
+    /// been reused).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        if let Some(st) = self.child.try_wait()? {
+            bail!(
+                "xlb exited ({st}); cannot reload\n--- xlb log ---\n{}",
+                self.log_tail(30)
+            );
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+            .with_context(|| format!("SIGHUP to xlb (pid {pid})"))
+    }
+
+    /// The last `n` lines of xlb's log, without terminal colour codes.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Path of xlb's log file (inside the topology's temp dir).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether xlb is still running.
+    pub fn is_running(&self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. True if SIGTERM sufficed.
+    pub fn stop(self, grace: Duration) -> bool {
+        self.child.stop(grace)
+    }
+
+    /// SIGKILL by PID, no grace: a crash.
+    pub fn kill_now(&self) -> anyhow::Result<()> {
+        self.child.kill_now()
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... final-byte`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs `xlb status --socket SOCK --json` (bounded to 5 s) and parses it.
+pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Value> {
+    let mut cmd = Command::new(xlb_exe);
+    cmd.arg("status")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let line = netns::cmd_line(&cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run `{line}`"))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{line}` timed out");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "`{line}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "`{line}` printed invalid JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// True if the status has at least one VIP and every backend is "active".
+pub fn all_backends_active(status: &Value) -> bool {
+    let Some(vips) = status["vips"].as_array() else {
+        return false;
+    };
+    !vips.is_empty()
+        && vips.iter().all(|v| {
+            v["backends"].as_array().is_some_and(|bs| {
+                !bs.is_empty() && bs.iter().all(|b| b["state"].as_str() == Some("active"))
+            })
+        })
+}
+
+/// The VIP object named `name` in a status.
+pub fn status_vip<'a>(status: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+    status["vips"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"].as_str() == Some(name)))
+        .ok_or_else(|| anyhow!("no VIP {name:?} in status {status}"))
+}
+
+/// Per-backend `(name, packets, bytes)` of VIP `vip` in a status.
+pub fn backend_counters(status: &Value, vip: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let v = status_vip(status, vip)?;
+    let bs = v["backends"]
+        .as_array()
+        .ok_or_else(|| anyhow!("VIP {vip} has no backends array: {v}"))?;
+    bs.iter()
+        .map(|b| {
+            Ok((
+                b["name"].as_str().unwrap_or("?").to_owned(),
+                b["packets"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("no packets in {b}"))?,
+                b["bytes"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("no bytes in {b}"))?,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v6_addresses_reuse_the_v4_host_digits() {
+        assert_eq!(addr6(LB_HOST), "fd00:18::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            addr6(backend_host(1)),
+            "fd00:18::11".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(addr4(backend_host(3)), Ipv4Addr::new(198, 18, 0, 13));
+        assert_eq!(addr6(100), VIP6);
+        assert_eq!(addr4(100), VIP4);
+    }
+
+    #[test]
+    fn strip_ansi_removes_colour_codes() {
+        assert_eq!(
+            strip_ansi("\x1b[2mtime\x1b[0m \x1b[32m INFO\x1b[0m msg"),
+            "time  INFO msg"
+        );
+    }
+
+    #[test]
+    fn status_helpers_read_the_documented_json() {
+        let status: Value = serde_json::from_str(
+            r#"{"vips":[{"name":"web4","packets":7,"backends":[
+                {"name":"backend-1","state":"active","packets":3,"bytes":300},
+                {"name":"backend-2","state":"unresolved","packets":4,"bytes":400}]}]}"#,
+        )
+        .unwrap();
+        assert!(!all_backends_active(&status));
+        assert_eq!(status_vip(&status, "web4").unwrap()["packets"], 7);
+        assert!(status_vip(&status, "web6").is_err());
+        assert_eq!(
+            backend_counters(&status, "web4").unwrap(),
+            vec![("backend-1".into(), 3, 300), ("backend-2".into(), 4, 400)]
+        );
+        let mut ready = status.clone();
+        ready["vips"][0]["backends"][1]["state"] = "active".into();
+        assert!(all_backends_active(&ready));
+    }
+}

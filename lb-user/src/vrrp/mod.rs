@@ -1,0 +1,742 @@
+//! VRRP version 3 (RFC 5798) between xlb nodes, and with keepalived.
+//!
+//! - [`state`]: the pure state machine of one virtual router.
+//! - [`packet`]: the advert codec and the strict receive checks.
+//! - [`socket`], [`announce`], [`track`]: the thin shells around sockets.
+//! - This module: the engine that runs one machine per `[[vrrp.group]]`,
+//!   feeds it adverts, timers and tracking results, and carries out what it
+//!   decides: on MASTER the group's VIP addresses are added to the NIC (so
+//!   the kernel answers ARP/ND for them), announced by gratuitous ARP /
+//!   unsolicited NA, and the XDP program is switched to forwarding; on
+//!   leaving MASTER forwarding stops first, then the addresses go.
+
+pub mod announce;
+pub mod packet;
+pub mod socket;
+pub mod state;
+pub mod track;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow};
+use tokio::sync::watch;
+
+use crate::config::{VrrpConfig, VrrpGroup};
+use crate::netlink;
+use crate::status::{VrrpGroupStatus, VrrpStatus, VrrpTransition};
+use packet::{Advert, Reject};
+use socket::{Received, VrrpSocket};
+use state::{Action, Event, Machine, Params, State};
+
+/// What VRRP changes outside itself. The daemon implements it over the BPF
+/// maps (through the controller, which owns them) and netlink.
+pub trait Effects: Send {
+    /// Starts (`on`) or stops forwarding the traffic of the VIPs named
+    /// `vips` (one group's).
+    fn set_forwarding(&mut self, vips: &[String], on: bool) -> Result<()>;
+    /// Adds the VIP addresses to the NIC.
+    fn assign(&mut self, addrs: &[IpAddr]) -> Result<()>;
+    /// Removes them.
+    fn withdraw(&mut self, addrs: &[IpAddr]) -> Result<()>;
+}
+
+/// The NIC VRRP runs on.
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+/// Netlink-backed address effects (forwarding is the caller's).
+pub fn assign_addresses(ifindex: u32, addrs: &[IpAddr]) -> Result<()> {
+    for a in addrs {
+        netlink::add_host_address(ifindex, *a).with_context(|| format!("assigning VIP {a}"))?;
+    }
+    Ok(())
+}
+
+pub fn withdraw_addresses(ifindex: u32, addrs: &[IpAddr]) -> Result<()> {
+    let mut first_err = None;
+    // Withdraw every one even if one fails: a VIP left behind answers ARP.
+    for a in addrs {
+        if let Err(e) = netlink::del_host_address(ifindex, *a) {
+            first_err.get_or_insert(anyhow!(e).context(format!("withdrawing VIP {a}")));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// The tracking verdict, published by the tracking task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracking {
+    /// None: all fine; Some(what fails).
+    pub failing: Option<String>,
+}
+
+struct Group {
+    cfg: VrrpGroup,
+    machine: Machine,
+    /// What the data plane was last told for this group's VIPs.
+    forwarding: Option<bool>,
+    sent: u64,
+    received: u64,
+    last_at_unix_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Source addresses for adverts: the first IPv4 address of the NIC that is
+/// not a VIP, and its IPv6 link-local address.
+pub fn primary_addresses(
+    ifindex: u32,
+    vips: &[IpAddr],
+) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let addrs = netlink::addresses(ifindex)?;
+    let v4 = addrs.iter().find_map(|a| match a.addr {
+        IpAddr::V4(v) if !vips.contains(&a.addr) => Some(v),
+        _ => None,
+    });
+    let v6 = addrs.iter().find_map(|a| match a.addr {
+        IpAddr::V6(v) if a.link_scope => Some(v),
+        _ => None,
+    });
+    Ok((v4, v6))
+}
+
+pub struct Engine {
+    cfg: VrrpConfig,
+    nic: Nic,
+    groups: Vec<Group>,
+    v4: Option<Arc<VrrpSocket>>,
+    v6: Option<Arc<VrrpSocket>>,
+    epoch: Instant,
+    counters: BTreeMap<String, u64>,
+    tracking: Tracking,
+    effects: Box<dyn Effects>,
+    status: Arc<Mutex<VrrpStatus>>,
+}
+
+impl Engine {
+    /// Opens the sockets the groups need. Does not change anything yet.
+    pub fn new(
+        cfg: VrrpConfig,
+        nic: Nic,
+        effects: Box<dyn Effects>,
+        status: Arc<Mutex<VrrpStatus>>,
+    ) -> Result<Self> {
+        let all_vips: Vec<IpAddr> = cfg
+            .groups
+            .iter()
+            .flat_map(|g| g.addresses.clone())
+            .collect();
+        let (p4, p6) = primary_addresses(nic.index, &all_vips)?;
+        let need_v4 = cfg.groups.iter().any(|g| !g.is_ipv6());
+        let need_v6 = cfg.groups.iter().any(VrrpGroup::is_ipv6);
+        let v4 = match (need_v4, p4) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!(
+                "{} has no IPv4 address of its own (besides the VIPs) to send VRRP adverts from",
+                nic.name
+            ),
+            (true, Some(src)) => Some(Arc::new(
+                VrrpSocket::open_v4(&nic.name, nic.index, src)
+                    .with_context(|| format!("opening the IPv4 VRRP socket on {}", nic.name))?,
+            )),
+        };
+        let v6 = match (need_v6, p6) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!(
+                "{} has no IPv6 link-local address to send VRRP adverts from",
+                nic.name
+            ),
+            (true, Some(src)) => Some(Arc::new(
+                VrrpSocket::open_v6(&nic.name, nic.index, src)
+                    .with_context(|| format!("opening the IPv6 VRRP socket on {}", nic.name))?,
+            )),
+        };
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| {
+                let primary = if g.is_ipv6() {
+                    p6.map(IpAddr::from)
+                } else {
+                    p4.map(IpAddr::from)
+                };
+                Group {
+                    machine: Machine::new(Params {
+                        priority: g.priority,
+                        preempt: g.preempt,
+                        interval_cs: g.interval_cs,
+                        primary: primary.expect("checked above"),
+                    }),
+                    cfg: g.clone(),
+                    forwarding: None,
+                    sent: 0,
+                    received: 0,
+                    last_at_unix_ms: 0,
+                }
+            })
+            .collect();
+        let mut counters = BTreeMap::new();
+        counters.insert("accepted".to_string(), 0);
+        counters.insert("address_mismatch".to_string(), 0);
+        counters.insert("interval_mismatch".to_string(), 0);
+        for r in Reject::ALL {
+            counters.insert(r.as_str().to_string(), 0);
+        }
+        Ok(Self {
+            cfg,
+            nic,
+            groups,
+            v4,
+            v6,
+            epoch: Instant::now(),
+            counters,
+            tracking: Tracking { failing: None },
+            effects,
+            status,
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn tracking_event(&self) -> Event {
+        let failing = self.tracking.failing.is_some();
+        Event::Tracking {
+            fault: failing && self.cfg.track_penalty == 0,
+            penalty: if failing { self.cfg.track_penalty } else { 0 },
+        }
+    }
+
+    /// Runs until `stop` turns true, then resigns and withdraws everything.
+    pub async fn run(
+        mut self,
+        tracking: watch::Receiver<Tracking>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut tracking = Some(tracking);
+        // A previous run killed while master may have left the VIPs behind.
+        let all: Vec<IpAddr> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.cfg.addresses.clone())
+            .collect();
+        self.update_forwarding();
+        if let Err(e) = self.effects.withdraw(&all) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "withdrawing stale VIPs at startup"
+            );
+        }
+        if let Some(t) = &mut tracking {
+            self.tracking = t.borrow_and_update().clone();
+        }
+        let mut rx4 = self.v4.as_ref().map(VrrpSocket::spawn_receiver);
+        let mut rx6 = self.v6.as_ref().map(VrrpSocket::spawn_receiver);
+        let now = self.now();
+        for i in 0..self.groups.len() {
+            let ev = self.tracking_event();
+            let mut actions = self.groups[i].machine.handle(now, ev);
+            actions.extend(self.groups[i].machine.handle(now, Event::Startup));
+            self.apply(i, actions);
+        }
+        self.publish();
+        loop {
+            let deadline = self
+                .groups
+                .iter()
+                .filter_map(|g| g.machine.next_deadline())
+                .min()
+                .map(|d| tokio::time::Instant::from_std(self.epoch + d));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let recv4 = next_packet(&mut rx4);
+            let recv6 = next_packet(&mut rx6);
+            tokio::select! {
+                _ = sleep => {
+                    let now = self.now();
+                    for i in 0..self.groups.len() {
+                        let actions = self.groups[i].machine.poll(now);
+                        self.apply(i, actions);
+                    }
+                }
+                r = recv4 => self.received(r, false),
+                r = recv6 => self.received(r, true),
+                t = next_verdict(&mut tracking) => {
+                    let Some(t) = t else {
+                        // The tracker is gone: keep the last verdict.
+                        tracking = None;
+                        continue;
+                    };
+                    if t != self.tracking {
+                        match &t.failing {
+                            Some(what) => tracing::warn!(failing = %what, "VRRP tracking failed"),
+                            None => tracing::info!("VRRP tracking recovered"),
+                        }
+                        self.tracking = t;
+                        let now = self.now();
+                        for i in 0..self.groups.len() {
+                            let ev = self.tracking_event();
+                            let actions = self.groups[i].machine.handle(now, ev);
+                            self.apply(i, actions);
+                        }
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+            self.publish();
+        }
+        let now = self.now();
+        for i in 0..self.groups.len() {
+            let actions = self.groups[i].machine.handle(now, Event::Shutdown);
+            self.apply(i, actions);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn count(&mut self, what: &str) {
+        *self.counters.entry(what.to_string()).or_default() += 1;
+    }
+
+    fn received(&mut self, r: std::io::Result<Received>, v6: bool) {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, v6, "VRRP receive failed");
+                return;
+            }
+        };
+        match self.check(&r, v6) {
+            Ok((i, from, advert)) => {
+                self.count("accepted");
+                let g = &mut self.groups[i];
+                g.received += 1;
+                let mut ours = g.cfg.addresses.clone();
+                let mut theirs = advert.addresses.clone();
+                ours.sort();
+                theirs.sort();
+                let addr_mismatch = ours != theirs;
+                let interval_mismatch = advert.interval_cs != g.cfg.interval_cs;
+                if addr_mismatch {
+                    self.count("address_mismatch");
+                }
+                if interval_mismatch {
+                    // RFC 5798 6.4.2: a backup follows the master's interval.
+                    self.count("interval_mismatch");
+                }
+                let now = self.now();
+                let actions = self.groups[i].machine.handle(
+                    now,
+                    Event::Advert {
+                        from,
+                        priority: advert.priority,
+                        interval_cs: advert.interval_cs,
+                    },
+                );
+                self.apply(i, actions);
+            }
+            Err(reject) => {
+                tracing::debug!(src = %r.src, reason = %reject, "VRRP packet ignored");
+                self.count(reject.as_str());
+            }
+        }
+    }
+
+    fn check(&self, r: &Received, v6: bool) -> Result<(usize, IpAddr, Advert), Reject> {
+        let sock = if v6 { &self.v6 } else { &self.v4 };
+        let groups: Vec<(u8, bool)> = self
+            .groups
+            .iter()
+            .map(|g| (g.cfg.vrid, g.cfg.is_ipv6()))
+            .collect();
+        classify(r, v6, sock.as_ref().map(|s| s.source()), &groups)
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendAdvert { priority } => self.send_advert(i, priority),
+                Action::Transition { from, to, reason } => {
+                    let g = &mut self.groups[i];
+                    g.last_at_unix_ms = unix_ms();
+                    tracing::info!(
+                        vrid = g.cfg.vrid,
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        %reason,
+                        priority = g.machine.priority(),
+                        "VRRP transition"
+                    );
+                    let addrs = g.cfg.addresses.clone();
+                    if to == State::Master {
+                        self.update_forwarding();
+                        if let Err(e) = self.effects.assign(&addrs) {
+                            tracing::error!(error = format!("{e:#}"), "assigning VIPs");
+                        }
+                        self.announce(&addrs);
+                    } else if from == State::Master || to == State::Init {
+                        // Stop forwarding before the addresses go.
+                        self.update_forwarding();
+                        if let Err(e) = self.effects.withdraw(&addrs) {
+                            tracing::error!(error = format!("{e:#}"), "withdrawing VIPs");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each group's VIPs are forwarded exactly while the group is master
+    /// here: a node that is master of one group and backup of another
+    /// forwards only the first group's VIPs.
+    fn update_forwarding(&mut self) {
+        for g in &mut self.groups {
+            let on = g.machine.state() == State::Master;
+            if g.forwarding == Some(on) {
+                continue;
+            }
+            match self.effects.set_forwarding(&g.cfg.vips, on) {
+                Ok(()) => {
+                    tracing::info!(
+                        vrid = g.cfg.vrid,
+                        forwarding = on,
+                        "VIP forwarding switched"
+                    );
+                    g.forwarding = Some(on);
+                }
+                Err(e) => tracing::error!(error = format!("{e:#}"), "switching forwarding"),
+            }
+        }
+    }
+
+    fn send_advert(&mut self, i: usize, priority: u8) {
+        let g = &mut self.groups[i];
+        let sock = if g.cfg.is_ipv6() { &self.v6 } else { &self.v4 };
+        let Some(sock) = sock else { return };
+        let advert = Advert {
+            vrid: g.cfg.vrid,
+            priority,
+            interval_cs: g.cfg.interval_cs,
+            addresses: g.cfg.addresses.clone(),
+        };
+        let bytes = advert.encode(sock.source(), sock.group());
+        match sock.send(&bytes) {
+            Ok(()) => g.sent += 1,
+            Err(e) => tracing::warn!(vrid = g.cfg.vrid, error = %e, "sending VRRP advert"),
+        }
+    }
+
+    /// Gratuitous ARP / unsolicited NA, `garp_repeat` times, in the background.
+    fn announce(&self, addrs: &[IpAddr]) {
+        let v4: Vec<Ipv4Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let v6: Vec<Ipv6Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let nic = self.nic.clone();
+        let repeat = self.cfg.garp_repeat;
+        let gap = Duration::from_millis(u64::from(self.cfg.garp_interval_ms));
+        tokio::task::spawn_blocking(move || {
+            for n in 0..repeat {
+                if n > 0 {
+                    std::thread::sleep(gap);
+                }
+                if let Err(e) = announce::send_garps(&nic.name, nic.mac, &v4) {
+                    tracing::warn!(error = %e, "sending gratuitous ARP");
+                }
+                if let Err(e) = announce::send_nas(&nic.name, nic.index, nic.mac, &v6) {
+                    tracing::warn!(error = %e, "sending unsolicited neighbour advertisement");
+                }
+            }
+        });
+    }
+
+    fn publish(&self) {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| {
+                let m = &g.machine;
+                VrrpGroupStatus {
+                    vrid: g.cfg.vrid,
+                    family: if g.cfg.is_ipv6() { "ipv6" } else { "ipv4" }.into(),
+                    state: m.state().as_str().into(),
+                    priority: m.priority(),
+                    configured_priority: g.cfg.priority,
+                    preempt: g.cfg.preempt,
+                    advert_interval_cs: g.cfg.interval_cs,
+                    master: m.master().map(|a| a.to_string()),
+                    vips: g.cfg.vips.clone(),
+                    adverts_sent: g.sent,
+                    adverts_received: g.received,
+                    last_transition: m.last_transition().map(|(_, from, to, reason)| {
+                        VrrpTransition {
+                            from: from.as_str().into(),
+                            to: to.as_str().into(),
+                            reason: reason.to_string(),
+                            at_unix_ms: g.last_at_unix_ms,
+                            ago_ms: 0,
+                        }
+                    }),
+                }
+            })
+            .collect();
+        let snapshot = VrrpStatus {
+            groups,
+            tracking: self.tracking.failing.clone().unwrap_or_else(|| "ok".into()),
+            counters: self.counters.clone(),
+        };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+}
+
+/// The strict receive path, pure: a datagram from the IPv4 (IP header
+/// included) or IPv6 socket, our own source address, and the groups as
+/// (VRID, is IPv6). Ok: the index of the group, the sender, the advert.
+pub fn classify(
+    r: &Received,
+    v6: bool,
+    own: Option<IpAddr>,
+    groups: &[(u8, bool)],
+) -> Result<(usize, IpAddr, Advert), Reject> {
+    let (src, dst, ttl, msg) = if v6 {
+        (r.src, r.dst, r.ttl, r.bytes.as_slice())
+    } else {
+        let p = packet::parse_ipv4(&r.bytes)?;
+        (IpAddr::from(p.src), IpAddr::from(p.dst), p.ttl, p.payload)
+    };
+    if own == Some(src) {
+        return Err(Reject::OwnAddress);
+    }
+    let advert = Advert::decode(msg, src, dst, ttl)?;
+    let i = groups
+        .iter()
+        .position(|&(vrid, g6)| vrid == advert.vrid && g6 == v6)
+        .ok_or(Reject::UnknownVrid)?;
+    // The address list has the sender's family by construction: decode
+    // reads addresses of the size of the packet's source.
+    Ok((i, src, advert))
+}
+
+async fn next_packet(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<std::io::Result<Received>>>,
+) -> std::io::Result<Received> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(p) => p,
+            None => {
+                *rx = None;
+                Err(std::io::Error::other("VRRP receive thread ended"))
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_verdict(rx: &mut Option<watch::Receiver<Tracking>>) -> Option<Tracking> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A status snapshot with `ago_ms` filled in for now.
+pub fn status_now(shared: &Mutex<VrrpStatus>) -> VrrpStatus {
+    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let now = unix_ms();
+    for g in &mut s.groups {
+        if let Some(t) = &mut g.last_transition {
+            t.ago_ms = now.saturating_sub(t.at_unix_ms);
+        }
+    }
+    s
+}
+
+/// Probes link and upstream address every `track_interval_ms` and publishes
+/// the verdict. The first probe is published before this returns the
+/// receiver, so a node with a broken cable starts in FAULT (or with the
+/// penalty) instead of becoming master first.
+pub async fn start_tracking(cfg: &VrrpConfig, nic: &Nic) -> watch::Receiver<Tracking> {
+    let interval = Duration::from_millis(u64::from(cfg.track_interval_ms));
+    let timeout = interval.min(Duration::from_secs(1));
+    let (track_link, addr, fall) = (cfg.track_link, cfg.track_address, cfg.track_fall);
+    let nic = nic.clone();
+    let id: u16 = rand::random();
+    let probe = move |seq: u16, nic: Nic| async move {
+        let link_ok = !track_link || netlink::carrier(nic.index).unwrap_or(false);
+        let addr_ok = match addr {
+            None => true,
+            Some(a) if link_ok => {
+                tokio::task::spawn_blocking(move || track::ping(a, id, seq, timeout))
+                    .await
+                    .map(|r| r.unwrap_or(false))
+                    .unwrap_or(false)
+            }
+            Some(_) => false,
+        };
+        (link_ok, addr_ok)
+    };
+    let name = nic.name.clone();
+    let verdict = move |link_ok: bool, addr_down: bool| Tracking {
+        failing: if !link_ok {
+            Some(format!("link {name} down"))
+        } else if addr_down {
+            addr.map(|a| format!("{a} unreachable"))
+        } else {
+            None
+        },
+    };
+    let (link_ok, addr_ok) = probe(0, nic.clone()).await;
+    let mut addr_down = !addr_ok;
+    let (tx, rx) = watch::channel(verdict(link_ok, addr_down));
+    if !track_link && addr.is_none() {
+        return rx;
+    }
+    tokio::spawn(async move {
+        let mut misses = if addr_ok { 0 } else { fall };
+        let mut seq: u16 = 0;
+        loop {
+            tokio::time::sleep(interval).await;
+            seq = seq.wrapping_add(1);
+            let (link_ok, addr_ok) = probe(seq, nic.clone()).await;
+            // Down after `fall` misses in a row, up again on one answer: a
+            // lossy path must not flap mastership on every lost echo.
+            misses = if addr_ok { 0 } else { misses + 1 };
+            if addr_ok {
+                addr_down = false;
+            } else if misses >= fall {
+                addr_down = true;
+            }
+            if tx.send(verdict(link_ok, addr_down)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// An IPv4 datagram as the raw socket delivers it.
+    fn v4_datagram(src: &str, ttl: u8, advert: &Advert) -> Received {
+        let msg = advert.encode(ip(src), packet::GROUP_V4.into());
+        let mut b = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, packet::IPPROTO_VRRP, 0, 0];
+        b.extend_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
+        b.extend_from_slice(&packet::GROUP_V4.octets());
+        b.extend_from_slice(&msg);
+        let len = b.len() as u16;
+        b[2..4].copy_from_slice(&len.to_be_bytes());
+        Received {
+            src: ip(src),
+            dst: packet::GROUP_V4.into(),
+            ttl: 0,
+            bytes: b,
+        }
+    }
+
+    fn v6_datagram(src: &str, hop_limit: u8, advert: &Advert) -> Received {
+        Received {
+            src: ip(src),
+            dst: packet::GROUP_V6.into(),
+            ttl: hop_limit,
+            bytes: advert.encode(ip(src), packet::GROUP_V6.into()),
+        }
+    }
+
+    fn advert(vrid: u8, addrs: &[&str]) -> Advert {
+        Advert {
+            vrid,
+            priority: 100,
+            interval_cs: 100,
+            addresses: addrs.iter().map(|a| ip(a)).collect(),
+        }
+    }
+
+    const GROUPS: [(u8, bool); 3] = [(51, false), (52, true), (51, true)];
+
+    #[test]
+    fn accepts_adverts_for_our_groups_by_family() {
+        let a = advert(51, &["198.18.0.100"]);
+        let (i, from, got) = classify(
+            &v4_datagram("198.18.0.3", 255, &a),
+            false,
+            Some(ip("198.18.0.1")),
+            &GROUPS,
+        )
+        .unwrap();
+        assert_eq!((i, from, got), (0, ip("198.18.0.3"), a));
+        // VRID 51 over IPv6 is the third group, not the IPv4 one.
+        let a6 = advert(51, &["fd00:18::100"]);
+        let (i, _, _) = classify(&v6_datagram("fe80::3", 255, &a6), true, None, &GROUPS).unwrap();
+        assert_eq!(i, 2);
+    }
+
+    #[test]
+    fn refuses_own_foreign_and_unrouted_adverts() {
+        let own = Some(ip("198.18.0.1"));
+        let a = advert(51, &["198.18.0.100"]);
+        let r = |d: &Received, v6| classify(d, v6, own, &GROUPS).map(|_| ()).unwrap_err();
+        assert_eq!(
+            r(&v4_datagram("198.18.0.1", 255, &a), false),
+            Reject::OwnAddress
+        );
+        assert_eq!(r(&v4_datagram("198.18.0.3", 64, &a), false), Reject::BadTtl);
+        assert_eq!(
+            r(
+                &v4_datagram("198.18.0.3", 255, &advert(9, &["198.18.0.100"])),
+                false
+            ),
+            Reject::UnknownVrid
+        );
+        // IPv6 hop limit comes from ancillary data.
+        let a6 = advert(52, &["fd00:18::100"]);
+        assert_eq!(r(&v6_datagram("fe80::3", 254, &a6), true), Reject::BadTtl);
+        // An IPv4 advert body that claims VRID 52 arrives on the IPv4
+        // socket: no IPv4 group 52.
+        assert_eq!(
+            r(
+                &v4_datagram("198.18.0.3", 255, &advert(52, &["198.18.0.100"])),
+                false
+            ),
+            Reject::UnknownVrid
+        );
+        // Truncated IPv4 header.
+        let mut short = v4_datagram("198.18.0.3", 255, &a);
+        short.bytes.truncate(10);
+        assert_eq!(r(&short, false), Reject::Malformed);
+    }
+}

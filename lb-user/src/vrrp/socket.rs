@@ -1,0 +1,223 @@
+//! The thin shell around the VRRP raw sockets: one per address family,
+//! bound to the NIC, joined to the VRRP group, sending with TTL / hop limit
+//! 255. Everything it receives goes through [`super::packet`] unchanged.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd as _;
+
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+    setsockopt, sockopt,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::packet::{GROUP_V4, GROUP_V6, IPPROTO_VRRP, REQUIRED_TTL};
+
+/// Big enough for any advert (255 IPv6 addresses) plus an IPv4 header.
+const RECV_BUF: usize = 8 + 255 * 16 + 60;
+
+/// A received datagram, before any check.
+#[derive(Debug)]
+pub struct Received {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL / hop limit it arrived with.
+    pub ttl: u8,
+    /// The VRRP message (IPv4: the IP header has been parsed off by the
+    /// caller via [`super::packet::parse_ipv4`]; here it is still there).
+    pub bytes: Vec<u8>,
+}
+
+/// How often the receiving thread looks up from a quiet socket to see
+/// whether the engine is still there.
+const RECV_WAKEUP: Duration = Duration::from_millis(500);
+
+pub struct VrrpSocket {
+    fd: Socket,
+    ifindex: u32,
+    /// Source address of everything we send (IPv6: our link-local address).
+    src: IpAddr,
+}
+
+fn nix_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+impl VrrpSocket {
+    /// IPv4: protocol 112 to 224.0.0.18, sent from `src`.
+    pub fn open_v4(ifname: &str, ifindex: u32, src: Ipv4Addr) -> io::Result<Self> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )?;
+        s.set_read_timeout(Some(RECV_WAKEUP))?;
+        s.set_cloexec(true)?;
+        s.bind_device(Some(ifname.as_bytes()))?;
+        s.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
+        // The address form sets both the outgoing interface and the source
+        // of multicast sends; bind() would also filter what we receive.
+        s.set_multicast_if_v4(&src)?;
+        s.set_multicast_ttl_v4(u32::from(REQUIRED_TTL))?;
+        // Our own adverts would only be counted as "own address" drops.
+        s.set_multicast_loop_v4(false)?;
+        Ok(Self {
+            fd: s,
+            ifindex,
+            src: src.into(),
+        })
+    }
+
+    /// IPv6: next header 112 to ff02::12, sent from the link-local `src`.
+    pub fn open_v6(ifname: &str, ifindex: u32, src: Ipv6Addr) -> io::Result<Self> {
+        let s = Socket::new(
+            Domain::IPV6,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )?;
+        s.set_read_timeout(Some(RECV_WAKEUP))?;
+        s.set_cloexec(true)?;
+        s.bind_device(Some(ifname.as_bytes()))?;
+        s.join_multicast_v6(&GROUP_V6, ifindex)?;
+        s.set_multicast_if_v6(ifindex)?;
+        s.set_multicast_hops_v6(u32::from(REQUIRED_TTL))?;
+        s.set_multicast_loop_v6(false)?;
+        // IPv6 raw sockets do not deliver the IP header: ask for the hop
+        // limit and the destination as ancillary data.
+        setsockopt(&s, sockopt::Ipv6RecvHopLimit, &true).map_err(nix_err)?;
+        setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(nix_err)?;
+        Ok(Self {
+            fd: s,
+            ifindex,
+            src: src.into(),
+        })
+    }
+
+    pub fn source(&self) -> IpAddr {
+        self.src
+    }
+
+    pub fn group(&self) -> IpAddr {
+        if self.src.is_ipv4() {
+            GROUP_V4.into()
+        } else {
+            GROUP_V6.into()
+        }
+    }
+
+    /// Sends one VRRP message to the group.
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+        let fd = self.fd.as_raw_fd();
+        let iov = [IoSlice::new(msg)];
+        match self.src {
+            IpAddr::V4(_) => {
+                let to = SockaddrIn::from(SocketAddrV4::new(GROUP_V4, 0));
+                sendmsg(fd, &iov, &[], MsgFlags::empty(), Some(&to)).map_err(nix_err)?;
+            }
+            IpAddr::V6(src) => {
+                // The checksum was computed over this source: pin it.
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: src.octets(),
+                    },
+                    ipi6_ifindex: self.ifindex,
+                };
+                let to = SockaddrIn6::from(SocketAddrV6::new(GROUP_V6, 0, 0, self.ifindex));
+                sendmsg(
+                    fd,
+                    &iov,
+                    &[ControlMessage::Ipv6PacketInfo(&info)],
+                    MsgFlags::empty(),
+                    Some(&to),
+                )
+                .map_err(nix_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives on a thread of its own (the socket is blocking: tokio's
+    /// safe wrappers do not cover raw sockets) and hands datagrams to the
+    /// engine. The thread ends once the receiver is dropped.
+    pub fn spawn_receiver(self: &Arc<Self>) -> mpsc::Receiver<io::Result<Received>> {
+        let (tx, rx) = mpsc::channel(64);
+        let sock = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                let r = match sock.recv_now() {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                    r => r,
+                };
+                if tx.blocking_send(r).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    fn recv_now(&self) -> io::Result<Received> {
+        let fd = self.fd.as_raw_fd();
+        let mut buf = vec![0u8; RECV_BUF];
+        match self.src {
+            IpAddr::V4(_) => {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, None, MsgFlags::empty())
+                    .map_err(nix_err)?;
+                let n = msg.bytes;
+                let src = msg.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip());
+                buf.truncate(n);
+                // TTL and destination come from the IP header, parsed later.
+                Ok(Received {
+                    src: src.into(),
+                    dst: GROUP_V4.into(),
+                    ttl: 0,
+                    bytes: buf,
+                })
+            }
+            IpAddr::V6(_) => {
+                let mut cmsg = nix::cmsg_space!(libc::c_int, libc::in6_pktinfo);
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                    .map_err(nix_err)?;
+                let n = msg.bytes;
+                let src = msg.address.map_or(Ipv6Addr::UNSPECIFIED, |a| a.ip());
+                let mut ttl = 0u8;
+                let mut dst = Ipv6Addr::UNSPECIFIED;
+                for c in msg.cmsgs().map_err(nix_err)? {
+                    match c {
+                        ControlMessageOwned::Ipv6HopLimit(h) => ttl = h.clamp(0, 255) as u8,
+                        ControlMessageOwned::Ipv6PacketInfo(i) => {
+                            dst = Ipv6Addr::from(i.ipi6_addr.s6_addr);
+                        }
+                        _ => {}
+                    }
+                }
+                buf.truncate(n);
+                Ok(Received {
+                    src: src.into(),
+                    dst: dst.into(),
+                    ttl,
+                    bytes: buf,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! End-to-end health checks: real namespaces, real nginx backends, the real
+//! `xlb run`. Backends are stopped, restarted, made to serve a wrong body or
+//! to accept and never answer; xlb must take them out (and back) on its own,
+//! within the bounds the check parameters promise, and clients must never be
+//! sent to a backend that is out. Needs root; each test has its own topology.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::{require_root, status, xlb_exe};
+use lb_user::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
+use serde_json::Value;
+
+const INTERVAL_MS: u64 = 300;
+const TIMEOUT_MS: u64 = 200;
+const RISE: u64 = 2;
+const FALL: u64 = 2;
+/// Added to the promised bounds for scheduling jitter. The bounds are
+/// checked against the time stamp of xlb's own log line for the change, so
+/// polling `xlb status` adds nothing to it.
+const SLACK: Duration = Duration::from_millis(150);
+/// How long to poll `xlb status` for a change before giving up.
+const POLL_LIMIT: Duration = Duration::from_secs(5);
+const REQUESTS: usize = 60;
+const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest a dead backend may stay in: `fall` failed checks, the first
+/// one up to an interval after the failure, the last one taking `timeout`.
+fn down_bound() -> Duration {
+    Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS) + SLACK
+}
+
+/// The longest a recovered backend may stay out: `rise` good checks.
+fn up_bound() -> Duration {
+    Duration::from_millis(INTERVAL_MS * RISE + TIMEOUT_MS) + SLACK
+}
+
+/// `[vip.health]` with the test timings and `extra` lines.
+fn health(kind: &str, extra: &str) -> String {
+    format!(
+        "type = \"{kind}\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\n\
+         rise = {RISE}\nfall = {FALL}\n{extra}"
+    )
+}
+
+/// VIPs web4 and web6 on port 80 over every backend, with `health4` and
+/// `health6` as their `[vip.health]` bodies.
+fn write_config(topo: &Topology, health4: &str, health6: &str) -> PathBuf {
+    let mut s = format!(
+        "interface = \"{}\"\ncontrol_socket = \"{}\"\n",
+        topo.lb_ifname(),
+        topo.control_socket().display()
+    );
+    for (name, vip, health) in [
+        ("web4", topo.vip4().to_string(), health4),
+        ("web6", topo.vip6().to_string(), health6),
+    ] {
+        s.push_str(&format!(
+            "\n[[vip]]\nname = \"{name}\"\naddress = \"{vip}\"\nport = {VIP_PORT}\n\
+             [vip.health]\n{health}\n"
+        ));
+        for i in 1..=topo.backend_count() {
+            let addr = if name == "web4" {
+                topo.backend_addr4(i).to_string()
+            } else {
+                topo.backend_addr6(i).to_string()
+            };
+            s.push_str(&format!(
+                "[[vip.backend]]\nname = \"backend-{i}\"\naddress = \"{addr}\"\n"
+            ));
+        }
+    }
+    let path = topo.dir().join("xlb.toml");
+    std::fs::write(&path, s).expect("write config");
+    path
+}
+
+struct Running {
+    xlb: Xlb,
+    topo: Topology,
+    config: PathBuf,
+}
+
+fn start(health4: &str, health6: &str) -> Running {
+    let topo = Topology::dsr(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let config = write_config(&topo, health4, health6);
+    let xlb = topo.start_xlb(&xlb_exe(), &config).expect("start xlb");
+    common::wait_ready(&xlb);
+    Running { xlb, topo, config }
+}
+
+fn backend<'a>(status: &'a Value, vip: &str, name: &str) -> &'a Value {
+    status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|b| b["name"] == name))
+        .unwrap_or_else(|| panic!("no {vip}/{name} in {status}"))
+}
+
+fn state(status: &Value, vip: &str, name: &str) -> String {
+    backend(status, vip, name)["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Polls until `vip`/`name` is in `want`; returns how long that took.
+/// Panics after `limit`, naming the last status and the log.
+fn wait_state(
+    r: &Running,
+    vip: &str,
+    name: &str,
+    want: &str,
+    since: Instant,
+    limit: Duration,
+) -> Duration {
+    loop {
+        let s = status(&r.xlb);
+        if state(&s, vip, name) == want {
+            return since.elapsed();
+        }
+        if since.elapsed() > limit {
+            panic!(
+                "{vip}/{name} not {want} after {limit:?}: {}\n--- xlb log ---\n{}",
+                backend(&s, vip, name),
+                r.xlb.log_tail(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Bodies (trimmed) of `REQUESTS` new connections to the VIP; every one
+/// must succeed with 200.
+fn bodies(r: &Running, v6: bool) -> Vec<String> {
+    let ip = if v6 {
+        r.topo.vip6().into()
+    } else {
+        r.topo.vip4().into()
+    };
+    let addr = SocketAddr::new(ip, VIP_PORT);
+    http_get_many(r.topo.client(), addr, "/", REQUESTS, HTTP_TIMEOUT)
+        .into_iter()
+        .enumerate()
+        .map(|(n, res)| {
+            let (code, body) = res.unwrap_or_else(|e| {
+                panic!(
+                    "request {n} to {addr} failed: {e:#}\n--- xlb log ---\n{}",
+                    r.xlb.log_tail(30)
+                )
+            });
+            assert_eq!(code, 200, "request {n} to {addr}: {body:?}");
+            body.trim().to_owned()
+        })
+        .collect()
+}
+
+fn packets(status: &Value, vip: &str, name: &str) -> u64 {
+    backend(status, vip, name)["packets"].as_u64().unwrap()
+}
+
+/// A keep-alive connection to the IPv4 VIP from the client namespace.
+fn keep_alive(r: &Running) -> KeepAlive {
+    let addr = SocketAddr::new(r.topo.vip4().into(), VIP_PORT);
+    KeepAlive::connect(r.topo.client(), addr, HTTP_TIMEOUT).expect("connect to the VIP")
+}
+
+/// `GET /` on a keep-alive connection: the body, trimmed (status must be 200).
+fn get_on(c: &mut KeepAlive) -> anyhow::Result<String> {
+    let (code, body) = c.get("/")?;
+    anyhow::ensure!(code == 200, "status {code}: {body:?}");
+    Ok(body.trim().to_owned())
+}
+
+/// How long after `since` xlb logged the health change (`"UP"` or
+/// `"DOWN"`) of `vip`/`name`: the first such line stamped after `since`.
+fn change_logged_after(
+    r: &Running,
+    vip: &str,
+    name: &str,
+    to: &str,
+    since: SystemTime,
+) -> Duration {
+    let log = std::fs::read_to_string(r.xlb.log_path()).unwrap();
+    let log = strip_ansi(&log);
+    log.lines()
+        .filter(|l| {
+            l.contains(&format!("backend health: {to}"))
+                && l.contains(&format!("vip={vip} "))
+                && l.contains(&format!("backend={name} "))
+        })
+        .filter_map(|l| log_time(l)?.duration_since(since).ok())
+        .next()
+        .unwrap_or_else(|| panic!("no {to} line for {vip}/{name} after the change in:\n{log}"))
+}
+
+/// The time stamp that starts a log line: `2026-11-23T01:09:11.123456Z`.
+fn log_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `xlb <args> --socket SOCK`.
+fn xlb_cmd(socket: &Path, args: &[&str]) -> Output {
+    Command::new(xlb_exe())
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("run xlb")
+}
+
+#[test]
+fn stopped_backend_leaves_in_time_and_returns_after_rise() {
+    if !require_root("stopped_backend_leaves_in_time_and_returns_after_rise") {
+        return;
+    }
+    let mut r = start(&health("http", ""), &health("tcp", ""));
+    // Taken before the stop: the measured time can only be too long.
+    let stopped = (Instant::now(), SystemTime::now());
+    r.topo.stop_backend(1).unwrap();
+    for vip in ["web4", "web6"] {
+        wait_state(&r, vip, "backend-1", "down", stopped.0, POLL_LIMIT);
+        let took = change_logged_after(&r, vip, "backend-1", "DOWN", stopped.1);
+        eprintln!(
+            "{vip}/backend-1 down {took:?} after nginx stopped (bound {:?})",
+            down_bound()
+        );
+        assert!(took <= down_bound(), "{vip}: down after {took:?}");
+    }
+    let before = status(&r.xlb);
+    let detail = backend(&before, "web4", "backend-1")["health"]["last_detail"].to_string();
+    assert!(detail.contains("refused"), "{detail}");
+    for v6 in [false, true] {
+        let got = bodies(&r, v6);
+        assert!(!got.contains(&"backend-1".to_owned()), "{got:?}");
+    }
+    let after = status(&r.xlb);
+    for vip in ["web4", "web6"] {
+        assert_eq!(
+            packets(&after, vip, "backend-1"),
+            packets(&before, vip, "backend-1"),
+            "{vip}: a new connection reached the stopped backend"
+        );
+    }
+
+    r.topo.start_backend(1, Serve::Normal).unwrap();
+    // Taken once nginx listens: no check can pass earlier.
+    let started = (Instant::now(), SystemTime::now());
+    for vip in ["web4", "web6"] {
+        wait_state(&r, vip, "backend-1", "active", started.0, POLL_LIMIT);
+        let took = change_logged_after(&r, vip, "backend-1", "UP", started.1);
+        eprintln!(
+            "{vip}/backend-1 back {took:?} after nginx started (bound {:?})",
+            up_bound()
+        );
+        assert!(took <= up_bound(), "{vip}: back after {took:?}");
+    }
+    let got = bodies(&r, false);
+    assert!(got.contains(&"backend-1".to_owned()), "{got:?}");
+
+    // Each change logged once, with its reason.
+    let log = std::fs::read_to_string(r.xlb.log_path()).unwrap();
+    let downs: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("backend health: DOWN") && l.contains("web4") && l.contains("backend-1")
+        })
+        .collect();
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    assert!(
+        downs[0].contains("refused") && downs[0].contains("latency_ms"),
+        "{}",
+        downs[0]
+    );
+}
+
+#[test]
+fn content_check_catches_a_wrong_body_and_timeouts_catch_a_silent_backend() {
+    if !require_root("content_check_catches_a_wrong_body_and_timeouts_catch_a_silent_backend") {
+        return;
+    }
+    let mut r = start(
+        &health("http_content", "expect_body = \"backend-\"\n"),
+        &health("http", ""),
+    );
+    r.topo.start_backend(2, Serve::WrongBody).unwrap();
+    r.topo.silence_backend(3).unwrap();
+    let t0 = Instant::now();
+    wait_state(&r, "web4", "backend-2", "down", t0, POLL_LIMIT);
+    wait_state(&r, "web4", "backend-3", "down", t0, POLL_LIMIT);
+    wait_state(&r, "web6", "backend-3", "down", t0, POLL_LIMIT);
+    // The status-only check keeps the wrong-body backend for several more
+    // intervals, with passing results.
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * (FALL + 2)));
+    let s = status(&r.xlb);
+    assert_eq!(state(&s, "web6", "backend-2"), "active", "{s}");
+    assert_eq!(backend(&s, "web6", "backend-2")["health"]["last_ok"], true);
+    let wrong = backend(&s, "web4", "backend-2")["health"]["last_detail"].to_string();
+    assert!(wrong.contains("lacks"), "{wrong}");
+    let silent = backend(&s, "web6", "backend-3")["health"]["last_detail"].to_string();
+    assert!(silent.contains("no complete HTTP answer"), "{silent}");
+
+    // No client is sent to the silent backend (it would time out) nor, via
+    // the content-checked VIP, to the wrong body.
+    assert!(bodies(&r, false).iter().all(|b| b == "backend-1"));
+    let v6 = bodies(&r, true);
+    assert!(
+        v6.iter().all(|b| b == "backend-1" || b == "maintenance"),
+        "{v6:?}"
+    );
+    assert!(v6.iter().any(|b| b == "maintenance"), "{v6:?}");
+}
+
+#[test]
+fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
+    if !require_root("drain_weight_and_reload_at_runtime_broken_reload_changes_nothing") {
+        return;
+    }
+    // web6 is checked by ICMP echo: ready means pings work end to end.
+    let r = start(&health("http", ""), &health("icmp", ""));
+    let sock = r.topo.control_socket();
+    let text = String::from_utf8(xlb_cmd(&sock, &["status"]).stdout).unwrap();
+    eprintln!("{text}");
+    assert!(
+        text.contains("health up") && text.contains("[icmp echo]"),
+        "{text}"
+    );
+
+    // A long-lived connection to backend-1, opened before the drain.
+    let mut long = (0..40)
+        .map(|_| keep_alive(&r))
+        .find_map(|mut c| (get_on(&mut c).unwrap() == "backend-1").then_some(c))
+        .expect("one of 40 connections lands on backend-1");
+
+    let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-1"]);
+    assert!(out.status.success(), "{out:?}");
+    let before = status(&r.xlb);
+    assert_eq!(state(&before, "web4", "backend-1"), "draining");
+    assert!(bodies(&r, false).iter().all(|b| b != "backend-1"));
+    assert_eq!(
+        packets(&status(&r.xlb), "web4", "backend-1"),
+        packets(&before, "web4", "backend-1"),
+        "a drained backend got a new connection"
+    );
+    // The connection opened before the drain goes on being served by it:
+    // the connection table keeps it there.
+    for _ in 0..5 {
+        assert_eq!(
+            get_on(&mut long).expect("request on the drained backend's connection"),
+            "backend-1"
+        );
+    }
+    let out = xlb_cmd(&sock, &["backend", "undrain", "web4", "backend-1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(bodies(&r, false).iter().any(|b| b == "backend-1"));
+
+    let out = xlb_cmd(&sock, &["backend", "weight", "web4", "backend-2", "0"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(bodies(&r, false).iter().all(|b| b != "backend-2"));
+    let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-9"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no backend named"),
+        "{out:?}"
+    );
+
+    // A broken file is refused, by `xlb reload` and by SIGHUP alike, and
+    // nothing changes: the runtime weight stays, traffic flows.
+    let good = std::fs::read_to_string(&r.config).unwrap();
+    std::fs::write(&r.config, good.replacen("rise = 2", "rise = 0", 1)).unwrap();
+    let out = xlb_cmd(&sock, &["reload"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vip[0].health.rise: 0 is out of range 1..=100"),
+        "{err}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(r.xlb.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(r.xlb.is_running());
+    let s = status(&r.xlb);
+    assert_eq!(backend(&s, "web4", "backend-2")["weight_override"], 0);
+    assert!(bodies(&r, false).iter().all(|b| b != "backend-2"));
+    assert!(bodies(&r, true).len() == REQUESTS);
+
+    // A good file is applied and resets the runtime weight.
+    std::fs::write(&r.config, good.replacen("fall = 2", "fall = 3", 1)).unwrap();
+    let out = xlb_cmd(&sock, &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let s = status(&r.xlb);
+    assert_eq!(
+        backend(&s, "web4", "backend-2")["weight_override"],
+        Value::Null
+    );
+    assert_eq!(state(&s, "web4", "backend-2"), "active");
+    assert!(bodies(&r, false).iter().any(|b| b == "backend-2"));
+}

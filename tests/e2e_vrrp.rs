@@ -1,0 +1,628 @@
+//! VRRP end to end: two xlb nodes, a client and nginx backends on one
+//! segment (`Topology::vrrp_pair`). Needs root; each test builds its own
+//! topology.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{WEIGHTS, require_root, xlb_exe};
+use lb_user::netns::ManagedChild;
+use lb_user::topology::{Topology, VIP_PORT, Xlb, http_get_many};
+use serde_json::Value;
+
+/// Advert interval of the tests, centiseconds.
+const INTERVAL_CS: u64 = 20;
+const MASTER_PRIORITY: u64 = 150;
+const BACKUP_PRIORITY: u64 = 100;
+const LONG_LIVED: usize = 50;
+
+/// The bound the issue sets: 3 × advert interval + skew + 1 s, with the
+/// backup's skew ((256 − priority) × interval / 256).
+fn failover_bound() -> Duration {
+    let skew_cs = (256 - BACKUP_PRIORITY) * INTERVAL_CS / 256;
+    Duration::from_millis((3 * INTERVAL_CS + skew_cs) * 10 + 1000)
+}
+
+fn vrrp_section(priority: u64, extra: &str) -> String {
+    format!(
+        "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n{extra}\n\
+         [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web4\"]\n\n\
+         [[vrrp.group]]\nvrid = 52\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web6\"]\n"
+    )
+}
+
+fn start_node(topo: &Topology, n: usize, priority: u64, extra: &str) -> Xlb {
+    let config = topo
+        .write_node_config(n, &WEIGHTS, &vrrp_section(priority, extra))
+        .expect("write node config");
+    let xlb = topo
+        .start_node(n, &xlb_exe(), &config)
+        .expect("start xlb node");
+    xlb.wait_ready(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("xlb node {n} never became ready: {e:#}"));
+    xlb
+}
+
+fn group(status: &Value, vrid: u64) -> Option<&Value> {
+    status["vrrp"]["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| g["vrid"].as_u64() == Some(vrid))
+}
+
+/// Polls until every group of `xlb` is in `state`; returns the status.
+fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match xlb.status() {
+            Ok(s) => {
+                let all = [51, 52]
+                    .iter()
+                    .all(|v| group(&s, *v).is_some_and(|g| g["state"] == state));
+                if all {
+                    return s;
+                }
+                s["vrrp"].to_string()
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "xlb (log {}) not {state} after {timeout:?}; last vrrp status: {last}\n--- log ---\n{}",
+            xlb.log_path().display(),
+            xlb.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn forwarding(xlb: &Xlb) -> bool {
+    xlb.status().expect("status")["forwarding"]
+        .as_bool()
+        .expect("forwarding flag in status")
+}
+
+/// MAC of xlb node `n`'s NIC.
+fn node_mac(topo: &Topology, n: usize) -> String {
+    let out = topo
+        .node(n)
+        .ip(["-j", "link", "show", "dev", &topo.node_ifname(n)])
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["address"].as_str().unwrap().to_owned()
+}
+
+/// Polls the client's neighbour entry for `vip` until it names `mac`.
+fn wait_client_neigh(topo: &Topology, vip: &str, mac: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = topo
+            .client()
+            .ip(["neigh", "show", vip, "dev", &topo.client_ifname()])
+            .unwrap();
+        if out.contains(mac) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client's neighbour entry for {vip} is {out:?} after {timeout:?}, want {mac}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn vip4(topo: &Topology) -> SocketAddr {
+    SocketAddr::new(topo.vip4().into(), VIP_PORT)
+}
+
+fn vip6(topo: &Topology) -> SocketAddr {
+    SocketAddr::new(topo.vip6().into(), VIP_PORT)
+}
+
+/// `n` new connections to `addr` all answered by a backend.
+fn assert_serves(topo: &Topology, addr: SocketAddr, n: usize) {
+    for (i, r) in http_get_many(topo.client(), addr, "/", n, Duration::from_secs(2))
+        .into_iter()
+        .enumerate()
+    {
+        let (code, body) = r.unwrap_or_else(|e| panic!("request {i} to {addr}: {e:#}"));
+        assert!(
+            code == 200 && body.starts_with("backend-"),
+            "request {i} to {addr}: {code} {body:?}"
+        );
+    }
+}
+
+/// One request on an open keep-alive connection; returns the body.
+fn keepalive_get(s: &mut TcpStream) -> anyhow::Result<String> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nUser-Agent: xlb-test\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "connection closed after {} bytes", buf.len());
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no content-length in {head:?}"))?;
+        if buf.len() >= end + 4 + len {
+            return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+        }
+    }
+}
+
+/// (start time, success) of back-to-back new connections until `stop`.
+fn probe_loop(topo: &Topology, addr: SocketAddr, stop: &AtomicBool) -> Vec<(Instant, bool)> {
+    topo.client().in_ns(|| {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let ok = (|| -> anyhow::Result<bool> {
+                let timeout = Duration::from_millis(250);
+                let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+                s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                Ok(body.contains("backend-"))
+            })()
+            .unwrap_or(false);
+            out.push((t, ok));
+            if !ok {
+                // A refused connection returns at once; do not spin.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        out
+    })
+}
+
+/// Time from `since` until new connections succeed again for good: the start
+/// of the first successful attempt after the last failed one.
+fn recovery(samples: &[(Instant, bool)], since: Instant) -> Option<Duration> {
+    let after: Vec<_> = samples.iter().filter(|(t, _)| *t >= since).collect();
+    let last_fail = after.iter().rposition(|(_, ok)| !ok);
+    let first_good = match last_fail {
+        None => after.first(),
+        Some(i) => after.get(i + 1),
+    }?;
+    Some(first_good.0.saturating_duration_since(since))
+}
+
+#[test]
+fn vrrp_failover_on_sigkill_then_preemption_back() {
+    if !require_root("vrrp_failover_on_sigkill_then_preemption_back") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let x1 = start_node(&topo, 1, MASTER_PRIORITY, "");
+    wait_state(&x1, "master", Duration::from_secs(10));
+    assert!(forwarding(&x1), "master must forward");
+    let x2 = start_node(&topo, 2, BACKUP_PRIORITY, "");
+    wait_state(&x2, "backup", Duration::from_secs(10));
+    assert!(!forwarding(&x2), "backup must not forward");
+    // Both families' adverts pass the strict receive path.
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = x2.status().expect("status");
+    for vrid in [51, 52] {
+        let g = group(&s2, vrid).unwrap();
+        assert!(g["adverts_received"].as_u64().unwrap() > 0, "{s2}");
+    }
+    for bad in ["bad_checksum", "bad_ttl", "malformed", "unknown_vrid"] {
+        assert_eq!(s2["vrrp"]["counters"][bad], 0, "{bad}: {s2}");
+    }
+    assert_eq!(
+        group(&s2, 51).unwrap()["master"],
+        topo.node_addr4(1).to_string(),
+        "backup knows the master: {s2}"
+    );
+    // Only the master holds the VIPs.
+    let has_vip = |n: usize| {
+        topo.node(n)
+            .ip(["-o", "addr", "show", "dev", &topo.node_ifname(n)])
+            .unwrap()
+            .contains(&topo.vip4().to_string())
+    };
+    assert!(has_vip(1) && !has_vip(2), "VIP placement");
+    assert_serves(&topo, vip4(&topo), 20);
+    assert_serves(&topo, vip6(&topo), 20);
+
+    // Long-lived keep-alive connections through the master.
+    let mut long: Vec<TcpStream> = topo.client().in_ns(|| {
+        (0..LONG_LIVED)
+            .map(|_| {
+                let mut s = TcpStream::connect_timeout(&vip4(&topo), Duration::from_secs(2))
+                    .expect("long-lived connect");
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                keepalive_get(&mut s).expect("first request on a long-lived connection");
+                s
+            })
+            .collect()
+    });
+
+    let stop = AtomicBool::new(false);
+    let (kill_at, samples) = std::thread::scope(|s| {
+        let prober = s.spawn(|| probe_loop(&topo, vip4(&topo), &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        let kill_at = Instant::now();
+        x1.kill_now().expect("SIGKILL node 1");
+        wait_state(&x2, "master", Duration::from_secs(10));
+        std::thread::sleep(failover_bound() + Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        (kill_at, prober.join().expect("prober"))
+    });
+    let took = recovery(&samples, kill_at).expect("no successful connection after the kill");
+    let failed = samples
+        .iter()
+        .filter(|(t, ok)| *t >= kill_at && !ok)
+        .count();
+    let _ = writeln!(
+        std::io::stderr(),
+        "VRRP failover (SIGKILL of the master): new connections succeed again {:.0} ms after the kill \
+         ({failed} failed attempts; bound {:?})",
+        took.as_secs_f64() * 1000.0,
+        failover_bound()
+    );
+    assert!(
+        took <= failover_bound(),
+        "new connections took {took:?} to recover, bound {:?}",
+        failover_bound()
+    );
+    assert!(forwarding(&x2), "new master must forward");
+    assert!(has_vip(2), "new master holds the VIP");
+    // The gratuitous ARP and unsolicited NA moved the client's caches long
+    // before they would have expired.
+    let mac2 = node_mac(&topo, 2);
+    wait_client_neigh(
+        &topo,
+        &topo.vip4().to_string(),
+        &mac2,
+        Duration::from_secs(1),
+    );
+    wait_client_neigh(
+        &topo,
+        &topo.vip6().to_string(),
+        &mac2,
+        Duration::from_secs(1),
+    );
+    assert_serves(&topo, vip6(&topo), 10);
+
+    // DSR with identical Maglev tables: the new master sends each flow to
+    // the backend that holds its TCP state.
+    let survived = long
+        .iter_mut()
+        .map(|s| keepalive_get(s).is_ok_and(|b| b.starts_with("backend-")))
+        .filter(|ok| *ok)
+        .count();
+    let _ = writeln!(
+        std::io::stderr(),
+        "long-lived connections surviving the failover: {survived} of {LONG_LIVED}"
+    );
+    assert_eq!(survived, LONG_LIVED, "flows lost in the failover");
+
+    // The old master comes back; with preemption it takes over again.
+    let x1 = start_node(&topo, 1, MASTER_PRIORITY, "");
+    let s1 = wait_state(&x1, "master", Duration::from_secs(10));
+    wait_state(&x2, "backup", Duration::from_secs(5));
+    assert!(!forwarding(&x2), "preempted node must stop forwarding");
+    assert!(has_vip(1) && !has_vip(2), "VIP placement after preemption");
+    let reason = group(&s1, 51).unwrap()["last_transition"]["reason"].to_string();
+    assert!(reason.contains("master down"), "{s1}");
+    let s2 = x2.status().unwrap();
+    let reason = group(&s2, 51).unwrap()["last_transition"]["reason"].to_string();
+    assert!(reason.contains("priority 150"), "{s2}");
+    assert_serves(&topo, vip4(&topo), 20);
+
+    // A clean stop resigns (priority 0): the backup takes over after its
+    // skew time instead of the whole master-down interval.
+    let t = Instant::now();
+    assert!(
+        x1.stop(Duration::from_secs(3)),
+        "xlb did not stop on SIGTERM"
+    );
+    let s2 = wait_state(&x2, "master", Duration::from_secs(3));
+    let _ = writeln!(
+        std::io::stderr(),
+        "VRRP handover on SIGTERM of the master: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let reason = group(&s2, 51).unwrap()["last_transition"]["reason"].to_string();
+    assert!(reason.contains("resigned"), "{s2}");
+    assert!(!has_vip(1), "a stopped master withdraws its VIPs");
+    assert_serves(&topo, vip4(&topo), 10);
+}
+
+#[test]
+fn vrrp_tracking_failure_hands_over() {
+    if !require_root("vrrp_tracking_failure_hands_over") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    // The client stands in for the upstream gateway.
+    let track = format!(
+        "track_address = \"{}\"\ntrack_interval_ms = 200\ntrack_fall = 2\n",
+        topo.client_addr4()
+    );
+    let x1 = start_node(&topo, 1, MASTER_PRIORITY, &track);
+    wait_state(&x1, "master", Duration::from_secs(10));
+    let x2 = start_node(&topo, 2, BACKUP_PRIORITY, &track);
+    wait_state(&x2, "backup", Duration::from_secs(10));
+
+    // The master's uplink breaks: the gateway becomes unreachable from it.
+    let gw = format!("{}/32", topo.client_addr4());
+    topo.node(1)
+        .ip(["route", "add", "prohibit", &gw])
+        .expect("break node 1's path to the gateway");
+    let s1 = wait_state(&x1, "fault", Duration::from_secs(5));
+    assert!(
+        s1["vrrp"]["tracking"]
+            .as_str()
+            .is_some_and(|t| t.contains("unreachable")),
+        "{s1}"
+    );
+    assert!(!forwarding(&x1), "a node in FAULT must not forward");
+    wait_state(&x2, "master", Duration::from_secs(3));
+    assert_serves(&topo, vip4(&topo), 20);
+
+    // Repaired: node 1 returns to backup, then preempts.
+    topo.node(1)
+        .ip(["route", "del", "prohibit", &gw])
+        .expect("repair node 1's path");
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_state(&x2, "backup", Duration::from_secs(5));
+    assert_serves(&topo, vip4(&topo), 20);
+
+    // Link tracking: node 1's NIC loses its link.
+    let nic = topo.node_ifname(1);
+    topo.node(1)
+        .ip(["link", "set", &nic, "down"])
+        .expect("take node 1's link down");
+    let s1 = wait_state(&x1, "fault", Duration::from_secs(5));
+    assert!(
+        s1["vrrp"]["tracking"]
+            .as_str()
+            .is_some_and(|t| t.contains("link")),
+        "{s1}"
+    );
+    wait_state(&x2, "master", Duration::from_secs(3));
+    assert_serves(&topo, vip4(&topo), 10);
+    topo.node(1)
+        .ip(["link", "set", &nic, "up"])
+        .expect("bring node 1's link up");
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_state(&x2, "backup", Duration::from_secs(5));
+    x1.wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("node 1 backends after link up: {e:#}"));
+    assert_serves(&topo, vip4(&topo), 10);
+    assert_serves(&topo, vip6(&topo), 10);
+}
+
+// ---------------------------------------------------------------------------
+// keepalived as the peer (IPv4 group only).
+
+const KEEPALIVED: &str = "/usr/sbin/keepalived";
+
+/// xlb's config for the interop tests: VRID 51 (IPv4) and 52 (IPv6), as
+/// keepalived's two instances.
+fn interop_section(priority: u64) -> String {
+    format!(
+        "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n\n\
+         [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web4\"]\n\n\
+         [[vrrp.group]]\nvrid = 52\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web6\"]\n"
+    )
+}
+
+/// Starts keepalived (VRRP only, version 3, VRID 51 with the IPv4 VIP and
+/// VRID 52 with the IPv6 one) on node 2
+/// with every file it writes inside the topology's temp dir. Killed by PID
+/// (SIGTERM, then SIGKILL) when the returned guard drops.
+fn start_keepalived(topo: &Topology, priority: u64, run: usize) -> ManagedChild {
+    let dir = topo.dir().join(format!("keepalived-{run}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("keepalived.conf");
+    let interval = INTERVAL_CS as f64 / 100.0;
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id xlb-interop\n  vrrp_version 3\n}}\n\
+             vrrp_instance VI_4 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 51\n  \
+             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip}/32\n  }}\n}}\n\
+             vrrp_instance VI_6 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 52\n  \
+             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip6}/128\n  }}\n}}\n",
+            ifname = topo.node_ifname(2),
+            vip = topo.vip4(),
+            vip6 = topo.vip6(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("keepalived.log")).unwrap();
+    let mut cmd = topo.node(2).exec([KEEPALIVED]);
+    cmd.arg("--dont-fork")
+        .arg("--log-console")
+        .arg("--no-syslog")
+        .arg("--log-detail")
+        .arg("--vrrp")
+        .arg(format!("--use-file={}", conf.display()))
+        .arg(format!("--pid={}", dir.join("keepalived.pid").display()))
+        .arg(format!("--vrrp_pid={}", dir.join("vrrp.pid").display()))
+        .arg(format!(
+            "--checkers_pid={}",
+            dir.join("checkers.pid").display()
+        ))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    ManagedChild::spawn("keepalived", &mut cmd).expect("start keepalived")
+}
+
+fn keepalived_log(topo: &Topology, run: usize) -> String {
+    std::fs::read_to_string(topo.dir().join(format!("keepalived-{run}/keepalived.log")))
+        .unwrap_or_default()
+}
+
+/// Polls until `node` does (or does not) hold the IPv4 VIP.
+fn wait_vip(
+    topo: &Topology,
+    node: usize,
+    present: bool,
+    timeout: Duration,
+    log: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let addrs = topo
+            .node(node)
+            .ip(["-o", "addr", "show", "dev", &topo.node_ifname(node)])
+            .unwrap();
+        if addrs.contains(&format!("{}/32", topo.vip4())) == present {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} {} the VIP after {timeout:?}: {addrs}\n--- log ---\n{}",
+            if present {
+                "does not hold"
+            } else {
+                "still holds"
+            },
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_clean_receive(status: &Value) {
+    let c = &status["vrrp"]["counters"];
+    assert!(
+        c["accepted"].as_u64().unwrap_or(0) > 0,
+        "no advert accepted: {c}"
+    );
+    for bad in [
+        "bad_checksum",
+        "bad_ttl",
+        "bad_version",
+        "malformed",
+        "bad_interval",
+    ] {
+        assert_eq!(c[bad], 0, "{bad} adverts from keepalived: {c}");
+    }
+}
+
+#[test]
+fn vrrp_interop_xlb_higher_priority_than_keepalived() {
+    if !require_root("vrrp_interop_xlb_higher_priority_than_keepalived") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let config = topo
+        .write_node_config(1, &WEIGHTS, &interop_section(150))
+        .unwrap();
+    let start_xlb = || {
+        let x = topo.start_node(1, &xlb_exe(), &config).unwrap();
+        x.wait_ready(Duration::from_secs(20)).unwrap();
+        x
+    };
+    let ka = start_keepalived(&topo, 100, 1);
+    let ka_log = || keepalived_log(&topo, 1);
+    // Alone, keepalived becomes master.
+    wait_vip(&topo, 2, true, Duration::from_secs(10), &ka_log);
+    // xlb (150, preempt) joins and takes over; keepalived steps down.
+    let x1 = start_xlb();
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_vip(&topo, 2, false, Duration::from_secs(5), &ka_log);
+    assert_serves(&topo, vip4(&topo), 10);
+    assert_serves(&topo, vip6(&topo), 10);
+    let s = x1.status().unwrap();
+    assert_clean_receive(&s);
+    for vrid in [51, 52] {
+        assert!(
+            group(&s, vrid).unwrap()["adverts_received"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "no advert from keepalived for VRID {vrid}: {s}"
+        );
+    }
+    assert!(
+        ka.try_wait().unwrap().is_none(),
+        "keepalived exited:\n{}",
+        ka_log()
+    );
+
+    // xlb is lost: keepalived takes over within the bound.
+    x1.kill_now().unwrap();
+    let t = Instant::now();
+    wait_vip(&topo, 2, true, failover_bound(), &ka_log);
+    let _ = writeln!(
+        std::io::stderr(),
+        "interop: keepalived took over from a killed xlb master in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    // xlb comes back and preempts again.
+    let x1 = start_xlb();
+    wait_state(&x1, "master", Duration::from_secs(10));
+    wait_vip(&topo, 2, false, Duration::from_secs(5), &ka_log);
+    drop(ka);
+}
+
+#[test]
+fn vrrp_interop_keepalived_higher_priority_than_xlb() {
+    if !require_root("vrrp_interop_keepalived_higher_priority_than_xlb") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let config = topo
+        .write_node_config(1, &WEIGHTS, &interop_section(100))
+        .unwrap();
+    let x1 = topo.start_node(1, &xlb_exe(), &config).unwrap();
+    x1.wait_ready(Duration::from_secs(20)).unwrap();
+    // Alone, xlb becomes master of both groups.
+    wait_state(&x1, "master", Duration::from_secs(10));
+    // keepalived (200) joins and preempts; both of xlb's groups become backup.
+    let ka = start_keepalived(&topo, 200, 1);
+    let ka_log = || keepalived_log(&topo, 1);
+    wait_vip(&topo, 2, true, Duration::from_secs(10), &ka_log);
+    let s = wait_state(&x1, "backup", Duration::from_secs(5));
+    assert!(!forwarding(&x1), "backup of keepalived must not forward");
+    assert_eq!(
+        group(&s, 51).unwrap()["master"],
+        topo.node_addr4(2).to_string(),
+        "{s}"
+    );
+    let m6 = group(&s, 52).unwrap()["master"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        m6.starts_with("fe80::"),
+        "IPv6 master is keepalived's link-local: {s}"
+    );
+    wait_vip(&topo, 1, false, Duration::from_secs(2), &|| x1.log_tail(30));
+    assert_clean_receive(&s);
+
+    // keepalived's node loses its link: xlb takes over within the bound.
+    topo.node(2)
+        .ip(["link", "set", &topo.node_ifname(2), "down"])
+        .unwrap();
+    let t = Instant::now();
+    wait_vip(&topo, 1, true, failover_bound(), &|| x1.log_tail(30));
+    let _ = writeln!(
+        std::io::stderr(),
+        "interop: xlb took over from a lost keepalived master in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    wait_state(&x1, "master", Duration::from_secs(2));
+    assert_serves(&topo, vip4(&topo), 10);
+    assert_serves(&topo, vip6(&topo), 10);
+    drop(ka);
+}
