@@ -7,6 +7,7 @@
 //!   program (swap MACs, `XDP_TX`).
 //! * [`controlplane`]: Maglev table build and install time, flows moved
 //!   when one backend leaves.
+//! * [`health`]: 1,000 HTTP health checks a second on one thread.
 //! * [`e2e`]: packets per second through veth, xlb DSR against nftables
 //!   DNAT, with a live-frames XDP generator.
 //! * [`http`]: wrk through xlb, HAProxy (TCP mode) and nftables DNAT.
@@ -18,6 +19,7 @@ pub mod controlplane;
 pub mod dataplane;
 pub mod e2e;
 mod frames;
+pub mod health;
 pub mod http;
 mod machine;
 mod nft;
@@ -38,6 +40,7 @@ pub use report::Report;
 pub enum Section {
     Dataplane,
     Controlplane,
+    Health,
     Pps,
     Http,
 }
@@ -68,6 +71,10 @@ pub fn run(opts: &Options) -> Result<()> {
         let maglev = controlplane::run(opts.quick).context("control-plane benchmark")?;
         report.maglev = maglev.rows;
         report.empty_ring_ms = maglev.empty_ring_ms;
+    }
+    if wanted(Section::Health) {
+        say("control plane: health checker, 1,000 backends");
+        report.health = Some(health::run(opts.quick).context("health-checker benchmark")?);
     }
     if wanted(Section::Pps) || wanted(Section::Http) {
         say("end to end: topology");
