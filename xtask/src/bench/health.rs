@@ -3,8 +3,7 @@
 //! `xlb run` does it. The backends are addresses of 198.18.0.0/16 made
 //! local on the loopback of a private namespace, answered by one tiny HTTP
 //! server. Reports checks done, the checker thread's CPU time and how far
-//! each backend's check period strayed from the interval. (The same
-//! measurement as tests/health_scale.rs, kept out of `cargo test`.)
+//! each backend's check period strayed from the interval.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
