@@ -153,14 +153,9 @@ const MISS6: &str = "DSR, conntrack miss + insert, IPv6 UDP";
 /// The cases, floor first. Scale points: every combination of 1, 100,
 /// 10,000 VIPs and 3, 100, 1,000 backends (quick: the diagonal).
 //
-// TODO(NAT): NAT inbound and outbound rows (IPv4 and IPv6) belong here,
-// but not by repeating one frame: the kernel does not reset the frame
-// between the runs of one BPF_PROG_TEST_RUN call, and NAT's rewrite is not
-// idempotent (after the first run the frame is addressed to the backend,
-// no longer to the VIP). They need either one call per packet, averaged
-// over very many calls (timer overhead per call), or live frames on a veth
-// as in e2e.rs, plus the FIB and TX_PORTS set-up of tests/nat.rs. Until
-// then they are neither measured nor printed.
+// NAT is measured in `nat_cost`, one packet per call: its rewrite is not
+// idempotent, and the kernel does not reset the frame between the runs of
+// one call.
 pub fn cases(quick: bool) -> Vec<Case> {
     let scales: Vec<(u32, u32)> = if quick {
         vec![(1, 3), (100, 100), (10_000, 1_000)]

@@ -4,7 +4,8 @@
 //!
 //! Sections, each in its own module:
 //! * [`dataplane`]: cost per packet with BPF_PROG_TEST_RUN against the floor
-//!   program (swap MACs, `XDP_TX`).
+//!   program (swap MACs, `XDP_TX`); [`nat_cost`] the same for NAT, one
+//!   packet per call.
 //! * [`controlplane`]: Maglev table build and install time, flows moved
 //!   when one backend leaves.
 //! * [`health`]: 1,000 HTTP health checks a second on one thread.
@@ -22,6 +23,7 @@ mod frames;
 pub mod health;
 pub mod http;
 mod machine;
+pub mod nat_cost;
 mod nft;
 pub mod plot;
 mod report;
@@ -65,6 +67,8 @@ pub fn run(opts: &Options) -> Result<()> {
     if wanted(Section::Dataplane) {
         say("data plane: BPF_PROG_TEST_RUN");
         report.dataplane = dataplane::run(opts.quick).context("data-plane benchmark")?;
+        say("data plane: NAT, one packet per call");
+        report.nat = nat_cost::run(opts.quick).context("NAT cost benchmark")?;
     }
     if wanted(Section::Controlplane) {
         say("control plane: Maglev");

@@ -1,0 +1,269 @@
+//! NAT cost per packet. Unlike DSR, NAT cannot be measured by repeating one
+//! frame inside one BPF_PROG_TEST_RUN call: the kernel does not reset the
+//! frame between runs, and after the first rewrite it is addressed to the
+//! backend, no longer to the VIP. So every call here carries one packet (a
+//! fresh copy of the frame) and the figure is the median of the kernel's
+//! time for that one run over many calls; the floor is measured the same
+//! way, so the ratio compares like with like (the per-call timer overhead
+//! is in both).
+//!
+//! `bpf_fib_lookup` needs routes and neighbours: the program runs on a
+//! thread in a private network namespace (gone with the thread) set up as
+//! in tests/nat.rs: client-side `c0` 198.18.0.1/24 + fd00:18::1/64,
+//! server-side `s0` 198.18.1.1/24 + fd00:19::1/64, static neighbours,
+//! forwarding on; the VIPs translate :80 to a backend's :8080 and :53 to
+//! :5353, two-armed (XDP_REDIRECT through TX_PORTS).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use lb_user::{
+    config::{Config, ConntrackConfig},
+    control::{Controller, Neighbours, lb_config},
+    dataplane::Dataplane,
+    netlink,
+};
+
+use super::frames::{self, Mac};
+use super::median;
+
+const XDP_REDIRECT: u32 = 4;
+const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
+const BACKEND_MAC: Mac = [0x02, 0, 0, 0, 0x10, 0x0b];
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
+const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100);
+const BACKEND4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+const BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x19, 0, 0, 0, 0, 0, 0x11);
+
+const CONFIG: &str = r#"interface = "c0"
+server_interface = "s0"
+[[vip]]
+name = "web4"
+address = "198.18.0.100"
+port = 80
+mode = "nat"
+[[vip.backend]]
+address = "198.18.1.11"
+port = 8080
+[[vip]]
+name = "dns6"
+address = "fd00:18::100"
+port = 53
+protocol = "udp"
+mode = "nat"
+[[vip.backend]]
+address = "fd00:19::11"
+port = 5353
+"#;
+
+/// The frame of a case's `i`-th call.
+type FrameOf<'a> = &'a dyn Fn(usize) -> Vec<u8>;
+
+pub struct Row {
+    pub name: &'static str,
+    /// Median of the kernel's time for one run, over the calls.
+    pub ns: f64,
+    /// `ns` / the floor's, measured the same way.
+    pub ratio: f64,
+}
+
+/// Calls (one packet each) per case.
+pub fn calls(quick: bool) -> usize {
+    if quick { 20_000 } else { 200_000 }
+}
+
+/// NAT needs no neighbour table of xlb's own (the FIB resolves next hops).
+struct NoNeighbours;
+
+impl Neighbours for NoNeighbours {
+    fn lookup(&mut self) -> Result<std::collections::HashMap<std::net::IpAddr, [u8; 6]>> {
+        Ok(Default::default())
+    }
+    fn probe(&mut self, _: std::net::IpAddr) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub fn run(quick: bool) -> Result<Vec<Row>> {
+    std::thread::scope(|s| {
+        s.spawn(|| in_private_namespace(quick))
+            .join()
+            .map_err(|_| anyhow!("the NAT benchmark thread panicked"))?
+    })
+}
+
+fn ip(args: &str) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args.split_whitespace())
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!("ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn mac(m: Mac) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// Runs on its own thread: the namespace is the thread's alone.
+fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    for cmd in [
+        "link set lo up".to_owned(),
+        "link add c0 type veth peer name c0p".to_owned(),
+        "link add s0 type veth peer name s0p".to_owned(),
+        "link set c0 up".to_owned(),
+        "link set c0p up".to_owned(),
+        "link set s0 up".to_owned(),
+        "link set s0p up".to_owned(),
+        "addr add 198.18.0.1/24 dev c0".to_owned(),
+        "addr add fd00:18::1/64 dev c0 nodad".to_owned(),
+        "addr add 198.18.1.1/24 dev s0".to_owned(),
+        "addr add fd00:19::1/64 dev s0 nodad".to_owned(),
+        format!(
+            "neigh add {CLIENT4} lladdr {} dev c0 nud permanent",
+            mac(CLIENT_MAC)
+        ),
+        format!(
+            "neigh add {CLIENT6} lladdr {} dev c0 nud permanent",
+            mac(CLIENT_MAC)
+        ),
+        format!(
+            "neigh add {BACKEND4} lladdr {} dev s0 nud permanent",
+            mac(BACKEND_MAC)
+        ),
+        format!(
+            "neigh add {BACKEND6} lladdr {} dev s0 nud permanent",
+            mac(BACKEND_MAC)
+        ),
+    ] {
+        ip(&cmd)?;
+    }
+    // /proc/sys/net shows the namespace of the thread that opens it.
+    for knob in [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(knob, "1").with_context(|| format!("writing {knob}"))?;
+    }
+    let c0 = netlink::interface_by_name("c0")?;
+    let s0 = netlink::interface_by_name("s0")?;
+
+    let mut floor_ebpf =
+        aya::Ebpf::load(lb_user::XDP_FLOOR_OBJECT).context("loading the floor object")?;
+    let floor: &mut Xdp = floor_ebpf
+        .program_mut("xdp_floor")
+        .ok_or_else(|| anyhow!("no program xdp_floor in the floor object"))?
+        .try_into()?;
+    floor.load().context("loading the floor program")?;
+
+    let mut dp = Dataplane::load()?;
+    dp.maps
+        .set_config(&lb_config(c0.mac, true, &ConntrackConfig::default()))?;
+    dp.maps.add_tx_port(c0.index)?;
+    dp.maps.add_tx_port(s0.index)?;
+    let mut controller = Controller::new(dp, "c0");
+    let config = Config::parse(CONFIG, "nat bench").map_err(|e| anyhow!("{e}"))?;
+    controller.apply(&config, &mut NoNeighbours)?;
+    let xlb = controller.dataplane().program();
+
+    let n = calls(quick);
+    let lb = c0.mac;
+    let in4 = |sport: u16| frames::tcp4(lb, CLIENT_MAC, CLIENT4, VIP4, sport, 80);
+    let in6 = |sport: u16| frames::udp6(lb, CLIENT_MAC, CLIENT6, VIP6, sport, 53);
+    let out4 = || frames::tcp4(s0.mac, BACKEND_MAC, BACKEND4, CLIENT4, 8080, 40_000);
+    let out6 = || frames::udp6(s0.mac, BACKEND_MAC, BACKEND6, CLIENT6, 5353, 40_000);
+    // New flows: a different client port on every call.
+    let new_port = |i: usize| 1024 + (i % 60_000) as u16;
+
+    let floor_ns = measure(floor, c0.index, n, 3, |_| in4(40_000))?;
+    super::say(&format!(
+        "  {:<62} {floor_ns:>5.0} ns",
+        "floor, one packet per call"
+    ));
+    let mut rows = vec![Row {
+        name: "floor: swap MACs, XDP_TX (one packet per call)",
+        ns: floor_ns,
+        ratio: 1.0,
+    }];
+    // Each hit / reply case first makes its flow (and its reverse entry).
+    let cases: [(&str, u32, FrameOf); 5] = [
+        (
+            "NAT in, new flow (Maglev, insert, reverse entry), IPv4 TCP",
+            c0.index,
+            &|i| in4(new_port(i)),
+        ),
+        ("NAT in, conntrack hit, IPv4 TCP", c0.index, &|_| {
+            in4(40_000)
+        }),
+        (
+            "NAT out: reply rewritten to the VIP, IPv4 TCP",
+            s0.index,
+            &|_| out4(),
+        ),
+        ("NAT in, conntrack hit, IPv6 UDP", c0.index, &|_| {
+            in6(40_000)
+        }),
+        (
+            "NAT out: reply rewritten to the VIP, IPv6 UDP",
+            s0.index,
+            &|_| out6(),
+        ),
+    ];
+    for (name, ifindex, frame) in cases {
+        let ns = measure(xlb, ifindex, n, XDP_REDIRECT, frame)
+            .with_context(|| format!("case {name:?}"))?;
+        super::say(&format!("  {name:<62} {ns:>5.0} ns"));
+        rows.push(Row {
+            name,
+            ns,
+            ratio: ns / floor_ns.max(1.0),
+        });
+    }
+    Ok(rows)
+}
+
+/// Median over `calls` BPF_PROG_TEST_RUN calls of one run each, as if
+/// received on `ifindex`; fails unless every verdict is `want` (after a
+/// first call that creates the flow for hit and reply cases).
+fn measure(
+    prog: &Xdp,
+    ifindex: u32,
+    calls: usize,
+    want: u32,
+    frame: impl Fn(usize) -> Vec<u8>,
+) -> Result<f64> {
+    let mut ns = Vec::with_capacity(calls);
+    let mut out = vec![0u8; 2048];
+    // Warm-up call: makes the flow the hit and reply cases look up.
+    run_once(prog, ifindex, &frame(usize::MAX), &mut out)?;
+    for i in 0..calls {
+        let f = frame(i);
+        let (verdict, nanos) = run_once(prog, ifindex, &f, &mut out)?;
+        ensure!(verdict == want, "call {i}: verdict {verdict}, want {want}");
+        ns.push(nanos);
+    }
+    Ok(median(&mut ns))
+}
+
+fn run_once(prog: &Xdp, ifindex: u32, frame: &[u8], out: &mut [u8]) -> Result<(u32, f64)> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    Ok((r.return_value, r.duration.as_nanos() as f64))
+}
