@@ -245,8 +245,9 @@ impl Controller {
                 bail!("too many VIPs (limit {MAX_VIPS})");
             };
             self.dp.maps.reset_vip_counters(index)?;
-            // An empty ring first: the VIP is live only once it has one.
-            self.dp.maps.install_ring(index, &[])?;
+            // No ring yet: `sync_backends_and_ring` installs the first one
+            // (`ring_members` is None) before the VIP entry is published,
+            // and every ring install costs the kernel an RCU grace period.
             self.vips.insert(
                 key,
                 VipSlot {
