@@ -14,8 +14,6 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
-mod bench;
-
 /// The bpf-linker that loads LLVM from the Rust toolchain itself; newer
 /// releases need a system LLVM these machines do not have.
 const BPF_LINKER_VERSION: &str = "0.10.0";
@@ -34,7 +32,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "/usr/bin/wrk"),
     ("haproxy", "/usr/sbin/haproxy"),
     ("nftables", "/usr/sbin/nft"),
-    ("fonts-dejavu-core", bench::plot::FONT),
+    // Must match xlb-bench's plot font (xtask/bench/src/bench/plot.rs).
+    (
+        "fonts-dejavu-core",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ),
 ];
 
 #[derive(Parser)]
@@ -67,8 +69,8 @@ enum Task {
         quick: bool,
         /// Run only these sections (comma-separated) and print the results
         /// without writing docs/benchmarks.md.
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<bench::Section>,
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -109,27 +111,6 @@ fn real_main() -> Result<ExitCode> {
             status(cmd)
         }
         Task::Bench { quick, only } => {
-            // Timings (Maglev builds above all) only mean something in a
-            // release build: re-run ourselves as one.
-            if cfg!(debug_assertions) {
-                let mut cmd = cargo();
-                cmd.args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "--package",
-                    "xtask",
-                    "--",
-                    "bench",
-                ]);
-                if quick {
-                    cmd.arg("--quick");
-                }
-                for section in &only {
-                    cmd.arg(format!("--only={}", format!("{section:?}").to_lowercase()));
-                }
-                return status(cmd);
-            }
             setup()?;
             if !is_root() {
                 bail!(
@@ -141,14 +122,29 @@ fn real_main() -> Result<ExitCode> {
             if status(build)? != ExitCode::SUCCESS {
                 bail!("building xlb failed");
             }
+            // Timings (Maglev builds above all) only mean something in a
+            // release build.
             let root = workspace_root();
-            bench::run(&bench::Options {
-                quick,
-                only,
-                xlb_exe: root.join("target/release/xlb"),
-                docs: root.join("docs"),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let mut cmd = cargo();
+            cmd.args([
+                "run",
+                "--release",
+                "--quiet",
+                "--package",
+                "xlb-bench",
+                "--",
+            ])
+            .arg("--xlb-exe")
+            .arg(root.join("target/release/xlb"))
+            .arg("--docs")
+            .arg(root.join("docs"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            if !only.is_empty() {
+                cmd.arg(format!("--only={}", only.join(",")));
+            }
+            status(cmd)
         }
     }
 }
