@@ -126,7 +126,10 @@ fn real_main() -> Result<ExitCode> {
                     cmd.arg("--quick");
                 }
                 for section in &only {
-                    cmd.arg(format!("--only={}", format!("{section:?}").to_lowercase()));
+                    // The name clap parses (`nat-http`), not the variant's.
+                    if let Some(v) = clap::ValueEnum::to_possible_value(section) {
+                        cmd.arg(format!("--only={}", v.get_name()));
+                    }
                 }
                 return status(cmd);
             }
