@@ -6,7 +6,7 @@ use std::time::Duration;
 use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
-use super::{controlplane, dataplane, e2e, health, http};
+use super::{controlplane, dataplane, e2e, failover, health, http};
 
 pub struct Report {
     pub machine: Machine,
@@ -17,8 +17,12 @@ pub struct Report {
     /// Time to install an empty ring (see `controlplane::Results`).
     pub empty_ring_ms: f64,
     pub health: Option<health::Results>,
+    /// Removal and VRRP failover times.
+    pub failover: Vec<failover::Row>,
     pub pps: Vec<e2e::Row>,
     pub http: Vec<http::Row>,
+    /// wrk through xlb NAT and its alternatives, two-armed.
+    pub nat_http: Vec<http::Row>,
 }
 
 /// 1234567.8 → "1,234,568".
@@ -49,8 +53,10 @@ impl Report {
             maglev: Vec::new(),
             empty_ring_ms: 0.0,
             health: None,
+            failover: Vec::new(),
             pps: Vec::new(),
             http: Vec::new(),
+            nat_http: Vec::new(),
         }
     }
 
@@ -82,8 +88,10 @@ impl Report {
         self.dataplane_section(&mut s);
         self.maglev_section(&mut s);
         self.health_section(&mut s);
+        self.failover_section(&mut s);
         self.pps_section(&mut s);
         self.http_section(&mut s);
+        self.nat_http_section(&mut s);
         if !plots.is_empty() {
             let _ = writeln!(s, "## Plots\n");
             for (file, caption) in plots {
@@ -98,9 +106,7 @@ impl Report {
              - Data plane: NAT inbound and outbound. Not by repeating one frame, as the \
              rows above do: the kernel does not reset the frame between the runs of one \
              call, and after the first NAT rewrite it is no longer addressed to the VIP.\n\
-             - End to end: xlb NAT, packets per second and wrk, next to the DSR rows.\n\
-             - Health checks: the time from a backend's death to its removal.\n\
-             - VRRP failover time."
+             - End to end: xlb NAT, packets per second."
         );
         s
     }
@@ -249,6 +255,56 @@ impl Report {
         );
     }
 
+    /// The removal and failover table (also printed by `--only`).
+    pub fn failover_section(&self, s: &mut String) {
+        if self.failover.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## Control plane: removal and failover times\n\n\
+             The real `xlb run` in namespaces, {} rounds each, while a client opens a new \
+             connection to the VIP every {} ms (so a time read off the client is good to \
+             about that, more where only a third of the connections go to the backend in \
+             question). Removal: the DSR topology with 3 nginx backends and an HTTP health \
+             check (interval {} ms, timeout {} ms, fall {}); each round stops one backend's \
+             nginx and times, from the stop, xlb's DOWN log line (its own time stamp) and the \
+             last new connection that was still sent to the dead backend (and refused). \
+             VRRP: two xlb nodes with {} ms adverts (priorities 150 and 100, preemption); \
+             each round SIGKILLs the master's xlb and times the first new connection that \
+             succeeds after the last failed one; the killed node then restarts and takes \
+             over again. The bound is what the configuration promises.\n",
+            failover::rounds(self.quick),
+            failover::PROBE_GAP.as_millis(),
+            failover::HC_INTERVAL_MS,
+            failover::HC_TIMEOUT_MS,
+            failover::HC_FALL,
+            failover::VRRP_INTERVAL_CS * 10
+        );
+        let _ = writeln!(
+            s,
+            "| From → to | Median | Rounds' range | Bound | Median / bound | Failed connections per round (median) | Every round (ms) |\n\
+             |---|--:|--:|---|--:|--:|---|"
+        );
+        for r in &self.failover {
+            let every: Vec<String> = r.samples.iter().map(|v| format!("{v:.0}")).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} ms | {:.0}–{:.0} ms | {} ms ({}) | {:.2} | {:.0} | {} |",
+                r.event,
+                r.median_ms,
+                r.range_ms.0,
+                r.range_ms.1,
+                thousands(r.bound_ms),
+                r.bound_formula,
+                r.median_ms / r.bound_ms,
+                r.failed,
+                every.join(", ")
+            );
+        }
+        s.push('\n');
+    }
+
     fn pps_section(&self, s: &mut String) {
         let _ = writeln!(
             s,
@@ -304,26 +360,50 @@ impl Report {
             http::CONNECTIONS,
             self.rounds_note()
         );
+        http_table(s, &self.http);
+    }
+
+    /// wrk through two-armed NAT (also printed by `--only`).
+    pub fn nat_http_section(&self, s: &mut String) {
+        if self.nat_http.is_empty() {
+            return;
+        }
         let _ = writeln!(
             s,
-            "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb |\n\
-             |---|---|--:|--:|--:|--:|--:|"
+            "## End to end: HTTP with wrk through NAT\n\n\
+             As above, in the two-armed NAT topology: the client and the three nginx \
+             backends (port 8080, behind VIP:80) on separate segments, the load-balancer \
+             node routing between them, so every reply comes back through it. xlb runs \
+             NAT in native XDP mode on both NICs; HAProxy (TCP mode) opens its own \
+             connections to the backends; nftables DNAT (jhash over the client address \
+             and port, no masquerade) leaves the replies to conntrack. {}\n",
+            self.rounds_note()
         );
-        for r in &self.http {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {:.2} |",
-                r.setup,
-                r.mode,
-                thousands(r.requests_per_s),
-                range(r.range),
-                thousands(r.requests as f64),
-                r.errors,
-                r.ratio
-            );
-        }
-        s.push('\n');
+        http_table(s, &self.nat_http);
     }
+}
+
+/// The wrk table: one row per setup and mode, ratios against the first setup.
+fn http_table(s: &mut String, rows: &[http::Row]) {
+    let _ = writeln!(
+        s,
+        "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb |\n\
+         |---|---|--:|--:|--:|--:|--:|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.2} |",
+            r.setup,
+            r.mode,
+            thousands(r.requests_per_s),
+            range(r.range),
+            thousands(r.requests as f64),
+            r.errors,
+            r.ratio
+        );
+    }
+    s.push('\n');
 }
 
 #[cfg(test)]
