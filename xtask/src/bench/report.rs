@@ -269,8 +269,10 @@ impl Report {
              question). Removal: the DSR topology with 3 nginx backends and an HTTP health \
              check (interval {} ms, timeout {} ms, fall {}); each round stops one backend's \
              nginx and times, from the stop, xlb's DOWN log line (its own time stamp) and the \
-             last new connection that was still sent to the dead backend (and refused). \
-             VRRP: two xlb nodes with {} ms adverts (priorities 150 and 100, preemption); \
+             last new connection that was still sent to the dead backend (and refused); \
+             the latter can come out earlier than the former, as only every third probe \
+             goes to that backend. The timeout cannot reach the bound's share here (a \
+             stopped nginx refuses at once) and may not exceed the interval. VRRP: two xlb nodes with {} ms adverts (priorities 150 and 100, preemption); \
              each round SIGKILLs the master's xlb and times the first new connection that \
              succeeds after the last failed one; the killed node then restarts and takes \
              over again. The bound is what the configuration promises.\n",
