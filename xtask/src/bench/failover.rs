@@ -40,6 +40,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 pub struct Row {
     /// What is timed, from which event to which.
     pub event: &'static str,
+    /// The same in a few words (plot labels).
+    pub short: &'static str,
     /// The bound the configuration promises, and how it is made up.
     pub bound_ms: f64,
     pub bound_formula: String,
@@ -53,7 +55,7 @@ pub struct Row {
 }
 
 fn row(
-    event: &'static str,
+    (event, short): (&'static str, &'static str),
     bound_ms: f64,
     bound_formula: String,
     samples: Vec<f64>,
@@ -64,6 +66,7 @@ fn row(
     let failed = median(&mut failed.clone());
     Row {
         event,
+        short,
         bound_ms,
         bound_formula,
         samples,
@@ -306,14 +309,20 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
         format!("interval {HC_INTERVAL_MS} ms × fall {HC_FALL} + timeout {HC_TIMEOUT_MS} ms");
     Ok(vec![
         row(
-            "backend's nginx stopped → xlb logs it DOWN",
+            (
+                "backend's nginx stopped → xlb logs it DOWN",
+                "removal: DOWN logged",
+            ),
             removal_bound_ms(),
             bound.clone(),
             logged,
             failed.clone(),
         ),
         row(
-            "backend's nginx stopped → last new connection sent to it (refused)",
+            (
+                "backend's nginx stopped → last new connection sent to it (refused)",
+                "removal: last refused connection",
+            ),
             removal_bound_ms(),
             bound,
             last_fail,
@@ -426,7 +435,10 @@ pub fn vrrp(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
     x1.stop(Duration::from_secs(3));
     x2.stop(Duration::from_secs(3));
     Ok(vec![row(
-        "VRRP master's xlb SIGKILLed → new connections succeed again",
+        (
+            "VRRP master's xlb SIGKILLed → new connections succeed again",
+            "VRRP: connections succeed again",
+        ),
         vrrp_bound_ms(),
         format!(
             "3 × advert {} ms + skew {} ms + 1 s",
