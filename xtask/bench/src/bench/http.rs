@@ -8,10 +8,11 @@
 //! (one connection per request: connections/s).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use lb_user::netns::ManagedChild;
+use lb_user::netns::{ManagedChild, NetNs};
 use lb_user::topology::{VIP_PORT, http_get};
 
 use super::nft::Dnat;
@@ -38,10 +39,10 @@ pub struct Row {
     pub ratio: f64,
 }
 
-struct Wrk {
-    requests_per_s: f64,
-    requests: u64,
-    errors: u64,
+pub(super) struct Wrk {
+    pub(super) requests_per_s: f64,
+    pub(super) requests: u64,
+    pub(super) errors: u64,
 }
 
 /// The numbers out of wrk's report.
@@ -71,10 +72,17 @@ fn parse_wrk(text: &str) -> Result<Wrk> {
     })
 }
 
-fn wrk(b: &Bench, duration: Duration, close: bool) -> Result<Wrk> {
-    let url = format!("http://{}:{VIP_PORT}/", b.topo.vip4());
+/// wrk from namespace `client` to `http://vip/`; its log goes to `dir`.
+pub(super) fn wrk_at(
+    client: &NetNs,
+    dir: &Path,
+    vip: SocketAddr,
+    duration: Duration,
+    close: bool,
+) -> Result<Wrk> {
+    let url = format!("http://{vip}/");
     let secs = format!("{}s", duration.as_secs());
-    let mut cmd = b.topo.client().exec(["wrk", "-t", &THREADS.to_string()]);
+    let mut cmd = client.exec(["wrk", "-t", &THREADS.to_string()]);
     cmd.args([
         "-c",
         &CONNECTIONS.to_string(),
@@ -87,7 +95,7 @@ fn wrk(b: &Bench, duration: Duration, close: bool) -> Result<Wrk> {
         cmd.args(["-H", "Connection: close"]);
     }
     cmd.arg(&url);
-    let log = b.topo.dir().join("bench-wrk.log");
+    let log = dir.join("bench-wrk.log");
     let out = run_bounded("wrk", &mut cmd, duration + Duration::from_secs(15), &log)?;
     let w = parse_wrk(&out)?;
     ensure!(w.requests > 0, "wrk completed no request to {url}:\n{out}");
@@ -97,31 +105,52 @@ fn wrk(b: &Bench, duration: Duration, close: bool) -> Result<Wrk> {
 /// HAProxy 2.x in TCP mode on the xlb node, round robin over the backends.
 fn start_haproxy(b: &Bench) -> Result<ManagedChild> {
     let t = &b.topo;
-    let mut cfg = format!(
-        "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
-         timeout client 30s\n    timeout server 30s\n\nfrontend vip\n    bind {}:{VIP_PORT}\n    \
-         default_backend nginx\n\nbackend nginx\n    balance roundrobin\n",
-        t.vip4()
-    );
-    for (i, addr) in b.backends4().iter().enumerate() {
-        cfg.push_str(&format!("    server b{} {addr}:{VIP_PORT}\n", i + 1));
-    }
-    let path = t.dir().join("bench-haproxy.cfg");
-    std::fs::write(&path, cfg)?;
-    let log = std::fs::File::create(t.dir().join("bench-haproxy.log"))?;
-    let mut cmd = t.lb().exec(["haproxy", "-db", "-f"]);
-    cmd.arg(&path).stdout(log.try_clone()?).stderr(log);
-    let child = ManagedChild::spawn("haproxy", &mut cmd)?;
+    let servers: Vec<SocketAddr> = b
+        .backends4()
+        .iter()
+        .map(|a| SocketAddr::new((*a).into(), VIP_PORT))
+        .collect();
+    let vip = SocketAddr::new(t.vip4().into(), VIP_PORT);
+    let child = spawn_haproxy(t.lb(), t.dir(), vip, &servers)?;
     wait_serving(b, Duration::from_secs(5)).context("HAProxy never answered on the VIP")?;
     Ok(child)
+}
+
+/// HAProxy in TCP mode in namespace `lb`: `bind` → `servers`, round robin;
+/// config and log in `dir`.
+pub(super) fn spawn_haproxy(
+    lb: &NetNs,
+    dir: &Path,
+    bind: SocketAddr,
+    servers: &[SocketAddr],
+) -> Result<ManagedChild> {
+    let mut cfg = format!(
+        "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
+         timeout client 30s\n    timeout server 30s\n\nfrontend vip\n    bind {bind}\n    \
+         default_backend nginx\n\nbackend nginx\n    balance roundrobin\n"
+    );
+    for (i, addr) in servers.iter().enumerate() {
+        cfg.push_str(&format!("    server b{} {addr}\n", i + 1));
+    }
+    let path = dir.join("bench-haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::File::create(dir.join("bench-haproxy.log"))?;
+    let mut cmd = lb.exec(["haproxy", "-db", "-f"]);
+    cmd.arg(&path).stdout(log.try_clone()?).stderr(log);
+    ManagedChild::spawn("haproxy", &mut cmd)
 }
 
 /// Polls GET / on the VIP from the client until a backend answers.
 fn wait_serving(b: &Bench, timeout: Duration) -> Result<()> {
     let vip = SocketAddr::new(b.topo.vip4().into(), VIP_PORT);
+    wait_serving_at(b.topo.client(), vip, timeout)
+}
+
+/// Polls GET / on `vip` from namespace `client` until a backend answers.
+pub(super) fn wait_serving_at(client: &NetNs, vip: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last = match http_get(b.topo.client(), vip, "/", Duration::from_millis(500)) {
+        let last = match http_get(client, vip, "/", Duration::from_millis(500)) {
             Ok((200, body)) if body.starts_with("backend-") => return Ok(()),
             Ok(other) => format!("{other:?}"),
             Err(e) => format!("{e:#}"),
@@ -133,18 +162,33 @@ fn wait_serving(b: &Bench, timeout: Duration) -> Result<()> {
     }
 }
 
-const MODES: [(&str, bool); 2] = [("keep-alive", false), ("new connection per request", true)];
+pub(super) const MODES: [(&str, bool); 2] =
+    [("keep-alive", false), ("new connection per request", true)];
 
 /// An unmeasured wrk run before each setup's first, so that no setup pays
 /// for cold caches, neighbour resolution or nginx warming up.
-const WARMUP: Duration = Duration::from_secs(1);
+pub(super) const WARMUP: Duration = Duration::from_secs(1);
 
 fn both_modes(b: &Bench, setup: &str, duration: Duration) -> Result<Vec<Wrk>> {
-    wait_serving(b, Duration::from_secs(5))?;
-    wrk(b, WARMUP, false).with_context(|| format!("warming up {setup}"))?;
+    let vip = SocketAddr::new(b.topo.vip4().into(), VIP_PORT);
+    both_modes_at(b.topo.client(), b.topo.dir(), vip, setup, duration)
+}
+
+/// An unmeasured warm-up, then wrk in every mode of [`MODES`], from
+/// namespace `client` to `vip` through `setup`.
+pub(super) fn both_modes_at(
+    client: &NetNs,
+    dir: &Path,
+    vip: SocketAddr,
+    setup: &str,
+    duration: Duration,
+) -> Result<Vec<Wrk>> {
+    wait_serving_at(client, vip, Duration::from_secs(5))?;
+    wrk_at(client, dir, vip, WARMUP, false).with_context(|| format!("warming up {setup}"))?;
     let mut out = Vec::new();
     for (mode, close) in MODES {
-        let w = wrk(b, duration, close).with_context(|| format!("wrk through {setup}, {mode}"))?;
+        let w = wrk_at(client, dir, vip, duration, close)
+            .with_context(|| format!("wrk through {setup}, {mode}"))?;
         say(&format!(
             "  {setup:<24} {mode:<28} {:>9.0} req/s, {} errors",
             w.requests_per_s, w.errors
@@ -188,8 +232,14 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
     for _ in 0..super::rounds(quick) {
         rounds.push(round(b, duration)?);
     }
+    Ok(rows(&SETUPS, &rounds))
+}
+
+/// Rows (median over `rounds`, each `[setup][mode]`) for `setups`, every
+/// ratio against the first setup in the same mode.
+pub(super) fn rows(setups: &[&'static str], rounds: &[Vec<Vec<Wrk>>]) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (si, setup) in SETUPS.iter().enumerate() {
+    for (si, setup) in setups.iter().enumerate() {
         for (mi, (mode, _)) in MODES.iter().enumerate() {
             let runs: Vec<&Wrk> = rounds.iter().map(|r| &r[si][mi]).collect();
             let mut rps: Vec<f64> = runs.iter().map(|w| w.requests_per_s).collect();
@@ -212,7 +262,7 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
     for (i, r) in rows.iter_mut().enumerate() {
         r.ratio = r.requests_per_s / base[i % MODES.len()];
     }
-    Ok(rows)
+    rows
 }
 
 #[cfg(test)]

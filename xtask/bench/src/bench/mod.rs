@@ -9,9 +9,12 @@
 //! * [`controlplane`]: Maglev table build and install time, flows moved
 //!   when one backend leaves.
 //! * [`health`]: 1,000 HTTP health checks a second on one thread.
+//! * [`failover`]: time from a backend's death to its removal, and VRRP
+//!   failover time, with the real `xlb run` in namespaces.
 //! * [`e2e`]: packets per second through veth, xlb DSR against nftables
 //!   DNAT, with a live-frames XDP generator.
 //! * [`http`]: wrk through xlb, HAProxy (TCP mode) and nftables DNAT.
+//! * [`nat_e2e`]: the same through xlb NAT, two-armed.
 //!
 //! Benchmarks are not tests: no number fails the run, but a case that
 //! cannot run (wrong verdict, nothing delivered, a tool missing) does.
@@ -19,11 +22,13 @@
 pub mod controlplane;
 pub mod dataplane;
 pub mod e2e;
+pub mod failover;
 mod frames;
 pub mod health;
 pub mod http;
 mod machine;
 pub mod nat_cost;
+pub mod nat_e2e;
 mod nft;
 pub mod plot;
 mod report;
@@ -43,8 +48,11 @@ pub enum Section {
     Dataplane,
     Controlplane,
     Health,
+    Removal,
+    Vrrp,
     Pps,
     Http,
+    NatHttp,
 }
 
 pub struct Options {
@@ -80,6 +88,16 @@ pub fn run(opts: &Options) -> Result<()> {
         say("control plane: health checker, 1,000 backends");
         report.health = Some(health::run(opts.quick).context("health-checker benchmark")?);
     }
+    if wanted(Section::Removal) {
+        say("control plane: a backend's death to its removal");
+        let rows = failover::removal(&opts.xlb_exe, opts.quick).context("removal benchmark")?;
+        report.failover.extend(rows);
+    }
+    if wanted(Section::Vrrp) {
+        say("control plane: VRRP failover");
+        let rows = failover::vrrp(&opts.xlb_exe, opts.quick).context("VRRP benchmark")?;
+        report.failover.extend(rows);
+    }
     if wanted(Section::Pps) || wanted(Section::Http) {
         say("end to end: topology");
         let topo = topo::Bench::build(opts).context("building the end-to-end topology")?;
@@ -92,9 +110,19 @@ pub fn run(opts: &Options) -> Result<()> {
             report.http = http::run(&topo, opts.quick).context("wrk benchmark")?;
         }
     }
+    if wanted(Section::NatHttp) {
+        say("end to end: wrk through NAT (two-armed)");
+        report.nat_http = nat_e2e::run(&opts.xlb_exe, opts.quick).context("NAT wrk benchmark")?;
+    }
     report.elapsed = started.elapsed();
     if !opts.only.is_empty() {
         say("partial run (--only): docs/benchmarks.md left as it was");
+        let mut md = String::new();
+        report.failover_section(&mut md);
+        report.nat_http_section(&mut md);
+        if !md.is_empty() {
+            println!("{md}");
+        }
         return Ok(());
     }
 

@@ -176,6 +176,37 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
             .collect(),
         fmt: count,
     });
+    charts.push(Chart {
+        file: "http-nat.png",
+        caption: "wrk requests per second through two-armed NAT (orange: xlb)",
+        bars: report
+            .nat_http
+            .iter()
+            .map(|r| {
+                (
+                    format!("{} / {}", r.setup, r.mode),
+                    r.requests_per_s,
+                    r.setup.starts_with("xlb"),
+                )
+            })
+            .collect(),
+        fmt: count,
+    });
+    charts.push(Chart {
+        file: "failover.png",
+        caption: "Removal and failover times, median (orange: the configured bound)",
+        bars: report
+            .failover
+            .iter()
+            .flat_map(|r| {
+                [
+                    (r.short.to_owned(), r.median_ms, false),
+                    (format!("{}: bound", r.short), r.bound_ms, true),
+                ]
+            })
+            .collect(),
+        fmt: ms,
+    });
 
     let mut written = Vec::new();
     for chart in charts {
