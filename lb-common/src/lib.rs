@@ -267,6 +267,33 @@ pub mod drop {
     ];
 }
 
+/// Address bytes (as in `VipKey` / `BackendInfo`) from `FlowKey` words:
+/// the same wire bytes, so an IPv4 address (word 0, rest zero) gives its 4
+/// bytes followed by zeros.
+#[inline(always)]
+pub fn words_to_bytes(w: &[u32; 4]) -> [u8; 16] {
+    // Copies into one zeroed array: an array literal built from four
+    // temporaries costs BPF stack the XDP program does not have.
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&w[0].to_ne_bytes());
+    b[4..8].copy_from_slice(&w[1].to_ne_bytes());
+    b[8..12].copy_from_slice(&w[2].to_ne_bytes());
+    b[12..].copy_from_slice(&w[3].to_ne_bytes());
+    b
+}
+
+/// `FlowKey` address words from address bytes; the inverse of
+/// [`words_to_bytes`].
+#[inline(always)]
+pub fn bytes_to_words(b: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
 /// The 5-tuple the flow hash is computed over. Address words are the raw
 /// network-order bytes of the packet read as native `u32`s (IPv4: word 0 only).
 #[repr(C)]
@@ -307,6 +334,17 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn address_words_and_bytes_round_trip() {
+        let v4 = [198u8, 18, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let w = bytes_to_words(&v4);
+        assert_eq!(w[0], u32::from_ne_bytes([198, 18, 0, 100]));
+        assert_eq!(&w[1..], &[0, 0, 0]);
+        assert_eq!(words_to_bytes(&w), v4);
+        let v6: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+        assert_eq!(words_to_bytes(&bytes_to_words(&v6)), v6);
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

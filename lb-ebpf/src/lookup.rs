@@ -1,8 +1,8 @@
 //! VIP lookup and Maglev backend choice.
 
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FlowKey, NO_BACKEND, RING_FIRST_SLOT,
-    VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, flow_hash, source_hash,
+    BACKEND_F_ACTIVE, BackendInfo, FlowKey, NO_BACKEND, RING_FIRST_SLOT, VIP_F_SOURCE_AFFINITY,
+    VipKey, VipMeta, drop, flow_hash, source_hash, words_to_bytes,
 };
 
 use crate::{
@@ -12,18 +12,9 @@ use crate::{
 
 #[inline(always)]
 fn vip_key(flow: &Flow, port: u16, proto: u8) -> VipKey {
-    let mut addr = [0u8; 16];
-    let dst = flow.key.dst;
-    if flow.family == FAMILY_V4 {
-        addr[..4].copy_from_slice(&dst[0].to_ne_bytes());
-    } else {
-        addr[..4].copy_from_slice(&dst[0].to_ne_bytes());
-        addr[4..8].copy_from_slice(&dst[1].to_ne_bytes());
-        addr[8..12].copy_from_slice(&dst[2].to_ne_bytes());
-        addr[12..].copy_from_slice(&dst[3].to_ne_bytes());
-    }
+    // IPv4 keys hold zeros in words 1..3, so one copy serves both families.
     VipKey {
-        addr,
+        addr: words_to_bytes(&flow.key.dst),
         port,
         proto,
         family: flow.family,

@@ -13,7 +13,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, ct, global};
+use lb_common::{LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, bytes_to_words, ct, global};
 
 use crate::{nat::Side, parse::Parsed};
 
@@ -91,8 +91,13 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
         }
         return xdp_action::XDP_TX;
     }
-    let Some(translated) = nat::rewrite(ctx, &flow, Side::Dst, &words(&backend.addr), backend.port)
-    else {
+    let Some(translated) = nat::rewrite(
+        ctx,
+        &flow,
+        Side::Dst,
+        &bytes_to_words(&backend.addr),
+        backend.port,
+    ) else {
         return xdp_action::XDP_PASS;
     };
     if new_flow {
@@ -133,7 +138,7 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
         }
         return xdp_action::XDP_TX;
     }
-    match nat::icmp_to_backend(ctx, flow, &words(&backend.addr), backend.port) {
+    match nat::icmp_to_backend(ctx, flow, &bytes_to_words(&backend.addr), backend.port) {
         Some(key) => nat::forward(ctx, flow, &key),
         None => xdp_action::XDP_PASS,
     }
@@ -153,16 +158,6 @@ fn nat_reply(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
     stats::conntrack(ct::NAT_REPLY);
     stats::global(global::FORWARD, len);
     nat::forward(ctx, flow, &translated)
-}
-
-#[inline(always)]
-fn words(addr: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
-        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
-        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
-        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
-    ]
 }
 
 #[cfg(not(test))]

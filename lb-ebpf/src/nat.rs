@@ -7,7 +7,9 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{FAMILY_V4, FlowKey, IPPROTO_TCP, IPPROTO_UDP, VipKey, ct};
+use lb_common::{
+    FAMILY_V4, FlowKey, IPPROTO_TCP, IPPROTO_UDP, VipKey, bytes_to_words, ct, words_to_bytes,
+};
 
 use crate::{
     maps::{NAT_REVERSE, TX_PORTS},
@@ -303,17 +305,12 @@ pub fn remember_reverse(flow: &Flow, translated: &FlowKey) {
         proto: translated.proto,
         _pad: [0; 3],
     };
-    let mut vip = VipKey {
+    let vip = VipKey {
+        addr: words_to_bytes(&flow.key.dst),
         port: flow.key.dport,
         proto: flow.key.proto,
         family: flow.family,
-        ..VipKey::default()
     };
-    let d = flow.key.dst;
-    vip.addr[..4].copy_from_slice(&d[0].to_ne_bytes());
-    vip.addr[4..8].copy_from_slice(&d[1].to_ne_bytes());
-    vip.addr[8..12].copy_from_slice(&d[2].to_ne_bytes());
-    vip.addr[12..].copy_from_slice(&d[3].to_ne_bytes());
     let _ = NAT_REVERSE.insert(reply, vip, 0);
 }
 
@@ -322,14 +319,5 @@ pub fn remember_reverse(flow: &Flow, translated: &FlowKey) {
 pub fn reverse(flow: &Flow) -> Option<([u32; 4], u16)> {
     // SAFETY: the value is copied out at once.
     let vip = unsafe { NAT_REVERSE.get(flow.key) }.copied()?;
-    let a = vip.addr;
-    Some((
-        [
-            u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-            u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-            u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-            u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-        ],
-        vip.port,
-    ))
+    Some((bytes_to_words(&vip.addr), vip.port))
 }

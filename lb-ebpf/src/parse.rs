@@ -132,11 +132,10 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
         return Parsed::Pass;
     }
     let frag = u16::from_be_bytes([h[IPV4_FRAG_OFF], h[IPV4_FRAG_OFF + 1]]);
-    let word = |off: usize| u32::from_ne_bytes([h[off], h[off + 1], h[off + 2], h[off + 3]]);
     let mut flow = Flow {
         key: FlowKey {
-            src: [word(IPV4_SRC_OFF), 0, 0, 0],
-            dst: [word(IPV4_DST_OFF), 0, 0, 0],
+            src: [word(&h, IPV4_SRC_OFF), 0, 0, 0],
+            dst: [word(&h, IPV4_DST_OFF), 0, 0, 0],
             proto: l4proto,
             ..FlowKey::default()
         },
