@@ -235,10 +235,20 @@ fn ensure_nightly_components() -> Result<()> {
         "xtask: installing the nightly toolchain's {}",
         missing.join(", ")
     );
+    // Add components to the nightly that is there: `rustup toolchain
+    // install` would also upgrade it, and bpf-linker 0.10.0 loads the LLVM
+    // of the nightly it was meant for (a newer nightly ships a newer LLVM).
+    // Only a machine without any nightly gets one installed.
+    let has_nightly = output("rustup", &["run", "nightly", "rustc", "--version"]).is_some();
     let mut cmd = Command::new("rustup");
-    cmd.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
-    for c in &missing {
-        cmd.args(["--component", c]);
+    if has_nightly {
+        cmd.args(["component", "add", "--toolchain", "nightly"]);
+        cmd.args(&missing);
+    } else {
+        cmd.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+        for c in &missing {
+            cmd.args(["--component", c]);
+        }
     }
     run(cmd).context("installing nightly components")
 }
