@@ -11,7 +11,6 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use common::FakeNeighbours;
 use lb_common::{FLOW_F_CLOSING, FlowState, IPPROTO_TCP, flow_hash};
 use lb_user::{
@@ -85,18 +84,7 @@ fn send_flags(c: &Controller, sport: u16, flags: &str) -> (u32, Option<u8>) {
 
 /// Runs one frame through the program: verdict and output frame.
 fn run(c: &Controller, input: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; input.len() + 64];
-    let r = c
-        .dataplane()
-        .program()
-        .test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    run_xdp(c.dataplane().program(), input, None)
 }
 
 /// The backend (last address byte) the installed Maglev table must give

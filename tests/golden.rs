@@ -11,7 +11,6 @@ mod packets;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use etherparse::{PacketBuilder, VlanId};
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP,
@@ -134,18 +133,7 @@ impl Harness {
     }
 
     fn run(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; input.len() + 256];
-        let result = self
-            .dp
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        run_xdp(self.dp.program(), input, None)
     }
 
     /// The backend id the data plane must choose for `key` on VIP `index`.

@@ -15,7 +15,6 @@ use std::{
 };
 
 use anyhow::Result;
-use aya::programs::{TestRun as _, TestRunOptions};
 use lb_common::{IPPROTO_TCP, LB_F_FORWARDING, LbConfig, VipKey, flow_hash};
 use lb_user::{
     config::Config,
@@ -107,17 +106,8 @@ fn send_ack(c: &Controller, sport: u16) -> (u32, Option<u8>) {
 }
 
 fn send_frame(c: &Controller, input: &[u8]) -> (u32, Option<u8>) {
-    let mut out = vec![0u8; input.len() + 64];
-    let r = c
-        .dataplane()
-        .program()
-        .test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    (r.return_value, (r.return_value == XDP_TX).then(|| out[5]))
+    let (verdict, out) = run_xdp(c.dataplane().program(), input, None);
+    (verdict, (verdict == XDP_TX).then(|| out[5]))
 }
 
 /// Where Maglev must send `sport` with these (backend, weight) members.

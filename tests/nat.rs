@@ -16,7 +16,6 @@ use std::{
     process::Command,
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use common::FakeNeighbours;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use lb_user::{
@@ -122,24 +121,7 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
 impl Lab {
     /// Runs `input` as if received on `ifindex`.
     fn run(&self, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, input.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut out = vec![0u8; input.len() + 64];
-        let r = self
-            .controller
-            .dataplane()
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        run_xdp(self.controller.dataplane().program(), input, Some(ifindex))
     }
 
     fn counter(&self, name: &str) -> u64 {

@@ -463,7 +463,7 @@ impl Controller {
 
     pub fn status(&self) -> Result<Status> {
         let mut vips = Vec::new();
-        for slot in self.vips.values() {
+        for (key, slot) in &self.vips {
             let v = &slot.config;
             let c = self.dp.maps.vip_counters(slot.index)?;
             let mut backends = Vec::new();
@@ -492,7 +492,7 @@ impl Controller {
                     health: b.health.as_ref().map(Tracker::status),
                 });
             }
-            backends.extend(self.retired_status(&vip_key(v))?);
+            backends.extend(self.retired_status(key)?);
             vips.push(VipStatus {
                 name: v.name.clone(),
                 address: v.address.to_string(),

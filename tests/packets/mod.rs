@@ -169,3 +169,29 @@ pub fn packet_too_big6(from: Ipv6Addr, to: Ipv6Addr, sport: u16, dport: u16, tcp
         .unwrap();
     f
 }
+
+/// Runs `input` through `prog` with BPF_PROG_TEST_RUN, as if received on
+/// interface `ifindex` (`None`: the kernel's default, loopback). Returns
+/// the verdict and the output frame.
+pub fn run_xdp(prog: &aya::programs::Xdp, input: &[u8], ifindex: Option<u32>) -> (u32, Vec<u8>) {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let ctx: Option<Vec<u8>> = ifindex.map(|i| {
+        [0, input.len() as u32, 0, i, 0, 0]
+            .iter()
+            .flat_map(|w: &u32| w.to_ne_bytes())
+            .collect()
+    });
+    let mut out = vec![0u8; input.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
