@@ -2,18 +2,39 @@
 //! names the file, line and field, before anything is loaded or attached.
 //! No root needed: validation comes first.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 fn xlb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xlb"))
 }
 
-fn write(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xlb-cli-{}", std::process::id()));
+/// A config file in a directory of its own, removed with it on drop (tests
+/// run in parallel, so each file gets its own directory).
+struct ConfigFile(PathBuf);
+
+impl ConfigFile {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn write(name: &str, text: &str) -> ConfigFile {
+    let dir = std::env::temp_dir().join(format!("xlb-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile(path)
 }
 
 const GOOD: &str = r#"interface = "xlb-none0"
@@ -30,7 +51,7 @@ fn check_accepts_a_valid_file() {
     let path = write("good.toml", GOOD);
     let out = xlb()
         .args(["check", "--config"])
-        .arg(&path)
+        .arg(path.path())
         .output()
         .unwrap();
     assert!(
@@ -49,7 +70,11 @@ fn run_refuses_a_broken_file_naming_line_and_field() {
     );
     let path = write("bad-weight.toml", &bad);
     for cmd in ["run", "check"] {
-        let out = xlb().args([cmd, "--config"]).arg(&path).output().unwrap();
+        let out = xlb()
+            .args([cmd, "--config"])
+            .arg(path.path())
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{cmd} accepted a bad file");
         assert!(
@@ -88,7 +113,11 @@ fn run_refuses_unknown_fields_and_syntax_errors() {
         ),
     ] {
         let path = write(name, &text);
-        let out = xlb().args(["run", "--config"]).arg(&path).output().unwrap();
+        let out = xlb()
+            .args(["run", "--config"])
+            .arg(path.path())
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} accepted");
         assert!(err.contains(needle), "{name}: expected {needle:?} in {err}");
