@@ -194,38 +194,9 @@ fn change_logged_after(
                 && l.contains(&format!("vip={vip} "))
                 && l.contains(&format!("backend={name} "))
         })
-        .filter_map(|l| log_time(l)?.duration_since(since).ok())
+        .filter_map(|l| lb_user::topology::log_time(l)?.duration_since(since).ok())
         .next()
         .unwrap_or_else(|| panic!("no {to} line for {vip}/{name} after the change in:\n{log}"))
-}
-
-/// The time stamp that starts a log line: `2026-11-23T01:09:11.123456Z`.
-fn log_time(line: &str) -> Option<SystemTime> {
-    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1] + 9)
-    } else {
-        (d[0], d[1] - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
-    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
 }
 
 fn strip_ansi(text: &str) -> String {
