@@ -15,8 +15,7 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use lb_user::netns::{ManagedChild, NetNs};
 use lb_user::topology::{VIP_PORT, http_get};
 
-use super::nft::Dnat;
-use super::topo::{Bench, SINK_PORT, run_bounded};
+use super::topo::{Bench, run_bounded};
 use super::{median, say, spread};
 
 /// Concurrent connections of wrk (nginx allows 1,024 per backend).
@@ -202,7 +201,6 @@ const SETUPS: [&str; 3] = ["xlb DSR", "HAProxy (TCP mode)", "nftables DNAT (jhas
 
 /// One round: every setup in turn, both modes each; `[setup][mode]`.
 fn round(b: &Bench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
-    let t = &b.topo;
     let xlb = b.start_xlb()?;
     let x = both_modes(b, SETUPS[0], duration)?;
     xlb.stop(Duration::from_secs(3));
@@ -211,14 +209,7 @@ fn round(b: &Bench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
     let h = both_modes(b, SETUPS[1], duration)?;
     haproxy.stop(Duration::from_secs(3));
 
-    let dnat = Dnat::apply(
-        t.lb(),
-        &t.lb_ifname(),
-        t.dir(),
-        t.vip4(),
-        (VIP_PORT, SINK_PORT),
-        &b.backends4(),
-    )?;
+    let dnat = b.dnat()?;
     let n = both_modes(b, SETUPS[2], duration)?;
     drop(dnat);
     Ok(vec![x, h, n])

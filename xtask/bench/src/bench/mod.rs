@@ -12,7 +12,8 @@
 //! * [`failover`]: time from a backend's death to its removal, and VRRP
 //!   failover time, with the real `xlb run` in namespaces.
 //! * [`e2e`]: packets per second through veth, xlb DSR against nftables
-//!   DNAT, with a live-frames XDP generator.
+//!   DNAT, with a live-frames XDP generator; [`nat_pps`] the same through
+//!   xlb NAT, two-armed.
 //! * [`http`]: wrk through xlb, HAProxy (TCP mode) and nftables DNAT.
 //! * [`nat_e2e`]: the same through xlb NAT, two-armed.
 //!
@@ -29,6 +30,8 @@ pub mod http;
 mod machine;
 pub mod nat_cost;
 pub mod nat_e2e;
+pub mod nat_pps;
+mod nat_topo;
 mod nft;
 pub mod plot;
 mod report;
@@ -52,6 +55,7 @@ pub enum Section {
     Vrrp,
     Pps,
     Http,
+    NatPps,
     NatHttp,
 }
 
@@ -110,15 +114,26 @@ pub fn run(opts: &Options) -> Result<()> {
             report.http = http::run(&topo, opts.quick).context("wrk benchmark")?;
         }
     }
-    if wanted(Section::NatHttp) {
-        say("end to end: wrk through NAT (two-armed)");
-        report.nat_http = nat_e2e::run(&opts.xlb_exe, opts.quick).context("NAT wrk benchmark")?;
+    if wanted(Section::NatPps) || wanted(Section::NatHttp) {
+        say("end to end: NAT topology (two-armed)");
+        let nat = nat_topo::NatBench::build(opts.xlb_exe.clone())
+            .context("building the NAT end-to-end topology")?;
+        if wanted(Section::NatPps) {
+            say("end to end: packets per second through NAT");
+            report.nat_pps =
+                nat_pps::run(&nat, opts.quick).context("NAT packets-per-second benchmark")?;
+        }
+        if wanted(Section::NatHttp) {
+            say("end to end: wrk through NAT");
+            report.nat_http = nat_e2e::run(&nat, opts.quick).context("NAT wrk benchmark")?;
+        }
     }
     report.elapsed = started.elapsed();
     if !opts.only.is_empty() {
         say("partial run (--only): docs/benchmarks.md left as it was");
         let mut md = String::new();
         report.failover_section(&mut md);
+        report.pps_section(&mut md);
         report.nat_http_section(&mut md);
         if !md.is_empty() {
             println!("{md}");

@@ -1,101 +1,114 @@
-//! nftables DNAT in the xlb node's namespace: the kernel's own L4 load
-//! balancer, the comparison point for xlb. A jhash of the client address
-//! and port picks the backend (per flow, like xlb's 5-tuple hash); the
-//! source is masqueraded so that TCP replies come back through the node
-//! (one-armed, as the backends sit on the client's L2 segment).
+//! nftables DNAT in the load-balancer node's namespace: the kernel's own L4
+//! load balancer, the comparison point for xlb. A jhash of the client
+//! address and port picks the backend (per flow, like xlb's 5-tuple hash);
+//! conntrack translates the replies back.
+//!
+//! In the DSR topology the backends share the client's segment, so the
+//! rules also masquerade: otherwise a backend would answer the client
+//! directly, from its own address. In the NAT topologies the backends
+//! route through the node and no masquerade is needed.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use lb_user::netns::NetNs;
 
-const TABLE: &str = "xlb_bench";
-
-/// The rule set, live while this lives.
-pub struct Dnat<'a> {
-    ns: &'a NetNs,
+/// One DNAT rule: traffic to `vip` over `proto` goes to one of `backends`.
+pub struct Service {
+    /// `"tcp"` or `"udp"`.
+    pub proto: &'static str,
+    pub vip: SocketAddr,
+    pub backends: Vec<SocketAddr>,
 }
 
-/// The rules for `vip` (`tcp_port` and `udp_port`) over `backends`.
-fn ruleset(vip: Ipv4Addr, tcp_port: u16, udp_port: u16, backends: &[Ipv4Addr]) -> String {
-    let map = backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("{i} : {b}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let all = backends
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let n = backends.len();
+/// The rule set of table `table` (IPv4 only, as are the benchmarks).
+fn ruleset(table: &str, services: &[Service], masquerade: bool) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "table ip {TABLE} {{");
+    let _ = writeln!(s, "table ip {table} {{");
     let _ = writeln!(s, "  chain prerouting {{");
     let _ = writeln!(
         s,
         "    type nat hook prerouting priority dstnat; policy accept;"
     );
-    for (proto, port) in [("tcp", tcp_port), ("udp", udp_port)] {
+    for svc in services {
+        let map = svc
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{i} : {} . {}", b.ip(), b.port()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             s,
-            "    ip daddr {vip} {proto} dport {port} counter dnat to jhash ip saddr . {proto} sport mod {n} map {{ {map} }}"
+            "    ip daddr {} {proto} dport {} counter dnat ip to jhash ip saddr . {proto} sport \
+             mod {} map {{ {map} }}",
+            svc.vip.ip(),
+            svc.vip.port(),
+            svc.backends.len(),
+            proto = svc.proto,
         );
     }
     let _ = writeln!(s, "  }}");
-    let _ = writeln!(s, "  chain postrouting {{");
-    let _ = writeln!(
-        s,
-        "    type nat hook postrouting priority srcnat; policy accept;"
-    );
-    let _ = writeln!(
-        s,
-        "    ct status dnat ip daddr {{ {all} }} counter masquerade"
-    );
-    let _ = writeln!(s, "  }}");
+    if masquerade {
+        let mut all: Vec<String> = services
+            .iter()
+            .flat_map(|svc| svc.backends.iter().map(|b| b.ip().to_string()))
+            .collect();
+        all.sort();
+        all.dedup();
+        let _ = writeln!(s, "  chain postrouting {{");
+        let _ = writeln!(
+            s,
+            "    type nat hook postrouting priority srcnat; policy accept;"
+        );
+        let _ = writeln!(
+            s,
+            "    ct status dnat ip daddr {{ {} }} counter masquerade",
+            all.join(", ")
+        );
+        let _ = writeln!(s, "  }}");
+    }
     let _ = writeln!(s, "}}");
     s
 }
 
-impl<'a> Dnat<'a> {
-    /// Enables forwarding in `ns` (without ICMP redirects: in and out is the
-    /// same NIC) and loads the rules from a file in `dir`.
-    pub fn apply(
-        ns: &'a NetNs,
-        ifname: &str,
-        dir: &Path,
-        vip: Ipv4Addr,
-        ports: (u16, u16),
-        backends: &[Ipv4Addr],
-    ) -> Result<Dnat<'a>> {
-        ns.sysctl(&[
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.send_redirects=0",
-            &format!("net.ipv4.conf.{ifname}.send_redirects=0"),
-        ])?;
-        let path = dir.join("bench-dnat.nft");
-        std::fs::write(&path, ruleset(vip, ports.0, ports.1, backends))?;
-        ns.run([std::ffi::OsStr::new("nft"), "-f".as_ref(), path.as_os_str()])?;
-        Ok(Dnat { ns })
-    }
+/// The rule set, live while this lives.
+pub struct Dnat<'a> {
+    ns: &'a NetNs,
+    table: &'static str,
 }
 
-impl Dnat<'_> {
+impl<'a> Dnat<'a> {
+    /// Loads table `table` with `services` into `ns`, from a file in `dir`.
+    /// Forwarding must already be on in `ns`.
+    pub fn apply(
+        ns: &'a NetNs,
+        dir: &Path,
+        table: &'static str,
+        services: &[Service],
+        masquerade: bool,
+    ) -> Result<Dnat<'a>> {
+        let path = dir.join(format!("{table}.nft"));
+        std::fs::write(&path, ruleset(table, services, masquerade))?;
+        ns.run([std::ffi::OsStr::new("nft"), "-f".as_ref(), path.as_os_str()])
+            .with_context(|| format!("loading the nftables table {table}"))?;
+        Ok(Dnat { ns, table })
+    }
+
     /// The rule set with its counters, for error messages.
     pub fn listing(&self) -> String {
         self.ns
-            .run(["nft", "list", "table", "ip", TABLE])
+            .run(["nft", "list", "table", "ip", self.table])
             .unwrap_or_else(|e| format!("{e:#}"))
     }
 }
 
 impl Drop for Dnat<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.ns.run(["nft", "delete", "table", "ip", TABLE]) {
-            eprintln!("bench: removing the nftables table: {e:#}");
+        if let Err(e) = self.ns.run(["nft", "delete", "table", "ip", self.table]) {
+            eprintln!("bench: removing the nftables table {}: {e:#}", self.table);
         }
     }
 }
@@ -104,12 +117,59 @@ impl Drop for Dnat<'_> {
 mod tests {
     use super::*;
 
+    fn service(proto: &'static str, vip: &str, backends: &[&str]) -> Service {
+        Service {
+            proto,
+            vip: vip.parse().unwrap(),
+            backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
+        }
+    }
+
     #[test]
-    fn ruleset_maps_every_backend() {
-        let b = [Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(198, 18, 0, 12)];
-        let r = ruleset(Ipv4Addr::new(198, 18, 0, 100), 80, 9, &b);
-        assert!(r.contains("tcp dport 80 counter dnat to jhash ip saddr . tcp sport mod 2 map { 0 : 198.18.0.11, 1 : 198.18.0.12 }"));
-        assert!(r.contains("udp dport 9 counter dnat"));
-        assert!(r.contains("masquerade"));
+    fn every_service_maps_every_backend_with_its_port() {
+        let r = ruleset(
+            "t",
+            &[
+                service(
+                    "tcp",
+                    "198.18.0.100:80",
+                    &["198.18.1.11:8080", "198.18.1.12:8080"],
+                ),
+                service("udp", "198.18.0.100:9", &["198.18.1.11:9"]),
+            ],
+            false,
+        );
+        assert!(
+            r.contains(
+                "ip daddr 198.18.0.100 tcp dport 80 counter dnat ip to jhash ip saddr . tcp sport \
+                 mod 2 map { 0 : 198.18.1.11 . 8080, 1 : 198.18.1.12 . 8080 }"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "ip daddr 198.18.0.100 udp dport 9 counter dnat ip to jhash ip saddr . udp sport \
+                 mod 1 map { 0 : 198.18.1.11 . 9 }"
+            ),
+            "{r}"
+        );
+        assert!(!r.contains("masquerade"), "{r}");
+    }
+
+    #[test]
+    fn masquerade_covers_each_backend_once() {
+        let b = ["198.18.0.11:80", "198.18.0.12:80"];
+        let r = ruleset(
+            "t",
+            &[
+                service("tcp", "198.18.0.100:80", &b),
+                service("udp", "198.18.0.100:9", &["198.18.0.11:9", "198.18.0.12:9"]),
+            ],
+            true,
+        );
+        assert!(
+            r.contains("ct status dnat ip daddr { 198.18.0.11, 198.18.0.12 } counter masquerade"),
+            "{r}"
+        );
     }
 }

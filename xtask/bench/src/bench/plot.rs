@@ -152,10 +152,11 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
     });
     charts.push(Chart {
         file: "pps.png",
-        caption: "Packets per second delivered through veth (orange: xlb)",
+        caption: "Packets per second delivered through veth, DSR and NAT (orange: xlb)",
         bars: report
             .pps
             .iter()
+            .chain(&report.nat_pps)
             .map(|r| (r.setup.to_owned(), r.delivered, r.setup.starts_with("xlb")))
             .collect(),
         fmt: count,

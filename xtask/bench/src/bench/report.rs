@@ -21,6 +21,8 @@ pub struct Report {
     /// Removal and VRRP failover times.
     pub failover: Vec<failover::Row>,
     pub pps: Vec<e2e::Row>,
+    /// Packets per second through xlb NAT and nftables DNAT, two-armed.
+    pub nat_pps: Vec<e2e::Row>,
     pub http: Vec<http::Row>,
     /// wrk through xlb NAT and its alternatives, two-armed.
     pub nat_http: Vec<http::Row>,
@@ -57,6 +59,7 @@ impl Report {
             health: None,
             failover: Vec::new(),
             pps: Vec::new(),
+            nat_pps: Vec::new(),
             http: Vec::new(),
             nat_http: Vec::new(),
         }
@@ -101,12 +104,6 @@ impl Report {
                 let _ = writeln!(s, "**{caption}**\n\n![{caption}](benchmarks/{file})\n");
             }
         }
-        let _ = writeln!(
-            s,
-            "## Not measured yet\n\n\
-             - End to end: packets per second through xlb NAT (the DSR figure is above; \
-             requests per second through NAT are measured)."
-        );
         s
     }
 
@@ -330,43 +327,44 @@ impl Report {
         s.push('\n');
     }
 
-    fn pps_section(&self, s: &mut String) {
-        let _ = writeln!(
-            s,
-            "## End to end: packets per second through veth\n\n\
-             Client → bridge → load-balancer node → bridge → 3 backends, all network \
-             namespaces on this machine. The generator is an XDP program run with \
-             BPF_PROG_TEST_RUN in live-frames mode on the client's veth (60-byte UDP frames \
-             to VIP:9 from 1,024 source ports); the sinks are the backends' NICs. xlb runs \
-             as `xlb run` in native XDP mode; nftables DNAT picks a backend with \
-             `jhash ip saddr . udp sport` and forwards through the node's stack. Every \
-             stage shares the machine's cores, and the generator can only send as fast \
-             as the path drains, so offered and delivered rates stay close: the figure is \
-             what the whole path sustains. The path is shared by both setups (two bridge \
-             crossings, the backends' stacks), so the ratio understates the difference \
-             between the two load balancers themselves (compare xlb's cost per packet \
-             above). xlb's VIP counter is checked against the sinks, to prove the frames \
-             went through it. {}\n",
-            self.rounds_note()
-        );
-        let _ = writeln!(
-            s,
-            "| Setup | Offered (pps) | Delivered (pps) | Rounds' range | Delivered / offered | vs xlb |\n\
-             |---|--:|--:|--:|--:|--:|"
-        );
-        for r in &self.pps {
+    /// Packets per second, DSR and NAT (also printed by `--only`).
+    pub fn pps_section(&self, s: &mut String) {
+        if !self.pps.is_empty() {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.1} % | {:.2} |",
-                r.setup,
-                thousands(r.offered),
-                thousands(r.delivered),
-                range(r.range),
-                100.0 * r.delivered / r.offered,
-                r.ratio
+                "## End to end: packets per second through veth\n\n\
+                 Client → bridge → load-balancer node → bridge → 3 backends, all network \
+                 namespaces on this machine. The generator is an XDP program run with \
+                 BPF_PROG_TEST_RUN in live-frames mode on the client's veth (60-byte UDP \
+                 frames to VIP:9 from 1,024 source ports); the sinks are the backends' NICs. \
+                 xlb runs as `xlb run` in native XDP mode; nftables DNAT picks a backend with \
+                 `jhash ip saddr . udp sport` and forwards through the node's stack. Every \
+                 stage shares the machine's cores, and the generator can only send as fast \
+                 as the path drains, so offered and delivered rates stay close: the figure \
+                 is what the whole path sustains. The path is shared by both setups (two \
+                 bridge crossings, the backends' stacks), so the ratio understates the \
+                 difference between the two load balancers themselves (compare xlb's cost \
+                 per packet above). xlb's VIP counter is checked against the sinks, to prove \
+                 the frames went through it. {}\n",
+                self.rounds_note()
             );
+            pps_table(s, &self.pps);
         }
-        s.push('\n');
+        if !self.nat_pps.is_empty() {
+            let _ = writeln!(
+                s,
+                "## End to end: packets per second through NAT\n\n\
+                 The same generator and frames in the two-armed NAT topology: the client \
+                 and the 3 backends on separate segments, the load-balancer node routing \
+                 between them, so a frame reaches a sink only if the node translated and \
+                 forwarded it. xlb runs NAT in native XDP mode on both NICs (VIP:9 to \
+                 backend:9; `bpf_fib_lookup`, then `XDP_REDIRECT` to the server-side NIC); \
+                 nftables DNAT does the same translation with a jhash map, through \
+                 conntrack and the node's forwarding path. Ratios are against xlb NAT. {}\n",
+                self.rounds_note()
+            );
+            pps_table(s, &self.nat_pps);
+        }
     }
 
     fn http_section(&self, s: &mut String) {
@@ -406,6 +404,29 @@ impl Report {
         );
         http_table(s, &self.nat_http);
     }
+}
+
+/// The packets-per-second table: one row per setup, ratios against the
+/// first setup.
+fn pps_table(s: &mut String, rows: &[e2e::Row]) {
+    let _ = writeln!(
+        s,
+        "| Setup | Offered (pps) | Delivered (pps) | Rounds' range | Delivered / offered | vs xlb |\n\
+         |---|--:|--:|--:|--:|--:|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.1} % | {:.2} |",
+            r.setup,
+            thousands(r.offered),
+            thousands(r.delivered),
+            range(r.range),
+            100.0 * r.delivered / r.offered,
+            r.ratio
+        );
+    }
+    s.push('\n');
 }
 
 /// The wrk table: one row per setup and mode, ratios against the first setup.

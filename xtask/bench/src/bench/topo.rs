@@ -5,16 +5,18 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use lb_user::netns::{ManagedChild, NetNs};
-use lb_user::topology::{Topology, VIP_PORT, Xlb, link_stats};
+use lb_user::topology::{Topology, VIP_PORT, Xlb};
 
+use super::e2e::PpsPath;
 use super::frames::Mac;
+use super::nft::{Dnat, Service};
 use super::{Options, say};
 
 /// Backends (nginx) behind every setup.
@@ -32,7 +34,7 @@ pub struct Bench {
 }
 
 /// (ifindex, MAC) of `ifname` in `ns`.
-fn link(ns: &NetNs, ifname: &str) -> Result<(u32, Mac)> {
+pub fn link(ns: &NetNs, ifname: &str) -> Result<(u32, Mac)> {
     let out = ns.ip(["-j", "link", "show", "dev", ifname])?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     let index = v[0]["ifindex"]
@@ -103,13 +105,47 @@ impl Bench {
         Ok(xlb)
     }
 
-    /// Packets received by all backends' NICs so far.
-    pub fn sink_packets(&self) -> Result<u64> {
-        let mut total = 0;
-        for i in 1..=BACKENDS {
-            total += link_stats(self.topo.backend(i), &self.topo.backend_ifname(i))?.rx_packets;
+    /// nftables DNAT of VIP4:80/tcp and VIP4:9/udp over every backend, with
+    /// forwarding on and ICMP redirects off (in and out is the same NIC);
+    /// masqueraded, so that replies return through the node.
+    pub fn dnat(&self) -> Result<Dnat<'_>> {
+        let t = &self.topo;
+        t.lb().sysctl(&[
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.send_redirects=0",
+            &format!("net.ipv4.conf.{}.send_redirects=0", t.lb_ifname()),
+        ])?;
+        let service = |proto, port| Service {
+            proto,
+            vip: SocketAddr::new(t.vip4().into(), port),
+            backends: self
+                .backends4()
+                .into_iter()
+                .map(|b| SocketAddr::new(b.into(), port))
+                .collect(),
+        };
+        Dnat::apply(
+            t.lb(),
+            t.dir(),
+            "xlb_bench",
+            &[service("tcp", VIP_PORT), service("udp", SINK_PORT)],
+            true,
+        )
+    }
+
+    /// The generator's path: the client's veth, every backend's NIC as a
+    /// sink, the xlb node's NIC.
+    pub fn pps_path(&self) -> PpsPath<'_> {
+        let t = &self.topo;
+        PpsPath {
+            client: t.client(),
+            client_ifindex: self.client_ifindex,
+            sinks: (1..=BACKENDS)
+                .map(|i| (t.backend(i), t.backend_ifname(i)))
+                .collect(),
+            lb: t.lb(),
+            lb_ifnames: vec![t.lb_ifname()],
         }
-        Ok(total)
     }
 }
 
