@@ -199,16 +199,39 @@ pub(super) fn both_modes_at(
 
 const SETUPS: [&str; 3] = ["xlb DSR", "HAProxy (TCP mode)", "nftables DNAT (jhash)"];
 
+/// The client's source ports in each setup of [`SETUPS`], and the xlb
+/// node's (HAProxy's connections to the backends; the DNAT setup's client
+/// ports, which masquerading keeps, lie outside it). In `Connection: close`
+/// runs every port is used many times over, and a backend keeps each
+/// closed connection in TIME_WAIT for 60 s. It accepts a new SYN on such a
+/// 4-tuple only if the sequence number or time stamp is newer, which holds
+/// when the same peer opened both (both are monotonic per 4-tuple) and is
+/// a coin toss when another setup did: the SYN then waits out a 1 s
+/// retransmission. Disjoint port ranges keep one setup's 4-tuples at the
+/// backends from meeting another's.
+const CLIENT_PORTS: [(u16, u16); 3] = [(10_000, 27_999), (28_000, 45_999), (46_000, 63_999)];
+const LB_PORTS: (u16, u16) = (10_000, 45_999);
+
+/// Sets the ephemeral port range of `ns`.
+fn port_range(ns: &NetNs, (lo, hi): (u16, u16)) -> Result<()> {
+    ns.sysctl(&[&format!("net.ipv4.ip_local_port_range={lo} {hi}")])
+}
+
 /// One round: every setup in turn, both modes each; `[setup][mode]`.
 fn round(b: &Bench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
+    let (client, lb) = (b.topo.client(), b.topo.lb());
+    port_range(lb, LB_PORTS)?;
+    port_range(client, CLIENT_PORTS[0])?;
     let xlb = b.start_xlb()?;
     let x = both_modes(b, SETUPS[0], duration)?;
     xlb.stop(Duration::from_secs(3));
 
+    port_range(client, CLIENT_PORTS[1])?;
     let haproxy = start_haproxy(b)?;
     let h = both_modes(b, SETUPS[1], duration)?;
     haproxy.stop(Duration::from_secs(3));
 
+    port_range(client, CLIENT_PORTS[2])?;
     let dnat = b.dnat()?;
     let n = both_modes(b, SETUPS[2], duration)?;
     drop(dnat);

@@ -377,8 +377,11 @@ impl Report {
              request a new TCP connection, so its requests/s are connections/s. HAProxy \
              runs in TCP mode on the load-balancer node; nftables DNAT uses jhash over the \
              client address and port and masquerades, so replies return through the node. \
-             xlb is DSR: replies go from the backend straight to the client. Where the \
-             setups come out alike, the limit is the backends or wrk, which share the \
+             xlb is DSR: replies go from the backend straight to the client. Each setup's \
+             client, and HAProxy's own connections, draw source ports from ranges of their \
+             own, so that no setup's new connections meet another's TIME_WAIT entries on \
+             the backends (a SYN on such a 4-tuple from another peer waits out a 1 s \
+             retransmission about half the time). Where the setups come out alike, the limit is the backends or wrk, which share the \
              machine's cores with the load balancer, not the load balancer. {}\n",
             http::CONNECTIONS,
             self.rounds_note()
