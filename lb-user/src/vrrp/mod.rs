@@ -1,8 +1,9 @@
 //! VRRP version 3 (RFC 5798) between xlb nodes, and with keepalived.
 //!
 //! - [`state`]: the pure state machine of one virtual router.
-//! - [`packet`]: the advert codec and the strict receive checks.
-//! - [`socket`], [`announce`], [`track`]: the thin shells around sockets.
+//! - [`packet`]: the advert codec; [`receive`]: the strict receive checks.
+//! - [`socket`], [`announce`]: the thin shells around sockets; [`track`]:
+//!   link and upstream tracking.
 //! - This module: the engine that runs one machine per `[[vrrp.group]]`,
 //!   feeds it adverts, timers and tracking results, and carries out what it
 //!   decides: on MASTER the group's VIP addresses are added to the NIC (so
@@ -12,6 +13,7 @@
 
 pub mod announce;
 pub mod packet;
+pub mod receive;
 pub mod socket;
 pub mod state;
 pub mod track;
@@ -28,8 +30,10 @@ use crate::config::{VrrpConfig, VrrpGroup};
 use crate::netlink;
 use crate::status::{VrrpGroupStatus, VrrpStatus, VrrpTransition};
 use packet::{Advert, Reject};
+use receive::classify;
 use socket::{Received, VrrpSocket};
 use state::{Action, Event, Machine, Params, State};
+pub use track::{Tracking, start_tracking};
 
 /// What VRRP changes outside itself. The daemon implements it over the BPF
 /// maps (through the controller, which owns them) and netlink.
@@ -68,13 +72,6 @@ pub fn withdraw_addresses(ifindex: u32, addrs: &[IpAddr]) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
-}
-
-/// The tracking verdict, published by the tracking task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tracking {
-    /// None: all fine; Some(what fails).
-    pub failing: Option<String>,
 }
 
 struct Group {
@@ -515,34 +512,6 @@ impl Engine {
     }
 }
 
-/// The strict receive path, pure: a datagram from the IPv4 (IP header
-/// included) or IPv6 socket, our own source address, and the groups as
-/// (VRID, is IPv6). Ok: the index of the group, the sender, the advert.
-pub fn classify(
-    r: &Received,
-    v6: bool,
-    own: Option<IpAddr>,
-    groups: &[(u8, bool)],
-) -> Result<(usize, IpAddr, Advert), Reject> {
-    let (src, dst, ttl, msg) = if v6 {
-        (r.src, r.dst, r.ttl, r.bytes.as_slice())
-    } else {
-        let p = packet::parse_ipv4(&r.bytes)?;
-        (IpAddr::from(p.src), IpAddr::from(p.dst), p.ttl, p.payload)
-    };
-    if own == Some(src) {
-        return Err(Reject::OwnAddress);
-    }
-    let advert = Advert::decode(msg, src, dst, ttl)?;
-    let i = groups
-        .iter()
-        .position(|&(vrid, g6)| vrid == advert.vrid && g6 == v6)
-        .ok_or(Reject::UnknownVrid)?;
-    // The address list has the sender's family by construction: decode
-    // reads addresses of the size of the packet's source.
-    Ok((i, src, advert))
-}
-
 async fn next_packet(
     rx: &mut Option<tokio::sync::mpsc::Receiver<std::io::Result<Received>>>,
 ) -> std::io::Result<Received> {
@@ -578,165 +547,4 @@ pub fn status_now(shared: &Mutex<VrrpStatus>) -> VrrpStatus {
         }
     }
     s
-}
-
-/// Probes link and upstream address every `track_interval_ms` and publishes
-/// the verdict. The first probe is published before this returns the
-/// receiver, so a node with a broken cable starts in FAULT (or with the
-/// penalty) instead of becoming master first.
-pub async fn start_tracking(cfg: &VrrpConfig, nic: &Nic) -> watch::Receiver<Tracking> {
-    let interval = Duration::from_millis(u64::from(cfg.track_interval_ms));
-    let timeout = interval.min(Duration::from_secs(1));
-    let (track_link, addr, fall) = (cfg.track_link, cfg.track_address, cfg.track_fall);
-    let nic = nic.clone();
-    let id: u16 = rand::random();
-    let probe = move |seq: u16, nic: Nic| async move {
-        let link_ok = !track_link || netlink::carrier(nic.index).unwrap_or(false);
-        let addr_ok = match addr {
-            None => true,
-            Some(a) if link_ok => {
-                tokio::task::spawn_blocking(move || track::ping(a, id, seq, timeout))
-                    .await
-                    .map(|r| r.unwrap_or(false))
-                    .unwrap_or(false)
-            }
-            Some(_) => false,
-        };
-        (link_ok, addr_ok)
-    };
-    let name = nic.name.clone();
-    let verdict = move |link_ok: bool, addr_down: bool| Tracking {
-        failing: if !link_ok {
-            Some(format!("link {name} down"))
-        } else if addr_down {
-            addr.map(|a| format!("{a} unreachable"))
-        } else {
-            None
-        },
-    };
-    let (link_ok, addr_ok) = probe(0, nic.clone()).await;
-    let mut addr_down = !addr_ok;
-    let (tx, rx) = watch::channel(verdict(link_ok, addr_down));
-    if !track_link && addr.is_none() {
-        return rx;
-    }
-    tokio::spawn(async move {
-        let mut misses = if addr_ok { 0 } else { fall };
-        let mut seq: u16 = 0;
-        loop {
-            tokio::time::sleep(interval).await;
-            seq = seq.wrapping_add(1);
-            let (link_ok, addr_ok) = probe(seq, nic.clone()).await;
-            // Down after `fall` misses in a row, up again on one answer: a
-            // lossy path must not flap mastership on every lost echo.
-            misses = if addr_ok { 0 } else { misses + 1 };
-            if addr_ok {
-                addr_down = false;
-            } else if misses >= fall {
-                addr_down = true;
-            }
-            if tx.send(verdict(link_ok, addr_down)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// An IPv4 datagram as the raw socket delivers it.
-    fn v4_datagram(src: &str, ttl: u8, advert: &Advert) -> Received {
-        let msg = advert.encode(ip(src), packet::GROUP_V4.into());
-        let mut b = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, packet::IPPROTO_VRRP, 0, 0];
-        b.extend_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
-        b.extend_from_slice(&packet::GROUP_V4.octets());
-        b.extend_from_slice(&msg);
-        let len = b.len() as u16;
-        b[2..4].copy_from_slice(&len.to_be_bytes());
-        Received {
-            src: ip(src),
-            dst: packet::GROUP_V4.into(),
-            ttl: 0,
-            bytes: b,
-        }
-    }
-
-    fn v6_datagram(src: &str, hop_limit: u8, advert: &Advert) -> Received {
-        Received {
-            src: ip(src),
-            dst: packet::GROUP_V6.into(),
-            ttl: hop_limit,
-            bytes: advert.encode(ip(src), packet::GROUP_V6.into()),
-        }
-    }
-
-    fn advert(vrid: u8, addrs: &[&str]) -> Advert {
-        Advert {
-            vrid,
-            priority: 100,
-            interval_cs: 100,
-            addresses: addrs.iter().map(|a| ip(a)).collect(),
-        }
-    }
-
-    const GROUPS: [(u8, bool); 3] = [(51, false), (52, true), (51, true)];
-
-    #[test]
-    fn accepts_adverts_for_our_groups_by_family() {
-        let a = advert(51, &["198.18.0.100"]);
-        let (i, from, got) = classify(
-            &v4_datagram("198.18.0.3", 255, &a),
-            false,
-            Some(ip("198.18.0.1")),
-            &GROUPS,
-        )
-        .unwrap();
-        assert_eq!((i, from, got), (0, ip("198.18.0.3"), a));
-        // VRID 51 over IPv6 is the third group, not the IPv4 one.
-        let a6 = advert(51, &["fd00:18::100"]);
-        let (i, _, _) = classify(&v6_datagram("fe80::3", 255, &a6), true, None, &GROUPS).unwrap();
-        assert_eq!(i, 2);
-    }
-
-    #[test]
-    fn refuses_own_foreign_and_unrouted_adverts() {
-        let own = Some(ip("198.18.0.1"));
-        let a = advert(51, &["198.18.0.100"]);
-        let r = |d: &Received, v6| classify(d, v6, own, &GROUPS).map(|_| ()).unwrap_err();
-        assert_eq!(
-            r(&v4_datagram("198.18.0.1", 255, &a), false),
-            Reject::OwnAddress
-        );
-        assert_eq!(r(&v4_datagram("198.18.0.3", 64, &a), false), Reject::BadTtl);
-        assert_eq!(
-            r(
-                &v4_datagram("198.18.0.3", 255, &advert(9, &["198.18.0.100"])),
-                false
-            ),
-            Reject::UnknownVrid
-        );
-        // IPv6 hop limit comes from ancillary data.
-        let a6 = advert(52, &["fd00:18::100"]);
-        assert_eq!(r(&v6_datagram("fe80::3", 254, &a6), true), Reject::BadTtl);
-        // An IPv4 advert body that claims VRID 52 arrives on the IPv4
-        // socket: no IPv4 group 52.
-        assert_eq!(
-            r(
-                &v4_datagram("198.18.0.3", 255, &advert(52, &["198.18.0.100"])),
-                false
-            ),
-            Reject::UnknownVrid
-        );
-        // Truncated IPv4 header.
-        let mut short = v4_datagram("198.18.0.3", 255, &a);
-        short.bytes.truncate(10);
-        assert_eq!(r(&short, false), Reject::Malformed);
-    }
 }

@@ -1,6 +1,7 @@
-//! Tracking probes: is the upstream address reachable? One ICMP echo per
-//! probe, over a raw socket (the daemon runs as root; unprivileged ping
-//! sockets are off by default). Blocking: run it off the async runtime.
+//! Tracking: is the NIC's link up, is the upstream address reachable? One
+//! ICMP echo per probe, over a raw socket (the daemon runs as root;
+//! unprivileged ping sockets are off by default); [`ping`] blocks, so the
+//! probe loop of [`start_tracking`] runs it off the async runtime.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -9,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{SockaddrStorage, recvfrom};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use super::Nic;
+use crate::config::VrrpConfig;
+use crate::netlink;
 
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -111,6 +117,74 @@ pub fn ping(addr: IpAddr, id: u16, seq: u16, timeout: Duration) -> io::Result<bo
             return Ok(true);
         }
     }
+}
+
+/// The tracking verdict, published by the tracking task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracking {
+    /// None: all fine; Some(what fails).
+    pub failing: Option<String>,
+}
+
+/// Probes link and upstream address every `track_interval_ms` and publishes
+/// the verdict. The first probe is published before this returns the
+/// receiver, so a node with a broken cable starts in FAULT (or with the
+/// penalty) instead of becoming master first.
+pub async fn start_tracking(cfg: &VrrpConfig, nic: &Nic) -> watch::Receiver<Tracking> {
+    let interval = Duration::from_millis(u64::from(cfg.track_interval_ms));
+    let timeout = interval.min(Duration::from_secs(1));
+    let (track_link, addr, fall) = (cfg.track_link, cfg.track_address, cfg.track_fall);
+    let nic = nic.clone();
+    let id: u16 = rand::random();
+    let probe = move |seq: u16, nic: Nic| async move {
+        let link_ok = !track_link || netlink::carrier(nic.index).unwrap_or(false);
+        let addr_ok = match addr {
+            None => true,
+            Some(a) if link_ok => tokio::task::spawn_blocking(move || ping(a, id, seq, timeout))
+                .await
+                .map(|r| r.unwrap_or(false))
+                .unwrap_or(false),
+            Some(_) => false,
+        };
+        (link_ok, addr_ok)
+    };
+    let name = nic.name.clone();
+    let verdict = move |link_ok: bool, addr_down: bool| Tracking {
+        failing: if !link_ok {
+            Some(format!("link {name} down"))
+        } else if addr_down {
+            addr.map(|a| format!("{a} unreachable"))
+        } else {
+            None
+        },
+    };
+    let (link_ok, addr_ok) = probe(0, nic.clone()).await;
+    let mut addr_down = !addr_ok;
+    let (tx, rx) = watch::channel(verdict(link_ok, addr_down));
+    if !track_link && addr.is_none() {
+        return rx;
+    }
+    tokio::spawn(async move {
+        let mut misses = if addr_ok { 0 } else { fall };
+        let mut seq: u16 = 0;
+        loop {
+            tokio::time::sleep(interval).await;
+            seq = seq.wrapping_add(1);
+            let (link_ok, addr_ok) = probe(seq, nic.clone()).await;
+            // Down after `fall` misses in a row, up again on one answer: a
+            // lossy path must not flap mastership on every lost echo.
+            misses = if addr_ok { 0 } else { misses + 1 };
+            if addr_ok {
+                addr_down = false;
+            } else if misses >= fall {
+                addr_down = true;
+            }
+            if tx.send(verdict(link_ok, addr_down)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
