@@ -1,6 +1,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroI32;
 
-use netlink_packet_core::{Emitable, Nla};
+use netlink_packet_core::{Emitable, NLM_F_ACK_TLVS, NLM_F_CAPPED, Nla};
 
 use super::*;
 
