@@ -1,4 +1,4 @@
-use super::errors::join_lines;
+use super::errors::{join_lines, line_col};
 use super::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
