@@ -177,9 +177,25 @@ pub struct Sample {
     elapsed: Duration,
 }
 
+/// A setup to measure: its name, and a measurement of the given length.
+pub type Setup<'a> = (&'static str, &'a dyn Fn(Duration) -> Result<Sample>);
+
+/// Rounds of every setup in turn (so that drift on a shared machine hits
+/// them alike), then one row per setup; ratios against the first.
+pub fn compare(quick: bool, setups: &[Setup]) -> Result<Vec<Row>> {
+    let mut runs: Vec<(&'static str, Vec<Sample>)> =
+        setups.iter().map(|&(name, _)| (name, Vec::new())).collect();
+    for _ in 0..super::rounds(quick) {
+        for ((_, measure), (_, samples)) in setups.iter().zip(&mut runs) {
+            samples.push(measure(duration(quick))?);
+        }
+    }
+    Ok(rows(runs))
+}
+
 /// One row per setup, from its rounds: medians, the rounds' range, and the
 /// ratio against the first setup.
-pub fn rows(setups: Vec<(&'static str, Vec<Sample>)>) -> Vec<Row> {
+fn rows(setups: Vec<(&'static str, Vec<Sample>)>) -> Vec<Row> {
     let rates = |runs: &[Sample], count: fn(&Sample) -> u64| -> Vec<f64> {
         runs.iter()
             .map(|s| count(s) as f64 / s.elapsed.as_secs_f64())
@@ -213,7 +229,7 @@ pub fn sink_frame(lb_mac: Mac, client_mac: Mac, src: Ipv4Addr, vip: Ipv4Addr) ->
 }
 
 /// The length of one measurement.
-pub fn duration(quick: bool) -> Duration {
+fn duration(quick: bool) -> Duration {
     Duration::from_secs(if quick { 2 } else { 5 })
 }
 
@@ -221,16 +237,17 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
     let t = &b.topo;
     let frame = sink_frame(b.lb_mac, b.client_mac, t.client_addr4(), t.vip4());
     let path = b.pps_path();
-    let mut xlb_runs = Vec::new();
-    let mut dnat_runs = Vec::new();
-    for _ in 0..super::rounds(quick) {
-        xlb_runs.push(through_xlb(b, &path, &frame, duration(quick))?);
-        dnat_runs.push(through_dnat(b, &path, &frame, duration(quick))?);
-    }
-    Ok(rows(vec![
-        ("xlb DSR (native XDP)", xlb_runs),
-        ("nftables DNAT (jhash)", dnat_runs),
-    ]))
+    compare(
+        quick,
+        &[
+            ("xlb DSR (native XDP)", &|d| {
+                through_xlb(b, &path, &frame, d)
+            }),
+            ("nftables DNAT (jhash)", &|d| {
+                through_dnat(b, &path, &frame, d)
+            }),
+        ],
+    )
 }
 
 fn through_xlb(b: &Bench, path: &PpsPath, frame: &[u8], duration: Duration) -> Result<Sample> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, ensure};
 use lb_user::topology::Xlb;
 
-use super::e2e::{PpsPath, Row, Sample, check_forwarded, duration, rows, sink_frame};
+use super::e2e::{PpsPath, Row, Sample, check_forwarded, compare, sink_frame};
 use super::nat_topo::NatBench;
 
 pub const SETUPS: [&str; 2] = ["xlb NAT (two-armed)", "nftables DNAT (two-armed)"];
@@ -23,13 +23,13 @@ pub fn run(b: &NatBench, quick: bool) -> Result<Vec<Row>> {
     let t = &b.topo;
     let frame = sink_frame(b.lb_mac, b.client_mac, t.client_addr4(), t.vip4());
     let path = b.pps_path();
-    let mut xlb_runs = Vec::new();
-    let mut dnat_runs = Vec::new();
-    for _ in 0..super::rounds(quick) {
-        xlb_runs.push(through_xlb(b, &path, &frame, duration(quick))?);
-        dnat_runs.push(through_dnat(b, &path, &frame, duration(quick))?);
-    }
-    Ok(rows(vec![(SETUPS[0], xlb_runs), (SETUPS[1], dnat_runs)]))
+    compare(
+        quick,
+        &[
+            (SETUPS[0], &|d| through_xlb(b, &path, &frame, d)),
+            (SETUPS[1], &|d| through_dnat(b, &path, &frame, d)),
+        ],
+    )
 }
 
 fn through_xlb(b: &NatBench, path: &PpsPath, frame: &[u8], duration: Duration) -> Result<Sample> {

@@ -3,7 +3,6 @@
 //! routing between them; namespaces with a per-run prefix, torn down on
 //! drop, panic and Ctrl-C), plus what the NAT benchmarks need on top of it.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use super::e2e::PpsPath;
 use super::frames::Mac;
 use super::nft::{Dnat, Service};
 use super::say;
-use super::topo::{BACKENDS, SINK_PORT, link};
+use super::topo::{BACKENDS, SINK_PORT, link, xlb_config};
 
 pub struct NatBench {
     pub topo: NatTopology,
@@ -72,30 +71,16 @@ impl NatBench {
     /// active.
     pub fn start_xlb(&self) -> Result<Xlb> {
         let t = &self.topo;
-        let mut s = String::new();
-        writeln!(s, "interface = \"{}\"", t.lb_ifname())?;
-        if let Some(server) = t.lb_server_ifname() {
-            writeln!(s, "server_interface = \"{server}\"")?;
-        }
-        writeln!(s, "xdp_mode = \"native\"")?;
-        writeln!(s, "control_socket = \"{}\"", t.control_socket().display())?;
-        for (name, svc) in ["web4", "sink4"].into_iter().zip(self.services()) {
-            writeln!(s, "\n[[vip]]\nname = \"{name}\"")?;
-            writeln!(
-                s,
-                "address = \"{}\"\nport = {}",
-                svc.vip.ip(),
-                svc.vip.port()
-            )?;
-            writeln!(s, "protocol = \"{}\"\nmode = \"nat\"", svc.proto)?;
-            for (i, b) in svc.backends.iter().enumerate() {
-                writeln!(s, "\n[[vip.backend]]\nname = \"backend-{}\"", i + 1)?;
-                writeln!(s, "address = \"{}\"\nport = {}", b.ip(), b.port())?;
-                writeln!(s, "weight = 1")?;
-            }
-        }
+        let [web, sink] = self.services();
+        let config = xlb_config(
+            &t.lb_ifname(),
+            t.lb_server_ifname().as_deref(),
+            &t.control_socket(),
+            true,
+            &[("web4", web), ("sink4", sink)],
+        )?;
         let path = t.dir().join("bench-xlb-nat.toml");
-        std::fs::write(&path, s)?;
+        std::fs::write(&path, config)?;
         let xlb = t.start_xlb(&self.xlb_exe, &path)?;
         xlb.wait_ready(Duration::from_secs(20))?;
         Ok(xlb)

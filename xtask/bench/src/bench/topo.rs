@@ -78,28 +78,35 @@ impl Bench {
         (1..=BACKENDS).map(|i| self.topo.backend_addr4(i)).collect()
     }
 
-    /// Starts `xlb run` with VIP4:80/tcp (for wrk) and VIP4:9/udp (for the
-    /// packet generator) over every backend; returns once all are active.
+    /// VIP4:80/tcp (for wrk) and VIP4:9/udp (for the packet generator)
+    /// over every backend.
+    fn services(&self) -> [Service; 2] {
+        let service = |proto, port| Service {
+            proto,
+            vip: SocketAddr::new(self.topo.vip4().into(), port),
+            backends: self
+                .backends4()
+                .into_iter()
+                .map(|b| SocketAddr::new(b.into(), port))
+                .collect(),
+        };
+        [service("tcp", VIP_PORT), service("udp", SINK_PORT)]
+    }
+
+    /// Starts `xlb run` (DSR) with VIPs "web4" and "sink4" (see
+    /// [`Bench::services`]); returns once all are active.
     pub fn start_xlb(&self) -> Result<Xlb> {
         let t = &self.topo;
-        let mut s = String::new();
-        writeln!(s, "interface = \"{}\"", t.lb_ifname())?;
-        writeln!(s, "xdp_mode = \"native\"")?;
-        writeln!(s, "control_socket = \"{}\"", t.control_socket().display())?;
-        for (name, port, proto) in [("web4", VIP_PORT, "tcp"), ("sink4", SINK_PORT, "udp")] {
-            writeln!(
-                s,
-                "\n[[vip]]\nname = \"{name}\"\naddress = \"{}\"",
-                t.vip4()
-            )?;
-            writeln!(s, "port = {port}\nprotocol = \"{proto}\"")?;
-            for (i, addr) in self.backends4().iter().enumerate() {
-                writeln!(s, "\n[[vip.backend]]\nname = \"backend-{}\"", i + 1)?;
-                writeln!(s, "address = \"{addr}\"\nweight = 1")?;
-            }
-        }
+        let [web, sink] = self.services();
+        let config = xlb_config(
+            &t.lb_ifname(),
+            None,
+            &t.control_socket(),
+            false,
+            &[("web4", web), ("sink4", sink)],
+        )?;
         let path = t.dir().join("bench-xlb.toml");
-        std::fs::write(&path, s)?;
+        std::fs::write(&path, config)?;
         let xlb = t.start_xlb(&self.xlb_exe, &path)?;
         xlb.wait_ready(Duration::from_secs(20))?;
         Ok(xlb)
@@ -115,22 +122,7 @@ impl Bench {
             "net.ipv4.conf.all.send_redirects=0",
             &format!("net.ipv4.conf.{}.send_redirects=0", t.lb_ifname()),
         ])?;
-        let service = |proto, port| Service {
-            proto,
-            vip: SocketAddr::new(t.vip4().into(), port),
-            backends: self
-                .backends4()
-                .into_iter()
-                .map(|b| SocketAddr::new(b.into(), port))
-                .collect(),
-        };
-        Dnat::apply(
-            t.lb(),
-            t.dir(),
-            "xlb_bench",
-            &[service("tcp", VIP_PORT), service("udp", SINK_PORT)],
-            true,
-        )
+        Dnat::apply(t.lb(), t.dir(), "xlb_bench", &self.services(), true)
     }
 
     /// The generator's path: the client's veth, every backend's NIC as a
@@ -147,6 +139,46 @@ impl Bench {
             lb_ifnames: vec![t.lb_ifname()],
         }
     }
+}
+
+/// The `xlb run` config of the end-to-end benchmarks: native XDP on
+/// `interface` (and `server_interface`), control socket `socket`, and one
+/// VIP per (name, service), DSR or (`nat`) NAT to the backends' ports.
+pub fn xlb_config(
+    interface: &str,
+    server_interface: Option<&str>,
+    socket: &Path,
+    nat: bool,
+    vips: &[(&str, Service)],
+) -> Result<String> {
+    let mut s = String::new();
+    writeln!(s, "interface = \"{interface}\"")?;
+    if let Some(server) = server_interface {
+        writeln!(s, "server_interface = \"{server}\"")?;
+    }
+    writeln!(s, "xdp_mode = \"native\"")?;
+    writeln!(s, "control_socket = \"{}\"", socket.display())?;
+    for (name, svc) in vips {
+        writeln!(s, "\n[[vip]]\nname = \"{name}\"")?;
+        writeln!(
+            s,
+            "address = \"{}\"\nport = {}",
+            svc.vip.ip(),
+            svc.vip.port()
+        )?;
+        writeln!(s, "protocol = \"{}\"", svc.proto)?;
+        if nat {
+            writeln!(s, "mode = \"nat\"")?;
+        }
+        for (i, b) in svc.backends.iter().enumerate() {
+            writeln!(s, "\n[[vip.backend]]\nname = \"backend-{}\"", i + 1)?;
+            writeln!(s, "address = \"{}\"\nweight = 1", b.ip())?;
+            if nat {
+                writeln!(s, "port = {}", b.port())?;
+            }
+        }
+    }
+    Ok(s)
 }
 
 /// Runs `cmd` (a [`ManagedChild`], so Ctrl-C kills it) with stdout and
