@@ -14,17 +14,17 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 
 use super::{
-    CLIENT_HOST, LB_HOST, LinkStats, MAX_BACKENDS, VIP_PORT, VIP4, VIP6, Xlb, add_veth, addr4,
-    addr6, attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, nginx, pick_prefix,
-    spawn_xlb,
+    CLIENT_HOST, Hosts, LB_HOST, LinkStats, VIP_PORT, VIP4, VIP6, Xlb, add_veth, addr4, addr6,
+    attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, nginx, spawn_xlb,
 };
-use crate::netns::{self, ManagedChild, NetNs, TempDir};
+use crate::netns::{ManagedChild, NetNs};
 
 mod faults;
 pub use faults::Serve;
@@ -32,12 +32,14 @@ pub use faults::Serve;
 /// The second xlb node of [`Topology::vrrp_pair`].
 const LB2_HOST: u8 = 3;
 
-/// The DSR topology; see the module docs.
+/// The DSR topology; see the module docs. The namespaces, names and
+/// addresses it shares with the NAT topology come from [`Hosts`], which it
+/// dereferences to.
 #[derive(Debug)]
 pub struct Topology {
-    prefix: String,
     // Fields drop in this order after `Drop::drop` (which stops nginx): the
-    // peer's XDP program, the namespaces (ends before the switch), the temp dir.
+    // peers' XDP programs, the second node, then the other namespaces (ends
+    // before the switch) and the temp dir.
     /// One per backend; `None` while stopped (see [`Topology::stop_backend`]).
     nginx: Vec<Option<ManagedChild>>,
     /// Backends that accept connections and never answer (see
@@ -46,13 +48,16 @@ pub struct Topology {
     /// The XDP_PASS programs on the bridge-side peers of the xlb NICs (see
     /// [`attach_xdp_pass`]); detached when dropped.
     peer_xdp: Vec<aya::Ebpf>,
-    backends: Vec<NetNs>,
-    client: NetNs,
-    lb: NetNs,
     /// The second xlb node ([`Topology::vrrp_pair`] only).
     lb2: Option<NetNs>,
-    switch: NetNs,
-    dir: TempDir,
+    hosts: Hosts,
+}
+
+impl Deref for Topology {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        &self.hosts
+    }
 }
 
 impl Drop for Topology {
@@ -80,38 +85,20 @@ impl Topology {
     }
 
     fn build(backends: usize, pair: bool) -> anyhow::Result<Topology> {
-        ensure!(netns::is_root(), "building a network topology needs root");
-        ensure!(
-            (1..=MAX_BACKENDS).contains(&backends),
-            "backends must be in 1..={MAX_BACKENDS}, got {backends}"
-        );
-        let (prefix, dir) = pick_prefix()?;
+        let hosts = Hosts::create(backends)?;
+        let prefix = hosts.prefix().to_owned();
         let p = prefix.as_str();
-        // Created in this order; on error, locals drop in reverse (the
-        // backends first, the temp dir last).
-        let switch = NetNs::create(&format!("{p}sw"))?;
-        let lb = NetNs::create(&format!("{p}lb"))?;
         let lb2 = if pair {
             Some(NetNs::create(&format!("{p}lb2"))?)
         } else {
             None
         };
-        let client = NetNs::create(&format!("{p}c"))?;
-        let mut backend_ns = Vec::with_capacity(backends);
-        for i in 1..=backends {
-            backend_ns.push(NetNs::create(&format!("{p}b{i}"))?);
-        }
         let mut topo = Topology {
-            prefix: prefix.clone(),
             nginx: Vec::new(),
             silent: Vec::new(),
             peer_xdp: Vec::new(),
-            backends: backend_ns,
-            client,
-            lb,
             lb2,
-            switch,
-            dir,
+            hosts,
         };
         topo.wire()
             .with_context(|| format!("building topology {prefix}"))?;
@@ -124,7 +111,7 @@ impl Topology {
         }
         for peer in peers {
             let prog = topo
-                .switch
+                .switch()
                 .in_ns(|| attach_xdp_pass(&peer))
                 .with_context(|| format!("attaching xdp_pass to {peer}"))?;
             topo.peer_xdp.push(prog);
@@ -137,7 +124,7 @@ impl Topology {
     }
 
     fn wire(&self) -> anyhow::Result<()> {
-        let p = &self.prefix;
+        let p = self.prefix();
         // Namespace-wide settings before any link exists, so new links
         // inherit them (no DAD delays; backends never answer ARP for the VIP).
         for ns in self.all_ns() {
@@ -147,7 +134,7 @@ impl Topology {
                 "net.ipv6.conf.default.accept_dad=0",
             ])?;
         }
-        for b in &self.backends {
+        for b in self.backends() {
             b.sysctl(&[
                 "net.ipv4.conf.all.arp_ignore=1",
                 "net.ipv4.conf.all.arp_announce=2",
@@ -158,24 +145,29 @@ impl Topology {
 
         let br = format!("{p}br");
         ip(
-            &self.switch,
+            self.switch(),
             &format!("link add {br} type bridge mcast_snooping 0 stp_state 0"),
         )?;
-        ip(&self.switch, &format!("link set {br} up"))?;
+        ip(self.switch(), &format!("link set {br} up"))?;
 
         let mut ends: Vec<(&NetNs, String, String, u8)> = vec![
-            (&self.client, format!("{p}c"), format!("{p}pc"), CLIENT_HOST),
-            (&self.lb, format!("{p}lb"), format!("{p}plb"), LB_HOST),
+            (
+                self.client(),
+                format!("{p}c"),
+                format!("{p}pc"),
+                CLIENT_HOST,
+            ),
+            (self.lb(), format!("{p}lb"), format!("{p}plb"), LB_HOST),
         ];
         if let Some(lb2) = &self.lb2 {
             ends.push((lb2, format!("{p}lb2"), format!("{p}plb2"), LB2_HOST));
         }
-        for (idx, b) in self.backends.iter().enumerate() {
+        for (idx, b) in self.backends().iter().enumerate() {
             let i = idx + 1;
             ends.push((b, format!("{p}b{i}"), format!("{p}pb{i}"), backend_host(i)));
         }
         for (ns, inner, peer, host) in &ends {
-            add_veth(&self.switch, &br, ns, inner, peer)?;
+            add_veth(self.switch(), &br, ns, inner, peer)?;
             let (a4, a6) = (addr4(*host), addr6(*host));
             ip(ns, &format!("addr add {a4}/24 dev {inner}"))?;
             ip(ns, &format!("addr add {a6}/64 dev {inner} nodad"))?;
@@ -183,28 +175,28 @@ impl Topology {
         }
         // On veth, frames sent by XDP_TX/XDP_REDIRECT are queued to the peer's
         // NAPI ring, which exists only with GRO on or an XDP program there.
-        ethtool(&self.switch, &format!("-K {p}plb gro on"))?;
+        ethtool(self.switch(), &format!("-K {p}plb gro on"))?;
         if self.lb2.is_some() {
-            ethtool(&self.switch, &format!("-K {p}plb2 gro on"))?;
+            ethtool(self.switch(), &format!("-K {p}plb2 gro on"))?;
         } else {
             // The xlb node owns the VIPs on its NIC: it answers ARP/ND for them
             // and the XDP program takes the VIP traffic before the stack sees
             // it. (With two nodes, VRRP assigns them to the master.)
             let lb_if = self.lb_ifname();
-            ip(&self.lb, &format!("addr add {VIP4}/32 dev {lb_if}"))?;
+            ip(self.lb(), &format!("addr add {VIP4}/32 dev {lb_if}"))?;
             // Deprecated (preferred_lft 0): still answered for and accepted,
             // but never picked as the source of the node's own traffic.
             // Without it, IPv6 source selection prefers the /128 VIP (longest
             // match) for connections to the backends, and a health check's
             // reply would go to the VIP on the backend's own `lo`.
             ip(
-                &self.lb,
+                self.lb(),
                 &format!("addr add {VIP6}/128 dev {lb_if} nodad preferred_lft 0"),
             )?;
         }
 
         // Backends accept VIP traffic on lo but never claim the VIP on the wire.
-        for (idx, b) in self.backends.iter().enumerate() {
+        for (idx, b) in self.backends().iter().enumerate() {
             let nic = format!("{p}b{}", idx + 1);
             ip(b, &format!("addr add {VIP4}/32 dev lo"))?;
             ip(b, &format!("addr add {VIP6}/128 dev lo nodad"))?;
@@ -218,7 +210,7 @@ impl Topology {
 
     fn start_nginx(&mut self) -> anyhow::Result<()> {
         let (b4, b6) = (|i| self.backend_addr4(i), |i| self.backend_addr6(i));
-        self.nginx = nginx::start_all(self.dir.path(), &self.backends, VIP_PORT, |i| {
+        self.nginx = nginx::start_all(self.dir(), self.backends(), VIP_PORT, |i| {
             [b4(i).into(), b6(i).into()]
         })?
         .into_iter()
@@ -230,13 +222,13 @@ impl Topology {
     /// Every backend answers the client on its own addresses, with its own
     /// identity: proves the L2 segment, ARP/ND and nginx work.
     fn verify(&self) -> anyhow::Result<()> {
-        for i in 1..=self.backends.len() {
+        for i in 1..=self.backend_count() {
             for ip in [
                 IpAddr::from(self.backend_addr4(i)),
                 IpAddr::from(self.backend_addr6(i)),
             ] {
                 let addr = SocketAddr::new(ip, VIP_PORT);
-                let (status, body) = http_get(&self.client, addr, "/", Duration::from_secs(3))
+                let (status, body) = http_get(self.client(), addr, "/", Duration::from_secs(3))
                     .with_context(|| format!("client -> backend-{i} at {addr}"))?;
                 ensure!(
                     status == 200 && body == format!("backend-{i}\n"),
@@ -248,68 +240,9 @@ impl Topology {
     }
 
     fn all_ns(&self) -> impl Iterator<Item = &NetNs> {
-        [&self.switch, &self.lb, &self.client]
-            .into_iter()
-            .chain(self.lb2.iter())
-            .chain(self.backends.iter())
+        self.hosts.all_ns().chain(self.lb2.iter())
     }
 
-    /// The per-run prefix of every namespace and link name.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    /// The temp dir (configs, logs, control socket); removed on drop.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    /// The client namespace.
-    pub fn client(&self) -> &NetNs {
-        &self.client
-    }
-    /// The xlb namespace.
-    pub fn lb(&self) -> &NetNs {
-        &self.lb
-    }
-    /// The switch namespace (holds the bridge and the bridge-side veths).
-    pub fn switch(&self) -> &NetNs {
-        &self.switch
-    }
-    /// Backend `i` (1-based).
-    pub fn backend(&self, i: usize) -> &NetNs {
-        &self.backends[i - 1]
-    }
-    /// Number of backends.
-    pub fn backend_count(&self) -> usize {
-        self.backends.len()
-    }
-    /// The xlb node's NIC (inside [`Topology::lb`]).
-    pub fn lb_ifname(&self) -> String {
-        format!("{}lb", self.prefix)
-    }
-    /// The client's NIC.
-    pub fn client_ifname(&self) -> String {
-        format!("{}c", self.prefix)
-    }
-    /// Backend `i`'s NIC.
-    pub fn backend_ifname(&self, i: usize) -> String {
-        format!("{}b{i}", self.prefix)
-    }
-    /// The bridge-side peer of the xlb NIC (inside [`Topology::switch`]).
-    pub fn lb_peer_ifname(&self) -> String {
-        format!("{}plb", self.prefix)
-    }
-    pub fn vip4(&self) -> Ipv4Addr {
-        VIP4
-    }
-    pub fn vip6(&self) -> Ipv6Addr {
-        VIP6
-    }
-    pub fn client_addr4(&self) -> Ipv4Addr {
-        addr4(CLIENT_HOST)
-    }
-    pub fn client_addr6(&self) -> Ipv6Addr {
-        addr6(CLIENT_HOST)
-    }
     pub fn lb_addr4(&self) -> Ipv4Addr {
         addr4(LB_HOST)
     }
@@ -322,23 +255,18 @@ impl Topology {
     pub fn backend_addr6(&self, i: usize) -> Ipv6Addr {
         addr6(backend_host(i))
     }
-    /// The xlb control socket path used by [`Topology::write_xlb_config`].
-    pub fn control_socket(&self) -> PathBuf {
-        self.dir.path().join("xlb.sock")
-    }
-
     /// xlb node `n` (1 or 2; 2 only in [`Topology::vrrp_pair`]).
     pub fn node(&self, n: usize) -> &NetNs {
         match n {
             2 => self.lb2.as_ref().expect("node 2 exists only in vrrp_pair"),
-            _ => &self.lb,
+            _ => self.lb(),
         }
     }
 
     /// NIC of xlb node `n`.
     pub fn node_ifname(&self, n: usize) -> String {
         match n {
-            2 => format!("{}lb2", self.prefix),
+            2 => format!("{}lb2", self.prefix()),
             _ => self.lb_ifname(),
         }
     }
@@ -350,7 +278,7 @@ impl Topology {
 
     /// Control socket of xlb node `n` in [`Topology::vrrp_pair`].
     pub fn node_socket(&self, n: usize) -> PathBuf {
-        self.dir.path().join(format!("xlb{n}.sock"))
+        self.dir().join(format!("xlb{n}.sock"))
     }
 
     /// Writes the config of xlb node `n` of a [`Topology::vrrp_pair`]: the
@@ -365,7 +293,7 @@ impl Topology {
         let mut s = self.xlb_config_text(&self.node_ifname(n), &self.node_socket(n), weights)?;
         s.push('\n');
         s.push_str(vrrp);
-        let path = self.dir.path().join(format!("xlb{n}.toml"));
+        let path = self.dir().join(format!("xlb{n}.toml"));
         std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
@@ -375,7 +303,7 @@ impl Topology {
     pub fn start_node(&self, n: usize, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
         let mut k = 1;
         let log = loop {
-            let log = self.dir.path().join(format!("xlb{n}-{k}.log"));
+            let log = self.dir().join(format!("xlb{n}-{k}.log"));
             if !log.exists() {
                 break log;
             }
@@ -395,7 +323,7 @@ impl Topology {
     /// "backend-<i>" with `weights[i-1]`) into the temp dir; returns its path.
     pub fn write_xlb_config(&self, weights: &[u32]) -> anyhow::Result<PathBuf> {
         let s = self.xlb_config_text(&self.lb_ifname(), &self.control_socket(), weights)?;
-        let path = self.dir.path().join("xlb.toml");
+        let path = self.dir().join("xlb.toml");
         std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
@@ -407,10 +335,10 @@ impl Topology {
         weights: &[u32],
     ) -> anyhow::Result<String> {
         ensure!(
-            weights.len() == self.backends.len(),
+            weights.len() == self.backend_count(),
             "{} weights for {} backends",
             weights.len(),
-            self.backends.len()
+            self.backend_count()
         );
         let mut s = String::new();
         writeln!(s, "interface = \"{ifname}\"")?;
@@ -441,21 +369,8 @@ impl Topology {
         Ok(s)
     }
 
-    /// Starts `xlb run --config CONFIG` inside the xlb namespace; its stderr
-    /// (and stdout) go to `<dir>/xlb.log`.
-    pub fn start_xlb(&self, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
-        spawn_xlb(
-            &self.lb,
-            "xlb",
-            xlb_exe,
-            config,
-            &self.control_socket(),
-            self.dir.path().join("xlb.log"),
-        )
-    }
-
     /// Counters of the xlb node's NIC.
     pub fn lb_link_stats(&self) -> anyhow::Result<LinkStats> {
-        link_stats(&self.lb, &self.lb_ifname())
+        link_stats(self.lb(), &self.lb_ifname())
     }
 }

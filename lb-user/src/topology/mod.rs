@@ -6,6 +6,8 @@
 //!   for direct server return.
 //! * [`NatTopology`] (`nat.rs`): NAT, two-armed (client and backends on
 //!   separate segments, xlb routing between them) or one-armed.
+//! * [`Hosts`] (`hosts.rs`): what both have (namespaces, names, the shared
+//!   addresses); both dereference to it.
 //!
 //! Everything (namespaces, links, nginx processes, the temp dir) carries a
 //! per-run prefix and is torn down on drop, on panic unwinding, and on
@@ -13,12 +15,14 @@
 
 mod capture;
 mod dsr;
+mod hosts;
 mod http;
 mod nat;
 mod nginx;
 
 pub use capture::{Capture, Captured, source_of};
 pub use dsr::{Serve, Topology};
+pub use hosts::Hosts;
 pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
 pub use nat::{BACKEND_PORT, NatLayout, NatTopology};
 

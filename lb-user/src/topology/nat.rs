@@ -31,17 +31,17 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 
 use super::{
-    CLIENT_HOST, CLIENT_NET, LB_HOST, LinkStats, MAX_BACKENDS, SERVER_NET, VIP_PORT, VIP4, VIP6,
-    Xlb, add_veth, attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, net_addr4,
-    net_addr6, nginx, pick_prefix, spawn_xlb,
+    CLIENT_HOST, CLIENT_NET, Hosts, LB_HOST, LinkStats, SERVER_NET, VIP_PORT, VIP4, VIP6, add_veth,
+    attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, net_addr4, net_addr6, nginx,
 };
-use crate::netns::{self, ManagedChild, NetNs, TempDir};
+use crate::netns::{ManagedChild, NetNs};
 
 /// The port nginx listens on in the NAT topologies (the VIP's port is
 /// [`VIP_PORT`]).
@@ -75,11 +75,12 @@ type VethEnd<'a> = (
     Vec<(Ipv4Addr, Ipv6Addr)>,
 );
 
-/// A NAT topology; see the module docs.
+/// A NAT topology; see the module docs. The namespaces, names and
+/// addresses it shares with the DSR topology come from [`Hosts`], which it
+/// dereferences to.
 #[derive(Debug)]
 pub struct NatTopology {
     layout: NatLayout,
-    prefix: String,
     // Drop order as in the DSR topology: nginx (in `Drop::drop`), the peers'
     // XDP programs, the namespaces, the temp dir.
     nginx: Vec<ManagedChild>,
@@ -87,11 +88,14 @@ pub struct NatTopology {
     /// sends with XDP_TX or XDP_REDIRECT into a veth are delivered promptly
     /// only if that veth's peer runs XDP (see the DSR topology).
     peer_xdp: Vec<aya::Ebpf>,
-    backends: Vec<NetNs>,
-    client: NetNs,
-    lb: NetNs,
-    switch: NetNs,
-    dir: TempDir,
+    hosts: Hosts,
+}
+
+impl Deref for NatTopology {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        &self.hosts
+    }
 }
 
 impl Drop for NatTopology {
@@ -107,30 +111,13 @@ impl NatTopology {
     /// checks that the xlb node reaches every backend on port
     /// [`BACKEND_PORT`].
     pub fn build(layout: NatLayout, backends: usize) -> anyhow::Result<NatTopology> {
-        ensure!(netns::is_root(), "building a network topology needs root");
-        ensure!(
-            (1..=MAX_BACKENDS).contains(&backends),
-            "backends must be in 1..={MAX_BACKENDS}, got {backends}"
-        );
-        let (prefix, dir) = pick_prefix()?;
-        let p = prefix.as_str();
-        let switch = NetNs::create(&format!("{p}sw"))?;
-        let lb = NetNs::create(&format!("{p}lb"))?;
-        let client = NetNs::create(&format!("{p}c"))?;
-        let mut backend_ns = Vec::with_capacity(backends);
-        for i in 1..=backends {
-            backend_ns.push(NetNs::create(&format!("{p}b{i}"))?);
-        }
+        let hosts = Hosts::create(backends)?;
+        let prefix = hosts.prefix().to_owned();
         let mut topo = NatTopology {
             layout,
-            prefix: prefix.clone(),
             nginx: Vec::new(),
             peer_xdp: Vec::new(),
-            backends: backend_ns,
-            client,
-            lb,
-            switch,
-            dir,
+            hosts,
         };
         let what = || format!("{} NAT topology {prefix}", layout.as_str());
         topo.wire()
@@ -139,13 +126,13 @@ impl NatTopology {
         peers.extend(topo.lb_server_peer_ifname());
         for peer in peers {
             let prog = topo
-                .switch
+                .switch()
                 .in_ns(|| attach_xdp_pass(&peer))
                 .with_context(|| format!("attaching xdp_pass to {peer}"))?;
             topo.peer_xdp.push(prog);
         }
         let (b4, b6) = (|i| topo.backend_addr4(i), |i| topo.backend_addr6(i));
-        topo.nginx = nginx::start_all(topo.dir.path(), &topo.backends, BACKEND_PORT, |i| {
+        topo.nginx = nginx::start_all(topo.dir(), topo.backends(), BACKEND_PORT, |i| {
             [b4(i).into(), b6(i).into()]
         })
         .with_context(|| format!("starting nginx in {}", what()))?;
@@ -155,8 +142,8 @@ impl NatTopology {
     }
 
     fn wire(&self) -> anyhow::Result<()> {
-        let p = &self.prefix;
-        for ns in self.all_ns() {
+        let p = self.prefix();
+        for ns in self.hosts.all_ns() {
             ip(ns, "link set lo up")?;
             ns.sysctl(&[
                 "net.ipv6.conf.all.accept_dad=0",
@@ -165,13 +152,13 @@ impl NatTopology {
         }
         // xlb refuses NAT VIPs without forwarding: packets whose next hop is
         // not resolved yet are handed to the kernel to forward.
-        self.lb
+        self.lb()
             .sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
         if self.layout == NatLayout::OneArmed {
             // What the kernel forwards goes out of the NIC it came in on;
             // a router on a shared segment would tell the sender to go
             // direct, which is not what a one-armed balancer wants.
-            self.lb.sysctl(&[
+            self.lb().sysctl(&[
                 "net.ipv4.conf.all.send_redirects=0",
                 "net.ipv4.conf.default.send_redirects=0",
             ])?;
@@ -187,24 +174,24 @@ impl NatTopology {
         }
         for br in bridges {
             ip(
-                &self.switch,
+                self.switch(),
                 &format!("link add {br} type bridge mcast_snooping 0 stp_state 0"),
             )?;
-            ip(&self.switch, &format!("link set {br} up"))?;
+            ip(self.switch(), &format!("link set {br} up"))?;
         }
 
         let client_side = |host| (net_addr4(CLIENT_NET, host), net_addr6(CLIENT_NET, host));
         let server_side = |host| (net_addr4(SERVER_NET, host), net_addr6(SERVER_NET, host));
         let mut ends: Vec<VethEnd> = vec![
             (
-                &self.client,
+                self.client(),
                 self.client_ifname(),
                 format!("{p}pc"),
                 &client_br,
                 vec![client_side(CLIENT_HOST)],
             ),
             (
-                &self.lb,
+                self.lb(),
                 self.lb_ifname(),
                 self.lb_peer_ifname(),
                 &client_br,
@@ -216,14 +203,14 @@ impl NatTopology {
         ];
         if let (Some(inner), Some(peer)) = (self.lb_server_ifname(), self.lb_server_peer_ifname()) {
             ends.push((
-                &self.lb,
+                self.lb(),
                 inner,
                 peer,
                 &server_br,
                 vec![server_side(LB_HOST)],
             ));
         }
-        for (idx, b) in self.backends.iter().enumerate() {
+        for (idx, b) in self.backends().iter().enumerate() {
             let i = idx + 1;
             ends.push((
                 b,
@@ -234,7 +221,7 @@ impl NatTopology {
             ));
         }
         for (ns, inner, peer, br, addrs) in &ends {
-            add_veth(&self.switch, br, ns, inner, peer)?;
+            add_veth(self.switch(), br, ns, inner, peer)?;
             for (a4, a6) in addrs {
                 ip(ns, &format!("addr add {a4}/24 dev {inner}"))?;
                 ip(ns, &format!("addr add {a6}/64 dev {inner} nodad"))?;
@@ -244,15 +231,15 @@ impl NatTopology {
         // XDP_TX/XDP_REDIRECT into a veth needs a NAPI ring on its peer
         // (GRO or an XDP program; `build` attaches xdp_pass as well).
         for peer in std::iter::once(self.lb_peer_ifname()).chain(self.lb_server_peer_ifname()) {
-            ethtool(&self.switch, &format!("-K {peer} gro on"))?;
+            ethtool(self.switch(), &format!("-K {peer} gro on"))?;
         }
 
         let lb_if = self.lb_ifname();
-        ip(&self.lb, &format!("addr add {VIP4}/32 dev {lb_if}"))?;
-        ip(&self.lb, &format!("addr add {VIP6}/128 dev {lb_if} nodad"))?;
+        ip(self.lb(), &format!("addr add {VIP4}/32 dev {lb_if}"))?;
+        ip(self.lb(), &format!("addr add {VIP6}/128 dev {lb_if} nodad"))?;
 
         let (gw4, gw6) = server_side(LB_HOST);
-        for (idx, b) in self.backends.iter().enumerate() {
+        for (idx, b) in self.backends().iter().enumerate() {
             let nic = self.backend_ifname(idx + 1);
             ip(b, &format!("route add default via {gw4} dev {nic}"))?;
             ip(b, &format!("-6 route add default via {gw6} dev {nic}"))?;
@@ -261,11 +248,11 @@ impl NatTopology {
             let (gw4, gw6) = client_side(LB_HOST);
             let nic = self.client_ifname();
             ip(
-                &self.client,
+                self.client(),
                 &format!("route add default via {gw4} dev {nic}"),
             )?;
             ip(
-                &self.client,
+                self.client(),
                 &format!("-6 route add default via {gw6} dev {nic}"),
             )?;
         }
@@ -276,13 +263,13 @@ impl NatTopology {
     /// gets that backend's identity back: proves the segments, the
     /// backends' addresses and routes back to xlb, and nginx.
     fn verify(&self) -> anyhow::Result<()> {
-        for i in 1..=self.backends.len() {
+        for i in 1..=self.backend_count() {
             for ip in [
                 IpAddr::from(self.backend_addr4(i)),
                 self.backend_addr6(i).into(),
             ] {
                 let addr = SocketAddr::new(ip, BACKEND_PORT);
-                let (status, body) = http_get(&self.lb, addr, "/", Duration::from_secs(3))
+                let (status, body) = http_get(self.lb(), addr, "/", Duration::from_secs(3))
                     .with_context(|| format!("xlb node -> backend-{i} at {addr}"))?;
                 ensure!(
                     status == 200 && body == format!("backend-{i}\n"),
@@ -293,74 +280,17 @@ impl NatTopology {
         Ok(())
     }
 
-    fn all_ns(&self) -> impl Iterator<Item = &NetNs> {
-        [&self.switch, &self.lb, &self.client]
-            .into_iter()
-            .chain(self.backends.iter())
-    }
-
     pub fn layout(&self) -> NatLayout {
         self.layout
-    }
-    /// The per-run prefix of every namespace and link name.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    /// The temp dir (configs, logs, control socket); removed on drop.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    pub fn client(&self) -> &NetNs {
-        &self.client
-    }
-    pub fn lb(&self) -> &NetNs {
-        &self.lb
-    }
-    pub fn switch(&self) -> &NetNs {
-        &self.switch
-    }
-    /// Backend `i` (1-based).
-    pub fn backend(&self, i: usize) -> &NetNs {
-        &self.backends[i - 1]
-    }
-    pub fn backend_count(&self) -> usize {
-        self.backends.len()
-    }
-    /// The xlb node's client-side NIC (its only one when one-armed); the
-    /// config's `interface`.
-    pub fn lb_ifname(&self) -> String {
-        format!("{}lb", self.prefix)
     }
     /// The xlb node's server-side NIC when two-armed; the config's
     /// `server_interface`.
     pub fn lb_server_ifname(&self) -> Option<String> {
-        (self.layout == NatLayout::TwoArmed).then(|| format!("{}ls", self.prefix))
-    }
-    /// The bridge-side peer of [`NatTopology::lb_ifname`].
-    pub fn lb_peer_ifname(&self) -> String {
-        format!("{}plb", self.prefix)
+        (self.layout == NatLayout::TwoArmed).then(|| format!("{}ls", self.prefix()))
     }
     /// The bridge-side peer of [`NatTopology::lb_server_ifname`].
     pub fn lb_server_peer_ifname(&self) -> Option<String> {
-        (self.layout == NatLayout::TwoArmed).then(|| format!("{}pls", self.prefix))
-    }
-    pub fn client_ifname(&self) -> String {
-        format!("{}c", self.prefix)
-    }
-    pub fn backend_ifname(&self, i: usize) -> String {
-        format!("{}b{i}", self.prefix)
-    }
-    pub fn vip4(&self) -> Ipv4Addr {
-        VIP4
-    }
-    pub fn vip6(&self) -> Ipv6Addr {
-        VIP6
-    }
-    pub fn client_addr4(&self) -> Ipv4Addr {
-        net_addr4(CLIENT_NET, CLIENT_HOST)
-    }
-    pub fn client_addr6(&self) -> Ipv6Addr {
-        net_addr6(CLIENT_NET, CLIENT_HOST)
+        (self.layout == NatLayout::TwoArmed).then(|| format!("{}pls", self.prefix()))
     }
     pub fn backend_addr4(&self, i: usize) -> Ipv4Addr {
         net_addr4(SERVER_NET, backend_host(i))
@@ -376,11 +306,6 @@ impl NatTopology {
             IpAddr::V6(a) => a.segments()[..4] == net_addr6(SERVER_NET, 0).segments()[..4],
         }
     }
-    /// The xlb control socket path used by [`NatTopology::write_xlb_config`].
-    pub fn control_socket(&self) -> PathBuf {
-        self.dir.path().join("xlb.sock")
-    }
-
     /// Writes (or rewrites) the xlb config: NAT VIPs "web4" and "web6" on
     /// port 80/tcp, each with the backends `(i, weight)` listed (name
     /// "backend-<i>", port [`BACKEND_PORT`]); backends not listed are not
@@ -388,9 +313,9 @@ impl NatTopology {
     pub fn write_xlb_config(&self, backends: &[(usize, u32)]) -> anyhow::Result<PathBuf> {
         for &(i, _) in backends {
             ensure!(
-                (1..=self.backends.len()).contains(&i),
+                (1..=self.backend_count()).contains(&i),
                 "no backend {i} in a topology of {}",
-                self.backends.len()
+                self.backend_count()
             );
         }
         let mut s = String::new();
@@ -427,30 +352,17 @@ impl NatTopology {
                 writeln!(s, "weight = {w}")?;
             }
         }
-        let path = self.dir.path().join("xlb.toml");
+        let path = self.dir().join("xlb.toml");
         // Write then rename, so a reload never reads half a file.
-        let tmp = self.dir.path().join("xlb.toml.new");
+        let tmp = self.dir().join("xlb.toml.new");
         std::fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
         Ok(path)
     }
 
-    /// Starts `xlb run --config CONFIG` inside the xlb namespace; its log goes
-    /// to `<dir>/xlb.log`.
-    pub fn start_xlb(&self, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
-        spawn_xlb(
-            &self.lb,
-            "xlb",
-            xlb_exe,
-            config,
-            &self.control_socket(),
-            self.dir.path().join("xlb.log"),
-        )
-    }
-
     /// Counters of the client's NIC.
     pub fn client_link_stats(&self) -> anyhow::Result<LinkStats> {
-        link_stats(&self.client, &self.client_ifname())
+        link_stats(self.client(), &self.client_ifname())
     }
 }
 

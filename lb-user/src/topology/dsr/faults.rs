@@ -52,20 +52,14 @@ impl Topology {
             Serve::Normal => format!("backend-{i}\n"),
             Serve::WrongBody => "maintenance\n".to_owned(),
         };
-        let child = nginx::spawn(self.dir.path(), &self.backends[i - 1], i, VIP_PORT, &body)?;
+        let child = nginx::spawn(self.dir(), self.backend(i), i, VIP_PORT, &body)?;
         let targets = [
             SocketAddr::new(self.backend_addr4(i).into(), VIP_PORT),
             SocketAddr::new(self.backend_addr6(i).into(), VIP_PORT),
         ];
-        let dir = self.dir.path().join(format!("b{i}"));
-        let started = nginx::wait_listening(
-            &self.backends[i - 1],
-            &child,
-            &dir,
-            i,
-            &targets,
-            START_TIMEOUT,
-        );
+        let dir = self.dir().join(format!("b{i}"));
+        let started =
+            nginx::wait_listening(self.backend(i), &child, &dir, i, &targets, START_TIMEOUT);
         self.nginx[i - 1] = Some(child);
         started
     }
@@ -74,7 +68,8 @@ impl Topology {
     /// on the VIP port (IPv4 and IPv6) and never sends a byte.
     pub fn silence_backend(&mut self, i: usize) -> anyhow::Result<()> {
         self.stop_backend(i)?;
-        let listener = self.backends[i - 1]
+        let listener = self
+            .backend(i)
             .in_ns(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, VIP_PORT))))
             .with_context(|| format!("binding [::]:{VIP_PORT} in backend-{i}"))?;
         self.silent.push(SilentServer::start(i, listener)?);
