@@ -47,7 +47,9 @@ pub trait Neighbours {
     fn probe(&mut self, addr: IpAddr) -> Result<()>;
 }
 
-fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
+/// `addr` as the data plane stores it (IPv4 in the first four bytes), and
+/// its family.
+pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
     match addr {
         IpAddr::V4(a) => {
             let mut b = [0u8; 16];

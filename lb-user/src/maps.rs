@@ -125,6 +125,13 @@ impl Maps {
             .with_context(|| format!("writing backend {id}"))
     }
 
+    /// The data plane's view of backend `id` (all zero if unused).
+    pub fn backend(&self, id: u32) -> Result<BackendInfo> {
+        self.backends
+            .get(&id, 0)
+            .with_context(|| format!("reading backend {id}"))
+    }
+
     pub fn clear_backend(&mut self, id: u32) -> Result<()> {
         self.set_backend(id, &BackendInfo::default())
     }

@@ -3,9 +3,16 @@
 //! frame between runs, and after the first rewrite it is addressed to the
 //! backend, no longer to the VIP. So every call here carries one packet (a
 //! fresh copy of the frame) and the figure is the median of the kernel's
-//! time for that one run over many calls; the floor is measured the same
-//! way, so the ratio compares like with like (the per-call timer overhead
-//! is in both).
+//! time for that one run over [`calls`] calls; the floor is measured the
+//! same way, so the ratio compares like with like (the per-call timer
+//! overhead is in both).
+//!
+//! As in the DSR cases, the connection-table counters must show that every
+//! call took the path its row names: a hit, a reply rewritten back, or a
+//! miss and insert. The miss case flags its backend `reschedule` (as the
+//! DSR miss case does), so each call finds the flow's entry stale, asks
+//! Maglev and inserts again, without the table filling up. The new-flow
+//! budget is off, so no insert is refused.
 //!
 //! `bpf_fib_lookup` needs routes and neighbours: the program runs on a
 //! thread in a private network namespace (gone with the thread) set up as
@@ -19,10 +26,12 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, ct};
 use lb_user::{
     config::{Config, ConntrackConfig},
-    control::{Controller, Neighbours, lb_config},
+    control::{Controller, Neighbours, addr_bytes, lb_config},
     dataplane::Dataplane,
+    maps::Maps,
     netlink,
 };
 
@@ -41,6 +50,8 @@ const BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x19, 0, 0, 0, 0, 0, 0x11);
 
 const CONFIG: &str = r#"interface = "c0"
 server_interface = "s0"
+[conntrack]
+new_flows_per_cpu = 0
 [[vip]]
 name = "web4"
 address = "198.18.0.100"
@@ -60,8 +71,8 @@ address = "fd00:19::11"
 port = 5353
 "#;
 
-/// The frame of a case's `i`-th call.
-type FrameOf<'a> = &'a dyn Fn(usize) -> Vec<u8>;
+/// A case's frame (every call sends a fresh copy of it).
+type FrameOf<'a> = &'a dyn Fn() -> Vec<u8>;
 
 pub struct Row {
     pub name: &'static str,
@@ -73,7 +84,17 @@ pub struct Row {
 
 /// Calls (one packet each) per case.
 pub fn calls(quick: bool) -> usize {
-    if quick { 20_000 } else { 200_000 }
+    if quick { 100_000 } else { 1_000_000 }
+}
+
+/// The connection-table counter that every call of a case must bump.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Miss, then insert (the backend is flagged `reschedule`).
+    Miss,
+    Hit,
+    /// A reply from the backend, rewritten back to the VIP.
+    Reply,
 }
 
 /// NAT needs no neighbour table of xlb's own (the FIB resolves next hops).
@@ -164,14 +185,17 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
     floor.load().context("loading the floor program")?;
 
     let mut dp = Dataplane::load()?;
-    dp.maps
-        .set_config(&lb_config(c0.mac, true, &ConntrackConfig::default()))?;
+    let unlimited = ConntrackConfig {
+        new_flows_per_cpu: 0,
+        ..ConntrackConfig::default()
+    };
+    dp.maps.set_config(&lb_config(c0.mac, true, &unlimited))?;
     dp.maps.add_tx_port(c0.index)?;
     dp.maps.add_tx_port(s0.index)?;
     let mut controller = Controller::new(dp, "c0");
     let config = Config::parse(CONFIG, "nat bench").map_err(|e| anyhow!("{e}"))?;
     controller.apply(&config, &mut NoNeighbours)?;
-    let xlb = controller.dataplane().program();
+    let backend4 = backend_id(&controller.dataplane().maps, BACKEND4.into())?;
 
     let n = calls(quick);
     let lb = c0.mac;
@@ -179,10 +203,8 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
     let in6 = |sport: u16| frames::udp6(lb, CLIENT_MAC, CLIENT6, VIP6, sport, 53);
     let out4 = || frames::tcp4(s0.mac, BACKEND_MAC, BACKEND4, CLIENT4, 8080, 40_000);
     let out6 = || frames::udp6(s0.mac, BACKEND_MAC, BACKEND6, CLIENT6, 5353, 40_000);
-    // New flows: a different client port on every call.
-    let new_port = |i: usize| 1024 + (i % 60_000) as u16;
 
-    let floor_ns = measure(floor, c0.index, n, 3, |_| in4(40_000))?;
+    let floor_ns = measure(floor, c0.index, n, 3, &|| in4(40_000))?;
     super::say(&format!(
         "  {:<62} {floor_ns:>5.0} ns",
         "floor, one packet per call"
@@ -192,33 +214,68 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
         ns: floor_ns,
         ratio: 1.0,
     }];
-    // Each hit / reply case first makes its flow (and its reverse entry).
-    let cases: [(&str, u32, FrameOf); 5] = [
+    let cases: [(&str, u32, Path, FrameOf); 5] = [
         (
-            "NAT in, new flow (Maglev, insert, reverse entry), IPv4 TCP",
+            "NAT in, miss + insert (Maglev, flow and reverse entry), IPv4 TCP",
             c0.index,
-            &|i| in4(new_port(i)),
+            Path::Miss,
+            &|| in4(40_001),
         ),
-        ("NAT in, conntrack hit, IPv4 TCP", c0.index, &|_| {
-            in4(40_000)
-        }),
+        (
+            "NAT in, conntrack hit, IPv4 TCP",
+            c0.index,
+            Path::Hit,
+            &|| in4(40_000),
+        ),
         (
             "NAT out: reply rewritten to the VIP, IPv4 TCP",
             s0.index,
-            &|_| out4(),
+            Path::Reply,
+            &out4,
         ),
-        ("NAT in, conntrack hit, IPv6 UDP", c0.index, &|_| {
-            in6(40_000)
-        }),
+        (
+            "NAT in, conntrack hit, IPv6 UDP",
+            c0.index,
+            Path::Hit,
+            &|| in6(40_000),
+        ),
         (
             "NAT out: reply rewritten to the VIP, IPv6 UDP",
             s0.index,
-            &|_| out6(),
+            Path::Reply,
+            &out6,
         ),
     ];
-    for (name, ifindex, frame) in cases {
-        let ns = measure(xlb, ifindex, n, XDP_REDIRECT, frame)
-            .with_context(|| format!("case {name:?}"))?;
+    for (name, ifindex, path, frame) in cases {
+        // A first call makes the flow of a hit or miss case (the reply
+        // cases use the reverse entries of the hit cases before them).
+        let xlb = controller.dataplane().program();
+        run_once(xlb, ifindex, &frame(), &mut vec![0u8; 2048])?;
+        let before = controller.dataplane().maps.conntrack_stats()?;
+        // The miss case's backend is flagged `reschedule` for its calls
+        // only, and restored even if they fail.
+        let backend = controller.dataplane().maps.backend(backend4)?;
+        let miss = matches!(path, Path::Miss);
+        if miss {
+            let flagged = BackendInfo {
+                flags: backend.flags | BACKEND_F_RESCHEDULE,
+                ..backend
+            };
+            controller.maps().set_backend(backend4, &flagged)?;
+        }
+        let ns = measure(
+            controller.dataplane().program(),
+            ifindex,
+            n,
+            XDP_REDIRECT,
+            frame,
+        );
+        if miss {
+            controller.maps().set_backend(backend4, &backend)?;
+        }
+        let ns = ns.with_context(|| format!("case {name:?}"))?;
+        let after = controller.dataplane().maps.conntrack_stats()?;
+        check_path(path, &before, &after, n).with_context(|| format!("case {name:?}"))?;
         super::say(&format!("  {name:<62} {ns:>5.0} ns"));
         rows.push(Row {
             name,
@@ -229,22 +286,45 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The id the controller gave the backend at `addr`.
+fn backend_id(maps: &Maps, addr: std::net::IpAddr) -> Result<u32> {
+    let (want, _) = addr_bytes(addr);
+    for id in 1..lb_common::MAX_BACKENDS {
+        let b = maps.backend(id)?;
+        if b.flags & BACKEND_F_ACTIVE != 0 && b.addr == want {
+            return Ok(id);
+        }
+    }
+    bail!("no active backend {addr} in the data plane")
+}
+
+/// Fails unless the connection-table counters show that every one of the
+/// `calls` calls took `path`.
+fn check_path(path: Path, before: &[u64], after: &[u64], calls: usize) -> Result<()> {
+    let counters: &[u32] = match path {
+        Path::Miss => &[ct::MISS, ct::INSERT],
+        Path::Hit => &[ct::HIT],
+        Path::Reply => &[ct::NAT_REPLY],
+    };
+    for &c in counters {
+        let c = c as usize;
+        let seen = after[c] - before[c];
+        ensure!(
+            seen >= calls as u64,
+            "the connection table counted {seen} of {calls} calls as {}",
+            ct::NAMES[c]
+        );
+    }
+    Ok(())
+}
+
 /// Median over `calls` BPF_PROG_TEST_RUN calls of one run each, as if
-/// received on `ifindex`; fails unless every verdict is `want` (after a
-/// first call that creates the flow for hit and reply cases).
-fn measure(
-    prog: &Xdp,
-    ifindex: u32,
-    calls: usize,
-    want: u32,
-    frame: impl Fn(usize) -> Vec<u8>,
-) -> Result<f64> {
+/// received on `ifindex`; fails unless every verdict is `want`.
+fn measure(prog: &Xdp, ifindex: u32, calls: usize, want: u32, frame: FrameOf) -> Result<f64> {
     let mut ns = Vec::with_capacity(calls);
     let mut out = vec![0u8; 2048];
-    // Warm-up call: makes the flow the hit and reply cases look up.
-    run_once(prog, ifindex, &frame(usize::MAX), &mut out)?;
+    let f = frame();
     for i in 0..calls {
-        let f = frame(i);
         let (verdict, nanos) = run_once(prog, ifindex, &f, &mut out)?;
         ensure!(verdict == want, "call {i}: verdict {verdict}, want {want}");
         ns.push(nanos);

@@ -194,7 +194,11 @@ impl Report {
              way here (the per-call timer overhead is in both), so compare these ratios \
              with each other, not with the table above. The program runs in a private \
              network namespace with routes and neighbours, so `bpf_fib_lookup` succeeds \
-             and every packet is redirected to the other NIC (two-armed).\n",
+             and every packet is redirected to the other NIC (two-armed). The \
+             connection-table counters are checked: every call took the path its row \
+             names. For the miss row the backend is flagged `reschedule`, as in the DSR \
+             miss rows, so every call finds its entry stale, asks Maglev and writes the \
+             flow and its reverse entry again.\n",
             thousands(nat_cost::calls(self.quick) as f64)
         );
         let _ = writeln!(s, "| Case | ns/packet | × floor |\n|---|--:|--:|");
