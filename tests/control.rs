@@ -156,6 +156,30 @@ fn applied_config_forwards_every_flow_where_maglev_predicts() {
 }
 
 #[test]
+fn a_reload_that_only_changes_ring_size_rebuilds_the_ring() {
+    if !common::require_root("a_reload_that_only_changes_ring_size_rebuilds_the_ring") {
+        return;
+    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13]);
+    let old = config(&[(11, 1), (12, 1), (13, 1)]);
+    c.apply(&old, &mut n).unwrap();
+    // The same backends over a smaller ring: the data plane must hash into
+    // the new size, or flows land where the old table says.
+    let mut cfg = old.clone();
+    cfg.vips[0].ring_size = 13;
+    c.apply(&cfg, &mut n).unwrap();
+    let mut moved = 0;
+    for sport in 20000..20400 {
+        let (verdict, to) = send(&c, sport);
+        assert_eq!(verdict, XDP_TX);
+        let to = to.unwrap();
+        assert_eq!(to, predict(&cfg, sport, &[11, 12, 13]), "sport {sport}");
+        moved += usize::from(to != predict(&old, sport, &[11, 12, 13]));
+    }
+    assert!(moved > 0, "the two ring sizes place some flow differently");
+}
+
+#[test]
 fn unresolved_backend_gets_no_flows_until_its_mac_appears() {
     if !common::require_root("unresolved_backend_gets_no_flows_until_its_mac_appears") {
         return;

@@ -121,9 +121,9 @@ struct VipSlot {
     index: u32,
     config: VipConfig,
     backends: Vec<BackendSlot>,
-    /// (identity, weight) of the ring currently installed; rebuilt only when
-    /// this changes.
-    ring_members: Option<Vec<([u8; 18], u32)>>,
+    /// The input of the ring currently installed (its size and members);
+    /// the ring is rebuilt only when this changes.
+    installed: Option<(u32, Vec<maglev::Member>)>,
 }
 
 pub struct Controller {
@@ -248,7 +248,7 @@ impl Controller {
             };
             self.dp.maps.reset_vip_counters(index)?;
             // No ring yet: `sync_backends_and_ring` installs the first one
-            // (`ring_members` is None) before the VIP entry is published,
+            // (`installed` is None) before the VIP entry is published,
             // and every ring install costs the kernel an RCU grace period.
             self.vips.insert(
                 key,
@@ -256,7 +256,7 @@ impl Controller {
                     index,
                     config: vip.clone(),
                     backends: Vec::new(),
-                    ring_members: None,
+                    installed: None,
                 },
             );
             tracing::info!(vip = %vip.name, address = %vip.address, port = vip.port,
@@ -355,24 +355,19 @@ impl Controller {
             };
             maps.set_backend(b.id, &info)?;
             if b.usable(c, vip.mode) {
-                members.push((maglev::identity(c.address, c.port), b.weight(c)));
+                members.push(maglev::Member {
+                    identity: maglev::identity(c.address, c.port),
+                    weight: b.weight(c),
+                });
                 ids.push(b.id);
             }
         }
-        if slot.ring_members.as_ref() == Some(&members) {
+        let input = (vip.ring_size, members);
+        if slot.installed.as_ref() == Some(&input) {
             return Ok(());
         }
-        let had_members = slot.ring_members.as_ref().is_some_and(|m| !m.is_empty());
-        let table = maglev::build_table(
-            &members
-                .iter()
-                .map(|(identity, weight)| maglev::Member {
-                    identity: *identity,
-                    weight: *weight,
-                })
-                .collect::<Vec<_>>(),
-            vip.ring_size,
-        );
+        let had_members = slot.installed.as_ref().is_some_and(|(_, m)| !m.is_empty());
+        let table = maglev::build_table(&input.1, vip.ring_size);
         let slots: Vec<u32> = if ids.is_empty() {
             Vec::new()
         } else {
@@ -404,10 +399,10 @@ impl Controller {
                 weight_zero = count(&|b, c| b.weight(c) == 0),
                 unresolved = count(&|b, _| b.mac.is_none()),
                 "no usable backend: new connections to this VIP are dropped (counted as no_backend)");
-        } else if !ids.is_empty() && !had_members && slot.ring_members.is_some() {
+        } else if !ids.is_empty() && !had_members && slot.installed.is_some() {
             tracing::info!(vip = %vip.name, backends = ids.len(), "VIP has usable backends again");
         }
-        slot.ring_members = Some(members);
+        slot.installed = Some(input);
         Ok(())
     }
 
@@ -506,7 +501,7 @@ impl Controller {
                 forwarding: self.forwards(&v.name),
                 packets: c.packets,
                 bytes: c.bytes,
-                usable_backends: slot.ring_members.as_ref().map_or(0, Vec::len),
+                usable_backends: slot.installed.as_ref().map_or(0, |(_, m)| m.len()),
                 on_down: v.on_down.as_str().to_string(),
                 backends,
             });
