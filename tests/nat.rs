@@ -421,6 +421,14 @@ fn reply_without_a_flow_and_unknown_next_hop_go_to_the_kernel() {
             assert_eq!(verdict, XDP_PASS);
             assert_eq!(inspect(&out).dst, IpAddr::from(BACKEND4_NO_NEIGH));
             assert_eq!(lab.counter("nat_no_neigh"), 1);
+            // Both packets went to the kernel: counted as passed, once each,
+            // and never also as forwarded.
+            let global = lab.controller.status().unwrap().global;
+            assert_eq!((global["pass"], global["forward"]), (2, 0), "{global:?}");
+            assert_eq!(
+                global["rx"],
+                global["pass"] + global["forward"] + global["drop"]
+            );
         },
     );
 }

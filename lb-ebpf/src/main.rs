@@ -22,9 +22,15 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     stats::global(global::RX, len);
     let action = process(&ctx, len);
-    if action == xdp_action::XDP_PASS {
-        stats::global(global::PASS, len);
-    }
+    // Counted once, from the verdict, so that rx = pass + forward + drop
+    // even when a forward falls back to the kernel (next hop unresolved,
+    // a rewrite that did not fit).
+    let outcome = match action {
+        xdp_action::XDP_PASS => global::PASS,
+        xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => global::FORWARD,
+        _ => global::DROP,
+    };
+    stats::global(outcome, len);
     action
 }
 
@@ -33,12 +39,12 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
     let flow = match parse::parse(ctx) {
         Parsed::Pass => return xdp_action::XDP_PASS,
         Parsed::Drop(reason) => {
-            stats::dropped(reason, len);
+            stats::dropped(reason);
             return xdp_action::XDP_DROP;
         }
         Parsed::DropIfVip(reason, flow) => {
             if lookup::is_vip_address(&flow) {
-                stats::dropped(reason, len);
+                stats::dropped(reason);
                 return xdp_action::XDP_DROP;
             }
             return xdp_action::XDP_PASS;
@@ -56,7 +62,7 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
     }
     let Some(meta) = lookup::vip(&flow) else {
         if cfg.flags & LB_F_NAT != 0 {
-            return nat_reply(ctx, &flow, len);
+            return nat_reply(ctx, &flow);
         }
         return xdp_action::XDP_PASS;
     };
@@ -78,13 +84,12 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
                 (id, backend, true)
             }
             Err(reason) => {
-                stats::dropped(reason, len);
+                stats::dropped(reason);
                 return xdp_action::XDP_DROP;
             }
         },
     };
     stats::backend(id, len);
-    stats::global(global::FORWARD, len);
     if !nat {
         if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
             return xdp_action::XDP_PASS;
@@ -131,7 +136,6 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
     };
     stats::conntrack(ct::ICMP_TO_FLOW);
     stats::backend(id, len);
-    stats::global(global::FORWARD, len);
     if meta.mode != MODE_NAT {
         if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
             return xdp_action::XDP_PASS;
@@ -148,7 +152,7 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
 /// VIP back as its source and send it to the client; anything else goes to
 /// the kernel untouched.
 #[inline(always)]
-fn nat_reply(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
+fn nat_reply(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
     let Some((vip, port)) = nat::reverse(flow) else {
         return xdp_action::XDP_PASS;
     };
@@ -156,7 +160,6 @@ fn nat_reply(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
         return xdp_action::XDP_PASS;
     };
     stats::conntrack(ct::NAT_REPLY);
-    stats::global(global::FORWARD, len);
     nat::forward(ctx, flow, &translated)
 }
 

@@ -1,6 +1,6 @@
 //! Per-CPU counters: plain adds, no atomics, because each CPU owns its slot.
 
-use lb_common::{Counters, global};
+use lb_common::Counters;
 
 use crate::maps::{BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, VIP_STATS};
 
@@ -31,13 +31,14 @@ pub fn backend(id: u32, bytes: u64) {
     bump(BACKEND_STATS.get_ptr_mut(id), bytes);
 }
 
+/// Counts a drop by reason (the global drop counter follows the verdict,
+/// in `xlb`).
 #[inline(always)]
-pub fn dropped(reason: u32, bytes: u64) {
+pub fn dropped(reason: u32) {
     if let Some(c) = DROP_STATS.get_ptr_mut(reason) {
         // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
         unsafe { *c += 1 };
     }
-    global(global::DROP, bytes);
 }
 
 #[inline(always)]
