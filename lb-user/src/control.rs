@@ -190,6 +190,10 @@ impl Controller {
     /// Makes the maps serve `config`'s VIPs. VIPs and backends that stay keep
     /// their index/id (and counters); new ones are added, gone ones removed.
     pub fn apply(&mut self, config: &Config, neighbours: &mut dyn Neighbours) -> Result<()> {
+        // Read once, before anything changes: new DSR backends start with
+        // the MAC the kernel already knows, so a new VIP's first ring is
+        // its real one (one install, no "no usable backend" in between).
+        let table = neighbours.lookup().context("reading the neighbour table")?;
         self.conntrack = config.conntrack;
         let wanted: BTreeMap<VipKey, &VipConfig> =
             config.vips.iter().map(|v| (vip_key(v), v)).collect();
@@ -204,7 +208,7 @@ impl Controller {
             self.remove_vip(&key)?;
         }
         for (key, vip) in wanted {
-            self.upsert_vip(key, vip)?;
+            self.upsert_vip(key, vip, &table)?;
         }
         // Replies are looked up in NAT_REVERSE only while some VIP needs it.
         let mut lb = self.dp.maps.config()?;
@@ -214,7 +218,7 @@ impl Controller {
             lb.flags &= !LB_F_NAT;
         }
         self.dp.maps.set_config(&lb)?;
-        self.refresh_neighbours(neighbours)
+        self.refresh_from(&table, neighbours)
     }
 
     fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
@@ -241,7 +245,12 @@ impl Controller {
         Ok(())
     }
 
-    fn upsert_vip(&mut self, key: VipKey, vip: &VipConfig) -> Result<()> {
+    fn upsert_vip(
+        &mut self,
+        key: VipKey,
+        vip: &VipConfig,
+        neighbours: &HashMap<IpAddr, [u8; 6]>,
+    ) -> Result<()> {
         if !self.vips.contains_key(&key) {
             let Some(index) = self.vip_pool.take() else {
                 bail!("too many VIPs (limit {MAX_VIPS})");
@@ -291,7 +300,8 @@ impl Controller {
                 // the previous one must not match it.
                 let generation = &mut self.generations[id as usize];
                 *generation = generation.wrapping_add(1);
-                backends.push(BackendSlot::new(id, *generation, b));
+                let mac = neighbours.get(&b.address).copied();
+                backends.push(BackendSlot::new(id, *generation, b, mac));
             }
         }
         let slot = self.vips.get_mut(&key).expect("inserted above");
@@ -413,6 +423,15 @@ impl Controller {
     /// garbage-collected under a backend that is serving traffic.
     pub fn refresh_neighbours(&mut self, neighbours: &mut dyn Neighbours) -> Result<()> {
         let table = neighbours.lookup().context("reading the neighbour table")?;
+        self.refresh_from(&table, neighbours)
+    }
+
+    /// [`Controller::refresh_neighbours`] with the table already read.
+    fn refresh_from(
+        &mut self,
+        table: &HashMap<IpAddr, [u8; 6]>,
+        neighbours: &mut dyn Neighbours,
+    ) -> Result<()> {
         for slot in self.vips.values_mut() {
             if slot.config.mode == Mode::Nat {
                 continue;

@@ -37,11 +37,17 @@ pub(super) struct BackendSlot {
 }
 
 impl BackendSlot {
-    pub(super) fn new(id: u32, generation: u16, config: &BackendConfig) -> Self {
+    /// A new backend; `mac` is what the neighbour table knows of it now.
+    pub(super) fn new(
+        id: u32,
+        generation: u16,
+        config: &BackendConfig,
+        mac: Option<[u8; 6]>,
+    ) -> Self {
         Self {
             id,
             generation,
-            mac: None,
+            mac,
             missing: 0,
             health: config.check.as_ref().map(|c| Tracker::new(c, false)),
             drained: false,
