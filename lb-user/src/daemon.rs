@@ -314,13 +314,14 @@ fn reload(
         }
     };
     if new.interface != running.interface
+        || new.server_interface != running.server_interface
         || new.control_socket != running.control_socket
         || new.xdp_mode != running.xdp_mode
         || new.conntrack.size != running.conntrack.size
         || new.vrrp != running.vrrp
     {
-        let msg = "reload rejected: interface, xdp_mode, control_socket, conntrack.size and \
-                   [vrrp] change only with a restart";
+        let msg = "reload rejected: interface, server_interface, xdp_mode, control_socket, \
+                   conntrack.size and [vrrp] change only with a restart";
         tracing::error!("{msg}");
         return Err(msg.to_owned());
     }
