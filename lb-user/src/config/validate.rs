@@ -104,8 +104,10 @@ impl Validator<'_> {
         });
     }
 
-    pub(super) fn line(&self, span: &Range<usize>) -> usize {
-        line_col(self.text, span.start).0
+    /// The line of byte `offset`. Counting lines scans the text, so callers
+    /// keep offsets and ask only when an error needs the line.
+    pub(super) fn line(&self, offset: usize) -> usize {
+        line_col(self.text, offset).0
     }
 
     /// An integer field within `range`, or `default` (after an error).
@@ -149,7 +151,7 @@ impl Validator<'_> {
             None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
         };
 
-        // First occurrence (index, line) of each VIP key and name.
+        // First occurrence (index, byte offset) of each VIP key and name.
         let mut seen_keys: HashMap<(IpAddr, u16, Protocol), (usize, usize)> = HashMap::new();
         let mut seen_names: HashMap<String, (usize, usize)> = HashMap::new();
         let mut vips = Vec::with_capacity(raw.vip.len());
@@ -157,8 +159,9 @@ impl Validator<'_> {
             let cfg = self.vip(i, vip.get_ref());
             let raw = vip.get_ref();
 
-            let name_line = self.line(&raw.name.span());
-            if let Some(&(j, line)) = seen_names.get(&cfg.name) {
+            let name_at = raw.name.span().start;
+            if let Some(&(j, at)) = seen_names.get(&cfg.name) {
+                let line = self.line(at);
                 self.error(
                     raw.name.span(),
                     format!("vip[{i}].name"),
@@ -168,7 +171,7 @@ impl Validator<'_> {
                     ),
                 );
             } else {
-                seen_names.insert(cfg.name.clone(), (i, name_line));
+                seen_names.insert(cfg.name.clone(), (i, name_at));
             }
 
             // An out-of-range port (already reported) stands in as 0 in
@@ -178,19 +181,22 @@ impl Validator<'_> {
                 .as_ref()
                 .is_none_or(|p| u16::try_from(*p.get_ref()).is_ok());
             let key = (cfg.address, cfg.port, cfg.protocol);
-            let addr_line = self.line(&raw.address.span());
+            let addr_at = raw.address.span().start;
             match seen_keys.get(&key) {
                 _ if !port_ok => {}
-                Some(&(j, line)) => self.error(
-                    raw.address.span(),
-                    format!("vip[{i}].address"),
-                    format!(
-                        "duplicate VIP {}: already defined by vip[{j}] at line {line}",
-                        describe_vip(&cfg)
-                    ),
-                ),
+                Some(&(j, at)) => {
+                    let line = self.line(at);
+                    self.error(
+                        raw.address.span(),
+                        format!("vip[{i}].address"),
+                        format!(
+                            "duplicate VIP {}: already defined by vip[{j}] at line {line}",
+                            describe_vip(&cfg)
+                        ),
+                    );
+                }
                 None => {
-                    seen_keys.insert(key, (i, addr_line));
+                    seen_keys.insert(key, (i, addr_at));
                 }
             }
             vips.push(cfg);
@@ -266,7 +272,7 @@ impl Validator<'_> {
         let (vip_health, on_down) =
             self.vip_health(raw.health.as_ref(), &format!("{p}.health"), port);
 
-        // First occurrence (index, line) of each backend address and name.
+        // First occurrence (index, byte offset) of each backend address and name.
         let mut seen_addrs: HashMap<IpAddr, (usize, usize)> = HashMap::new();
         let mut seen_names: HashMap<String, (usize, usize)> = HashMap::new();
         let mut backends = Vec::with_capacity(n_backends);
@@ -275,7 +281,7 @@ impl Validator<'_> {
             let b = b.get_ref();
             let baddr = *b.address.get_ref();
             let aspan = b.address.span();
-            let aline = self.line(&aspan);
+            let addr_at = aspan.start;
             if baddr.is_ipv4() != address.is_ipv4() {
                 self.error(
                     aspan.clone(),
@@ -294,7 +300,8 @@ impl Validator<'_> {
                     format!("{baddr} cannot be a backend: {why}"),
                 );
             }
-            if let Some(&(k, line)) = seen_addrs.get(&baddr) {
+            if let Some(&(k, at)) = seen_addrs.get(&baddr) {
+                let line = self.line(at);
                 self.error(
                     aspan.clone(),
                     format!("{bp}.address"),
@@ -303,7 +310,7 @@ impl Validator<'_> {
                     ),
                 );
             } else {
-                seen_addrs.insert(baddr, (j, aline));
+                seen_addrs.insert(baddr, (j, addr_at));
             }
 
             let weight = self.int_in(
@@ -326,8 +333,9 @@ impl Validator<'_> {
                     format!("{bname:?} is not a valid backend name: {why}"),
                 );
             }
-            let nline = self.line(&nspan);
-            if let Some(&(k, line)) = seen_names.get(&bname) {
+            let name_at = nspan.start;
+            if let Some(&(k, at)) = seen_names.get(&bname) {
+                let line = self.line(at);
                 self.error(
                     nspan,
                     format!("{bp}.name"),
@@ -337,7 +345,7 @@ impl Validator<'_> {
                     ),
                 );
             } else {
-                seen_names.insert(bname.clone(), (j, nline));
+                seen_names.insert(bname.clone(), (j, name_at));
             }
 
             let mode = raw.mode.as_ref().map_or(Mode::Dsr, |s| *s.get_ref());

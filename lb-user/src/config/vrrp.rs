@@ -138,7 +138,7 @@ impl Validator<'_> {
 
         let by_name: HashMap<&str, &VipConfig> =
             vips.iter().map(|v| (v.name.as_str(), v)).collect();
-        // (family is v6, vrid) → (group index, line); VRIDs are per family.
+        // (family is v6, vrid) → (group index, byte offset); VRIDs are per family.
         let mut seen_vrid: HashMap<(bool, u8), (usize, usize)> = HashMap::new();
         // VIP address → group index: ARP/ND is per address, so every VIP on
         // one address must move with one group.
@@ -224,8 +224,9 @@ impl Validator<'_> {
                 }
             }
             let v6 = addresses.first().is_some_and(IpAddr::is_ipv6);
-            let line = self.line(&g.vrid.span());
-            if let Some(&(k, l)) = seen_vrid.get(&(v6, vrid)) {
+            let vrid_at = g.vrid.span().start;
+            if let Some(&(k, at)) = seen_vrid.get(&(v6, vrid)) {
+                let l = self.line(at);
                 self.error(
                     g.vrid.span(),
                     format!("{p}.vrid"),
@@ -235,7 +236,7 @@ impl Validator<'_> {
                     ),
                 );
             } else {
-                seen_vrid.insert((v6, vrid), (i, line));
+                seen_vrid.insert((v6, vrid), (i, vrid_at));
             }
             groups.push(VrrpGroup {
                 vrid,
