@@ -6,10 +6,11 @@
 //!   link and upstream tracking.
 //! - This module: the engine that runs one machine per `[[vrrp.group]]`,
 //!   feeds it adverts, timers and tracking results, and carries out what it
-//!   decides: on MASTER the group's VIP addresses are added to the NIC (so
-//!   the kernel answers ARP/ND for them), announced by gratuitous ARP /
-//!   unsolicited NA, and the XDP program is switched to forwarding; on
-//!   leaving MASTER forwarding stops first, then the addresses go.
+//!   decides: on MASTER the XDP program is switched to forwarding the
+//!   group's VIPs, their addresses are added to the NIC (so the kernel
+//!   answers ARP/ND for them), then announced by gratuitous ARP /
+//!   unsolicited NA; on leaving MASTER forwarding stops first, then the
+//!   addresses go.
 
 pub mod announce;
 pub mod packet;
