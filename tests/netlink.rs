@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -31,16 +30,7 @@ const DOWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
 
 /// Whether the test may run; panics in CI, where it must.
 fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root and CI=true: run the test suite as root");
-    }
-    // Straight to the stderr handle: eprintln! would be swallowed by the
-    // harness's output capture for a passing test.
-    let _ = writeln!(std::io::stderr(), "SKIPPED (needs root): {test}");
-    false
+    lb_user::netns::require_root(test)
 }
 
 type Job = Box<dyn FnOnce() + Send>;

@@ -37,6 +37,44 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether the environment says this is CI, where every root test must
+/// run: `CI` set to anything but empty, `0` or `false` (any case).
+pub fn in_ci() -> bool {
+    means_ci(std::env::var("CI").ok().as_deref())
+}
+
+fn means_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        !v.is_empty() && v != "0" && v != "false"
+    })
+}
+
+/// For tests that need root: true if we are root. Otherwise panics in CI
+/// (see [`in_ci`]) and prints a loud skip notice elsewhere.
+pub fn require_root(test_name: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if in_ci() {
+        panic!(
+            "{test_name} needs root (network namespaces, XDP, raw sockets) in CI: refusing to skip"
+        );
+    }
+    // Straight to the stderr handle, not eprintln!: the test harness
+    // captures the latter for a passing test.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "\n==================================================================\n  \
+             SKIPPED (needs root): {test_name}\n\
+             ==================================================================\n"
+        )
+        .as_bytes(),
+    );
+    false
+}
+
 /// Runs `cmd` to completion; on failure the error names the command line and
 /// carries its stderr. Returns stdout.
 pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<String> {
@@ -497,5 +535,21 @@ fn teardown_all() {
                 say(&format!("xlb cleanup: {e:#}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::means_ci;
+
+    #[test]
+    fn any_ci_value_but_empty_zero_or_false_means_ci() {
+        for v in ["true", "True", "1", "yes", "woodpecker"] {
+            assert!(means_ci(Some(v)), "{v}");
+        }
+        for v in ["", " ", "0", "false", "FALSE"] {
+            assert!(!means_ci(Some(v)), "{v:?}");
+        }
+        assert!(!means_ci(None));
     }
 }

@@ -1,7 +1,6 @@
 //! Shared helpers for the end-to-end tests (root + network namespaces).
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,23 +10,10 @@ use serde_json::Value;
 /// Weights used by the balancing tests.
 pub const WEIGHTS: [u32; 3] = [1, 1, 2];
 
-/// True if we may run: root. Otherwise panics under CI (`CI=true`) and
-/// prints a loud skip notice elsewhere.
+/// True if we may run: root. Otherwise panics under CI and prints a loud
+/// skip notice elsewhere (see [`lb_user::netns::require_root`]).
 pub fn require_root(test_name: &str) -> bool {
-    if lb_user::netns::is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test_name} needs root (network namespaces, XDP) and CI=true: refusing to skip");
-    }
-    // Straight to stderr, not eprintln!: the test harness captures the latter.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n==================================================================\n  \
-         SKIPPED (needs root): {test_name}\n\
-         =================================================================="
-    );
-    false
+    lb_user::netns::require_root(test_name)
 }
 
 /// The `xlb` binary built by cargo for this test.

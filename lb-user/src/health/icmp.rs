@@ -238,7 +238,7 @@ mod tests {
     /// Pings 127.0.0.1 through the shared socket (needs CAP_NET_RAW).
     #[tokio::test]
     async fn pings_loopback_when_root() {
-        if !crate::netns::is_root() {
+        if !crate::netns::require_root("pings_loopback_when_root") {
             return;
         }
         let p = Pinger::default();
