@@ -205,7 +205,14 @@ struct Scenario {
     fresh: BTreeMap<String, usize>,
     /// Packets the client received from a backend address (should be none).
     from_backends: Vec<String>,
+    /// Packets the client received from the VIP: proof the capture worked.
+    from_vip: usize,
+    /// Lines the capture recorded, against its limit.
+    captured: usize,
 }
+
+/// Packets the reload scenario's capture stops at.
+const CAPTURE_LIMIT: usize = 100_000;
 
 /// Sets the flag when dropped, so that a panicking test still stops (and
 /// can join) its worker threads.
@@ -278,7 +285,7 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
         t.client(),
         &t.client_ifname(),
         "ip or ip6",
-        100_000,
+        CAPTURE_LIMIT,
         t.dir(),
         "client-rx",
     )
@@ -344,6 +351,12 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
         "the client capture lost packets: {}",
         captured.report
     );
+    let from_vip = captured
+        .lines
+        .iter()
+        .filter(|l| source_of(l) == Some(vip_addr.ip()))
+        .count();
+    let captured_count = captured.lines.len();
     let from_backends = captured
         .lines
         .into_iter()
@@ -371,6 +384,8 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
         flows,
         fresh,
         from_backends,
+        from_vip,
+        captured: captured_count,
     }
 }
 
@@ -425,6 +440,19 @@ fn connections_stay_on_their_backend_through_reloads(layout: NatLayout, v6: bool
 /// translated: the client receives nothing from a backend address.
 fn reload_lets_no_untranslated_reply_through(layout: NatLayout, v6: bool) {
     let sc = reload_scenario(layout, v6);
+    // The capture saw the traffic (each new connection alone brings two
+    // packets from the VIP) and did not stop at its limit.
+    assert!(
+        sc.from_vip >= 2 * NEW_CONNECTIONS,
+        "{}: the capture saw only {} packets from the VIP (capture broken?)",
+        sc.vip_name,
+        sc.from_vip
+    );
+    assert!(
+        sc.captured < CAPTURE_LIMIT,
+        "{}: the capture stopped at its limit of {CAPTURE_LIMIT} packets",
+        sc.vip_name
+    );
     assert!(
         sc.from_backends.is_empty(),
         "{}: during the reloads the client received {} packet(s) from backend addresses \

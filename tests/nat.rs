@@ -348,6 +348,13 @@ fn nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
                 assert_eq!(verdict, XDP_REDIRECT);
                 let seen = inspect(&out);
                 assert_eq!((seen.src, seen.sport), (VIP4.into(), 53));
+                assert_eq!((seen.dst, seen.dport), (CLIENT4.into(), sport));
+                let udp_csum = &out[ETH + 20 + 6..ETH + 20 + 8];
+                assert_eq!(
+                    udp_csum == [0, 0],
+                    !csum,
+                    "reply: zero stays zero, real stays real"
+                );
             }
         },
     );
