@@ -25,7 +25,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool"),
     ("nginx-light", "/usr/sbin/nginx"),
     ("tcpdump", "/usr/bin/tcpdump"),
-    ("curl", "/usr/bin/curl"),
     // The VRRP interop test runs keepalived as the peer of an xlb node.
     ("keepalived", "/usr/sbin/keepalived"),
     // The benchmark's comparison points and its plot labels.

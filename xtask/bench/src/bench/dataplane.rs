@@ -20,7 +20,7 @@ use lb_common::{
     DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
     LB_F_FORWARDING, LbConfig, MODE_DSR, VipKey, VipMeta, ct,
 };
-use lb_user::{dataplane::Dataplane, maglev};
+use lb_user::{control::addr_bytes, dataplane::Dataplane, maglev};
 
 use super::frames::{self, Mac};
 use super::median;
@@ -224,17 +224,6 @@ fn backend_addr(id: u32, family: u8) -> std::net::IpAddr {
     }
 }
 
-fn addr_bytes(addr: std::net::IpAddr) -> [u8; 16] {
-    match addr {
-        std::net::IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        std::net::IpAddr::V6(a) => a.octets(),
-    }
-}
-
 /// The VIP a case's packet is sent to: the last one inserted.
 fn target(vips: u32) -> u32 {
     vips - 1
@@ -327,7 +316,7 @@ fn fixture(f: Fixture) -> Result<Dataplane> {
         m.set_backend(
             id,
             &BackendInfo {
-                addr: addr_bytes(addr),
+                addr: addr_bytes(addr).0,
                 port: port.to_be(),
                 family,
                 flags: if reschedule {
@@ -351,9 +340,9 @@ fn fixture(f: Fixture) -> Result<Dataplane> {
         .collect();
     for index in 0..vips {
         let (addr, proto) = if family == FAMILY_V4 {
-            (addr_bytes(vip4(index).into()), IPPROTO_TCP)
+            (addr_bytes(vip4(index).into()).0, IPPROTO_TCP)
         } else {
-            (addr_bytes(vip6(index).into()), IPPROTO_UDP)
+            (addr_bytes(vip6(index).into()).0, IPPROTO_UDP)
         };
         let key = VipKey {
             addr,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use lb_user::topology::{Serve, Topology, VIP_PORT, Xlb, status_vip};
+use lb_user::vrrp::state::{master_down_cs, skew_cs};
 use serde_json::Value;
 
 use super::{median, say, spread};
@@ -27,9 +28,9 @@ pub const HC_TIMEOUT_MS: u64 = 200;
 pub const HC_FALL: u64 = 3;
 const HC_RISE: u64 = 2;
 /// VRRP advert interval (centiseconds) and the two nodes' priorities.
-pub const VRRP_INTERVAL_CS: u64 = 20;
-const MASTER_PRIORITY: u64 = 150;
-const BACKUP_PRIORITY: u64 = 100;
+pub const VRRP_INTERVAL_CS: u16 = 20;
+const MASTER_PRIORITY: u8 = 150;
+const BACKUP_PRIORITY: u8 = 100;
 /// Backends behind the VIP.
 const BACKENDS: usize = 3;
 /// Time between the starts of two probe connections.
@@ -90,8 +91,7 @@ pub fn removal_bound_ms() -> f64 {
 /// 3 × advert interval + the backup's skew ((256 − priority) × interval /
 /// 256) + 1 s.
 pub fn vrrp_bound_ms() -> f64 {
-    let skew_cs = (256 - BACKUP_PRIORITY) * VRRP_INTERVAL_CS / 256;
-    ((3 * VRRP_INTERVAL_CS + skew_cs) * 10 + 1000) as f64
+    f64::from(master_down_cs(BACKUP_PRIORITY, VRRP_INTERVAL_CS) * 10 + 1000)
 }
 
 /// One probe: when it started and which backend answered (`None`: the
@@ -299,7 +299,7 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
     ])
 }
 
-fn vrrp_config(priority: u64) -> String {
+fn vrrp_config(priority: u8) -> String {
     format!(
         "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n\n\
          [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {VRRP_INTERVAL_CS}\n\
@@ -325,7 +325,7 @@ fn wait_vrrp(xlb: &Xlb, node: usize, state: &str) -> Result<()> {
     .map(drop)
 }
 
-fn start_node(topo: &Topology, xlb_exe: &std::path::Path, n: usize, priority: u64) -> Result<Xlb> {
+fn start_node(topo: &Topology, xlb_exe: &std::path::Path, n: usize, priority: u8) -> Result<Xlb> {
     let config = topo.write_node_config(n, &[1; BACKENDS], &vrrp_config(priority))?;
     let xlb = topo.start_node(n, xlb_exe, &config)?;
     xlb.wait_ready(Duration::from_secs(20))?;
@@ -411,7 +411,7 @@ pub fn vrrp(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
         format!(
             "3 × advert {} ms + skew {} ms + 1 s",
             VRRP_INTERVAL_CS * 10,
-            (256 - BACKUP_PRIORITY) * VRRP_INTERVAL_CS / 256 * 10
+            skew_cs(BACKUP_PRIORITY, VRRP_INTERVAL_CS) * 10
         ),
         took,
         failed,

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
+use lb_user::netlink;
 use lb_user::netns::{ManagedChild, NetNs};
 use lb_user::topology::{Topology, VIP_PORT, Xlb};
 
@@ -35,21 +36,10 @@ pub struct Bench {
 
 /// (ifindex, MAC) of `ifname` in `ns`.
 pub fn link(ns: &NetNs, ifname: &str) -> Result<(u32, Mac)> {
-    let out = ns.ip(["-j", "link", "show", "dev", ifname])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let index = v[0]["ifindex"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no ifindex for {ifname}: {out}"))?;
-    let text = v[0]["address"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no MAC for {ifname}: {out}"))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.split(':').collect();
-    anyhow::ensure!(parts.len() == 6, "bad MAC {text}");
-    for (b, p) in mac.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {text}"))?;
-    }
-    Ok((u32::try_from(index)?, mac))
+    let nic = ns
+        .in_ns(|| netlink::interface_by_name(ifname))
+        .with_context(|| format!("{ifname} in {}", ns.name()))?;
+    Ok((nic.index, nic.mac))
 }
 
 impl Bench {
