@@ -131,13 +131,7 @@ pub fn run(opts: &Options) -> Result<()> {
     report.elapsed = started.elapsed();
     if !opts.only.is_empty() {
         say("partial run (--only): docs/benchmarks.md left as it was");
-        let mut md = String::new();
-        report.failover_section(&mut md);
-        report.pps_section(&mut md);
-        report.nat_http_section(&mut md);
-        if !md.is_empty() {
-            println!("{md}");
-        }
+        println!("{}", report.sections());
         return Ok(());
     }
 

@@ -90,14 +90,7 @@ impl Report {
             if self.quick { "quick" } else { "full" },
             self.elapsed.as_secs_f64()
         );
-        self.dataplane_section(&mut s);
-        self.nat_section(&mut s);
-        self.maglev_section(&mut s);
-        self.health_section(&mut s);
-        self.failover_section(&mut s);
-        self.pps_section(&mut s);
-        self.http_section(&mut s);
-        self.nat_http_section(&mut s);
+        s.push_str(&self.sections());
         if !plots.is_empty() {
             let _ = writeln!(s, "## Plots\n");
             for (file, caption) in plots {
@@ -119,7 +112,25 @@ impl Report {
         }
     }
 
+    /// Every section that has results (a partial run, `--only`, prints
+    /// just these).
+    pub fn sections(&self) -> String {
+        let mut s = String::new();
+        self.dataplane_section(&mut s);
+        self.nat_section(&mut s);
+        self.maglev_section(&mut s);
+        self.health_section(&mut s);
+        self.failover_section(&mut s);
+        self.pps_section(&mut s);
+        self.http_section(&mut s);
+        self.nat_http_section(&mut s);
+        s
+    }
+
     fn dataplane_section(&self, s: &mut String) {
+        if self.dataplane.is_empty() {
+            return;
+        }
         let _ = writeln!(
             s,
             "## Data plane: cost per packet\n\n\
@@ -209,6 +220,9 @@ impl Report {
     }
 
     fn maglev_section(&self, s: &mut String) {
+        if self.maglev.is_empty() {
+            return;
+        }
         let flows = self.maglev.first().map_or(0, |r| r.flows);
         let _ = writeln!(
             s,
@@ -279,8 +293,8 @@ impl Report {
         );
     }
 
-    /// The removal and failover table (also printed by `--only`).
-    pub fn failover_section(&self, s: &mut String) {
+    /// The removal and failover table.
+    fn failover_section(&self, s: &mut String) {
         if self.failover.is_empty() {
             return;
         }
@@ -331,8 +345,8 @@ impl Report {
         s.push('\n');
     }
 
-    /// Packets per second, DSR and NAT (also printed by `--only`).
-    pub fn pps_section(&self, s: &mut String) {
+    /// Packets per second, DSR and NAT.
+    fn pps_section(&self, s: &mut String) {
         if !self.pps.is_empty() {
             let _ = writeln!(
                 s,
@@ -372,6 +386,9 @@ impl Report {
     }
 
     fn http_section(&self, s: &mut String) {
+        if self.http.is_empty() {
+            return;
+        }
         let _ = writeln!(
             s,
             "## End to end: HTTP with wrk\n\n\
@@ -393,8 +410,8 @@ impl Report {
         http_table(s, &self.http);
     }
 
-    /// wrk through two-armed NAT (also printed by `--only`).
-    pub fn nat_http_section(&self, s: &mut String) {
+    /// wrk through two-armed NAT.
+    fn nat_http_section(&self, s: &mut String) {
         if self.nat_http.is_empty() {
             return;
         }
