@@ -91,7 +91,7 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
     };
     stats::backend(id, len);
     if !nat {
-        if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
+        if !forward::rewrite_macs(ctx, &backend.mac, &cfg.mac) {
             return xdp_action::XDP_PASS;
         }
         return xdp_action::XDP_TX;
@@ -137,7 +137,7 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
     stats::conntrack(ct::ICMP_TO_FLOW);
     stats::backend(id, len);
     if meta.mode != MODE_NAT {
-        if !forward::dsr(ctx, &backend.mac, &cfg.mac) {
+        if !forward::rewrite_macs(ctx, &backend.mac, &cfg.mac) {
             return xdp_action::XDP_PASS;
         }
         return xdp_action::XDP_TX;

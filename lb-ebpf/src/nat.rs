@@ -12,6 +12,7 @@ use lb_common::{
 };
 
 use crate::{
+    forward,
     maps::{NAT_REVERSE, TX_PORTS},
     parse::{Flow, ptr_at},
     stats,
@@ -37,7 +38,6 @@ const TCP_WORDS: usize = 10;
 const TCP_CSUM: usize = 8;
 const UDP_WORDS: usize = 4;
 const UDP_CSUM: usize = 3;
-const ETH_ALEN: usize = 6;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -276,15 +276,8 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, key: &FlowKey) -> u32 {
         }
         return xdp_action::XDP_PASS;
     }
-    let start = ctx.data();
-    if start + 2 * ETH_ALEN > ctx.data_end() {
+    if !forward::rewrite_macs(ctx, &p.dmac, &p.smac) {
         return xdp_action::XDP_PASS;
-    }
-    let eth = start as *mut [u8; ETH_ALEN];
-    // SAFETY: both MAC fields lie inside the packet (checked above).
-    unsafe {
-        eth.write(p.dmac);
-        eth.byte_add(ETH_ALEN).write(p.smac);
     }
     if p.ifindex == ctx.ingress_ifindex() as u32 {
         return xdp_action::XDP_TX;
