@@ -120,7 +120,9 @@ pub struct BackendInfo {
     pub generation: u16,
 }
 
-/// `LbConfig::flags`: this node forwards VIP traffic (VRRP master or standalone).
+/// `LbConfig::flags`: the control plane has configured the node, which may
+/// forward VIP traffic (whether a VRRP group's VIPs are forwarded here is
+/// per VIP: `VIP_F_STANDBY`).
 pub const LB_F_FORWARDING: u32 = 1 << 0;
 /// `LbConfig::flags`: some VIP is in NAT mode, so non-VIP packets are
 /// checked against `NAT_REVERSE` (replies from backends).

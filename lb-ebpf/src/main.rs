@@ -55,8 +55,8 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
     let Some(cfg) = maps::LB_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
-    // A backup node leaves VIP traffic to the kernel (which no longer owns
-    // the VIP): only the master forwards.
+    // Nothing is forwarded until the control plane has switched the node
+    // on (VRRP backups are per VIP: VIP_F_STANDBY, below).
     if cfg.flags & LB_F_FORWARDING == 0 {
         return xdp_action::XDP_PASS;
     }

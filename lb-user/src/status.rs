@@ -112,7 +112,8 @@ fn yes() -> bool {
 pub struct Status {
     pub interface: String,
     pub xdp_mode: String,
-    /// Whether this node forwards VIP traffic.
+    /// Whether the data plane is switched on (per-VIP VRRP standby is in
+    /// `VipStatus::forwarding`).
     pub forwarding: bool,
     pub vips: Vec<VipStatus>,
     /// Packets seen, passed to the kernel, forwarded, dropped.
@@ -194,7 +195,7 @@ impl Status {
             if self.forwarding {
                 "forwarding"
             } else {
-                "NOT forwarding (backup)"
+                "NOT forwarding (not configured)"
             }
         );
         let _ = writeln!(
