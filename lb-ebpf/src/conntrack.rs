@@ -111,10 +111,11 @@ fn take_budget(cfg: &LbConfig, now: u64) -> bool {
 
 /// Remembers the backend Maglev chose for a new flow, unless the new-flow
 /// budget is spent (the flow is then balanced statelessly; `force` skips
-/// the budget) or the packet already ends the flow.
+/// the budget) or the packet is a RST.
 #[inline(always)]
 pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u64, force: bool) {
-    // A lone RST (or a FIN with no entry) does not open a flow worth keeping.
+    // A lone RST does not open a flow worth keeping. A FIN that missed is
+    // kept, marked closing (its short timeout), like any mid-flow miss.
     if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_RST != 0 {
         return;
     }

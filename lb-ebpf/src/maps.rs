@@ -35,7 +35,8 @@ pub static RINGS: ArrayOfMaps<Ring, { MAX_VIPS as usize }> = ArrayOfMaps::new();
 #[btf_map]
 pub static BACKENDS: Array<BackendInfo, { MAX_BACKENDS as usize }> = Array::new();
 
-/// Node-wide settings: our MAC and whether we forward (VRRP master).
+/// Node-wide settings: our MAC, the connection-table timeouts and budget,
+/// and the node flags (configured, some VIP in NAT mode).
 #[btf_map]
 pub static LB_CONFIG: Array<LbConfig, 1> = Array::new();
 
