@@ -180,6 +180,41 @@ fn a_reload_that_only_changes_ring_size_rebuilds_the_ring() {
 }
 
 #[test]
+fn a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip() {
+    if !common::require_root("a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip") {
+        return;
+    }
+    let (mut c, mut n) = with_backends(&[11, 12, 13]);
+    let cfg = config(&[(11, 1), (12, 1), (13, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    // One VIP with more backends than there are ids.
+    let mut text = String::from(
+        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n",
+    );
+    for i in 0..lb_common::MAX_BACKENDS {
+        let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 19, 0, 1)) + i);
+        text.push_str(&format!("[[vip.backend]]\naddress = \"{a}\"\n"));
+    }
+    let huge = Config::parse(&text, "huge.toml").expect("valid config");
+    let err = c.apply(&huge, &mut n).unwrap_err();
+    assert!(format!("{err:#}").contains("too many backends"), "{err:#}");
+    // The VIP still knows its three backends and forwards to them.
+    let s = c.status().unwrap();
+    assert_eq!(s.vips[0].backends.len(), 3, "{:?}", s.vips[0].backends);
+    for sport in 20000..20100 {
+        let (verdict, to) = send(&c, sport);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(
+            to.unwrap(),
+            predict(&cfg, sport, &[11, 12, 13]),
+            "sport {sport}"
+        );
+    }
+    // And the old file applies again.
+    c.apply(&cfg, &mut n).unwrap();
+}
+
+#[test]
 fn unresolved_backend_gets_no_flows_until_its_mac_appears() {
     if !common::require_root("unresolved_backend_gets_no_flows_until_its_mac_appears") {
         return;

@@ -11,7 +11,7 @@
 //! flags the entry so that those flows are hashed again.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
 };
 
@@ -108,6 +108,11 @@ impl IdPool {
 
     fn give(&mut self, id: u32) {
         self.free.push(id);
+    }
+
+    /// How many more ids `take` can hand out.
+    fn available(&self) -> usize {
+        self.free.len() + (self.limit - self.next) as usize
     }
 }
 
@@ -271,9 +276,32 @@ impl Controller {
             tracing::info!(vip = %vip.name, address = %vip.address, port = vip.port,
                 protocol = vip.protocol.as_str(), "VIP added");
         }
-        let slot = self.vips.get_mut(&key).expect("inserted above");
+        // Nothing below may fail half-way: the backend slots are paired with
+        // `slot.config.backends` by position, and a VIP left with one list
+        // but not the other forgets its backends. So the ids come first.
+        let slot = &self.vips[&key];
+        let kept: HashSet<IpAddr> = slot
+            .backends
+            .iter()
+            .zip(&slot.config.backends)
+            .map(|(_, c)| c.address)
+            .collect();
+        let needed = vip
+            .backends
+            .iter()
+            .filter(|b| !kept.contains(&b.address) && self.retired_index(&key, b.address).is_none())
+            .count();
+        if needed > self.backend_pool.available() {
+            bail!(
+                "too many backends (limit {}): VIP {} needs {needed} more ids, {} are free",
+                MAX_BACKENDS - 1,
+                vip.name,
+                self.backend_pool.available()
+            );
+        }
 
         // Keep ids (and MACs) of backends that stay, by address.
+        let slot = self.vips.get_mut(&key).expect("inserted above");
         let mut old: HashMap<IpAddr, (BackendConfig, BackendSlot)> = slot
             .backends
             .drain(..)
@@ -281,6 +309,7 @@ impl Controller {
             .map(|(b, c)| (c.address, (c.clone(), b)))
             .collect();
         let mut backends = Vec::with_capacity(vip.backends.len());
+        let mut fresh = Vec::new();
         for b in &vip.backends {
             if let Some((_, mut kept)) = old.remove(&b.address) {
                 kept.reconfigure(&vip.name, b);
@@ -292,10 +321,8 @@ impl Controller {
                 back.reconfigure(&vip.name, b);
                 backends.push(back);
             } else {
-                let Some(id) = self.backend_pool.take() else {
-                    bail!("too many backends (limit {})", MAX_BACKENDS - 1);
-                };
-                self.dp.maps.reset_backend_counters(id)?;
+                let id = self.backend_pool.take().expect("counted above");
+                fresh.push(id);
                 // A new owner of the id: connection-table entries made for
                 // the previous one must not match it.
                 let generation = &mut self.generations[id as usize];
@@ -307,9 +334,19 @@ impl Controller {
         let slot = self.vips.get_mut(&key).expect("inserted above");
         slot.backends = backends;
         slot.config = vip.clone();
+        // Removed backends leave the ring (below) but keep their entry
+        // until their flows have had time to end.
+        let grace = retire::grace(&self.conntrack, vip.protocol);
+        for (config, slot) in old.into_values() {
+            self.retire(key, &vip.name, config, slot, grace);
+        }
+        for id in fresh {
+            self.dp.maps.reset_backend_counters(id)?;
+        }
 
         // Ring (without the removed backends) before the VIP entry that
         // makes it reachable.
+        let slot = self.vips.get_mut(&key).expect("inserted above");
         Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
         let meta = VipMeta {
             index: slot.index,
@@ -329,12 +366,6 @@ impl Controller {
         };
         self.dp.maps.set_vip(&key, &meta)?;
         self.dp.maps.set_vip_addr(&vip_addr_key(&key))?;
-        // Removed backends leave the ring (above) but keep their entry
-        // until their flows have had time to end.
-        let grace = retire::grace(&self.conntrack, vip.protocol);
-        for (config, slot) in old.into_values() {
-            self.retire(key, &vip.name, config, slot, grace);
-        }
         Ok(())
     }
 

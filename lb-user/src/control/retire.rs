@@ -65,11 +65,15 @@ impl Controller {
 
     /// The slot of a backend removed from `vip` whose grace has not ended.
     pub(super) fn unretire(&mut self, vip: &VipKey, address: IpAddr) -> Option<BackendSlot> {
-        let i = self
-            .retired
-            .iter()
-            .position(|r| r.vip == *vip && r.config.address == address)?;
+        let i = self.retired_index(vip, address)?;
         Some(self.retired.swap_remove(i).slot)
+    }
+
+    /// Where the removed backend `address` of `vip` is, if it is retiring.
+    pub(super) fn retired_index(&self, vip: &VipKey, address: IpAddr) -> Option<usize> {
+        self.retired
+            .iter()
+            .position(|r| r.vip == *vip && r.config.address == address)
     }
 
     /// Frees removed backends whose grace has ended (or, with `vip`, all of
