@@ -18,6 +18,9 @@ pub const DEFAULT_INTERVAL_CS: u16 = 100;
 pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_TRACK_INTERVAL_MS: u32 = 1000;
 pub const DEFAULT_TRACK_FALL: u32 = 3;
+/// Most distinct addresses one group may have: the advert counts them in
+/// one byte.
+pub const MAX_GROUP_ADDRESSES: usize = 255;
 
 /// VRRP between xlb nodes (and keepalived).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +226,18 @@ impl Validator<'_> {
                     addresses.push(vip.address);
                 }
             }
+            // The advert's address count is one byte.
+            if addresses.len() > MAX_GROUP_ADDRESSES {
+                self.error(
+                    g.vips.span(),
+                    format!("{p}.vips"),
+                    format!(
+                        "the group's VIPs have {} distinct addresses; a VRRP advert \
+                         lists at most {MAX_GROUP_ADDRESSES}: split the group",
+                        addresses.len()
+                    ),
+                );
+            }
             let v6 = addresses.first().is_some_and(IpAddr::is_ipv6);
             let vrid_at = g.vrid.span().start;
             if let Some(&(k, at)) = seen_vrid.get(&(v6, vrid)) {
@@ -285,6 +300,33 @@ mod tests {
     fn parse(vrrp: &str) -> Result<Config, Vec<String>> {
         Config::parse(&format!("{VIPS}{vrrp}"), "xlb.toml")
             .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_group_with_more_addresses_than_an_advert_lists_is_refused() {
+        let group = |n: u32| {
+            let mut text = String::from("interface = \"eth0\"\n");
+            let mut names = Vec::new();
+            for i in 0..n {
+                let a =
+                    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 1, 0)) + i);
+                text.push_str(&format!(
+                    "[[vip]]\nname = \"v{i}\"\naddress = \"{a}\"\nport = 80\n"
+                ));
+                names.push(format!("\"v{i}\""));
+            }
+            text.push_str(&format!(
+                "[vrrp]\n[[vrrp.group]]\nvrid = 51\nvips = [{}]\n",
+                names.join(", ")
+            ));
+            Config::parse(&text, "xlb.toml").map_err(|e| e.to_string())
+        };
+        assert!(group(MAX_GROUP_ADDRESSES as u32).is_ok());
+        let err = group(MAX_GROUP_ADDRESSES as u32 + 1).unwrap_err();
+        assert!(
+            err.contains("vrrp.group[0].vips") && err.contains("256 distinct addresses"),
+            "{err}"
+        );
     }
 
     #[test]
