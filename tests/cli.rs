@@ -8,7 +8,7 @@ use std::{
 };
 
 fn xlb() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_xlb"))
+    Command::new(xlb_testbed::running::xlb_exe())
 }
 
 /// A config file in a directory of its own, removed with it on drop (tests

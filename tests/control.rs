@@ -3,15 +3,11 @@
 //! `maglev::build_table` says, and reloads must keep what stays.
 //! Needs root (BPF).
 
-mod common;
-mod packets;
-
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr},
 };
 
-use common::FakeNeighbours;
 use lb_common::{FLOW_F_CLOSING, FlowState, IPPROTO_TCP, flow_hash};
 use lb_user::{
     config::{Config, ConntrackConfig},
@@ -20,7 +16,8 @@ use lb_user::{
     maglev,
     status::{BackendState, Status},
 };
-use packets::*;
+use xlb_testbed::fakes::FakeNeighbours;
+use xlb_testbed::frames::*;
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
@@ -128,7 +125,7 @@ fn backend<'a>(s: &'a Status, name: &str) -> &'a lb_user::status::BackendStatus 
 
 #[test]
 fn applied_config_forwards_every_flow_where_maglev_predicts() {
-    if !common::require_root("applied_config_forwards_every_flow_where_maglev_predicts") {
+    if !xlb_testbed::require_root("applied_config_forwards_every_flow_where_maglev_predicts") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13]);
@@ -157,7 +154,7 @@ fn applied_config_forwards_every_flow_where_maglev_predicts() {
 
 #[test]
 fn a_reload_that_only_changes_ring_size_rebuilds_the_ring() {
-    if !common::require_root("a_reload_that_only_changes_ring_size_rebuilds_the_ring") {
+    if !xlb_testbed::require_root("a_reload_that_only_changes_ring_size_rebuilds_the_ring") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13]);
@@ -181,7 +178,7 @@ fn a_reload_that_only_changes_ring_size_rebuilds_the_ring() {
 
 #[test]
 fn a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip() {
-    if !common::require_root("a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip") {
+    if !xlb_testbed::require_root("a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13]);
@@ -216,7 +213,7 @@ fn a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip() {
 
 #[test]
 fn unresolved_backend_gets_no_flows_until_its_mac_appears() {
-    if !common::require_root("unresolved_backend_gets_no_flows_until_its_mac_appears") {
+    if !xlb_testbed::require_root("unresolved_backend_gets_no_flows_until_its_mac_appears") {
         return;
     }
     let mut c = controller();
@@ -246,7 +243,9 @@ fn unresolved_backend_gets_no_flows_until_its_mac_appears() {
 
 #[test]
 fn reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero() {
-    if !common::require_root("reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero") {
+    if !xlb_testbed::require_root(
+        "reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero",
+    ) {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
@@ -296,7 +295,7 @@ fn reload_keeps_counters_of_backends_that_stay_and_drains_weight_zero() {
 
 #[test]
 fn vip_with_every_backend_drained_drops_and_counts() {
-    if !common::require_root("vip_with_every_backend_drained_drops_and_counts") {
+    if !xlb_testbed::require_root("vip_with_every_backend_drained_drops_and_counts") {
         return;
     }
     let mut c = controller();
@@ -318,7 +317,7 @@ fn vip_with_every_backend_drained_drops_and_counts() {
 
 #[test]
 fn a_briefly_missing_neighbour_entry_does_not_move_flows() {
-    if !common::require_root("a_briefly_missing_neighbour_entry_does_not_move_flows") {
+    if !xlb_testbed::require_root("a_briefly_missing_neighbour_entry_does_not_move_flows") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12]);
@@ -364,7 +363,7 @@ fn pin_to_cpu0() {
 
 #[test]
 fn tracked_flow_keeps_its_backend_when_the_ring_changes() {
-    if !common::require_root("tracked_flow_keeps_its_backend_when_the_ring_changes") {
+    if !xlb_testbed::require_root("tracked_flow_keeps_its_backend_when_the_ring_changes") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
@@ -396,7 +395,7 @@ fn tracked_flow_keeps_its_backend_when_the_ring_changes() {
 
 #[test]
 fn removed_backend_or_reused_id_never_inherits_old_flows() {
-    if !common::require_root("removed_backend_or_reused_id_never_inherits_old_flows") {
+    if !xlb_testbed::require_root("removed_backend_or_reused_id_never_inherits_old_flows") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
@@ -427,14 +426,34 @@ fn removed_backend_or_reused_id_never_inherits_old_flows() {
     assert!(c.status().unwrap().conntrack["stale_backend"] > 0);
 }
 
+/// The data plane's clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC), read
+/// from userspace.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// An entry idle for longer than the timeout is ignored, a live one is
+/// obeyed, a FIN marks it closing. The entries are stamped with the data
+/// plane's clock and the test waits the timeout out, so it holds however
+/// long the machine has been up.
 #[test]
 fn idle_entries_expire_and_fin_marks_closing() {
-    if !common::require_root("idle_entries_expire_and_fin_marks_closing") {
+    if !xlb_testbed::require_root("idle_entries_expire_and_fin_marks_closing") {
         return;
     }
-    let (mut c, mut n) = with_backends(&[11, 12, 13]);
-    c.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
-        .unwrap();
+    const TIMEOUT_S: u32 = 1;
+    let mut c = controller_with(&ConntrackConfig {
+        tcp_timeout: TIMEOUT_S,
+        ..ConntrackConfig::default()
+    });
+    let mut n = FakeNeighbours::default();
+    for last in [11, 12, 13] {
+        n.table.insert(backend_ip(last), mac(last));
+    }
+    let mut cfg = config(&[(11, 1), (12, 1), (13, 1)]);
+    cfg.conntrack.tcp_timeout = TIMEOUT_S;
+    c.apply(&cfg, &mut n).unwrap();
     let sport = 63000;
     let to = send(&c, sport).1.unwrap();
     let other = if to == 11 { 12 } else { 11 };
@@ -444,23 +463,28 @@ fn idle_entries_expire_and_fin_marks_closing() {
         .position(|b| b.name == format!("b{other}"))
         .unwrap() as u32
         + 1;
-    // An entry pointing elsewhere, last seen at boot: long idle.
+    // An entry pointing elsewhere, last seen now; then idle past the timeout.
     let stale = FlowState {
         backend: other_id,
         generation: 1,
         flags: 0,
-        last_seen: 0,
+        last_seen: monotonic_ns(),
     };
     c.maps().set_flow(&flow_key(sport), &stale).unwrap();
+    let expired_at = stale.last_seen + u64::from(TIMEOUT_S) * 1_000_000_000;
+    while monotonic_ns() <= expired_at + 50_000_000 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let expired_before = c.status().unwrap().conntrack["expired"];
     assert_eq!(
         send_flags(&c, sport, "A").1,
         Some(to),
         "expired entry ignored"
     );
-    assert!(c.status().unwrap().conntrack["expired"] >= 1);
-    // A fresh entry pointing elsewhere is obeyed (the table beats Maglev).
+    assert_eq!(c.status().unwrap().conntrack["expired"], expired_before + 1);
+    // A live entry pointing elsewhere is obeyed (the table beats Maglev).
     let fresh = FlowState {
-        last_seen: u64::MAX / 2,
+        last_seen: monotonic_ns(),
         ..stale
     };
     c.maps().set_flow(&flow_key(sport), &fresh).unwrap();
@@ -473,7 +497,7 @@ fn idle_entries_expire_and_fin_marks_closing() {
 
 #[test]
 fn new_flows_above_the_rate_are_balanced_but_not_remembered() {
-    if !common::require_root("new_flows_above_the_rate_are_balanced_but_not_remembered") {
+    if !xlb_testbed::require_root("new_flows_above_the_rate_are_balanced_but_not_remembered") {
         return;
     }
     pin_to_cpu0();
@@ -499,7 +523,7 @@ fn new_flows_above_the_rate_are_balanced_but_not_remembered() {
 
 #[test]
 fn midflow_miss_is_counted_and_remembered() {
-    if !common::require_root("midflow_miss_is_counted_and_remembered") {
+    if !xlb_testbed::require_root("midflow_miss_is_counted_and_remembered") {
         return;
     }
     let mut c = controller();
@@ -517,7 +541,7 @@ fn midflow_miss_is_counted_and_remembered() {
 
 #[test]
 fn frag_needed_follows_the_tracked_flow_after_a_ring_change() {
-    if !common::require_root("frag_needed_follows_the_tracked_flow_after_a_ring_change") {
+    if !xlb_testbed::require_root("frag_needed_follows_the_tracked_flow_after_a_ring_change") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11, 12, 13, 14]);
@@ -537,7 +561,7 @@ fn frag_needed_follows_the_tracked_flow_after_a_ring_change() {
 
 #[test]
 fn a_standby_vip_is_left_to_the_kernel_while_others_forward() {
-    if !common::require_root("a_standby_vip_is_left_to_the_kernel_while_others_forward") {
+    if !xlb_testbed::require_root("a_standby_vip_is_left_to_the_kernel_while_others_forward") {
         return;
     }
     let (mut c, mut n) = with_backends(&[11]);

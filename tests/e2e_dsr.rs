@@ -2,21 +2,22 @@
 //! `xlb run` attached to the xlb node's veth. Needs root; each test builds
 //! its own topology (own prefix), so they run in parallel.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{WEIGHTS, backend_packets, require_root, start, status, vip_packets};
-use lb_user::topology::{BIG_BODY_LEN, VIP_PORT, http_get_many, link_stats, tcp_probe};
+use xlb_testbed::running::{WEIGHTS, backend_packets, require_root, start, status, vip_packets};
+use xlb_testbed::topology::{BIG_BODY_LEN, VIP_PORT, http_get_many, link_stats, tcp_probe};
 
 const REQUESTS: usize = 300;
 const BIG_REQUESTS: usize = 100;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// (VIP name, other VIP name, VIP address) for one address family.
-fn vip(running: &common::Running, v6: bool) -> (&'static str, &'static str, SocketAddr) {
+fn vip(
+    running: &xlb_testbed::running::Running,
+    v6: bool,
+) -> (&'static str, &'static str, SocketAddr) {
     let t = &running.topo;
     if v6 {
         ("web6", "web4", SocketAddr::new(t.vip6().into(), VIP_PORT))

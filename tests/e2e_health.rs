@@ -4,8 +4,6 @@
 //! within the bounds the check parameters promise, and clients must never be
 //! sent to a backend that is out. Needs root; each test has its own topology.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -13,9 +11,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{require_root, status, xlb_exe};
-use lb_user::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
 use serde_json::Value;
+use xlb_testbed::running::{require_root, status, xlb_exe};
+use xlb_testbed::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
 
 const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
@@ -91,7 +89,7 @@ fn start(health4: &str, health6: &str) -> Running {
     let topo = Topology::dsr(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
     let config = write_config(&topo, health4, health6);
     let xlb = topo.start_xlb(&xlb_exe(), &config).expect("start xlb");
-    common::wait_ready(&xlb);
+    xlb_testbed::running::wait_ready(&xlb);
     Running { xlb, topo, config }
 }
 
@@ -194,7 +192,11 @@ fn change_logged_after(
                 && l.contains(&format!("vip={vip} "))
                 && l.contains(&format!("backend={name} "))
         })
-        .filter_map(|l| lb_user::topology::log_time(l)?.duration_since(since).ok())
+        .filter_map(|l| {
+            xlb_testbed::topology::log_time(l)?
+                .duration_since(since)
+                .ok()
+        })
         .next()
         .unwrap_or_else(|| panic!("no {to} line for {vip}/{name} after the change in:\n{log}"))
 }

@@ -3,16 +3,16 @@
 //! two-armed and one-armed, IPv4 and IPv6. Needs root; each test builds its
 //! own topology (own prefix), so they run in parallel.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{RunningNat, backend_packets, conntrack_counter, require_root, start_nat, status};
-use lb_user::topology::{Capture, KeepAlive, NatLayout, VIP_PORT, http_get_many, source_of};
+use xlb_testbed::running::{
+    RunningNat, backend_packets, conntrack_counter, require_root, start_nat, status,
+};
+use xlb_testbed::topology::{Capture, KeepAlive, NatLayout, VIP_PORT, http_get_many, source_of};
 
 const REQUESTS: usize = 300;
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -226,7 +226,7 @@ impl Drop for StopOnDrop<'_> {
 
 /// The state of backend `name` of VIP `vip` in a status, if it is there.
 fn backend_state(status: &serde_json::Value, vip: &str, name: &str) -> Option<String> {
-    lb_user::topology::status_vip(status, vip).ok()?["backends"]
+    xlb_testbed::topology::status_vip(status, vip).ok()?["backends"]
         .as_array()?
         .iter()
         .find(|b| b["name"].as_str() == Some(name))

@@ -2,17 +2,15 @@
 //! segment (`Topology::vrrp_pair`). Needs root; each test builds its own
 //! topology.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{WEIGHTS, require_root, xlb_exe};
-use lb_user::netns::ManagedChild;
-use lb_user::topology::{Topology, VIP_PORT, Xlb, http_get_many};
 use serde_json::Value;
+use xlb_testbed::netns::ManagedChild;
+use xlb_testbed::running::{WEIGHTS, require_root, xlb_exe};
+use xlb_testbed::topology::{Topology, VIP_PORT, Xlb, http_get_many};
 
 /// Advert interval of the tests, centiseconds.
 const INTERVAL_CS: u64 = 20;

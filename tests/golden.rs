@@ -4,10 +4,7 @@
 //! the expected output frame (Katran's fixture style). Forwarded frames must
 //! equal the input with only the two MAC addresses changed, and the backend
 //! must be the one `lb_common`'s hash predicts for the installed ring.
-//! Needs root (BPF); see `common::require_root`.
-
-mod common;
-mod packets;
+//! Needs root (BPF); see `xlb_testbed::running::require_root`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -18,7 +15,7 @@ use lb_common::{
     global, source_hash,
 };
 use lb_user::dataplane::Dataplane;
-use packets::*;
+use xlb_testbed::frames::*;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -172,7 +169,7 @@ fn dsr_rewritten(input: &[u8], id: u32) -> Vec<u8> {
 }
 
 fn harness(test: &str) -> Option<Harness> {
-    common::require_root(test).then(Harness::new)
+    xlb_testbed::require_root(test).then(Harness::new)
 }
 
 #[test]

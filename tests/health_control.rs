@@ -4,9 +4,6 @@
 //! check changes nothing, drains and runtime weights apply until a reload.
 //! Needs root (BPF).
 
-mod common;
-mod packets;
-
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr},
@@ -24,7 +21,7 @@ use lb_user::{
     maglev,
     status::{BackendState, BackendStatus, Status},
 };
-use packets::*;
+use xlb_testbed::frames::*;
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
@@ -141,7 +138,7 @@ fn backend<'a>(s: &'a Status, name: &str) -> &'a BackendStatus {
 
 #[test]
 fn failing_backend_leaves_after_fall_and_returns_after_rise() {
-    if !common::require_root("failing_backend_leaves_after_fall_and_returns_after_rise") {
+    if !xlb_testbed::require_root("failing_backend_leaves_after_fall_and_returns_after_rise") {
         return;
     }
     let (mut c, _, key, _) = setup("type = \"tcp\"\nrise = 2\nfall = 3");
@@ -189,7 +186,7 @@ fn failing_backend_leaves_after_fall_and_returns_after_rise() {
 
 #[test]
 fn flapping_check_does_not_flap_the_table() {
-    if !common::require_root("flapping_check_does_not_flap_the_table") {
+    if !xlb_testbed::require_root("flapping_check_does_not_flap_the_table") {
         return;
     }
     let (mut c, _, key, _) = setup("type = \"tcp\"\nrise = 2\nfall = 2");
@@ -208,7 +205,7 @@ fn flapping_check_does_not_flap_the_table() {
 
 #[test]
 fn all_backends_down_drops_and_counts_no_backend() {
-    if !common::require_root("all_backends_down_drops_and_counts_no_backend") {
+    if !xlb_testbed::require_root("all_backends_down_drops_and_counts_no_backend") {
         return;
     }
     let (mut c, _, key, _) = setup("type = \"icmp\"\nfall = 1\nrise = 1");
@@ -227,7 +224,7 @@ fn all_backends_down_drops_and_counts_no_backend() {
 
 #[test]
 fn drain_and_runtime_weight_last_until_a_reload() {
-    if !common::require_root("drain_and_runtime_weight_last_until_a_reload") {
+    if !xlb_testbed::require_root("drain_and_runtime_weight_last_until_a_reload") {
         return;
     }
     let (mut c, cfg, key, mut n) = setup("type = \"tcp\"");
@@ -325,21 +322,21 @@ fn established_flows_on_down(on_down: &str) {
 
 #[test]
 fn on_down_keep_leaves_established_flows_on_the_backend() {
-    if common::require_root("on_down_keep_leaves_established_flows_on_the_backend") {
+    if xlb_testbed::require_root("on_down_keep_leaves_established_flows_on_the_backend") {
         established_flows_on_down("keep");
     }
 }
 
 #[test]
 fn on_down_reschedule_moves_established_flows() {
-    if common::require_root("on_down_reschedule_moves_established_flows") {
+    if xlb_testbed::require_root("on_down_reschedule_moves_established_flows") {
         established_flows_on_down("reschedule");
     }
 }
 
 #[test]
 fn checks_added_by_a_reload_do_not_take_serving_backends_out() {
-    if !common::require_root("checks_added_by_a_reload_do_not_take_serving_backends_out") {
+    if !xlb_testbed::require_root("checks_added_by_a_reload_do_not_take_serving_backends_out") {
         return;
     }
     let (mut c, with_checks, key, mut n) = setup("type = \"tcp\"\nfall = 2");

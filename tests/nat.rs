@@ -8,15 +8,11 @@
 //! etherparse, independently of the program's incremental updates.
 //! Needs root.
 
-mod common;
-mod packets;
-
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     process::Command,
 };
 
-use common::FakeNeighbours;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use lb_user::{
     config::{Config, ConntrackConfig},
@@ -24,7 +20,8 @@ use lb_user::{
     dataplane::Dataplane,
     netlink,
 };
-use packets::*;
+use xlb_testbed::fakes::FakeNeighbours;
+use xlb_testbed::frames::*;
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -63,7 +60,7 @@ struct Lab {
 
 /// Runs `f` in a private network namespace set up as described above.
 fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
-    if !common::require_root(test) {
+    if !xlb_testbed::require_root(test) {
         return;
     }
     std::thread::scope(|s| {

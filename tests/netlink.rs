@@ -30,7 +30,7 @@ const DOWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
 
 /// Whether the test may run; panics in CI, where it must.
 fn require_root(test: &str) -> bool {
-    lb_user::netns::require_root(test)
+    xlb_testbed::netns::require_root(test)
 }
 
 type Job = Box<dyn FnOnce() + Send>;

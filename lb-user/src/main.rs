@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use lb_user::{
     config::{Config, DEFAULT_CONTROL_SOCKET},
@@ -20,9 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach to the configured NIC and serve the VIPs until SIGINT/SIGTERM
-    /// (SIGHUP reloads the file). Without --config: a live demo in network
-    /// namespaces.
+    /// (SIGHUP reloads the file).
     Run {
+        /// The configuration file (see docs/config.md).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -131,10 +131,13 @@ fn real_main(cli: Cli) -> Result<()> {
             .enable_all()
             .build()?
             .block_on(lb_user::daemon::run(&path)),
-        Command::Run { config: None } => {
-            let exe = std::env::current_exe().context("locating the xlb binary")?;
-            lb_user::demo::run(&exe)
-        }
+        // Refused rather than defaulted: a unit that lost its argument must
+        // not start serving something nobody configured.
+        Command::Run { config: None } => Err(anyhow!(
+            "`xlb run` needs --config FILE: the VIPs and backends to serve (docs/config.md; \
+             `xlb check --config FILE` validates one). The live demo in network namespaces \
+             is `cargo xtask run`, from the source tree."
+        )),
         Command::Reload { target } => command(&target.socket()?, &Request::Reload),
         Command::Backend { action, target } => {
             let (vip, backend, action) = match action {

@@ -1,8 +1,9 @@
 //! Developer tasks cargo cannot express: installing the toolchain pieces and
 //! Debian packages the build and the tests need, then running them.
 //!
-//! `cargo xtask run`   set up, build, and run xlb (the demo without arguments)
-//! `cargo xtask test`  set up and run every test
+//! `cargo xtask run`   set up, build, and run the live demo (`xlb-demo`);
+//!                     with arguments, run `xlb` with them
+//! `cargo xtask test`  set up and run every test binary, even when one fails
 //! `cargo xtask setup` only the set-up (idempotent, quiet when all is present)
 //! `cargo xtask bench [--quick]`  benchmarks, written to docs/benchmarks.md
 
@@ -13,6 +14,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod test_run;
 
 /// The bpf-linker that loads LLVM from the Rust toolchain itself; newer
 /// releases need a system LLVM these machines do not have.
@@ -48,14 +51,18 @@ struct Cli {
 enum Task {
     /// Install what is missing (nightly rust-src, bpf-linker, Debian packages).
     Setup,
-    /// Set up, then run every test (unit, golden-packet, end-to-end).
+    /// Set up, then build and run every test binary (unit, golden-packet,
+    /// end-to-end), each even when another failed; ends with one line
+    /// saying what failed.
     Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        /// Before `--`: what to build, as for `cargo test` (`-p lb-user`,
+        /// `--test golden`). After `--`: arguments for every test binary
+        /// (a name filter, `--nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and run `xlb` with these arguments (default: `run`,
-    /// the demo in network namespaces).
+    /// Set up, build, and run the live demo in network namespaces
+    /// (`xlb-demo`); with arguments, run `xlb` with them instead.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -89,24 +96,34 @@ fn real_main() -> Result<ExitCode> {
         Task::Test { args } => {
             setup()?;
             warn_if_not_root("the golden-packet and end-to-end tests");
-            let mut cmd = cargo();
-            cmd.arg("test").args(&args);
-            status(cmd)
+            Ok(if test_run::run(&args)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Task::Run { args } => {
             setup()?;
-            warn_if_not_root("xlb");
+            let demo = args.is_empty();
+            warn_if_not_root(if demo { "the demo" } else { "xlb" });
             let mut build = cargo();
             build.args(["build", "--release", "--bin", "xlb"]);
+            if demo {
+                build.args(["--bin", "xlb-demo"]);
+            }
             if status(build)? != ExitCode::SUCCESS {
                 bail!("building xlb failed");
             }
-            let mut cmd = Command::new(workspace_root().join("target/release/xlb"));
-            if args.is_empty() {
-                cmd.arg("run");
+            let release = workspace_root().join("target/release");
+            let cmd = if demo {
+                let mut cmd = Command::new(release.join("xlb-demo"));
+                cmd.arg("--xlb").arg(release.join("xlb"));
+                cmd
             } else {
+                let mut cmd = Command::new(release.join("xlb"));
                 cmd.args(&args);
-            }
+                cmd
+            };
             status(cmd)
         }
         Task::Bench { quick, only } => {

@@ -427,7 +427,7 @@ pub fn trials(quick: bool) -> usize {
 pub fn run(quick: bool) -> Result<Vec<Row>> {
     let trials = trials(quick);
     let mut floor_ebpf =
-        aya::Ebpf::load(lb_user::XDP_FLOOR_OBJECT).context("loading the floor object")?;
+        aya::Ebpf::load(xlb_testbed::xdp::XDP_FLOOR_OBJECT).context("loading the floor object")?;
     let floor: &mut Xdp = floor_ebpf
         .program_mut("xdp_floor")
         .ok_or_else(|| anyhow!("no program xdp_floor in the floor object"))?

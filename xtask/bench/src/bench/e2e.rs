@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
-use lb_user::netns::NetNs;
-use lb_user::topology::{Xlb, link_stats, status_vip};
+use xlb_testbed::netns::NetNs;
+use xlb_testbed::topology::{Xlb, link_stats, status_vip};
 
 use super::frames::{self, Mac};
 use super::topo::{Bench, SINK_PORT};
@@ -84,7 +84,7 @@ impl PpsPath<'_> {
             })?;
             let mut ebpf = aya::EbpfLoader::new()
                 .override_global("GEN_FRAME", &template, true)
-                .load(lb_user::XDP_GEN_OBJECT)
+                .load(xlb_testbed::xdp::XDP_GEN_OBJECT)
                 .context("loading xdp-gen")?;
             let prog: &mut Xdp = ebpf
                 .program_mut("xdp_gen")

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use lb_user::topology::{Serve, Topology, VIP_PORT, Xlb, status_vip};
 use lb_user::vrrp::state::{master_down_cs, skew_cs};
 use serde_json::Value;
+use xlb_testbed::topology::{Serve, Topology, VIP_PORT, Xlb, status_vip};
 
 use super::{median, say, spread};
 
@@ -160,7 +160,11 @@ fn down_logged_after(xlb: &Xlb, backend: &str, since: SystemTime) -> Option<Dura
                 && l.contains("vip=web4 ")
                 && l.contains(&format!("backend={backend} "))
         })
-        .find_map(|l| lb_user::topology::log_time(l)?.duration_since(since).ok())
+        .find_map(|l| {
+            xlb_testbed::topology::log_time(l)?
+                .duration_since(since)
+                .ok()
+        })
 }
 
 fn backend_state(status: &Value, name: &str) -> Option<String> {

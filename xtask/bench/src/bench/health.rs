@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
-use lb_user::{config::Config, health::Scheduler, netns::NetNs};
+use lb_user::{config::Config, health::Scheduler};
+use xlb_testbed::netns::NetNs;
 
 use super::say;
 

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use lb_user::netns::{ManagedChild, NetNs};
-use lb_user::topology::{VIP_PORT, http_get};
+use xlb_testbed::netns::{ManagedChild, NetNs};
+use xlb_testbed::topology::{VIP_PORT, http_get};
 
 use super::topo::{Bench, run_bounded};
 use super::{median, say, spread};

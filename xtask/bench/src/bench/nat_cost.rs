@@ -177,7 +177,7 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
     let s0 = netlink::interface_by_name("s0")?;
 
     let mut floor_ebpf =
-        aya::Ebpf::load(lb_user::XDP_FLOOR_OBJECT).context("loading the floor object")?;
+        aya::Ebpf::load(xlb_testbed::xdp::XDP_FLOOR_OBJECT).context("loading the floor object")?;
     let floor: &mut Xdp = floor_ebpf
         .program_mut("xdp_floor")
         .ok_or_else(|| anyhow!("no program xdp_floor in the floor object"))?

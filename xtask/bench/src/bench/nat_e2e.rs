@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use lb_user::topology::{BACKEND_PORT, VIP_PORT, backend_counters};
+use xlb_testbed::topology::{BACKEND_PORT, VIP_PORT, backend_counters};
 
 use super::http::{Row, Wrk, both_modes_at, rows, spawn_haproxy};
 use super::nat_topo::NatBench;

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, ensure};
-use lb_user::topology::Xlb;
+use xlb_testbed::topology::Xlb;
 
 use super::e2e::{PpsPath, Row, Sample, check_forwarded, compare, sink_frame};
 use super::nat_topo::NatBench;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use lb_user::topology::{BACKEND_PORT, NatLayout, NatTopology, VIP_PORT, Xlb};
+use xlb_testbed::topology::{BACKEND_PORT, NatLayout, NatTopology, VIP_PORT, Xlb};
 
 use super::e2e::PpsPath;
 use super::frames::Mac;

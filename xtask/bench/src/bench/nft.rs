@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use lb_user::netns::NetNs;
+use xlb_testbed::netns::NetNs;
 
 /// One DNAT rule: traffic to `vip` over `proto` goes to one of `backends`.
 pub struct Service {

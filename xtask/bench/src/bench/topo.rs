@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use lb_user::netlink;
-use lb_user::netns::{ManagedChild, NetNs};
-use lb_user::topology::{Topology, VIP_PORT, Xlb};
+use xlb_testbed::netns::{ManagedChild, NetNs};
+use xlb_testbed::topology::{Topology, VIP_PORT, Xlb};
 
 use super::e2e::PpsPath;
 use super::frames::Mac;

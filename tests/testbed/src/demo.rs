@@ -1,4 +1,5 @@
-//! `xlb run` without `--config`: a self-contained demo in network namespaces.
+//! `xlb-demo` (what `cargo xtask run` runs without arguments): a
+//! self-contained demo of the real `xlb` binary in network namespaces.
 //!
 //! Builds a client, an xlb node and three nginx backends on one bridge,
 //! runs xlb with weights 1:1:2 for an IPv4 and an IPv6 VIP, sends 300
@@ -21,13 +22,12 @@ const REQUESTS: usize = 300;
 const BIG_REQUESTS: usize = 50;
 const REQ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs the demo; `xlb_exe` is the running `xlb` binary.
+/// Runs the demo against the `xlb` binary at `xlb_exe`.
 pub fn run(xlb_exe: &Path) -> anyhow::Result<()> {
     ensure!(
         netns::is_root(),
         "the demo builds network namespaces and attaches XDP: run it as root \
-         (e.g. `sudo {} run`)",
-        xlb_exe.display()
+         (e.g. `sudo -E cargo xtask run`)"
     );
     let started = Instant::now();
     println!("xlb demo: direct server return (DSR) load balancing in network namespaces");

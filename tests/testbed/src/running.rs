@@ -1,24 +1,46 @@
-//! Shared helpers for the end-to-end tests (root + network namespaces).
-#![allow(dead_code)]
+//! The short helpers end-to-end tests start from: the `xlb` binary under
+//! test, a topology with a ready xlb, and counters out of its status.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lb_user::topology::{NatLayout, NatTopology, Topology, Xlb};
 use serde_json::Value;
+
+pub use crate::netns::require_root;
+use crate::topology::{NatLayout, NatTopology, Topology, Xlb};
 
 /// Weights used by the balancing tests.
 pub const WEIGHTS: [u32; 3] = [1, 1, 2];
 
-/// True if we may run: root. Otherwise panics under CI and prints a loud
-/// skip notice elsewhere (see [`lb_user::netns::require_root`]).
-pub fn require_root(test_name: &str) -> bool {
-    lb_user::netns::require_root(test_name)
-}
-
-/// The `xlb` binary built by cargo for this test.
+/// The `xlb` binary under test: `$XLB_EXE` if set (`cargo xtask test` and
+/// `cargo xtask bench` set it to the binary they have just built), else
+/// `xlb` in the cargo profile directory this test binary runs from
+/// (`target/debug/deps/<test>` → `target/debug/xlb`). Panics, saying how to
+/// build it, if there is none: an end-to-end test must not run against
+/// nothing.
 pub fn xlb_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_xlb"))
+    if let Some(exe) = std::env::var_os("XLB_EXE") {
+        return PathBuf::from(exe);
+    }
+    let me = std::env::current_exe().expect("the test binary's own path");
+    let profile_dir = me
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("the test binary lives in a cargo target directory");
+    let exe = profile_dir.join("xlb");
+    assert!(
+        exe.is_file(),
+        "no xlb binary at {}: run the tests with `cargo xtask test` (which builds it), \
+         or `cargo build --bin xlb` first, or set XLB_EXE",
+        exe.display()
+    );
+    exe
 }
 
 /// A topology with xlb running in its lb namespace. Field order is drop
@@ -86,34 +108,17 @@ pub fn conntrack_counter(status: &Value, name: &str) -> u64 {
 
 /// A VIP's `packets` counter.
 pub fn vip_packets(status: &Value, vip: &str) -> u64 {
-    lb_user::topology::status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["packets"]
+    crate::topology::status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["packets"]
         .as_u64()
         .unwrap_or_else(|| panic!("VIP {vip} has no packets counter: {status}"))
 }
 
 /// Per-backend packet counter of a VIP, by backend name.
 pub fn backend_packets(status: &Value, vip: &str, backend: &str) -> u64 {
-    lb_user::topology::backend_counters(status, vip)
+    crate::topology::backend_counters(status, vip)
         .unwrap_or_else(|e| panic!("{e:#}"))
         .into_iter()
         .find(|(name, _, _)| name == backend)
         .map(|(_, packets, _)| packets)
         .unwrap_or_else(|| panic!("no backend {backend} in VIP {vip}: {status}"))
-}
-
-/// A neighbour table the test controls; records probes.
-#[derive(Default)]
-pub struct FakeNeighbours {
-    pub table: std::collections::HashMap<std::net::IpAddr, [u8; 6]>,
-    pub probed: Vec<std::net::IpAddr>,
-}
-
-impl lb_user::control::Neighbours for FakeNeighbours {
-    fn lookup(&mut self) -> anyhow::Result<std::collections::HashMap<std::net::IpAddr, [u8; 6]>> {
-        Ok(self.table.clone())
-    }
-    fn probe(&mut self, addr: std::net::IpAddr) -> anyhow::Result<()> {
-        self.probed.push(addr);
-        Ok(())
-    }
 }

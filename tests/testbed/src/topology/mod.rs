@@ -35,6 +35,7 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
 use crate::netns::{self, MAX_IFNAME, ManagedChild, NetNs, TempDir};
+use crate::xdp::attach_xdp_pass;
 
 /// The IPv4 VIP.
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -201,23 +202,6 @@ fn spawn_xlb(
         socket: socket.to_owned(),
         log,
     })
-}
-
-/// Attaches the pass-everything XDP program ([`crate::XDP_PASS_OBJECT`]) in
-/// native mode to `ifname` in the calling thread's namespace. It stays
-/// attached while the returned object lives.
-pub fn attach_xdp_pass(ifname: &str) -> anyhow::Result<aya::Ebpf> {
-    const PROGRAM: &str = "xdp_pass";
-    let mut ebpf =
-        aya::Ebpf::load(crate::XDP_PASS_OBJECT).context("loading the xdp-pass object")?;
-    let prog: &mut aya::programs::Xdp = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| anyhow!("no program {PROGRAM} in the xdp-pass object"))?
-        .try_into()?;
-    prog.load().context("loading xdp_pass into the kernel")?;
-    prog.attach(ifname, aya::programs::XdpMode::Driver)
-        .with_context(|| format!("attaching xdp_pass to {ifname} (native mode)"))?;
-    Ok(ebpf)
 }
 
 /// A running `xlb run` (a [`ManagedChild`]: SIGTERM on drop).

@@ -1,0 +1,28 @@
+use anyhow::{Context as _, anyhow};
+use aya_build::Toolchain;
+
+/// Builds the test XDP programs (`xlb-testbed-ebpf`: pass, floor, generator)
+/// for `bpfel-unknown-none` with the nightly toolchain and leaves them in
+/// OUT_DIR, where `include_bytes_aligned!` embeds them.
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "xlb-testbed-ebpf")
+        .ok_or_else(|| anyhow!("xlb-testbed-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        Toolchain::default(),
+    )
+}

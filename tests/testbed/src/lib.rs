@@ -1,0 +1,24 @@
+//! xlb's testbed: what the tests, the demo and the benchmarks build xlb's
+//! surroundings with. Nothing here is part of the `xlb` binary.
+//!
+//! - [`netns`]: namespaces, child processes and temp dirs that clean up on
+//!   drop, on panic and on SIGINT/SIGTERM; [`require_root`].
+//! - [`topology`]: the DSR and NAT topologies (client, xlb node(s),
+//!   nginx backends), the running `xlb` ([`topology::Xlb`]), the HTTP test
+//!   client and packet captures.
+//! - [`frames`]: test frames, built with `etherparse`, and the
+//!   BPF_PROG_TEST_RUN driver.
+//! - [`xdp`]: the test XDP programs (pass, floor, generator).
+//! - [`fakes`]: a neighbour table the test controls.
+//! - [`running`]: the short helpers end-to-end tests start from.
+//! - [`demo`]: `xlb-demo`, what `cargo xtask run` runs without arguments.
+
+pub mod demo;
+pub mod fakes;
+pub mod frames;
+pub mod netns;
+pub mod running;
+pub mod topology;
+pub mod xdp;
+
+pub use netns::require_root;

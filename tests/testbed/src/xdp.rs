@@ -1,0 +1,35 @@
+//! The test XDP programs of `tests/testbed-ebpf`, embedded here (never in
+//! `xlb`), and the one helper that attaches one of them.
+
+use anyhow::{Context as _, anyhow};
+
+/// A pass-everything XDP program for the far end of test veths: XDP_TX
+/// frames reach a veth peer reliably only when the peer runs XDP itself.
+pub static XDP_PASS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
+
+/// The benchmark floor: swaps the MAC addresses and returns XDP_TX, the
+/// least any XDP forwarder does (`cargo xtask bench`).
+pub static XDP_FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-floor"));
+
+/// The benchmark's packet generator: XDP_TX of a template UDP frame with a
+/// random source port, run in BPF_PROG_TEST_RUN live-frames mode.
+pub static XDP_GEN_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-gen"));
+
+/// Attaches the pass-everything program ([`XDP_PASS_OBJECT`]) in native
+/// mode to `ifname` in the calling thread's namespace. It stays attached
+/// while the returned object lives.
+pub fn attach_xdp_pass(ifname: &str) -> anyhow::Result<aya::Ebpf> {
+    const PROGRAM: &str = "xdp_pass";
+    let mut ebpf = aya::Ebpf::load(XDP_PASS_OBJECT).context("loading the xdp-pass object")?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| anyhow!("no program {PROGRAM} in the xdp-pass object"))?
+        .try_into()?;
+    prog.load().context("loading xdp_pass into the kernel")?;
+    prog.attach(ifname, aya::programs::XdpMode::Driver)
+        .with_context(|| format!("attaching xdp_pass to {ifname} (native mode)"))?;
+    Ok(ebpf)
+}
