@@ -134,3 +134,36 @@ fn status_without_a_daemon_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is `xlb run` running"), "{err}");
 }
+
+#[test]
+fn run_without_a_config_says_what_to_pass_and_starts_nothing() {
+    let out = xlb().arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs --config FILE"), "{err}");
+    assert!(err.contains("cargo xtask run"), "{err}");
+}
+
+/// Valid field by field, but more backends than the data plane has ids:
+/// `check` applies it to maps in memory, which refuse it as the kernel's
+/// would.
+#[test]
+fn check_refuses_more_backends_than_the_data_plane_has_ids() {
+    let mut text = String::from(
+        "interface = \"xlb-none0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n",
+    );
+    for i in 0..lb_common::MAX_BACKENDS {
+        let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 19, 0, 0)) + i);
+        text.push_str(&format!("[[vip.backend]]\naddress = \"{a}\"\n"));
+    }
+    let path = write("huge.toml", &text);
+    let out = xlb()
+        .args(["check", "--config"])
+        .arg(path.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be served"), "{err}");
+    assert!(err.contains("too many backends (limit 65535)"), "{err}");
+}

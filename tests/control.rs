@@ -10,14 +10,11 @@ use std::{
 
 use lb_common::{FLOW_F_CLOSING, FlowState, IPPROTO_TCP, flow_hash};
 use lb_user::{
+    api::{BackendState, BackendStatus, Status},
     config::{Config, ConntrackConfig},
-    control::{Controller, lb_config},
-    dataplane::Dataplane,
     maglev,
-    status::{BackendState, Status},
 };
-use xlb_testbed::fakes::FakeNeighbours;
-use xlb_testbed::frames::*;
+use xlb_testbed::{fakes::FakeNeighbours, frames::*, lb::Lb};
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
@@ -43,12 +40,12 @@ fn config(backends: &[(u8, u32)]) -> Config {
     Config::parse(&text, "test.toml").expect("valid test config")
 }
 
-fn controller() -> Controller {
-    controller_with(&ConntrackConfig::default())
+fn controller() -> Lb {
+    Lb::load()
 }
 
 /// A controller whose neighbour table knows the backends `lasts`.
-fn with_backends(lasts: &[u8]) -> (Controller, FakeNeighbours) {
+fn with_backends(lasts: &[u8]) -> (Lb, FakeNeighbours) {
     let mut n = FakeNeighbours::default();
     for &last in lasts {
         n.table.insert(backend_ip(last), mac(last));
@@ -56,19 +53,13 @@ fn with_backends(lasts: &[u8]) -> (Controller, FakeNeighbours) {
     (controller(), n)
 }
 
-fn controller_with(ct: &ConntrackConfig) -> Controller {
-    let mut dp = Dataplane::load().expect("load XDP program");
-    dp.maps.set_config(&lb_config(LB_MAC, true, ct)).unwrap();
-    Controller::new(dp, "eth0")
-}
-
 /// Sends one SYN from `sport` and returns the verdict and, if forwarded,
 /// the last byte of the destination MAC (which backend got it).
-fn send(c: &Controller, sport: u16) -> (u32, Option<u8>) {
+fn send(c: &Lb, sport: u16) -> (u32, Option<u8>) {
     send_flags(c, sport, "S")
 }
 
-fn send_flags(c: &Controller, sport: u16, flags: &str) -> (u32, Option<u8>) {
+fn send_flags(c: &Lb, sport: u16, flags: &str) -> (u32, Option<u8>) {
     let input = tcp4_flags(VIP, sport, 80, flags);
     let (verdict, out) = run(c, &input);
     let fwd = (verdict == XDP_TX).then(|| {
@@ -80,8 +71,8 @@ fn send_flags(c: &Controller, sport: u16, flags: &str) -> (u32, Option<u8>) {
 }
 
 /// Runs one frame through the program: verdict and output frame.
-fn run(c: &Controller, input: &[u8]) -> (u32, Vec<u8>) {
-    run_xdp(c.dataplane().program(), input, None)
+fn run(c: &Lb, input: &[u8]) -> (u32, Vec<u8>) {
+    c.run(input)
 }
 
 /// The backend (last address byte) the installed Maglev table must give
@@ -115,7 +106,7 @@ fn predict(cfg: &Config, sport: u16, usable: &[u8]) -> u8 {
     members[table[(hash % vip.ring_size) as usize] as usize].0
 }
 
-fn backend<'a>(s: &'a Status, name: &str) -> &'a lb_user::status::BackendStatus {
+fn backend<'a>(s: &'a Status, name: &str) -> &'a BackendStatus {
     s.vips[0]
         .backends
         .iter()
@@ -443,10 +434,7 @@ fn idle_entries_expire_and_fin_marks_closing() {
         return;
     }
     const TIMEOUT_S: u32 = 1;
-    let mut c = controller_with(&ConntrackConfig {
-        tcp_timeout: TIMEOUT_S,
-        ..ConntrackConfig::default()
-    });
+    let mut c = controller();
     let mut n = FakeNeighbours::default();
     for last in [11, 12, 13] {
         n.table.insert(backend_ip(last), mac(last));
@@ -470,7 +458,7 @@ fn idle_entries_expire_and_fin_marks_closing() {
         flags: 0,
         last_seen: monotonic_ns(),
     };
-    c.maps().set_flow(&flow_key(sport), &stale).unwrap();
+    c.maps_mut().set_flow(&flow_key(sport), &stale).unwrap();
     let expired_at = stale.last_seen + u64::from(TIMEOUT_S) * 1_000_000_000;
     while monotonic_ns() <= expired_at + 50_000_000 {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -487,7 +475,7 @@ fn idle_entries_expire_and_fin_marks_closing() {
         last_seen: monotonic_ns(),
         ..stale
     };
-    c.maps().set_flow(&flow_key(sport), &fresh).unwrap();
+    c.maps_mut().set_flow(&flow_key(sport), &fresh).unwrap();
     assert_eq!(send_flags(&c, sport, "A").1, Some(other));
     // FIN: still forwarded to the same backend, entry marked closing.
     assert_eq!(send_flags(&c, sport, "FA").1, Some(other));
@@ -501,15 +489,12 @@ fn new_flows_above_the_rate_are_balanced_but_not_remembered() {
         return;
     }
     pin_to_cpu0();
-    let mut c = controller_with(&ConntrackConfig {
+    let (mut c, mut n) = with_backends(&[11, 12]);
+    let mut cfg = config(&[(11, 1), (12, 1)]);
+    cfg.conntrack = ConntrackConfig {
         new_flows_per_cpu: 5,
         ..ConntrackConfig::default()
-    });
-    let mut n = FakeNeighbours::default();
-    for last in [11, 12] {
-        n.table.insert(backend_ip(last), mac(last));
-    }
-    let cfg = config(&[(11, 1), (12, 1)]);
+    };
     c.apply(&cfg, &mut n).unwrap();
     for sport in 64000..64020 {
         assert_eq!(send(&c, sport).1, Some(predict(&cfg, sport, &[11, 12])));

@@ -14,7 +14,10 @@ use lb_common::{
     LB_F_FORWARDING, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, flow_hash,
     global, source_hash,
 };
-use lb_user::dataplane::Dataplane;
+use lb_user::{
+    dataplane::Dataplane,
+    maps::{MapStore, Maps},
+};
 use xlb_testbed::frames::*;
 
 const XDP_DROP: u32 = 1;
@@ -65,6 +68,7 @@ fn ring(ids: &[u32]) -> Vec<u32> {
 }
 
 struct Harness {
+    maps: Maps,
     dp: Dataplane,
     rings: Vec<Vec<u32>>,
 }
@@ -76,8 +80,8 @@ impl Harness {
     /// VIP index 3: VIP4_AFFINITY:80/tcp, source affinity → backends 1,2,3
     /// VIP index 4: VIP4_EMPTY:80/tcp, empty ring
     fn new() -> Self {
-        let mut dp = Dataplane::load().expect("load XDP program");
-        let m = &mut dp.maps;
+        let (dp, mut maps) = Dataplane::load().expect("load XDP program");
+        let m = &mut maps;
         m.set_config(&LbConfig {
             mac: LB_MAC,
             flags: LB_F_FORWARDING,
@@ -126,7 +130,7 @@ impl Harness {
             .unwrap();
             m.install_ring(*index, slots).unwrap();
         }
-        Self { dp, rings }
+        Self { maps, dp, rings }
     }
 
     fn run(&self, input: &[u8]) -> (u32, Vec<u8>) {
@@ -145,7 +149,7 @@ impl Harness {
     }
 
     fn drops(&self) -> [u64; drop::COUNT as usize] {
-        self.dp.maps.drops().unwrap()
+        self.maps.drops().unwrap()
     }
 }
 
@@ -182,11 +186,11 @@ fn ipv4_tcp_to_vip_is_forwarded_with_only_macs_rewritten() {
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, XDP_TX);
     assert_eq!(out, dsr_rewritten(&input, id));
-    let vip = h.dp.maps.vip_counters(0).unwrap();
+    let vip = h.maps.vip_counters(0).unwrap();
     assert_eq!((vip.packets, vip.bytes), (1, input.len() as u64));
-    let be = h.dp.maps.backend_counters(id).unwrap();
+    let be = h.maps.backend_counters(id).unwrap();
     assert_eq!((be.packets, be.bytes), (1, input.len() as u64));
-    let g = h.dp.maps.globals().unwrap();
+    let g = h.maps.globals().unwrap();
     assert_eq!(g[global::FORWARD as usize].packets, 1);
     assert_eq!(g[global::PASS as usize].packets, 0);
 }
@@ -210,7 +214,7 @@ fn ipv6_udp_to_vip_is_forwarded_with_only_macs_rewritten() {
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, XDP_TX);
     assert_eq!(out, dsr_rewritten(&input, id));
-    assert_eq!(h.dp.maps.backend_counters(id).unwrap().packets, 1);
+    assert_eq!(h.maps.backend_counters(id).unwrap().packets, 1);
 }
 
 #[test]
@@ -335,7 +339,7 @@ fn non_vip_traffic_passes_untouched() {
         assert_eq!(out, input, "{what}");
     }
     assert_eq!(h.drops(), [0; drop::COUNT as usize]);
-    let g = h.dp.maps.globals().unwrap();
+    let g = h.maps.globals().unwrap();
     assert_eq!(g[global::PASS as usize].packets, 6);
 }
 
@@ -392,7 +396,7 @@ fn malformed_packets_are_dropped_and_counted() {
         assert_eq!(h.drops(), expected, "{what}");
     }
     assert_eq!(
-        h.dp.maps.globals().unwrap()[global::FORWARD as usize].packets,
+        h.maps.globals().unwrap()[global::FORWARD as usize].packets,
         0
     );
 }
@@ -424,7 +428,7 @@ fn vip_without_backends_drops_and_counts() {
     let (verdict, _) = h.run(&tcp4(VIP4_EMPTY, 40000, 80));
     assert_eq!(verdict, XDP_DROP);
     assert_eq!(h.drops()[drop::NO_BACKEND as usize], 1);
-    assert_eq!(h.dp.maps.vip_counters(4).unwrap().packets, 1);
+    assert_eq!(h.maps.vip_counters(4).unwrap().packets, 1);
 }
 
 #[test]
@@ -435,12 +439,12 @@ fn ring_swap_takes_effect_for_the_next_packet() {
     let input = tcp4(VIP4, 40000, 80);
     let before = h.predict(0, &key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP), false);
     let other = if before == 3 { 2 } else { 3 };
-    h.dp.maps.install_ring(0, &vec![other; 251]).unwrap();
+    h.maps.install_ring(0, &vec![other; 251]).unwrap();
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, XDP_TX);
     assert_eq!(out, dsr_rewritten(&input, other));
     // A slot naming an inactive backend is a counted drop, not a forward.
-    h.dp.maps.clear_backend(other).unwrap();
+    h.maps.clear_backend(other).unwrap();
     let (verdict, _) = h.run(&input);
     assert_eq!(verdict, XDP_DROP);
     assert_eq!(h.drops()[drop::BAD_BACKEND as usize], 1);
@@ -451,7 +455,7 @@ fn backup_node_passes_vip_traffic_to_the_kernel() {
     let Some(mut h) = harness("backup_node_passes_vip_traffic_to_the_kernel") else {
         return;
     };
-    h.dp.maps
+    h.maps
         .set_config(&LbConfig {
             mac: LB_MAC,
             flags: 0,

@@ -12,16 +12,15 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{IPPROTO_TCP, LB_F_FORWARDING, LbConfig, VipKey, flow_hash};
+use lb_common::{IPPROTO_TCP, VipKey, flow_hash};
 use lb_user::{
+    api::{BackendAction, BackendState, BackendStatus, Health, Status},
     config::Config,
-    control::{BackendAction, Controller, Neighbours, vip_key},
-    dataplane::Dataplane,
-    health::{Health, Outcome},
+    control::Neighbours,
+    health::Outcome,
     maglev,
-    status::{BackendState, BackendStatus, Status},
 };
-use xlb_testbed::frames::*;
+use xlb_testbed::{frames::*, lb::Lb};
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
@@ -49,7 +48,7 @@ fn ip(last: u8) -> IpAddr {
 
 /// VIP "web" with backends b11, b12, b13 (weight 1), all resolved, and
 /// `health` as its `[vip.health]` body.
-fn setup(health: &str) -> (Controller, Config, VipKey, StaticNeighbours) {
+fn setup(health: &str) -> (Lb, Config, VipKey, StaticNeighbours) {
     let mut text = format!(
         "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n\
          ring_size = 251\n[vip.health]\n{health}\n"
@@ -60,15 +59,7 @@ fn setup(health: &str) -> (Controller, Config, VipKey, StaticNeighbours) {
         ));
     }
     let cfg = Config::parse(&text, "test.toml").expect("valid test config");
-    let mut dp = Dataplane::load().expect("load XDP program");
-    dp.maps
-        .set_config(&LbConfig {
-            mac: LB_MAC,
-            flags: LB_F_FORWARDING,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut c = Controller::new(dp, "eth0");
+    let mut c = Lb::load();
     let mut n = StaticNeighbours(
         [11, 12, 13]
             .into_iter()
@@ -76,7 +67,7 @@ fn setup(health: &str) -> (Controller, Config, VipKey, StaticNeighbours) {
             .collect(),
     );
     c.apply(&cfg, &mut n).unwrap();
-    let key = vip_key(&cfg.vips[0]);
+    let key = cfg.vips[0].key();
     (c, cfg, key, n)
 }
 
@@ -88,22 +79,22 @@ fn result(ok: bool) -> Outcome {
     }
 }
 
-fn feed(c: &mut Controller, key: &VipKey, last: u8, ok: bool) {
+fn feed(c: &mut Lb, key: &VipKey, last: u8, ok: bool) {
     c.record_check(key, ip(last), result(ok)).unwrap();
 }
 
 /// Verdict and receiving backend (last MAC byte) of one SYN.
-fn send(c: &Controller, sport: u16) -> (u32, Option<u8>) {
+fn send(c: &Lb, sport: u16) -> (u32, Option<u8>) {
     send_frame(c, &tcp4(VIP, sport, 80))
 }
 
 /// As [`send`], for a mid-connection segment (ACK, no SYN).
-fn send_ack(c: &Controller, sport: u16) -> (u32, Option<u8>) {
+fn send_ack(c: &Lb, sport: u16) -> (u32, Option<u8>) {
     send_frame(c, &tcp4_flags(VIP, sport, 80, "A"))
 }
 
-fn send_frame(c: &Controller, input: &[u8]) -> (u32, Option<u8>) {
-    let (verdict, out) = run_xdp(c.dataplane().program(), input, None);
+fn send_frame(c: &Lb, input: &[u8]) -> (u32, Option<u8>) {
+    let (verdict, out) = c.run(input);
     (verdict, (verdict == XDP_TX).then(|| out[5]))
 }
 
@@ -123,7 +114,7 @@ fn predict(sport: u16, members: &[(u8, u32)]) -> u8 {
 
 /// New flows go where the Maglev table of `members` says.
 #[track_caller]
-fn assert_flows(c: &Controller, members: &[(u8, u32)]) {
+fn assert_flows(c: &Lb, members: &[(u8, u32)]) {
     let first = NEXT_SPORT.fetch_add(FLOWS, Ordering::Relaxed);
     for sport in first..first + FLOWS {
         let (verdict, to) = send(c, sport);

@@ -14,14 +14,8 @@ use std::{
 };
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use lb_user::{
-    config::{Config, ConntrackConfig},
-    control::{Controller, lb_config},
-    dataplane::Dataplane,
-    netlink,
-};
-use xlb_testbed::fakes::FakeNeighbours;
-use xlb_testbed::frames::*;
+use lb_user::{config::Config, netlink};
+use xlb_testbed::{fakes::FakeNeighbours, frames::*, lb::Lb};
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -53,7 +47,7 @@ fn sysctl(path: &str) {
 }
 
 struct Lab {
-    controller: Controller,
+    controller: Lb,
     c0: netlink::Interface,
     s0: netlink::Interface,
 }
@@ -99,13 +93,9 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
 
             let c0 = netlink::interface_by_name("c0").unwrap();
             let s0 = netlink::interface_by_name("s0").unwrap();
-            let mut dp = Dataplane::load().expect("load XDP program");
-            dp.maps
-                .set_config(&lb_config(c0.mac, true, &ConntrackConfig::default()))
-                .unwrap();
-            dp.maps.add_tx_port(c0.index).unwrap();
-            dp.maps.add_tx_port(s0.index).unwrap();
-            let mut controller = Controller::new(dp, "c0");
+            let mut controller = Lb::load_on("c0", c0.mac);
+            controller.maps_mut().add_tx_port(c0.index).unwrap();
+            controller.maps_mut().add_tx_port(s0.index).unwrap();
             let cfg = Config::parse(config, "nat.toml").expect("valid config");
             controller
                 .apply(&cfg, &mut FakeNeighbours::default())
@@ -118,7 +108,7 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
 impl Lab {
     /// Runs `input` as if received on `ifindex`.
     fn run(&self, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        run_xdp(self.controller.dataplane().program(), input, Some(ifindex))
+        self.controller.run_on(ifindex, input)
     }
 
     fn counter(&self, name: &str) -> u64 {

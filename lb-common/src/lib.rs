@@ -296,6 +296,42 @@ pub fn bytes_to_words(b: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
+/// `addr` as keys and values store it (IPv4 in the first four bytes, the
+/// rest zero), and its family.
+pub fn addr_bytes(addr: core::net::IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        core::net::IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (b, FAMILY_V4)
+        }
+        core::net::IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
+impl VipKey {
+    /// The key of the VIP (`addr`, `port` in host order, IP protocol `proto`).
+    pub fn new(addr: core::net::IpAddr, port: u16, proto: u8) -> VipKey {
+        let (addr, family) = addr_bytes(addr);
+        VipKey {
+            addr,
+            port: port.to_be(),
+            proto,
+            family,
+        }
+    }
+
+    /// The key marking this key's address as one that carries VIPs
+    /// (`VIP_ADDRS`: port and protocol zero).
+    pub fn address_only(&self) -> VipKey {
+        VipKey {
+            port: 0,
+            proto: 0,
+            ..*self
+        }
+    }
+}
+
 /// The 5-tuple the flow hash is computed over. Address words are the raw
 /// network-order bytes of the packet read as native `u32`s (IPv4: word 0 only).
 #[repr(C)]
@@ -346,6 +382,20 @@ mod tests {
         assert_eq!(words_to_bytes(&w), v4);
         let v6: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
         assert_eq!(words_to_bytes(&bytes_to_words(&v6)), v6);
+    }
+
+    #[test]
+    fn vip_keys_hold_addresses_as_the_wire_does() {
+        let k = VipKey::new("198.18.0.100".parse().unwrap(), 80, IPPROTO_TCP);
+        assert_eq!(&k.addr[..4], &[198, 18, 0, 100]);
+        assert_eq!(&k.addr[4..], &[0; 12]);
+        assert_eq!((k.port, k.family), (80u16.to_be(), FAMILY_V4));
+        let a = k.address_only();
+        assert_eq!((a.port, a.proto, a.addr), (0, 0, k.addr));
+        let k6 = VipKey::new("fd00:18::100".parse().unwrap(), 53, IPPROTO_UDP);
+        assert_eq!(k6.family, FAMILY_V6);
+        assert_eq!(k6.addr[15], 0);
+        assert_eq!(k6.addr[14], 1);
     }
 
     #[test]

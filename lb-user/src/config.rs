@@ -144,6 +144,13 @@ pub struct BackendConfig {
     pub check: Option<CheckConfig>,
 }
 
+impl VipConfig {
+    /// The data plane's key of this VIP.
+    pub fn key(&self) -> lb_common::VipKey {
+        lb_common::VipKey::new(self.address, self.port, self.protocol.number())
+    }
+}
+
 impl XdpMode {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,6 +1,6 @@
-//! The local control socket: one JSON request per connection, one JSON
-//! reply. `xlb status`, `xlb reload` and `xlb backend ...` talk to the
-//! running daemon through it.
+//! The local control socket's transport: one JSON request per connection,
+//! one JSON reply (the types are [`crate::api`]'s). `xlb status`, `xlb
+//! reload` and `xlb backend ...` talk to the running daemon through it.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -10,36 +10,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde::{Deserialize, Serialize};
 
-use crate::{control::BackendAction, status::Status};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    /// Re-read the config file, as on SIGHUP.
-    Reload,
-    /// Drain, undrain or reweight one backend at runtime.
-    Backend {
-        vip: String,
-        backend: String,
-        action: BackendAction,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Reply {
-    Status(Status),
-    /// The request was carried out; `message` says what happened.
-    Ok {
-        message: String,
-    },
-    Error {
-        message: String,
-    },
-}
+use crate::api::{Reply, Request};
 
 /// Sends one request to the daemon listening on `socket`.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply> {
@@ -112,38 +84,5 @@ where
             out.push(b'\n');
             let _ = write.write_all(&out).await;
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_have_a_stable_wire_form() {
-        let cases = [
-            (Request::Status, r#"{"cmd":"status"}"#),
-            (Request::Reload, r#"{"cmd":"reload"}"#),
-            (
-                Request::Backend {
-                    vip: "web".into(),
-                    backend: "b1".into(),
-                    action: BackendAction::Drain,
-                },
-                r#"{"cmd":"backend","vip":"web","backend":"b1","action":"drain"}"#,
-            ),
-            (
-                Request::Backend {
-                    vip: "web".into(),
-                    backend: "b1".into(),
-                    action: BackendAction::Weight(3),
-                },
-                r#"{"cmd":"backend","vip":"web","backend":"b1","action":{"weight":3}}"#,
-            ),
-        ];
-        for (req, json) in cases {
-            assert_eq!(serde_json::to_string(&req).unwrap(), json);
-            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), req);
-        }
     }
 }

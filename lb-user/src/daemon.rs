@@ -15,15 +15,18 @@ use tokio::{
 };
 
 use crate::{
+    api::{Reply, Request, VrrpStatus},
     config::{Config, XdpMode},
-    control::{self, Controller, Neighbours},
-    ctl::{self, Reply, Request},
+    control::{self, ApplyError, Neighbours, Node},
+    ctl,
     dataplane::Dataplane,
     health::Scheduler,
-    netlink,
-    status::VrrpStatus,
-    vrrp,
+    maps::Maps,
+    netlink, vrrp,
 };
+
+/// The controller of the kernel's maps.
+type Controller = control::Controller<Maps>;
 
 /// Neighbour entries of the load balancer's NIC, from the kernel.
 pub struct KernelNeighbours {
@@ -63,13 +66,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
     if !iface.up {
         tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
     }
-    let mut dp = Dataplane::load_with_flow_table(config.conntrack.size)?;
-    dp.maps
-        .set_config(&control::lb_config(iface.mac, true, &config.conntrack))?;
+    // Dropping `dp` detaches the program: it lives until this function
+    // returns.
+    let (mut dp, maps) = Dataplane::load_with_flow_table(config.conntrack.size)?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
     };
-    let mut controller = Controller::new(dp, &config.interface);
+    let mut controller = Controller::new(
+        maps,
+        Node {
+            interface: config.interface.clone(),
+            mac: iface.mac,
+        },
+    );
     // With VRRP every group's VIPs start as standby, before the program is
     // attached; the engine switches a group's VIPs on when it becomes master.
     if let Some(v) = &config.vrrp {
@@ -84,13 +93,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         XdpMode::Generic => (false, true),
     };
     check_forwarding(&config)?;
-    let attached = controller.attach(native, generic)?;
-    controller.maps().add_tx_port(iface.index)?;
+    // After the first `apply`, so that the first packet already sees every
+    // VIP.
+    let attached = dp.attach(&config.interface, native, generic)?;
+    controller.set_attached(attached);
+    controller.maps_mut().add_tx_port(iface.index)?;
     if let Some(server) = &config.server_interface {
         let s = netlink::interface_by_name(server)
             .with_context(|| format!("server_interface {server} from {}", config_path.display()))?;
-        controller.attach_to(server, native, generic)?;
-        controller.maps().add_tx_port(s.index)?;
+        dp.attach(server, native, generic)?;
+        controller.maps_mut().add_tx_port(s.index)?;
         tracing::info!(interface = %server, "attached to the server-side interface");
     }
     tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
@@ -165,23 +177,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
-                if let Ok(new) = reload(config_path, &running, &controller, &mut neighbours) {
-                    checks.reconcile(&new);
-                    running = new;
-                }
+                let _ = reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
             }
             Some(reply) = reload_rx.recv() => {
                 tracing::info!("reload requested on the control socket");
-                let answer = match reload(config_path, &running, &controller, &mut neighbours) {
-                    Ok(new) => {
-                        checks.reconcile(&new);
-                        running = new;
-                        Reply::Ok { message: format!(
-                            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
-                            config_path.display(), running.vips.len(), checks.len()) }
-                    }
-                    Err(message) => Reply::Error { message },
-                };
+                let answer = reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
                 let _ = reply.send(answer);
             }
             Some(result) = results.recv() => {
@@ -229,6 +229,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     tracing::info!("shutting down: detaching XDP program");
     server.abort();
+    drop(dp);
     Ok(())
 }
 
@@ -297,20 +298,26 @@ async fn handle_request(
     }
 }
 
-/// Applies a changed config file. A file that does not parse, or that
-/// changes what only a restart can change, is rejected and the running
-/// config stays; the error says why.
+/// Applies a changed config file and says how it went. A file that does
+/// not parse, that changes what only a restart can change, or that needs
+/// more ids than there are is refused and the running config stays. A
+/// file that was applied but whose map writes failed part-way is the
+/// running config from then on (the controller holds it and retries the
+/// writes); the reply says so.
 fn reload(
     path: &Path,
-    running: &Config,
+    running: &mut Config,
+    checks: &mut Scheduler,
     controller: &Mutex<Controller>,
     neighbours: &mut KernelNeighbours,
-) -> Result<Config, String> {
+) -> Reply {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload rejected, keeping the running config:\n{e}");
-            return Err(format!("reload rejected, the running config stays:\n{e}"));
+            return Reply::Error {
+                message: format!("reload rejected, the running config stays:\n{e}"),
+            };
         }
     };
     if new.interface != running.interface
@@ -320,40 +327,49 @@ fn reload(
         || new.conntrack.size != running.conntrack.size
         || new.vrrp != running.vrrp
     {
-        let msg = "reload rejected: interface, server_interface, xdp_mode, control_socket, \
-                   conntrack.size and [vrrp] change only with a restart";
-        tracing::error!("{msg}");
-        return Err(msg.to_owned());
+        let message = "reload rejected: interface, server_interface, xdp_mode, control_socket, \
+                       conntrack.size and [vrrp] change only with a restart"
+            .to_owned();
+        tracing::error!("{message}");
+        return Reply::Error { message };
     }
-    let mut c = lock(controller);
-    // Only the connection-table settings change here: the flags (forwarding,
-    // NAT) stay as they are until `apply` has rebuilt what they guard, or
-    // NAT replies would pass untranslated for the length of the rebuild.
-    let timeouts = c
-        .maps()
-        .config()
-        .map(|cfg| control::with_conntrack(cfg, &new.conntrack));
-    if let Err(e) = timeouts.and_then(|cfg| c.maps().set_config(&cfg)) {
-        tracing::error!(
-            error = format!("{e:#}"),
-            "reload failed writing conntrack settings"
-        );
-        return Err(format!("reload failed writing conntrack settings: {e:#}"));
-    }
-    match c.apply(&new, neighbours) {
-        Ok(()) => {
-            tracing::info!(vips = new.vips.len(), "configuration reloaded");
-            Ok(new)
-        }
-        Err(e) => {
+    let result = lock(controller).apply(&new, neighbours);
+    match result {
+        Err(ApplyError::Refused(e)) => {
             tracing::error!(
                 error = format!("{e:#}"),
-                "reload failed part-way; maps may mix old and new backends"
+                "reload rejected, keeping the running config"
             );
-            Err(format!(
-                "reload failed part-way (maps may mix old and new backends): {e:#}"
-            ))
+            return Reply::Error {
+                message: format!("reload rejected, the running config stays: {e:#}"),
+            };
         }
+        Err(ApplyError::Incomplete(e)) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload: writing the maps failed part-way; retrying every second"
+            );
+            checks.reconcile(&new);
+            *running = new;
+            return Reply::Error {
+                message: format!(
+                    "reload applied, but writing the maps failed part-way (xlb retries every \
+                     second; `xlb status` shows what the data plane has): {e:#}"
+                ),
+            };
+        }
+        Ok(()) => {}
+    }
+    checks.reconcile(&new);
+    *running = new;
+    tracing::info!(vips = running.vips.len(), "configuration reloaded");
+    Reply::Ok {
+        message: format!(
+            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
+            path.display(),
+            running.vips.len(),
+            checks.len()
+        ),
     }
 }
 

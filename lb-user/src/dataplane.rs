@@ -9,11 +9,11 @@ use lb_common::PROGRAM_NAME;
 
 use crate::{EBPF_OBJECT, maps::Maps};
 
-/// The loaded XDP program and its maps. Dropping it detaches the program
-/// and frees the maps.
+/// The loaded XDP program. Dropping it detaches the program; its maps
+/// (handed out by [`Dataplane::load`] as [`Maps`]) live as long as their
+/// handles.
 pub struct Dataplane {
     ebpf: Ebpf,
-    pub maps: Maps,
 }
 
 /// How the program ended up attached.
@@ -35,12 +35,12 @@ impl Attached {
 impl Dataplane {
     /// Loads the embedded object into the kernel (verifier included), without
     /// attaching it anywhere, with the default connection-table size.
-    pub fn load() -> Result<Self> {
+    pub fn load() -> Result<(Self, Maps)> {
         Self::load_with_flow_table(lb_common::DEFAULT_FLOW_TABLE_SIZE)
     }
 
     /// Like [`Dataplane::load`], with `flows` entries in the connection table.
-    pub fn load_with_flow_table(flows: u32) -> Result<Self> {
+    pub fn load_with_flow_table(flows: u32) -> Result<(Self, Maps)> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(lb_common::map_names::FLOWS, flows)
             .map_max_entries(lb_common::map_names::NAT_REVERSE, flows)
@@ -55,7 +55,7 @@ impl Dataplane {
             .load()
             .context("the kernel rejected the XDP program")?;
         let maps = Maps::from_ebpf(&mut ebpf)?;
-        Ok(Self { ebpf, maps })
+        Ok((Self { ebpf }, maps))
     }
 
     pub fn program(&self) -> &Xdp {

@@ -1,5 +1,6 @@
 //! The xlb control plane: loader, map owner, configuration, health and CLI.
 
+pub mod api;
 pub mod config;
 pub mod control;
 pub mod ctl;
@@ -9,7 +10,6 @@ pub mod health;
 pub mod maglev;
 pub mod maps;
 pub mod netlink;
-pub mod status;
 pub mod vrrp;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use lb_user::{
+    api::{BackendAction, Reply, Request},
     config::{Config, DEFAULT_CONTROL_SOCKET},
-    control::BackendAction,
-    ctl::{self, Reply, Request},
+    control::{Controller, NoNeighbours, Node},
+    ctl,
+    maps::MemoryMaps,
 };
 
 #[derive(Parser)]
@@ -48,7 +50,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Validate a config file without touching anything.
+    /// Validate a config file without touching anything: parse and check
+    /// it, then apply it to maps held in memory, which refuse what the
+    /// kernel's would (more VIPs or backends than there are ids).
     Check {
         #[arg(long, short)]
         config: PathBuf,
@@ -172,6 +176,13 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Check { config } => {
             let c = Config::load(&config).map_err(|e| anyhow!("{e}"))?;
+            let node = Node {
+                interface: c.interface.clone(),
+                mac: [0; 6],
+            };
+            Controller::new(MemoryMaps::new(), node)
+                .apply(&c, &mut NoNeighbours)
+                .map_err(|e| anyhow!("{}: cannot be served: {e}", config.display()))?;
             println!(
                 "{}: OK ({} VIPs, {} backends)",
                 config.display(),

@@ -1,28 +1,19 @@
-//! Per-backend state the controller keeps besides the config: MAC, id,
-//! health-check record, and runtime drain/weight. Decides whether a backend
-//! is usable (in the Maglev ring).
+//! One backend as the controller keeps it: its configuration and its state
+//! (id, MAC, health record, runtime drain/weight) in one struct. Decides
+//! whether it is usable (in the Maglev ring) and what the data plane's
+//! `BACKENDS` entry says.
 
-use lb_common::BACKEND_F_RESCHEDULE;
+use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, addr_bytes};
 
 use crate::{
     config::{BackendConfig, Mode, OnDown},
     health::{Health, Tracker},
+    maglev,
 };
 
-/// A runtime change to one backend (`xlb backend ...`), kept until undone or
-/// until a reload applies the file again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendAction {
-    /// No new flows (weight 0), established ones continue.
-    Drain,
-    /// Ends a drain: back to the runtime or file weight.
-    Undrain,
-    /// Replaces the file's weight.
-    Weight(u32),
-}
-
-pub(super) struct BackendSlot {
+#[derive(Debug)]
+pub(super) struct Backend {
+    pub(super) config: BackendConfig,
     pub(super) id: u32,
     /// `BackendInfo::generation` of this id for this backend.
     pub(super) generation: u16,
@@ -34,34 +25,38 @@ pub(super) struct BackendSlot {
     pub(super) health: Option<Tracker>,
     pub(super) drained: bool,
     pub(super) weight_override: Option<u32>,
+    /// A fresh id whose counters (a previous owner's) are not reset yet.
+    pub(super) reset_counters: bool,
 }
 
-impl BackendSlot {
+impl Backend {
     /// A new backend; `mac` is what the neighbour table knows of it now.
     pub(super) fn new(
         id: u32,
         generation: u16,
-        config: &BackendConfig,
+        config: BackendConfig,
         mac: Option<[u8; 6]>,
     ) -> Self {
         Self {
+            health: config.check.as_ref().map(|c| Tracker::new(c, false)),
+            config,
             id,
             generation,
             mac,
             missing: 0,
-            health: config.check.as_ref().map(|c| Tracker::new(c, false)),
             drained: false,
             weight_override: None,
+            reset_counters: true,
         }
     }
 
     /// The weight the ring uses: 0 while drained, else the runtime weight or
     /// the file's.
-    pub(super) fn weight(&self, config: &BackendConfig) -> u32 {
+    pub(super) fn weight(&self) -> u32 {
         if self.drained {
             0
         } else {
-            self.weight_override.unwrap_or(config.weight)
+            self.weight_override.unwrap_or(self.config.weight)
         }
     }
 
@@ -69,16 +64,47 @@ impl BackendSlot {
         self.health.as_ref().is_none_or(|t| t.state() == Health::Up)
     }
 
-    /// In the ring: reachable (NAT routes through the kernel's FIB, DSR
-    /// needs the MAC), weight above 0, and healthy.
-    pub(super) fn usable(&self, config: &BackendConfig, mode: Mode) -> bool {
-        (mode == Mode::Nat || self.mac.is_some()) && self.weight(config) > 0 && self.health_up()
+    /// Whether the data plane can send to it: NAT routes through the
+    /// kernel's FIB, DSR needs the backend's own MAC.
+    pub(super) fn reachable(&self, mode: Mode) -> bool {
+        mode == Mode::Nat || self.mac.is_some()
+    }
+
+    /// In the ring: reachable, weight above 0, and healthy.
+    pub(super) fn usable(&self, mode: Mode) -> bool {
+        self.reachable(mode) && self.weight() > 0 && self.health_up()
+    }
+
+    /// Its Maglev ring member (identity and weight).
+    pub(super) fn member(&self) -> maglev::Member {
+        maglev::Member {
+            identity: maglev::identity(self.config.address, self.config.port),
+            weight: self.weight(),
+        }
+    }
+
+    /// The `BACKENDS` entry. A backend that is only unhealthy or drained
+    /// keeps an active entry, so the flows the connection table already
+    /// tracks for it go on; an unreachable one gets an empty entry.
+    pub(super) fn info(&self, mode: Mode, on_down: OnDown) -> BackendInfo {
+        if !self.reachable(mode) {
+            return BackendInfo::default();
+        }
+        let (addr, family) = addr_bytes(self.config.address);
+        BackendInfo {
+            addr,
+            port: self.config.port.to_be(),
+            family,
+            flags: BACKEND_F_ACTIVE | self.reschedule_flag(on_down),
+            mac: self.mac.unwrap_or_default(),
+            generation: self.generation,
+        }
     }
 
     /// `BACKEND_F_RESCHEDULE` while the checks say down and the VIP asks for
     /// established flows to move: the data plane then ignores its
     /// connection-table entries and hashes those flows onto the ring again.
-    pub(super) fn reschedule_flag(&self, on_down: OnDown) -> u8 {
+    fn reschedule_flag(&self, on_down: OnDown) -> u8 {
         let down = self
             .health
             .as_ref()
@@ -90,7 +116,8 @@ impl BackendSlot {
         }
     }
 
-    /// A reload: the check may have changed, and runtime overrides end.
+    /// A reload: the configuration may have changed (not the address, which
+    /// is the backend's identity), and runtime overrides end.
     pub(super) fn reconfigure(&mut self, vip: &str, config: &BackendConfig) {
         self.health = match (self.health.take(), &config.check) {
             (_, None) => None,
@@ -109,5 +136,6 @@ impl BackendSlot {
         }
         self.drained = false;
         self.weight_override = None;
+        self.config = config.clone();
     }
 }

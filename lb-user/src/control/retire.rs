@@ -10,24 +10,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
 use lb_common::VipKey;
 
-use super::{BackendSlot, Controller};
-use crate::{
-    config::{BackendConfig, ConntrackConfig, Protocol},
-    status::{BackendState, BackendStatus},
-};
+use super::backend::Backend;
+use crate::config::{ConntrackConfig, Protocol};
 
 /// Entries that never time out (timeout 0) still free a removed backend
 /// after this long.
 const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+#[derive(Debug)]
 pub(super) struct Retired {
-    vip: VipKey,
-    config: BackendConfig,
-    slot: BackendSlot,
-    until: Instant,
+    pub(super) vip: VipKey,
+    pub(super) backend: Backend,
+    pub(super) until: Instant,
 }
 
 /// How long a removed backend of a `protocol` VIP keeps its flows: as long
@@ -44,81 +40,67 @@ pub(super) fn grace(ct: &ConntrackConfig, protocol: Protocol) -> Duration {
     }
 }
 
-impl Controller {
+/// The backends removed from the configuration whose flows may go on.
+#[derive(Debug, Default)]
+pub(super) struct Retiring {
+    list: Vec<Retired>,
+}
+
+impl Retiring {
     pub(super) fn retire(
         &mut self,
         vip: VipKey,
         vip_name: &str,
-        config: BackendConfig,
-        slot: BackendSlot,
+        backend: Backend,
         grace: Duration,
     ) {
-        tracing::info!(vip = %vip_name, backend = %config.name, grace_s = grace.as_secs(),
+        tracing::info!(vip = %vip_name, backend = %backend.config.name, grace_s = grace.as_secs(),
             "backend removed: no new flows; established flows continue until idle");
-        self.retired.push(Retired {
+        self.list.push(Retired {
             vip,
-            config,
-            slot,
+            backend,
             until: Instant::now() + grace,
         });
     }
 
-    /// The slot of a backend removed from `vip` whose grace has not ended.
-    pub(super) fn unretire(&mut self, vip: &VipKey, address: IpAddr) -> Option<BackendSlot> {
-        let i = self.retired_index(vip, address)?;
-        Some(self.retired.swap_remove(i).slot)
-    }
-
-    /// Where the removed backend `address` of `vip` is, if it is retiring.
-    pub(super) fn retired_index(&self, vip: &VipKey, address: IpAddr) -> Option<usize> {
-        self.retired
+    /// Whether `address`, removed from `vip`, is still within its grace.
+    pub(super) fn contains(&self, vip: &VipKey, address: IpAddr) -> bool {
+        self.list
             .iter()
-            .position(|r| r.vip == *vip && r.config.address == address)
+            .any(|r| r.vip == *vip && r.backend.config.address == address)
     }
 
-    /// Frees removed backends whose grace has ended (or, with `vip`, all of
-    /// that VIP's at once: the VIP itself is gone).
-    pub(super) fn free_retired(&mut self, now: Instant, vip: Option<&VipKey>) -> Result<()> {
+    /// Takes back the backend `address` removed from `vip`, if its grace has
+    /// not ended.
+    pub(super) fn take(&mut self, vip: &VipKey, address: IpAddr) -> Option<Backend> {
+        let i = self
+            .list
+            .iter()
+            .position(|r| r.vip == *vip && r.backend.config.address == address)?;
+        Some(self.list.swap_remove(i).backend)
+    }
+
+    /// Removes and returns those whose grace has ended by `now`, or, with
+    /// `vip`, all of that VIP's (the VIP itself is gone).
+    pub(super) fn expire(&mut self, now: Instant, vip: Option<&VipKey>) -> Vec<Backend> {
+        let mut out = Vec::new();
         let mut i = 0;
-        while i < self.retired.len() {
-            let r = &self.retired[i];
+        while i < self.list.len() {
+            let r = &self.list[i];
             if r.until <= now || vip == Some(&r.vip) {
-                let r = self.retired.swap_remove(i);
-                self.dp.maps.clear_backend(r.slot.id)?;
-                self.backend_pool.give(r.slot.id);
-                tracing::debug!(backend = %r.config.name, "removed backend freed");
+                out.push(self.list.swap_remove(i).backend);
             } else {
                 i += 1;
             }
         }
-        Ok(())
+        out
     }
 
-    /// Frees removed backends whose grace has ended; call periodically.
-    pub fn expire_retired(&mut self, now: Instant) -> Result<()> {
-        self.free_retired(now, None)
-    }
-
-    /// Status rows of `vip`'s removed backends that still carry flows.
-    pub(super) fn retired_status(&self, vip: &VipKey) -> Result<Vec<BackendStatus>> {
-        let mut rows = Vec::new();
-        for r in self.retired.iter().filter(|r| r.vip == *vip) {
-            let c = self.dp.maps.backend_counters(r.slot.id)?;
-            rows.push(BackendStatus {
-                name: r.config.name.clone(),
-                address: r.config.address.to_string(),
-                weight: 0,
-                mac: r.slot.mac.map(|m| crate::netlink::format_mac(&m)),
-                state: BackendState::Removed,
-                packets: c.packets,
-                bytes: c.bytes,
-                config_weight: r.config.weight,
-                drained: false,
-                weight_override: None,
-                // No longer checked: it only finishes its flows.
-                health: None,
-            });
-        }
-        Ok(rows)
+    /// The removed backends of `vip`.
+    pub(super) fn of<'a>(&'a self, vip: &'a VipKey) -> impl Iterator<Item = &'a Backend> + 'a {
+        self.list
+            .iter()
+            .filter(move |r| r.vip == *vip)
+            .map(|r| &r.backend)
     }
 }

@@ -7,25 +7,28 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result, bail};
 use lb_common::VipKey;
 
-use super::{BackendAction, Controller};
+use super::Controller;
 use crate::{
+    api::BackendAction,
     config::MAX_WEIGHT,
     health::{Health, Outcome},
+    maps::MapStore,
 };
 
-impl Controller {
+impl<M: MapStore> Controller<M> {
     /// Feeds one health-check result of backend `addr` of VIP `vip`. A
     /// state change is logged once, with the check, what it saw and how long
     /// it took, and takes the backend out of (or back into) the ring.
     /// Results for backends no longer configured are ignored.
     pub fn record_check(&mut self, vip: &VipKey, addr: IpAddr, outcome: Outcome) -> Result<()> {
-        let Some(slot) = self.vips.get_mut(vip) else {
+        let Some(v) = self.vips.get_mut(vip) else {
             return Ok(());
         };
-        let Some(i) = slot.config.backends.iter().position(|c| c.address == addr) else {
+        let on_down = v.settings.on_down;
+        let vname = v.settings.name.clone();
+        let Some(b) = v.backend_mut(addr) else {
             return Ok(());
         };
-        let b = &mut slot.backends[i];
         let Some(tracker) = b.health.as_mut() else {
             return Ok(());
         };
@@ -34,21 +37,19 @@ impl Controller {
             return Ok(());
         };
         let (consecutive, check) = (tracker.streak(), tracker.check().to_owned());
-        let (vname, bname) = (
-            slot.config.name.clone(),
-            slot.config.backends[i].name.clone(),
-        );
+        let bname = b.config.name.clone();
         if to == Health::Up {
             tracing::info!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
                 latency_ms = format!("{latency_ms:.1}"), consecutive, "backend health: UP, eligible for new flows again");
         } else {
             tracing::warn!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
-                latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = slot.config.on_down.as_str(),
+                latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = on_down.as_str(),
                 "backend health: DOWN, out of the table for new flows");
         }
         // With on_down = "reschedule" this also flags the backend entry, so
         // its tracked flows are hashed again, onto the ring written here.
-        Self::sync_backends_and_ring(&mut self.dp.maps, slot)
+        let standby = self.standby.contains(&vname);
+        v.sync(&mut self.maps, standby)
             .with_context(|| format!("taking backend {bname} {to}"))
     }
 
@@ -61,44 +62,45 @@ impl Controller {
         backend: &str,
         action: BackendAction,
     ) -> Result<String> {
-        let Some(slot) = self.vips.values_mut().find(|s| s.config.name == vip) else {
+        if let BackendAction::Weight(w) = action
+            && w > MAX_WEIGHT
+        {
+            bail!("weight {w} is out of range 0..={MAX_WEIGHT}");
+        }
+        let Some(v) = self.vips.values_mut().find(|v| v.settings.name == vip) else {
             bail!("no VIP named {vip:?}");
         };
-        let Some(i) = slot
-            .config
+        let Some(i) = v
             .backends
             .iter()
-            .position(|c| c.name == backend)
+            .position(|b| b.config.name == backend)
             .or_else(|| {
                 let addr: IpAddr = backend.parse().ok()?;
-                slot.config.backends.iter().position(|c| c.address == addr)
+                v.backends.iter().position(|b| b.config.address == addr)
             })
         else {
             bail!("VIP {vip} has no backend named {backend:?}");
         };
-        let b = &mut slot.backends[i];
-        let c = &slot.config.backends[i];
+        let b = &mut v.backends[i];
         match action {
             BackendAction::Drain => b.drained = true,
             BackendAction::Undrain => b.drained = false,
-            BackendAction::Weight(w) if w > MAX_WEIGHT => {
-                bail!("weight {w} is out of range 0..={MAX_WEIGHT}")
-            }
             BackendAction::Weight(w) => b.weight_override = Some(w),
         }
         let message = format!(
             "{vip}/{}: {}, weight now {} (file {}); a reload applies the file again",
-            c.name,
+            b.config.name,
             match action {
                 BackendAction::Drain => "drained".to_owned(),
                 BackendAction::Undrain => "undrained".to_owned(),
                 BackendAction::Weight(w) => format!("runtime weight {w}"),
             },
-            b.weight(c),
-            c.weight
+            b.weight(),
+            b.config.weight
         );
-        tracing::info!(vip, backend = %c.name, ?action, "{message}");
-        Self::sync_backends_and_ring(&mut self.dp.maps, slot)?;
+        tracing::info!(vip, backend = %b.config.name, ?action, "{message}");
+        let standby = self.standby.contains(vip);
+        v.sync(&mut self.maps, standby)?;
         Ok(message)
     }
 }

@@ -3,11 +3,11 @@
 //! to the kernel. One update of the VIP's hash-map entry flips it.
 
 use anyhow::Result;
-use lb_common::VIP_F_STANDBY;
 
 use super::Controller;
+use crate::maps::MapStore;
 
-impl Controller {
+impl<M: MapStore> Controller<M> {
     /// Marks the VIPs named `names` standby (`true`) or forwarding.
     /// Names without a VIP are remembered, for a VIP added later.
     pub fn set_standby(&mut self, names: &[String], standby: bool) -> Result<()> {
@@ -18,19 +18,25 @@ impl Controller {
                 self.standby.remove(name);
             }
         }
-        for (key, slot) in &self.vips {
-            if !names.contains(&slot.config.name) {
+        let mut first_error = None;
+        for vip in self.vips.values_mut() {
+            if !names.iter().any(|n| n == vip.name()) {
                 continue;
             }
-            let mut meta = self.dp.maps.vip(key)?;
-            meta.flags &= !VIP_F_STANDBY;
-            if standby {
-                meta.flags |= VIP_F_STANDBY;
+            // A VIP not published yet gets the flag with its first sync.
+            if vip.published.is_none() {
+                continue;
             }
-            self.dp.maps.set_vip(key, &meta)?;
-            tracing::info!(vip = %slot.config.name, forwarding = !standby, "VIP forwarding switched");
+            match vip.publish(&mut self.maps, standby) {
+                Ok(()) => tracing::info!(vip = %vip.name(), forwarding = !standby,
+                    "VIP forwarding switched"),
+                Err(e) => {
+                    vip.synced = false;
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Whether this node forwards the VIP named `name`.

@@ -10,33 +10,7 @@
 //! decides at once: there is no earlier state worth protecting, and waiting
 //! `rise` intervals would keep a fresh node out of service for nothing.
 
-use serde::{Deserialize, Serialize};
-
-/// What the checks say about a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// No result yet.
-    Unknown,
-    Up,
-    Down,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Up => "up",
-            Health::Down => "down",
-        }
-    }
-}
-
-impl std::fmt::Display for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::api::Health;
 
 /// Rise/fall hysteresis over consecutive check results.
 #[derive(Debug, Clone, PartialEq, Eq)]

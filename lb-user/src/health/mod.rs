@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub use hysteresis::{Health, Hysteresis};
 pub use scheduler::{CheckResult, Scheduler};
 
-use crate::{config::CheckConfig, status::HealthStatus};
+use crate::{api::HealthStatus, config::CheckConfig};
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]

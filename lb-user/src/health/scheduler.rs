@@ -18,10 +18,7 @@ use tokio::{
 };
 
 use super::{Outcome, checks, icmp::Pinger};
-use crate::{
-    config::{CheckConfig, Config},
-    control::vip_key,
-};
+use crate::config::{CheckConfig, Config};
 
 /// Room for this many results not yet taken by the daemon; a full channel
 /// holds the checks back instead of growing.
@@ -70,7 +67,7 @@ impl Scheduler {
     pub fn reconcile(&mut self, config: &Config) {
         let mut wanted: HashMap<(VipKey, IpAddr), &CheckConfig> = HashMap::new();
         for vip in &config.vips {
-            let key = vip_key(vip);
+            let key = vip.key();
             for b in &vip.backends {
                 if let Some(check) = &b.check {
                     wanted.insert((key, b.address), check);

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, anyhow};
 use tokio::sync::watch;
 
+use crate::api::{VrrpGroupStatus, VrrpStatus, VrrpTransition};
 use crate::config::{VrrpConfig, VrrpGroup};
 use crate::netlink;
-use crate::status::{VrrpGroupStatus, VrrpStatus, VrrpTransition};
 use packet::{Advert, Reject};
 use receive::classify;
 use socket::{Received, VrrpSocket};

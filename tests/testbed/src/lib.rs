@@ -8,6 +8,8 @@
 //!   client and packet captures.
 //! - [`frames`]: test frames, built with `etherparse`, and the
 //!   BPF_PROG_TEST_RUN driver.
+//! - [`lb`]: the real XDP program, loaded, with a controller over its
+//!   maps, for BPF_PROG_TEST_RUN suites.
 //! - [`xdp`]: the test XDP programs (pass, floor, generator).
 //! - [`fakes`]: a neighbour table the test controls.
 //! - [`running`]: the short helpers end-to-end tests start from.
@@ -16,6 +18,7 @@
 pub mod demo;
 pub mod fakes;
 pub mod frames;
+pub mod lb;
 pub mod netns;
 pub mod running;
 pub mod topology;

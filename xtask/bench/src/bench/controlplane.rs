@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use lb_common::{DEFAULT_RING_SIZE, FlowKey, IPPROTO_TCP, MAX_RING_SIZE, flow_hash};
-use lb_user::{dataplane::Dataplane, maglev};
+use lb_user::{dataplane::Dataplane, maglev, maps::MapStore};
 
 use super::median;
 
@@ -100,7 +100,8 @@ pub struct Results {
 pub fn run(quick: bool) -> Result<Results> {
     let (trials, flows) = if quick { (3, 200_000) } else { (9, 1_000_000) };
     let hashes = flow_hashes(flows);
-    let mut dp = Dataplane::load()?;
+    // The program must stay loaded while its maps are used.
+    let (_dp, mut maps) = Dataplane::load()?;
     let mut rows = Vec::new();
     for (n, slots) in SIZES {
         let all = members(n);
@@ -113,7 +114,7 @@ pub fn run(quick: bool) -> Result<Results> {
             build.push(t.elapsed().as_secs_f64() * 1e3);
             let ids: Vec<u32> = table.iter().map(|&i| i + 1).collect();
             let t = Instant::now();
-            dp.maps.install_ring(0, &ids)?;
+            maps.install_ring(0, &ids)?;
             install.push(t.elapsed().as_secs_f64() * 1e3);
         }
         // The middle backend leaves.
@@ -142,7 +143,7 @@ pub fn run(quick: bool) -> Result<Results> {
     let mut empty = Vec::with_capacity(trials);
     for _ in 0..trials {
         let t = Instant::now();
-        dp.maps.install_ring(1, &[])?;
+        maps.install_ring(1, &[])?;
         empty.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let empty_ring_ms = median(&mut empty);

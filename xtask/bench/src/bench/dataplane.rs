@@ -15,12 +15,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use lb_common::addr_bytes;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
     LB_F_FORWARDING, LbConfig, MODE_DSR, VipKey, VipMeta, ct,
 };
-use lb_user::{control::addr_bytes, dataplane::Dataplane, maglev};
+use lb_user::{
+    dataplane::Dataplane,
+    maglev,
+    maps::{MapStore, Maps},
+};
 
 use super::frames::{self, Mac};
 use super::median;
@@ -271,7 +276,7 @@ impl Fixture {
 /// Fills the connection table to its size with flows from other clients
 /// (to the first backend; the entries are never looked up, they only make
 /// the table full so that an insert evicts).
-fn fill_flows(dp: &mut Dataplane) -> Result<()> {
+fn fill_flows(maps: &mut Maps) -> Result<()> {
     for i in 0..DEFAULT_FLOW_TABLE_SIZE {
         let client = Ipv4Addr::new(198, 18, 128 + (i >> 16) as u8, (i >> 8) as u8);
         let key = FlowKey {
@@ -282,7 +287,7 @@ fn fill_flows(dp: &mut Dataplane) -> Result<()> {
             proto: IPPROTO_TCP,
             _pad: [0; 3],
         };
-        dp.maps.set_flow(
+        maps.set_flow(
             &key,
             &FlowState {
                 backend: 1,
@@ -294,7 +299,7 @@ fn fill_flows(dp: &mut Dataplane) -> Result<()> {
 }
 
 /// A loaded xlb program whose maps hold what `f` describes.
-fn fixture(f: Fixture) -> Result<Dataplane> {
+fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
     let Fixture {
         vips,
         backends,
@@ -302,8 +307,8 @@ fn fixture(f: Fixture) -> Result<Dataplane> {
         reschedule,
         table_full,
     } = f;
-    let mut dp = Dataplane::load()?;
-    let m = &mut dp.maps;
+    let (dp, mut maps) = Dataplane::load()?;
+    let m = &mut maps;
     m.set_config(&LbConfig {
         mac: LB_MAC,
         flags: LB_F_FORWARDING,
@@ -369,9 +374,9 @@ fn fixture(f: Fixture) -> Result<Dataplane> {
         })?;
     }
     if table_full {
-        fill_flows(&mut dp)?;
+        fill_flows(&mut maps)?;
     }
-    Ok(dp)
+    Ok((dp, maps))
 }
 
 /// Fails unless the connection-table counters show that (nearly) every
@@ -435,7 +440,7 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
     floor.load().context("loading the floor program")?;
 
     let mut rows: Vec<Row> = Vec::new();
-    let mut current: Option<(Fixture, Dataplane)> = None;
+    let mut current: Option<(Fixture, (Dataplane, Maps))> = None;
     let mut floor_ns = None;
     for case in cases(quick) {
         let f = frame(&case);
@@ -447,10 +452,10 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
                     drop(current.take()); // free the old maps first
                     current = Some((key, fixture(key)?));
                 }
-                let (_, dp) = current.as_ref().expect("set above");
-                let before = dp.maps.conntrack_stats()?;
+                let (_, (dp, maps)) = current.as_ref().expect("set above");
+                let before = maps.conntrack_stats()?;
                 let ns = measure(dp.program(), &f, case.verdict, trials);
-                check_conntrack(&case, &before, &dp.maps.conntrack_stats()?, trials)?;
+                check_conntrack(&case, &before, &maps.conntrack_stats()?, trials)?;
                 ns
             }
         }

@@ -26,14 +26,14 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, ct};
+use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, addr_bytes, ct};
 use lb_user::{
-    config::{Config, ConntrackConfig},
-    control::{Controller, Neighbours, addr_bytes, lb_config},
-    dataplane::Dataplane,
-    maps::Maps,
+    config::Config,
+    control::Neighbours,
+    maps::{MapStore, Maps},
     netlink,
 };
+use xlb_testbed::lb::Lb;
 
 use super::frames::{self, Mac};
 use super::median;
@@ -184,18 +184,14 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
         .try_into()?;
     floor.load().context("loading the floor program")?;
 
-    let mut dp = Dataplane::load()?;
-    let unlimited = ConntrackConfig {
-        new_flows_per_cpu: 0,
-        ..ConntrackConfig::default()
-    };
-    dp.maps.set_config(&lb_config(c0.mac, true, &unlimited))?;
-    dp.maps.add_tx_port(c0.index)?;
-    dp.maps.add_tx_port(s0.index)?;
-    let mut controller = Controller::new(dp, "c0");
-    let config = Config::parse(CONFIG, "nat bench").map_err(|e| anyhow!("{e}"))?;
+    let mut controller = Lb::load_on("c0", c0.mac);
+    controller.maps_mut().add_tx_port(c0.index)?;
+    controller.maps_mut().add_tx_port(s0.index)?;
+    let mut config = Config::parse(CONFIG, "nat bench").map_err(|e| anyhow!("{e}"))?;
+    // Every call inserts: no new-flow budget.
+    config.conntrack.new_flows_per_cpu = 0;
     controller.apply(&config, &mut NoNeighbours)?;
-    let backend4 = backend_id(&controller.dataplane().maps, BACKEND4.into())?;
+    let backend4 = backend_id(controller.maps(), BACKEND4.into())?;
 
     let n = calls(quick);
     let lb = c0.mac;
@@ -249,32 +245,26 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
     for (name, ifindex, path, frame) in cases {
         // A first call makes the flow of a hit or miss case (the reply
         // cases use the reverse entries of the hit cases before them).
-        let xlb = controller.dataplane().program();
+        let xlb = controller.program();
         run_once(xlb, ifindex, &frame(), &mut vec![0u8; 2048])?;
-        let before = controller.dataplane().maps.conntrack_stats()?;
+        let before = controller.maps().conntrack_stats()?;
         // The miss case's backend is flagged `reschedule` for its calls
         // only, and restored even if they fail.
-        let backend = controller.dataplane().maps.backend(backend4)?;
+        let backend = controller.maps().backend(backend4)?;
         let miss = matches!(path, Path::Miss);
         if miss {
             let flagged = BackendInfo {
                 flags: backend.flags | BACKEND_F_RESCHEDULE,
                 ..backend
             };
-            controller.maps().set_backend(backend4, &flagged)?;
+            controller.maps_mut().set_backend(backend4, &flagged)?;
         }
-        let ns = measure(
-            controller.dataplane().program(),
-            ifindex,
-            n,
-            XDP_REDIRECT,
-            frame,
-        );
+        let ns = measure(controller.program(), ifindex, n, XDP_REDIRECT, frame);
         if miss {
-            controller.maps().set_backend(backend4, &backend)?;
+            controller.maps_mut().set_backend(backend4, &backend)?;
         }
         let ns = ns.with_context(|| format!("case {name:?}"))?;
-        let after = controller.dataplane().maps.conntrack_stats()?;
+        let after = controller.maps().conntrack_stats()?;
         check_path(path, &before, &after, n).with_context(|| format!("case {name:?}"))?;
         super::say(&format!("  {name:<62} {ns:>5.0} ns"));
         rows.push(Row {

@@ -1,4 +1,4 @@
-//! The only module that touches BPF maps. Every handle is taken from the
+//! The only code that touches BPF maps. Every handle is taken from the
 //! loaded object once, by the name both sides share (`lb_common::map_names`).
 
 use anyhow::{Context as _, Result, anyhow};
@@ -10,6 +10,8 @@ use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, Counters, FlowKey, FlowState, LbConfig, RING_FIRST_SLOT, VipKey,
     VipMeta, ct, drop, global, map_names as names,
 };
+
+use super::MapStore;
 
 /// Handles to every map of the data plane.
 pub struct Maps {
@@ -57,107 +59,6 @@ impl Maps {
         })
     }
 
-    pub fn set_config(&mut self, config: &LbConfig) -> Result<()> {
-        self.config.set(0, config, 0).context("writing LB_CONFIG")
-    }
-
-    pub fn config(&self) -> Result<LbConfig> {
-        self.config.get(&0, 0).context("reading LB_CONFIG")
-    }
-
-    pub fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
-        self.vips
-            .insert(key, meta, 0)
-            .with_context(|| format!("inserting VIP {key:?}"))
-    }
-
-    pub fn vip(&self, key: &VipKey) -> Result<VipMeta> {
-        self.vips
-            .get(key, 0)
-            .with_context(|| format!("reading VIP {key:?}"))
-    }
-
-    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
-        self.vips
-            .remove(key)
-            .with_context(|| format!("removing VIP {key:?}"))
-    }
-
-    /// Marks `key` (with port and protocol zero) as an address that carries VIPs.
-    pub fn set_vip_addr(&mut self, key: &VipKey) -> Result<()> {
-        self.vip_addrs
-            .insert(key, 1, 0)
-            .with_context(|| format!("inserting VIP address {key:?}"))
-    }
-
-    pub fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()> {
-        self.vip_addrs
-            .remove(key)
-            .with_context(|| format!("removing VIP address {key:?}"))
-    }
-
-    /// Replaces the Maglev ring of VIP `index` with `slots` (backend ids).
-    ///
-    /// The new ring is a fresh map, filled completely before one update of
-    /// the outer array publishes it: a packet sees the old ring or the new
-    /// one, never a mix. An empty `slots` publishes a ring of size 0, which
-    /// the data plane treats as "no backend".
-    pub fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
-        let size = u32::try_from(slots.len()).context("ring too large")?;
-        let mut ring: Array<MapData, u32> = Array::create(size + RING_FIRST_SLOT, BPF_F_INNER_MAP)
-            .with_context(|| format!("creating a ring of {size} slots"))?;
-        ring.set(0, size, 0).context("writing the ring size")?;
-        for (i, id) in slots.iter().enumerate() {
-            // Array maps start zeroed, and zero is NO_BACKEND.
-            if *id != 0 {
-                ring.set(RING_FIRST_SLOT + i as u32, id, 0)
-                    .context("filling a ring")?;
-            }
-        }
-        self.rings
-            .set(index, &ring, 0)
-            .with_context(|| format!("publishing the ring of VIP index {index}"))
-    }
-
-    pub fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<()> {
-        self.backends
-            .set(id, info, 0)
-            .with_context(|| format!("writing backend {id}"))
-    }
-
-    /// The data plane's view of backend `id` (all zero if unused).
-    pub fn backend(&self, id: u32) -> Result<BackendInfo> {
-        self.backends
-            .get(&id, 0)
-            .with_context(|| format!("reading backend {id}"))
-    }
-
-    pub fn clear_backend(&mut self, id: u32) -> Result<()> {
-        self.set_backend(id, &BackendInfo::default())
-    }
-
-    pub fn vip_counters(&self, index: u32) -> Result<Counters> {
-        sum_counters(&self.vip_stats, index)
-    }
-
-    pub fn backend_counters(&self, id: u32) -> Result<Counters> {
-        sum_counters(&self.backend_stats, id)
-    }
-
-    /// Resets the counters of a slot that is being reused for a new VIP or backend.
-    pub fn reset_vip_counters(&mut self, index: u32) -> Result<()> {
-        reset(&mut self.vip_stats, index)
-    }
-
-    pub fn reset_backend_counters(&mut self, id: u32) -> Result<()> {
-        reset(&mut self.backend_stats, id)
-    }
-
-    /// Connection-table events, summed over CPUs (indexed as `lb_common::ct`).
-    pub fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]> {
-        sum_u64(&self.ct_stats, "CT_STATS")
-    }
-
     /// The connection-table entry of `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowState>> {
         match self.flows.get(key, 0) {
@@ -165,6 +66,11 @@ impl Maps {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).context("reading FLOWS"),
         }
+    }
+
+    /// Writes a connection-table entry (state restore, tests).
+    pub fn set_flow(&mut self, key: &FlowKey, state: &FlowState) -> Result<()> {
+        self.flows.insert(key, state, 0).context("writing FLOWS")
     }
 
     /// The VIP a NAT reply with this (backend → client) key is rewritten to.
@@ -182,19 +88,131 @@ impl Maps {
             .insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("adding interface {ifindex} to TX_PORTS"))
     }
+}
 
-    /// Writes a connection-table entry (state restore, tests).
-    pub fn set_flow(&mut self, key: &FlowKey, state: &FlowState) -> Result<()> {
-        self.flows.insert(key, state, 0).context("writing FLOWS")
+impl MapStore for Maps {
+    fn set_config(&mut self, config: &LbConfig) -> Result<()> {
+        self.config.set(0, config, 0).context("writing LB_CONFIG")
     }
 
-    /// Drop counters by reason, summed over CPUs (indexed as `lb_common::drop`).
-    pub fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {
+    fn config(&self) -> Result<LbConfig> {
+        self.config.get(&0, 0).context("reading LB_CONFIG")
+    }
+
+    fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        self.vips
+            .insert(key, meta, 0)
+            .with_context(|| format!("inserting VIP {key:?}"))
+    }
+
+    fn vip(&self, key: &VipKey) -> Result<Option<VipMeta>> {
+        match self.vips.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading VIP {key:?}")),
+        }
+    }
+
+    fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.vips
+            .remove(key)
+            .with_context(|| format!("removing VIP {key:?}"))
+    }
+
+    fn set_vip_addr(&mut self, key: &VipKey) -> Result<()> {
+        self.vip_addrs
+            .insert(key, 1, 0)
+            .with_context(|| format!("inserting VIP address {key:?}"))
+    }
+
+    fn is_vip_addr(&self, key: &VipKey) -> Result<bool> {
+        match self.vip_addrs.get(key, 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading VIP address {key:?}")),
+        }
+    }
+
+    fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()> {
+        self.vip_addrs
+            .remove(key)
+            .with_context(|| format!("removing VIP address {key:?}"))
+    }
+
+    /// The new ring is a fresh map, filled completely before one update of
+    /// the outer array publishes it: a packet sees the old ring or the new
+    /// one, never a mix. An empty `slots` publishes a ring of size 0, which
+    /// the data plane treats as "no backend".
+    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
+        let size = u32::try_from(slots.len()).context("ring too large")?;
+        let mut ring: Array<MapData, u32> = Array::create(size + RING_FIRST_SLOT, BPF_F_INNER_MAP)
+            .with_context(|| format!("creating a ring of {size} slots"))?;
+        ring.set(0, size, 0).context("writing the ring size")?;
+        for (i, id) in slots.iter().enumerate() {
+            // Array maps start zeroed, and zero is NO_BACKEND.
+            if *id != 0 {
+                ring.set(RING_FIRST_SLOT + i as u32, id, 0)
+                    .context("filling a ring")?;
+            }
+        }
+        self.rings
+            .set(index, &ring, 0)
+            .with_context(|| format!("publishing the ring of VIP index {index}"))
+    }
+
+    fn ring(&self, index: u32) -> Result<Option<Vec<u32>>> {
+        let ring = match self.rings.get(&index, 0) {
+            Ok(r) => r,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading the ring of VIP {index}")),
+        };
+        let size = ring.get(&0, 0).context("reading a ring's size")?;
+        (0..size)
+            .map(|i| {
+                ring.get(&(RING_FIRST_SLOT + i), 0)
+                    .context("reading a ring slot")
+            })
+            .collect::<Result<Vec<u32>>>()
+            .map(Some)
+    }
+
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<()> {
+        self.backends
+            .set(id, info, 0)
+            .with_context(|| format!("writing backend {id}"))
+    }
+
+    fn backend(&self, id: u32) -> Result<BackendInfo> {
+        self.backends
+            .get(&id, 0)
+            .with_context(|| format!("reading backend {id}"))
+    }
+
+    fn vip_counters(&self, index: u32) -> Result<Counters> {
+        sum_counters(&self.vip_stats, index)
+    }
+
+    fn backend_counters(&self, id: u32) -> Result<Counters> {
+        sum_counters(&self.backend_stats, id)
+    }
+
+    fn reset_vip_counters(&mut self, index: u32) -> Result<()> {
+        reset(&mut self.vip_stats, index)
+    }
+
+    fn reset_backend_counters(&mut self, id: u32) -> Result<()> {
+        reset(&mut self.backend_stats, id)
+    }
+
+    fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]> {
+        sum_u64(&self.ct_stats, "CT_STATS")
+    }
+
+    fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {
         sum_u64(&self.drop_stats, "DROP_STATS")
     }
 
-    /// Global counters, summed over CPUs (indexed as `lb_common::global`).
-    pub fn globals(&self) -> Result<[Counters; global::COUNT as usize]> {
+    fn globals(&self) -> Result<[Counters; global::COUNT as usize]> {
         let mut out = [Counters::default(); global::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = sum_counters(&self.global_stats, i as u32)?;

@@ -1,0 +1,88 @@
+//! Everything that crosses the control socket, and nothing else: the
+//! requests `xlb status|reload|backend` send, the replies, and the status
+//! they show. The daemon, the CLI and the tests speak these types; they
+//! depend on no other module of xlb, so nothing imports in circles through
+//! them.
+
+pub mod render;
+pub mod status;
+
+use serde::{Deserialize, Serialize};
+
+pub use status::{
+    BackendState, BackendStatus, Health, HealthStatus, Status, VipStatus, VrrpGroupStatus,
+    VrrpStatus, VrrpTransition,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Re-read the config file, as on SIGHUP.
+    Reload,
+    /// Drain, undrain or reweight one backend at runtime.
+    Backend {
+        vip: String,
+        backend: String,
+        action: BackendAction,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Status),
+    /// The request was carried out; `message` says what happened.
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// A runtime change to one backend (`xlb backend ...`), kept until undone or
+/// until a reload applies the file again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendAction {
+    /// No new flows (weight 0), established ones continue.
+    Drain,
+    /// Ends a drain: back to the runtime or file weight.
+    Undrain,
+    /// Replaces the file's weight.
+    Weight(u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let cases = [
+            (Request::Status, r#"{"cmd":"status"}"#),
+            (Request::Reload, r#"{"cmd":"reload"}"#),
+            (
+                Request::Backend {
+                    vip: "web".into(),
+                    backend: "b1".into(),
+                    action: BackendAction::Drain,
+                },
+                r#"{"cmd":"backend","vip":"web","backend":"b1","action":"drain"}"#,
+            ),
+            (
+                Request::Backend {
+                    vip: "web".into(),
+                    backend: "b1".into(),
+                    action: BackendAction::Weight(3),
+                },
+                r#"{"cmd":"backend","vip":"web","backend":"b1","action":{"weight":3}}"#,
+            ),
+        ];
+        for (req, json) in cases {
+            assert_eq!(serde_json::to_string(&req).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), req);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! What `xlb status` shows: the JSON the daemon serves on its control
+//! socket. [`super::render`] prints it as a table for people.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a backend's health checks say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No result yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// In the Maglev table.
+    Active,
+    /// Weight 0: gets no new flows.
+    Draining,
+    /// MAC not (yet) in the kernel's neighbour table: gets no traffic.
+    Unresolved,
+    /// Its health check failed `fall` times in a row: no new flows.
+    Down,
+    /// Health-checked, no result yet: no new flows until the first success.
+    Pending,
+    /// Taken out of the configuration: no new flows; its established flows
+    /// go on until they have been idle for the connection-table timeout.
+    Removed,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Draining => "draining",
+            BackendState::Unresolved => "unresolved",
+            BackendState::Down => "down",
+            BackendState::Pending => "pending",
+            BackendState::Removed => "removed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    pub weight: u32,
+    pub mac: Option<String>,
+    pub state: BackendState,
+    pub packets: u64,
+    pub bytes: u64,
+    // Fields added with health checks; `default` keeps older JSON readable.
+    /// The weight in the configuration file (`weight` is the one in use).
+    #[serde(default)]
+    pub config_weight: u32,
+    /// Drained at runtime (`xlb backend drain`) until undrained or reloaded.
+    #[serde(default)]
+    pub drained: bool,
+    /// Weight set at runtime (`xlb backend weight`) until a reload.
+    #[serde(default)]
+    pub weight_override: Option<u32>,
+    /// The health check and its last result; absent if not checked.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+}
+
+/// A backend's health check as `xlb status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// What is checked, e.g. `http GET :80/ expect 200-299`.
+    pub check: String,
+    pub state: Health,
+    /// Whether the last check passed; absent before the first result.
+    pub last_ok: Option<bool>,
+    /// What the last check saw ("HTTP 200", "connection refused", ...).
+    pub last_detail: Option<String>,
+    /// How long the last check took, in microseconds.
+    pub last_latency_us: Option<u64>,
+    /// Results in a row that agree with the last one.
+    pub consecutive: u32,
+    /// Seconds since the health state last changed (or since checks began).
+    pub since_change_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipStatus {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub protocol: String,
+    pub mode: String,
+    pub affinity: String,
+    pub ring_size: u32,
+    /// False while this node is not the VRRP master of the VIP's group.
+    #[serde(default = "yes")]
+    pub forwarding: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendStatus>,
+    /// Backends in the Maglev table now; 0 with backends configured means
+    /// new connections are dropped (counted as `no_backend`).
+    #[serde(default)]
+    pub usable_backends: usize,
+    /// `keep` or `reschedule`: what a failed check does to established flows.
+    #[serde(default)]
+    pub on_down: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub interface: String,
+    pub xdp_mode: String,
+    /// Whether the data plane is switched on (per-VIP VRRP standby is in
+    /// `VipStatus::forwarding`).
+    pub forwarding: bool,
+    pub vips: Vec<VipStatus>,
+    /// Packets seen, passed to the kernel, forwarded, dropped.
+    pub global: BTreeMap<String, u64>,
+    /// Dropped packets by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Connection-table events (hits, misses, inserts, refusals, ...).
+    #[serde(default)]
+    pub conntrack: BTreeMap<String, u64>,
+    /// VRRP, when the config has a `[vrrp]` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<VrrpStatus>,
+}
+
+/// VRRP state of the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    pub groups: Vec<VrrpGroupStatus>,
+    /// Tracking verdict: "ok", or what fails ("link down", "198.18.0.254 unreachable").
+    pub tracking: String,
+    /// Received packets: "accepted" and one counter per reason for ignoring one.
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpGroupStatus {
+    pub vrid: u8,
+    pub family: String,
+    /// init, backup, master or fault.
+    pub state: String,
+    /// Effective priority (configured minus tracking penalty).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub preempt: bool,
+    pub advert_interval_cs: u16,
+    /// The current master's address, if known (ours when master).
+    pub master: Option<String>,
+    pub vips: Vec<String>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub last_transition: Option<VrrpTransition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpTransition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// How long ago, when the status was taken.
+    #[serde(default)]
+    pub ago_ms: u64,
+}

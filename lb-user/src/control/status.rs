@@ -1,0 +1,121 @@
+//! What `xlb status` shows of the controller's model and the data plane's
+//! counters (the daemon adds VRRP's part).
+
+use anyhow::Result;
+use lb_common::{LB_F_FORWARDING, ct, drop, global};
+
+use super::{Controller, backend::Backend, vip::Vip};
+use crate::{
+    api::{BackendState, BackendStatus, Health, Status, VipStatus},
+    dataplane::Attached,
+    health::Tracker,
+    maps::MapStore,
+    netlink::format_mac,
+};
+
+impl<M: MapStore> Controller<M> {
+    pub fn status(&self) -> Result<Status> {
+        let mut vips = Vec::with_capacity(self.vips.len());
+        for vip in self.vips.values() {
+            vips.push(self.vip_status(vip)?);
+        }
+        let globals = self.maps.globals()?;
+        let drops = self.maps.drops()?;
+        let conntrack = self.maps.conntrack_stats()?;
+        let configured = self.maps.config()?.flags & LB_F_FORWARDING != 0;
+        Ok(Status {
+            interface: self.node.interface.clone(),
+            xdp_mode: self
+                .attached
+                .map_or("detached", Attached::as_str)
+                .to_string(),
+            // The node forwards if it is configured and some VIP is not
+            // standby.
+            forwarding: configured && (vips.is_empty() || vips.iter().any(|v| v.forwarding)),
+            vips,
+            global: global::NAMES
+                .iter()
+                .zip(globals.iter())
+                .map(|(n, c)| (n.to_string(), c.packets))
+                .collect(),
+            drops: drop::NAMES
+                .iter()
+                .zip(drops.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+            conntrack: ct::NAMES
+                .iter()
+                .zip(conntrack.iter())
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+            // Filled in by the daemon, which owns the VRRP engine.
+            vrrp: None,
+        })
+    }
+
+    fn vip_status(&self, vip: &Vip) -> Result<VipStatus> {
+        let s = &vip.settings;
+        let c = self.maps.vip_counters(vip.index)?;
+        let mut backends = Vec::with_capacity(vip.backends.len());
+        for b in &vip.backends {
+            backends.push(self.backend_status(b, vip)?);
+        }
+        for b in self.retiring.of(&vip.key) {
+            let c = self.maps.backend_counters(b.id)?;
+            backends.push(BackendStatus {
+                name: b.config.name.clone(),
+                address: b.config.address.to_string(),
+                weight: 0,
+                mac: b.mac.map(|m| format_mac(&m)),
+                state: BackendState::Removed,
+                packets: c.packets,
+                bytes: c.bytes,
+                config_weight: b.config.weight,
+                drained: false,
+                weight_override: None,
+                // No longer checked: it only finishes its flows.
+                health: None,
+            });
+        }
+        Ok(VipStatus {
+            name: s.name.clone(),
+            address: s.address.to_string(),
+            port: s.port,
+            protocol: s.protocol.as_str().to_string(),
+            mode: s.mode.as_str().to_string(),
+            affinity: s.affinity.as_str().to_string(),
+            ring_size: s.ring_size,
+            forwarding: self.forwards(&s.name),
+            packets: c.packets,
+            bytes: c.bytes,
+            usable_backends: vip.usable_backends(),
+            on_down: s.on_down.as_str().to_string(),
+            backends,
+        })
+    }
+
+    fn backend_status(&self, b: &Backend, vip: &Vip) -> Result<BackendStatus> {
+        let counters = self.maps.backend_counters(b.id)?;
+        let health = b.health.as_ref().map(Tracker::state);
+        let state = match (b.reachable(vip.settings.mode), health, b.weight()) {
+            (false, _, _) => BackendState::Unresolved,
+            (_, Some(Health::Down), _) => BackendState::Down,
+            (_, Some(Health::Unknown), _) => BackendState::Pending,
+            (true, _, 0) => BackendState::Draining,
+            (true, _, _) => BackendState::Active,
+        };
+        Ok(BackendStatus {
+            name: b.config.name.clone(),
+            address: b.config.address.to_string(),
+            weight: b.weight(),
+            mac: b.mac.map(|m| format_mac(&m)),
+            state,
+            packets: counters.packets,
+            bytes: counters.bytes,
+            config_weight: b.config.weight,
+            drained: b.drained,
+            weight_override: b.weight_override,
+            health: b.health.as_ref().map(Tracker::status),
+        })
+    }
+}

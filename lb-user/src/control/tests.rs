@@ -1,0 +1,539 @@
+//! The controller's bookkeeping on [`MemoryMaps`]: no kernel, no root. The
+//! root suite (`tests/control.rs`) proves the kernel's maps end up the same.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use lb_common::{
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, LB_F_FORWARDING, LB_F_NAT, MAX_BACKENDS, NO_BACKEND,
+    VIP_F_STANDBY, VipKey,
+};
+
+use super::*;
+use crate::{
+    api::{BackendAction, BackendState},
+    config::Config,
+    health::Outcome,
+    maglev,
+    maps::MemoryMaps,
+};
+
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+#[derive(Default)]
+struct Table(HashMap<IpAddr, [u8; 6]>);
+
+impl Neighbours for Table {
+    fn lookup(&mut self) -> Result<HashMap<IpAddr, [u8; 6]>> {
+        Ok(self.0.clone())
+    }
+    fn probe(&mut self, _: IpAddr) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+}
+
+fn mac(last: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0x10, last]
+}
+
+/// Knows the MAC of every backend `lasts`.
+fn table(lasts: &[u8]) -> Table {
+    Table(lasts.iter().map(|&l| (ip(l), mac(l))).collect())
+}
+
+fn controller() -> Controller<MemoryMaps> {
+    Controller::new(
+        MemoryMaps::new(),
+        Node {
+            interface: "eth0".into(),
+            mac: MAC,
+        },
+    )
+}
+
+/// VIP "web" 198.18.0.100:80 (ring 13, `extra` appended to the VIP) with
+/// backends `b<last>` of `weight`.
+fn config_with(backends: &[(u8, u32)], extra: &str) -> Config {
+    let mut text = format!(
+        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n\
+         ring_size = 13\n{extra}\n"
+    );
+    for (last, weight) in backends {
+        text.push_str(&format!(
+            "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\nweight = {weight}\n"
+        ));
+    }
+    Config::parse(&text, "test.toml").expect("valid test config")
+}
+
+fn config(backends: &[(u8, u32)]) -> Config {
+    config_with(backends, "")
+}
+
+fn key() -> VipKey {
+    config(&[]).vips.first().map_or_else(
+        || VipKey::new("198.18.0.100".parse().unwrap(), 80, 6),
+        |v| v.key(),
+    )
+}
+
+/// The ring Maglev gives these (address last byte, id, weight) members.
+fn expected_ring(members: &[(u8, u32, u32)]) -> Vec<u32> {
+    let m: Vec<maglev::Member> = members
+        .iter()
+        .map(|&(last, _, weight)| maglev::Member {
+            identity: maglev::identity(ip(last), 80),
+            weight,
+        })
+        .collect();
+    maglev::build_table(&m, 13)
+        .iter()
+        .map(|&i| {
+            if i == maglev::EMPTY {
+                NO_BACKEND
+            } else {
+                members[i as usize].1
+            }
+        })
+        .collect()
+}
+
+fn ids(c: &Controller<MemoryMaps>) -> Vec<(String, u32)> {
+    c.vips[&key()]
+        .backends
+        .iter()
+        .map(|b| (b.config.name.clone(), b.id))
+        .collect()
+}
+
+fn state(c: &Controller<MemoryMaps>, backend: &str) -> BackendState {
+    c.status().unwrap().vips[0]
+        .backends
+        .iter()
+        .find(|b| b.name == backend)
+        .unwrap_or_else(|| panic!("no backend {backend}"))
+        .state
+}
+
+fn outcome(ok: bool) -> Outcome {
+    Outcome {
+        ok,
+        latency: Duration::from_millis(1),
+        detail: if ok { "ok" } else { "refused" }.into(),
+    }
+}
+
+#[test]
+fn a_new_vip_is_published_with_its_real_ring_in_one_install() {
+    let mut c = controller();
+    c.apply(
+        &config(&[(11, 1), (12, 1), (13, 2)]),
+        &mut table(&[11, 12, 13]),
+    )
+    .unwrap();
+    let m = c.maps();
+    let meta = m.vips[&key()];
+    assert_eq!(meta.index, 0);
+    assert!(m.vip_addrs.contains(&key().address_only()));
+    assert_eq!(
+        m.rings[&0],
+        expected_ring(&[(11, 1, 1), (12, 2, 1), (13, 3, 2)])
+    );
+    assert_eq!(m.ring_installs, 1, "no empty ring first");
+    for (id, last) in [(1, 11), (2, 12), (3, 13)] {
+        let b = m.backends[&id];
+        assert_eq!(b.flags, BACKEND_F_ACTIVE);
+        assert_eq!(b.mac, mac(last));
+        assert_eq!(b.generation, 1);
+    }
+}
+
+#[test]
+fn lb_config_has_our_mac_the_node_flags_and_the_conntrack_settings() {
+    let mut c = controller();
+    assert_eq!(c.maps().config, LbConfig::default(), "nothing before apply");
+    let mut cfg = config(&[(11, 1)]);
+    cfg.conntrack.tcp_timeout = 123;
+    cfg.conntrack.new_flows_per_cpu = 7;
+    c.apply(&cfg, &mut table(&[11])).unwrap();
+    let lb = c.maps().config;
+    assert_eq!(lb.mac, MAC);
+    assert_eq!(lb.flags, LB_F_FORWARDING);
+    assert_eq!((lb.tcp_timeout, lb.new_flows_per_cpu), (123, 7));
+    let nat = config_with(&[(11, 1)], "mode = \"nat\"");
+    c.apply(&nat, &mut table(&[])).unwrap();
+    assert_eq!(c.maps().config.flags, LB_F_FORWARDING | LB_F_NAT);
+    c.apply(&config(&[(11, 1)]), &mut table(&[11])).unwrap();
+    assert_eq!(c.maps().config.flags, LB_F_FORWARDING, "NAT flag cleared");
+}
+
+#[test]
+fn a_reload_keeps_ids_and_counters_and_an_unchanged_one_installs_nothing() {
+    let mut c = controller();
+    let mut n = table(&[11, 12, 13, 14]);
+    c.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
+        .unwrap();
+    c.maps_mut().count_backend(1, 10, 1000);
+    c.maps_mut().count_vip(0, 10, 1000);
+    let installs = c.maps().ring_installs;
+    c.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
+        .unwrap();
+    assert_eq!(c.maps().ring_installs, installs, "same input, same ring");
+
+    // b12 leaves, b14 joins: the others keep their ids and counters.
+    c.apply(&config(&[(11, 1), (13, 1), (14, 1)]), &mut n)
+        .unwrap();
+    assert_eq!(
+        ids(&c),
+        [("b11".into(), 1), ("b13".into(), 3), ("b14".into(), 4)]
+    );
+    let s = c.status().unwrap();
+    assert_eq!(s.vips[0].packets, 10);
+    assert_eq!(s.vips[0].backends[0].packets, 10);
+    assert_eq!(s.vips[0].backends[2].packets, 0);
+    assert_eq!(
+        c.maps().rings[&0],
+        expected_ring(&[(11, 1, 1), (13, 3, 1), (14, 4, 1)])
+    );
+}
+
+#[test]
+fn a_removed_backend_keeps_its_entry_until_its_grace_ends_then_its_id_is_reused() {
+    let mut c = controller();
+    let mut n = table(&[11, 12, 13]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    assert_eq!(state(&c, "b12"), BackendState::Removed);
+    assert_eq!(
+        c.maps().backends[&2].flags,
+        BACKEND_F_ACTIVE,
+        "its flows go on"
+    );
+    assert!(!c.maps().rings[&0].contains(&2), "no new flows");
+    // A day later (TCP timeout 900 s) the grace is over.
+    c.expire_retired(Instant::now() + Duration::from_secs(86_400))
+        .unwrap();
+    assert!(!c.maps().backends.contains_key(&2), "entry cleared");
+    assert!(
+        c.status().unwrap().vips[0]
+            .backends
+            .iter()
+            .all(|b| b.name != "b12")
+    );
+    c.apply(&config(&[(11, 1), (13, 1)]), &mut n).unwrap();
+    let b13 = c.maps().backends[&2];
+    assert_eq!(b13.mac, mac(13), "b13 got the freed id");
+    assert_eq!(b13.generation, 2, "with a new generation");
+}
+
+#[test]
+fn a_backend_readded_within_its_grace_gets_its_id_and_generation_back() {
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    c.maps_mut().count_backend(2, 5, 500);
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    assert_eq!(ids(&c), [("b11".into(), 1), ("b12".into(), 2)]);
+    let b12 = c.maps().backends[&2];
+    assert_eq!(b12.generation, 1);
+    assert_eq!(c.status().unwrap().vips[0].backends[1].packets, 5);
+    assert_eq!(c.status().unwrap().vips[0].backends.len(), 2);
+}
+
+#[test]
+fn removing_a_vip_frees_its_index_ring_and_ids() {
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    c.maps_mut().count_vip(0, 3, 300);
+    c.apply(
+        &Config::parse("interface = \"eth0\"\n", "t").unwrap(),
+        &mut n,
+    )
+    .unwrap();
+    let m = c.maps();
+    assert!(m.vips.is_empty() && m.vip_addrs.is_empty());
+    assert_eq!(m.rings[&0], Vec::<u32>::new(), "ring emptied");
+    assert!(m.backends.is_empty(), "entries cleared");
+    assert!(c.status().unwrap().vips.is_empty());
+    // Back again: index 0 and fresh counters.
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    assert_eq!(c.maps().vips[&key()].index, 0);
+    assert_eq!(c.status().unwrap().vips[0].packets, 0);
+}
+
+#[test]
+fn a_vip_address_stays_marked_while_another_vip_uses_it() {
+    let text = |second: bool| {
+        let mut t = String::from(
+            "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 80\n\
+             [[vip.backend]]\naddress = \"198.18.0.11\"\n",
+        );
+        if second {
+            t.push_str(
+                "[[vip]]\nname = \"b\"\naddress = \"198.18.0.100\"\nport = 443\n\
+                 [[vip.backend]]\naddress = \"198.18.0.11\"\n",
+            );
+        }
+        Config::parse(&t, "t").unwrap()
+    };
+    let mut c = controller();
+    let mut n = table(&[11]);
+    c.apply(&text(true), &mut n).unwrap();
+    assert_eq!(c.maps().vips.len(), 2);
+    let addr = key().address_only();
+    assert!(c.maps().vip_addrs.contains(&addr));
+    c.apply(&text(false), &mut n).unwrap();
+    assert_eq!(c.maps().vips.len(), 1);
+    assert!(c.maps().vip_addrs.contains(&addr), "still carries VIP a");
+}
+
+#[test]
+fn a_config_over_the_backend_limit_is_refused_and_changes_nothing() {
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    let small = config(&[(11, 1), (12, 1)]);
+    c.apply(&small, &mut n).unwrap();
+    let before = c.maps().clone();
+    let mut huge = small.clone();
+    let template = huge.vips[0].backends[0].clone();
+    huge.vips[0].backends = (0..MAX_BACKENDS)
+        .map(|i| {
+            let mut b = template.clone();
+            b.address = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i));
+            b.name = b.address.to_string();
+            b
+        })
+        .collect();
+    let err = c.apply(&huge, &mut n).unwrap_err();
+    assert!(matches!(err, ApplyError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("too many backends"), "{err}");
+    assert_eq!(*c.maps(), before, "no map touched");
+    assert_eq!(ids(&c).len(), 2, "the model kept both backends");
+    c.apply(&small, &mut n).unwrap();
+}
+
+#[test]
+fn a_duplicate_backend_address_from_code_is_refused_without_losing_backends() {
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    let mut bad = config(&[(11, 1), (12, 1)]);
+    let dup = bad.vips[0].backends[0].clone();
+    bad.vips[0].backends.push(dup);
+    let err = c.apply(&bad, &mut n).unwrap_err();
+    assert!(
+        err.to_string().contains("duplicate backend address"),
+        "{err}"
+    );
+    assert_eq!(ids(&c).len(), 2);
+}
+
+/// Two VIPs: "web" with `web` backends, and "old" (198.18.0.101:80, one
+/// backend b21) if `old`.
+fn two_vips(web: &[(u8, u32)], old: bool) -> Config {
+    let mut text = String::new();
+    text.push_str(
+        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n\
+         ring_size = 13\n",
+    );
+    for (last, weight) in web {
+        text.push_str(&format!(
+            "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\nweight = {weight}\n"
+        ));
+    }
+    if old {
+        text.push_str(
+            "[[vip]]\nname = \"old\"\naddress = \"198.18.0.101\"\nport = 80\nring_size = 13\n\
+             [[vip.backend]]\nname = \"b21\"\naddress = \"198.18.0.21\"\n",
+        );
+    }
+    Config::parse(&text, "test.toml").expect("valid test config")
+}
+
+/// What the data plane does with these maps, whatever ids the controller
+/// picked: per VIP its entry (without the index) and its ring as backend
+/// addresses; the backend entries by address (without the generation).
+type View = (
+    LbConfig,
+    Vec<(VipKey, u32, u32, Vec<[u8; 16]>)>,
+    Vec<VipKey>,
+    Vec<([u8; 16], u16, u8, u8, [u8; 6])>,
+);
+
+fn view(m: &MemoryMaps) -> View {
+    let addr = |id: &u32| m.backends.get(id).map_or([0xff; 16], |b| b.addr);
+    let vips = m
+        .vips
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                v.mode,
+                v.flags,
+                m.rings[&v.index].iter().map(addr).collect(),
+            )
+        })
+        .collect();
+    let mut backends: Vec<_> = m
+        .backends
+        .values()
+        .map(|b| (b.addr, b.port, b.family, b.flags, b.mac))
+        .collect();
+    backends.sort();
+    (
+        m.config,
+        vips,
+        m.vip_addrs.iter().copied().collect(),
+        backends,
+    )
+}
+
+/// A map write that fails anywhere in a reload loses nothing: the model
+/// holds the new config, and the next refresh leaves the maps exactly as a
+/// reload that never failed would have: backends added, reweighted and
+/// removed, a VIP removed with its address, ring and entries.
+#[test]
+fn a_map_write_failing_anywhere_in_a_reload_is_finished_by_the_next_refresh() {
+    let old = two_vips(&[(11, 1), (12, 1), (13, 1)], true);
+    let new = two_vips(&[(11, 2), (13, 1), (14, 1), (15, 1)], false);
+    let mut n = table(&[11, 12, 13, 14, 15, 21]);
+    let mut clean = controller();
+    clean.apply(&old, &mut n).unwrap();
+    clean.apply(&new, &mut n).unwrap();
+    let mut writes = 0;
+    loop {
+        let mut c = controller();
+        c.apply(&old, &mut n).unwrap();
+        c.maps_mut().fail_after(writes);
+        let failed = c.apply(&new, &mut n).is_err();
+        c.maps_mut().heal();
+        if !failed {
+            assert!(writes > 10, "a reload writes more than {writes} times");
+            break;
+        }
+        assert_eq!(
+            ids(&c).len(),
+            4,
+            "after {writes} writes: every backend kept"
+        );
+        c.refresh_neighbours(&mut n).unwrap();
+        assert_eq!(
+            view(c.maps()),
+            view(clean.maps()),
+            "failing after {writes} writes"
+        );
+        assert_eq!(c.status().unwrap(), clean.status().unwrap());
+        assert!(c.leftovers.is_empty(), "everything removed was cleared");
+        // The old VIP comes back as it would have.
+        c.apply(&old, &mut n).unwrap();
+        let mut again = controller();
+        again.apply(&old, &mut n).unwrap();
+        again.apply(&new, &mut n).unwrap();
+        again.apply(&old, &mut n).unwrap();
+        assert_eq!(view(c.maps()), view(again.maps()));
+        writes += 1;
+    }
+}
+
+#[test]
+fn standby_vips_are_published_flagged_and_switch_with_one_write() {
+    let mut c = controller();
+    let mut n = table(&[11]);
+    c.set_standby(&["web".into(), "later".into()], true)
+        .unwrap();
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    assert_ne!(c.maps().vips[&key()].flags & VIP_F_STANDBY, 0);
+    let s = c.status().unwrap();
+    assert!(!s.vips[0].forwarding && !s.forwarding);
+    c.set_standby(&["web".into()], false).unwrap();
+    assert_eq!(c.maps().vips[&key()].flags & VIP_F_STANDBY, 0);
+    assert!(c.status().unwrap().forwarding);
+    assert!(!c.forwards("later"), "remembered for a VIP added later");
+}
+
+#[test]
+fn an_unresolved_backend_joins_the_ring_when_its_mac_appears_and_leaves_after_three_misses() {
+    let mut c = controller();
+    let mut n = table(&[11]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    assert_eq!(state(&c, "b12"), BackendState::Unresolved);
+    assert!(c.has_unresolved());
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1)]));
+    assert_eq!(c.maps().backends.get(&2), None, "no entry without a MAC");
+    n.0.insert(ip(12), mac(12));
+    c.refresh_neighbours(&mut n).unwrap();
+    assert!(!c.has_unresolved());
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1), (12, 2, 1)]));
+    n.0.remove(&ip(12));
+    for _ in 1..neighbours::MAC_LOST_AFTER {
+        c.refresh_neighbours(&mut n).unwrap();
+        assert_eq!(state(&c, "b12"), BackendState::Active, "a brief gap");
+    }
+    c.refresh_neighbours(&mut n).unwrap();
+    assert_eq!(state(&c, "b12"), BackendState::Unresolved);
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1)]));
+}
+
+#[test]
+fn a_failing_check_takes_a_backend_out_and_reschedule_flags_its_entry() {
+    let health = "[vip.health]\ntype = \"tcp\"\nrise = 2\nfall = 2\non_down = \"reschedule\"";
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&config_with(&[(11, 1), (12, 1)], health), &mut n)
+        .unwrap();
+    assert_eq!(state(&c, "b11"), BackendState::Pending);
+    assert_eq!(c.maps().rings[&0], Vec::<u32>::new(), "nobody checked yet");
+    for last in [11, 12] {
+        c.record_check(&key(), ip(last), outcome(true)).unwrap();
+    }
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1), (12, 2, 1)]));
+    c.record_check(&key(), ip(12), outcome(false)).unwrap();
+    assert_eq!(state(&c, "b12"), BackendState::Active, "one failure of two");
+    c.record_check(&key(), ip(12), outcome(false)).unwrap();
+    assert_eq!(state(&c, "b12"), BackendState::Down);
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1)]));
+    let b12 = c.maps().backends[&2];
+    assert_eq!(b12.flags, BACKEND_F_ACTIVE | BACKEND_F_RESCHEDULE);
+    // Results for backends or VIPs that are not configured are ignored.
+    c.record_check(&key(), ip(99), outcome(false)).unwrap();
+}
+
+#[test]
+fn runtime_drain_and_weight_last_until_a_reload() {
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    let cfg = config(&[(11, 1), (12, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    c.backend_action("web", "b12", BackendAction::Drain)
+        .unwrap();
+    assert_eq!(state(&c, "b12"), BackendState::Draining);
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1)]));
+    let msg = c
+        .backend_action("web", "198.18.0.11", BackendAction::Weight(3))
+        .unwrap();
+    assert!(msg.contains("weight now 3 (file 1)"), "{msg}");
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 3)]));
+    assert!(
+        c.backend_action("web", "b11", BackendAction::Weight(10_001))
+            .is_err()
+    );
+    assert!(
+        c.backend_action("web", "nope", BackendAction::Drain)
+            .is_err()
+    );
+    assert!(
+        c.backend_action("nope", "b11", BackendAction::Drain)
+            .is_err()
+    );
+    c.apply(&cfg, &mut n).unwrap();
+    assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1), (12, 2, 1)]));
+}

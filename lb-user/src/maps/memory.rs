@@ -1,0 +1,239 @@
+//! The maps as plain data. Same sizes and the same refusals as the kernel's
+//! (a VIP table that is full, an id past the end, removing what is not
+//! there), so a dry run fails where the real maps would; no packet ever
+//! counts here, so counters move only when a test says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Result, bail, ensure};
+use lb_common::{
+    BackendInfo, Counters, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, ct, drop, global,
+};
+
+use super::MapStore;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryMaps {
+    pub config: LbConfig,
+    pub vips: BTreeMap<VipKey, VipMeta>,
+    pub vip_addrs: BTreeSet<VipKey>,
+    pub rings: BTreeMap<u32, Vec<u32>>,
+    /// Entries that are not all zero.
+    pub backends: BTreeMap<u32, BackendInfo>,
+    pub vip_stats: BTreeMap<u32, Counters>,
+    pub backend_stats: BTreeMap<u32, Counters>,
+    pub conntrack: [u64; ct::COUNT as usize],
+    pub drops: [u64; drop::COUNT as usize],
+    pub globals: [Counters; global::COUNT as usize],
+    /// Rings installed so far (each costs the kernel an RCU grace period).
+    pub ring_installs: u64,
+    /// Writes allowed before every further write fails (`None`: no limit).
+    pub fail_after: Option<u64>,
+}
+
+impl MemoryMaps {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every write after the next `writes` fail, as a kernel out of
+    /// memory would.
+    pub fn fail_after(&mut self, writes: u64) {
+        self.fail_after = Some(writes);
+    }
+
+    /// Lets writes succeed again.
+    pub fn heal(&mut self) {
+        self.fail_after = None;
+    }
+
+    /// Traffic the data plane would have counted for backend `id`.
+    pub fn count_backend(&mut self, id: u32, packets: u64, bytes: u64) {
+        self.backend_stats
+            .entry(id)
+            .or_default()
+            .add(&Counters { packets, bytes });
+    }
+
+    /// Traffic the data plane would have counted for VIP `index`.
+    pub fn count_vip(&mut self, index: u32, packets: u64, bytes: u64) {
+        self.vip_stats
+            .entry(index)
+            .or_default()
+            .add(&Counters { packets, bytes });
+    }
+
+    fn write(&mut self) -> Result<()> {
+        match &mut self.fail_after {
+            Some(0) => bail!("write refused (MemoryMaps::fail_after)"),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+fn vip_index(index: u32) -> Result<()> {
+    ensure!(index < MAX_VIPS, "VIP index {index} out of bounds");
+    Ok(())
+}
+
+fn backend_id(id: u32) -> Result<()> {
+    ensure!(id < MAX_BACKENDS, "backend id {id} out of bounds");
+    Ok(())
+}
+
+impl MapStore for MemoryMaps {
+    fn set_config(&mut self, config: &LbConfig) -> Result<()> {
+        self.write()?;
+        self.config = *config;
+        Ok(())
+    }
+
+    fn config(&self) -> Result<LbConfig> {
+        Ok(self.config)
+    }
+
+    fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        self.write()?;
+        ensure!(
+            self.vips.contains_key(key) || self.vips.len() < MAX_VIPS as usize,
+            "inserting VIP {key:?}: the VIP table is full"
+        );
+        self.vips.insert(*key, *meta);
+        Ok(())
+    }
+
+    fn vip(&self, key: &VipKey) -> Result<Option<VipMeta>> {
+        Ok(self.vips.get(key).copied())
+    }
+
+    fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.write()?;
+        ensure!(
+            self.vips.remove(key).is_some(),
+            "removing VIP {key:?}: no such VIP"
+        );
+        Ok(())
+    }
+
+    fn set_vip_addr(&mut self, key: &VipKey) -> Result<()> {
+        self.write()?;
+        ensure!(
+            self.vip_addrs.contains(key) || self.vip_addrs.len() < MAX_VIPS as usize,
+            "inserting VIP address {key:?}: the table is full"
+        );
+        self.vip_addrs.insert(*key);
+        Ok(())
+    }
+
+    fn is_vip_addr(&self, key: &VipKey) -> Result<bool> {
+        Ok(self.vip_addrs.contains(key))
+    }
+
+    fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()> {
+        self.write()?;
+        ensure!(
+            self.vip_addrs.remove(key),
+            "removing VIP address {key:?}: not there"
+        );
+        Ok(())
+    }
+
+    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
+        vip_index(index)?;
+        self.write()?;
+        self.rings.insert(index, slots.to_vec());
+        self.ring_installs += 1;
+        Ok(())
+    }
+
+    fn ring(&self, index: u32) -> Result<Option<Vec<u32>>> {
+        vip_index(index)?;
+        Ok(self.rings.get(&index).cloned())
+    }
+
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<()> {
+        backend_id(id)?;
+        self.write()?;
+        if *info == BackendInfo::default() {
+            self.backends.remove(&id);
+        } else {
+            self.backends.insert(id, *info);
+        }
+        Ok(())
+    }
+
+    fn backend(&self, id: u32) -> Result<BackendInfo> {
+        backend_id(id)?;
+        Ok(self.backends.get(&id).copied().unwrap_or_default())
+    }
+
+    fn vip_counters(&self, index: u32) -> Result<Counters> {
+        vip_index(index)?;
+        Ok(self.vip_stats.get(&index).copied().unwrap_or_default())
+    }
+
+    fn backend_counters(&self, id: u32) -> Result<Counters> {
+        backend_id(id)?;
+        Ok(self.backend_stats.get(&id).copied().unwrap_or_default())
+    }
+
+    fn reset_vip_counters(&mut self, index: u32) -> Result<()> {
+        vip_index(index)?;
+        self.write()?;
+        self.vip_stats.remove(&index);
+        Ok(())
+    }
+
+    fn reset_backend_counters(&mut self, id: u32) -> Result<()> {
+        backend_id(id)?;
+        self.write()?;
+        self.backend_stats.remove(&id);
+        Ok(())
+    }
+
+    fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]> {
+        Ok(self.conntrack)
+    }
+
+    fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {
+        Ok(self.drops)
+    }
+
+    fn globals(&self) -> Result<[Counters; global::COUNT as usize]> {
+        Ok(self.globals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_the_kernel_refuses() {
+        let mut m = MemoryMaps::new();
+        let key = VipKey::new("198.18.0.100".parse().unwrap(), 80, 6);
+        assert!(m.remove_vip(&key).is_err(), "removing a missing VIP");
+        assert!(
+            m.set_backend(MAX_BACKENDS, &BackendInfo::default())
+                .is_err()
+        );
+        assert!(m.install_ring(MAX_VIPS, &[]).is_err());
+        assert_eq!(m.ring(0).unwrap(), None);
+        m.install_ring(0, &[1, 2]).unwrap();
+        assert_eq!(m.ring(0).unwrap(), Some(vec![1, 2]));
+        assert_eq!(m.ring_installs, 1);
+    }
+
+    #[test]
+    fn injected_failures_stop_every_later_write() {
+        let mut m = MemoryMaps::new();
+        m.fail_after(1);
+        m.install_ring(0, &[1]).unwrap();
+        assert!(m.install_ring(1, &[1]).is_err());
+        assert!(m.set_config(&LbConfig::default()).is_err());
+        m.heal();
+        m.install_ring(1, &[1]).unwrap();
+    }
+}

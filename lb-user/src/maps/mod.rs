@@ -1,0 +1,62 @@
+//! The data plane's maps as the controller sees them: [`MapStore`], the
+//! few operations its bookkeeping needs, implemented by the real BPF maps
+//! ([`Maps`], the only code that touches them) and by plain memory
+//! ([`MemoryMaps`]: `xlb check` dry-runs a config against it, and the
+//! controller's unit tests run on it without root).
+
+mod kernel;
+mod memory;
+
+use anyhow::Result;
+use lb_common::{BackendInfo, Counters, LbConfig, VipKey, VipMeta, ct, drop, global};
+
+pub use kernel::Maps;
+pub use memory::MemoryMaps;
+
+/// What the controller reads and writes. Every write replaces a whole
+/// entry, so repeating one is harmless: a sync that failed half-way is
+/// finished by running it again.
+pub trait MapStore {
+    /// `LB_CONFIG`: the node-wide settings.
+    fn set_config(&mut self, config: &LbConfig) -> Result<()>;
+    fn config(&self) -> Result<LbConfig>;
+
+    /// `VIPS`: publishes (or replaces) a VIP.
+    fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()>;
+    fn vip(&self, key: &VipKey) -> Result<Option<VipMeta>>;
+    fn remove_vip(&mut self, key: &VipKey) -> Result<()>;
+
+    /// `VIP_ADDRS`: marks `key` (port and protocol zero) as an address
+    /// that carries VIPs.
+    fn set_vip_addr(&mut self, key: &VipKey) -> Result<()>;
+    fn is_vip_addr(&self, key: &VipKey) -> Result<bool>;
+    fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()>;
+
+    /// `RINGS`: replaces the Maglev ring of VIP `index` with `slots`
+    /// (backend ids) in one step; an empty `slots` means "no backend".
+    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()>;
+    /// The ring of VIP `index`, `None` if none was ever installed.
+    fn ring(&self, index: u32) -> Result<Option<Vec<u32>>>;
+
+    /// `BACKENDS`: the data plane's view of backend `id`.
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<()>;
+    /// All zero if unused.
+    fn backend(&self, id: u32) -> Result<BackendInfo>;
+    fn clear_backend(&mut self, id: u32) -> Result<()> {
+        self.set_backend(id, &BackendInfo::default())
+    }
+
+    /// Per-VIP and per-backend counters, summed over CPUs.
+    fn vip_counters(&self, index: u32) -> Result<Counters>;
+    fn backend_counters(&self, id: u32) -> Result<Counters>;
+    /// Resets the counters of a slot reused for a new VIP or backend.
+    fn reset_vip_counters(&mut self, index: u32) -> Result<()>;
+    fn reset_backend_counters(&mut self, id: u32) -> Result<()>;
+
+    /// Connection-table events (indexed as `lb_common::ct`).
+    fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]>;
+    /// Drops by reason (indexed as `lb_common::drop`).
+    fn drops(&self) -> Result<[u64; drop::COUNT as usize]>;
+    /// Global counters (indexed as `lb_common::global`).
+    fn globals(&self) -> Result<[Counters; global::COUNT as usize]>;
+}
