@@ -1,0 +1,423 @@
+//! The engine: one state machine per `[[vrrp.group]]`, fed with adverts,
+//! timers and tracking verdicts; what they decide is carried out here
+//! (forwarding switched, addresses assigned or withdrawn, gratuitous ARP /
+//! unsolicited NA sent, adverts sent).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use tokio::sync::watch;
+
+use super::packet::{Advert, Reject};
+use super::publish::unix_ms;
+use super::receive::classify;
+use super::socket::{Received, VrrpSocket};
+use super::state::{Action, Event, Machine, Params, State};
+use super::track::Tracking;
+use super::{Effects, Nic, announce, primary_addresses};
+use crate::api::VrrpStatus;
+use crate::config::{VrrpConfig, VrrpGroup};
+
+pub(super) struct Group {
+    pub(super) cfg: VrrpGroup,
+    pub(super) machine: Machine,
+    /// What the data plane was last told for this group's VIPs.
+    forwarding: Option<bool>,
+    pub(super) sent: u64,
+    pub(super) received: u64,
+    pub(super) last_at_unix_ms: u64,
+}
+
+pub struct Engine {
+    cfg: VrrpConfig,
+    nic: Nic,
+    pub(super) groups: Vec<Group>,
+    v4: Option<Arc<VrrpSocket>>,
+    v6: Option<Arc<VrrpSocket>>,
+    epoch: Instant,
+    pub(super) counters: BTreeMap<String, u64>,
+    pub(super) tracking: Tracking,
+    effects: Box<dyn Effects>,
+    pub(super) status: Arc<Mutex<VrrpStatus>>,
+}
+
+impl Engine {
+    /// Opens the sockets the groups need. Does not change anything yet.
+    pub fn new(
+        cfg: VrrpConfig,
+        nic: Nic,
+        effects: Box<dyn Effects>,
+        status: Arc<Mutex<VrrpStatus>>,
+    ) -> Result<Self> {
+        let all_vips: Vec<IpAddr> = cfg
+            .groups
+            .iter()
+            .flat_map(|g| g.addresses.clone())
+            .collect();
+        let (p4, p6) = primary_addresses(nic.index, &all_vips)?;
+        let need_v4 = cfg.groups.iter().any(|g| !g.is_ipv6());
+        let need_v6 = cfg.groups.iter().any(VrrpGroup::is_ipv6);
+        let v4 = match (need_v4, p4) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!(
+                "{} has no IPv4 address of its own (besides the VIPs) to send VRRP adverts from",
+                nic.name
+            ),
+            (true, Some(src)) => Some(Arc::new(
+                VrrpSocket::open_v4(&nic.name, nic.index, src)
+                    .with_context(|| format!("opening the IPv4 VRRP socket on {}", nic.name))?,
+            )),
+        };
+        let v6 = match (need_v6, p6) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!(
+                "{} has no IPv6 link-local address to send VRRP adverts from",
+                nic.name
+            ),
+            (true, Some(src)) => Some(Arc::new(
+                VrrpSocket::open_v6(&nic.name, nic.index, src)
+                    .with_context(|| format!("opening the IPv6 VRRP socket on {}", nic.name))?,
+            )),
+        };
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| {
+                let primary = if g.is_ipv6() {
+                    p6.map(IpAddr::from)
+                } else {
+                    p4.map(IpAddr::from)
+                };
+                Group {
+                    machine: Machine::new(Params {
+                        priority: g.priority,
+                        preempt: g.preempt,
+                        interval_cs: g.interval_cs,
+                        primary: primary.expect("checked above"),
+                    }),
+                    cfg: g.clone(),
+                    forwarding: None,
+                    sent: 0,
+                    received: 0,
+                    last_at_unix_ms: 0,
+                }
+            })
+            .collect();
+        let mut counters = BTreeMap::new();
+        counters.insert("accepted".to_string(), 0);
+        counters.insert("address_mismatch".to_string(), 0);
+        counters.insert("interval_mismatch".to_string(), 0);
+        for r in Reject::ALL {
+            counters.insert(r.as_str().to_string(), 0);
+        }
+        Ok(Self {
+            cfg,
+            nic,
+            groups,
+            v4,
+            v6,
+            epoch: Instant::now(),
+            counters,
+            tracking: Tracking { failing: None },
+            effects,
+            status,
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn tracking_event(&self) -> Event {
+        let failing = self.tracking.failing.is_some();
+        Event::Tracking {
+            fault: failing && self.cfg.track_penalty == 0,
+            penalty: if failing { self.cfg.track_penalty } else { 0 },
+        }
+    }
+
+    /// Runs until `stop` turns true, then resigns and withdraws everything.
+    pub async fn run(
+        mut self,
+        tracking: watch::Receiver<Tracking>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut tracking = Some(tracking);
+        // A previous run killed while master may have left the VIPs behind.
+        let all: Vec<IpAddr> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.cfg.addresses.clone())
+            .collect();
+        self.update_forwarding();
+        if let Err(e) = self.effects.withdraw(&all) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "withdrawing stale VIPs at startup"
+            );
+        }
+        if let Some(t) = &mut tracking {
+            self.tracking = t.borrow_and_update().clone();
+        }
+        let mut rx4 = self.v4.as_ref().map(VrrpSocket::spawn_receiver);
+        let mut rx6 = self.v6.as_ref().map(VrrpSocket::spawn_receiver);
+        let now = self.now();
+        for i in 0..self.groups.len() {
+            let ev = self.tracking_event();
+            let mut actions = self.groups[i].machine.handle(now, ev);
+            actions.extend(self.groups[i].machine.handle(now, Event::Startup));
+            self.apply(i, actions);
+        }
+        self.publish();
+        loop {
+            let deadline = self
+                .groups
+                .iter()
+                .filter_map(|g| g.machine.next_deadline())
+                .min()
+                .map(|d| tokio::time::Instant::from_std(self.epoch + d));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let recv4 = next_packet(&mut rx4);
+            let recv6 = next_packet(&mut rx6);
+            tokio::select! {
+                _ = sleep => {
+                    let now = self.now();
+                    for i in 0..self.groups.len() {
+                        let actions = self.groups[i].machine.poll(now);
+                        self.apply(i, actions);
+                    }
+                }
+                r = recv4 => self.received(r, false),
+                r = recv6 => self.received(r, true),
+                t = next_verdict(&mut tracking) => {
+                    let Some(t) = t else {
+                        // The tracker is gone: keep the last verdict.
+                        tracking = None;
+                        continue;
+                    };
+                    if t != self.tracking {
+                        match &t.failing {
+                            Some(what) => tracing::warn!(failing = %what, "VRRP tracking failed"),
+                            None => tracing::info!("VRRP tracking recovered"),
+                        }
+                        self.tracking = t;
+                        let now = self.now();
+                        for i in 0..self.groups.len() {
+                            let ev = self.tracking_event();
+                            let actions = self.groups[i].machine.handle(now, ev);
+                            self.apply(i, actions);
+                        }
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+            self.publish();
+        }
+        let now = self.now();
+        for i in 0..self.groups.len() {
+            let actions = self.groups[i].machine.handle(now, Event::Shutdown);
+            self.apply(i, actions);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn count(&mut self, what: &str) {
+        *self.counters.entry(what.to_string()).or_default() += 1;
+    }
+
+    fn received(&mut self, r: std::io::Result<Received>, v6: bool) {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, v6, "VRRP receive failed");
+                return;
+            }
+        };
+        match self.check(&r, v6) {
+            Ok((i, from, advert)) => {
+                self.count("accepted");
+                let g = &mut self.groups[i];
+                g.received += 1;
+                let mut ours = g.cfg.addresses.clone();
+                let mut theirs = advert.addresses.clone();
+                ours.sort();
+                theirs.sort();
+                let addr_mismatch = ours != theirs;
+                let interval_mismatch = advert.interval_cs != g.cfg.interval_cs;
+                if addr_mismatch {
+                    self.count("address_mismatch");
+                }
+                if interval_mismatch {
+                    // RFC 5798 6.4.2: a backup follows the master's interval.
+                    self.count("interval_mismatch");
+                }
+                let now = self.now();
+                let actions = self.groups[i].machine.handle(
+                    now,
+                    Event::Advert {
+                        from,
+                        priority: advert.priority,
+                        interval_cs: advert.interval_cs,
+                    },
+                );
+                self.apply(i, actions);
+            }
+            Err(reject) => {
+                tracing::debug!(src = %r.src, reason = %reject, "VRRP packet ignored");
+                self.count(reject.as_str());
+            }
+        }
+    }
+
+    fn check(&self, r: &Received, v6: bool) -> Result<(usize, IpAddr, Advert), Reject> {
+        let sock = if v6 { &self.v6 } else { &self.v4 };
+        let groups: Vec<(u8, bool)> = self
+            .groups
+            .iter()
+            .map(|g| (g.cfg.vrid, g.cfg.is_ipv6()))
+            .collect();
+        classify(r, v6, sock.as_ref().map(|s| s.source()), &groups)
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendAdvert { priority } => self.send_advert(i, priority),
+                Action::Transition { from, to, reason } => {
+                    let g = &mut self.groups[i];
+                    g.last_at_unix_ms = unix_ms();
+                    tracing::info!(
+                        vrid = g.cfg.vrid,
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        %reason,
+                        priority = g.machine.priority(),
+                        "VRRP transition"
+                    );
+                    let addrs = g.cfg.addresses.clone();
+                    if to == State::Master {
+                        self.update_forwarding();
+                        if let Err(e) = self.effects.assign(&addrs) {
+                            tracing::error!(error = format!("{e:#}"), "assigning VIPs");
+                        }
+                        self.announce(&addrs);
+                    } else if from == State::Master || to == State::Init {
+                        // Stop forwarding before the addresses go.
+                        self.update_forwarding();
+                        if let Err(e) = self.effects.withdraw(&addrs) {
+                            tracing::error!(error = format!("{e:#}"), "withdrawing VIPs");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each group's VIPs are forwarded exactly while the group is master
+    /// here: a node that is master of one group and backup of another
+    /// forwards only the first group's VIPs.
+    fn update_forwarding(&mut self) {
+        for g in &mut self.groups {
+            let on = g.machine.state() == State::Master;
+            if g.forwarding == Some(on) {
+                continue;
+            }
+            match self.effects.set_forwarding(&g.cfg.vips, on) {
+                Ok(()) => {
+                    tracing::info!(
+                        vrid = g.cfg.vrid,
+                        forwarding = on,
+                        "VIP forwarding switched"
+                    );
+                    g.forwarding = Some(on);
+                }
+                Err(e) => tracing::error!(error = format!("{e:#}"), "switching forwarding"),
+            }
+        }
+    }
+
+    fn send_advert(&mut self, i: usize, priority: u8) {
+        let g = &mut self.groups[i];
+        let sock = if g.cfg.is_ipv6() { &self.v6 } else { &self.v4 };
+        let Some(sock) = sock else { return };
+        let advert = Advert {
+            vrid: g.cfg.vrid,
+            priority,
+            interval_cs: g.cfg.interval_cs,
+            addresses: g.cfg.addresses.clone(),
+        };
+        let bytes = advert.encode(sock.source(), sock.group());
+        match sock.send(&bytes) {
+            Ok(()) => g.sent += 1,
+            Err(e) => tracing::warn!(vrid = g.cfg.vrid, error = %e, "sending VRRP advert"),
+        }
+    }
+
+    /// Gratuitous ARP / unsolicited NA, `garp_repeat` times, in the background.
+    fn announce(&self, addrs: &[IpAddr]) {
+        let v4: Vec<Ipv4Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let v6: Vec<Ipv6Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let nic = self.nic.clone();
+        let repeat = self.cfg.garp_repeat;
+        let gap = Duration::from_millis(u64::from(self.cfg.garp_interval_ms));
+        tokio::task::spawn_blocking(move || {
+            for n in 0..repeat {
+                if n > 0 {
+                    std::thread::sleep(gap);
+                }
+                if let Err(e) = announce::send_garps(&nic.name, nic.mac, &v4) {
+                    tracing::warn!(error = %e, "sending gratuitous ARP");
+                }
+                if let Err(e) = announce::send_nas(&nic.name, nic.index, nic.mac, &v6) {
+                    tracing::warn!(error = %e, "sending unsolicited neighbour advertisement");
+                }
+            }
+        });
+    }
+}
+
+async fn next_packet(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<std::io::Result<Received>>>,
+) -> std::io::Result<Received> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(p) => p,
+            None => {
+                *rx = None;
+                Err(std::io::Error::other("VRRP receive thread ended"))
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_verdict(rx: &mut Option<watch::Receiver<Tracking>>) -> Option<Tracking> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
