@@ -14,7 +14,12 @@ use lb_user::{
     config::{Config, ConntrackConfig},
     maglev,
 };
-use xlb_testbed::{fakes::FakeNeighbours, frames::*, lb::Lb};
+use xlb_testbed::{
+    config::{Backend, Vip, XlbConfig},
+    fakes::FakeNeighbours,
+    frames::*,
+    lb::Lb,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
@@ -28,16 +33,20 @@ fn backend_ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
 }
 
+/// VIP "web" (198.18.0.100:80, ring 251) over backends b<last>.
 fn config(backends: &[(u8, u32)]) -> Config {
-    let mut text = String::from(
-        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\nring_size = 251\n",
-    );
-    for (last, weight) in backends {
-        text.push_str(&format!(
-            "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\nweight = {weight}\n"
-        ));
-    }
-    Config::parse(&text, "test.toml").expect("valid test config")
+    XlbConfig::new("eth0")
+        .vip(
+            Vip::new("web", VIP, 80)
+                .ring_size(251)
+                .backends(backends.iter().map(|&(last, weight)| {
+                    Backend::new(backend_ip(last))
+                        .name(&format!("b{last}"))
+                        .weight(weight)
+                })),
+        )
+        .parse()
+        .expect("valid test config")
 }
 
 fn controller() -> Lb {
@@ -176,14 +185,14 @@ fn a_reload_over_the_backend_limit_is_refused_and_keeps_the_vip() {
     let cfg = config(&[(11, 1), (12, 1), (13, 1)]);
     c.apply(&cfg, &mut n).unwrap();
     // One VIP with more backends than there are ids.
-    let mut text = String::from(
-        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n",
-    );
-    for i in 0..lb_common::MAX_BACKENDS {
-        let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 19, 0, 1)) + i);
-        text.push_str(&format!("[[vip.backend]]\naddress = \"{a}\"\n"));
-    }
-    let huge = Config::parse(&text, "huge.toml").expect("valid config");
+    let huge = XlbConfig::new("eth0")
+        .vip(
+            Vip::new("web", VIP, 80).backends((0..lb_common::MAX_BACKENDS).map(|i| {
+                Backend::new(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + i))
+            })),
+        )
+        .parse()
+        .expect("valid config");
     let err = c.apply(&huge, &mut n).unwrap_err();
     assert!(format!("{err:#}").contains("too many backends"), "{err:#}");
     // The VIP still knows its three backends and forwards to them.
@@ -297,11 +306,8 @@ fn vip_with_every_backend_drained_drops_and_counts() {
     let s = c.status().unwrap();
     assert_eq!(s.drops["no_backend"], 1);
     // Removing the VIP leaves its traffic to the kernel.
-    c.apply(
-        &Config::parse("interface = \"eth0\"\n", "t").unwrap(),
-        &mut n,
-    )
-    .unwrap();
+    c.apply(&XlbConfig::new("eth0").parse().unwrap(), &mut n)
+        .unwrap();
     assert_eq!(send(&c, 1234).0, 2 /* XDP_PASS */);
     assert!(c.status().unwrap().vips.is_empty());
 }

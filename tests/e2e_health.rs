@@ -11,14 +11,15 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use serde_json::Value;
+use lb_user::api::{BackendState, BackendStatus, Status};
+use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
 use xlb_testbed::running::{require_root, status, xlb_exe};
 use xlb_testbed::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
 
 const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
-const RISE: u64 = 2;
-const FALL: u64 = 2;
+const RISE: u32 = 2;
+const FALL: u32 = 2;
 /// Added to the promised bounds for scheduling jitter. The bounds are
 /// checked against the time stamp of xlb's own log line for the change, so
 /// polling `xlb status` adds nothing to it.
@@ -31,80 +32,79 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a dead backend may stay in: `fall` failed checks, the first
 /// one up to an interval after the failure, the last one taking `timeout`.
 fn down_bound() -> Duration {
-    Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS) + SLACK
+    Duration::from_millis(INTERVAL_MS * u64::from(FALL) + TIMEOUT_MS) + SLACK
 }
 
 /// The longest a recovered backend may stay out: `rise` good checks.
 fn up_bound() -> Duration {
-    Duration::from_millis(INTERVAL_MS * RISE + TIMEOUT_MS) + SLACK
+    Duration::from_millis(INTERVAL_MS * u64::from(RISE) + TIMEOUT_MS) + SLACK
 }
 
-/// `[vip.health]` with the test timings and `extra` lines.
-fn health(kind: &str, extra: &str) -> String {
-    format!(
-        "type = \"{kind}\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\n\
-         rise = {RISE}\nfall = {FALL}\n{extra}"
-    )
+/// A check of `kind` with the test timings.
+fn health(kind: &str) -> HealthCheck {
+    HealthCheck::new(kind).timing(INTERVAL_MS, TIMEOUT_MS, RISE, FALL)
 }
 
-/// VIPs web4 and web6 on port 80 over every backend, with `health4` and
-/// `health6` as their `[vip.health]` bodies.
-fn write_config(topo: &Topology, health4: &str, health6: &str) -> PathBuf {
-    let mut s = format!(
-        "interface = \"{}\"\ncontrol_socket = \"{}\"\n",
-        topo.lb_ifname(),
-        topo.control_socket().display()
-    );
-    for (name, vip, health) in [
-        ("web4", topo.vip4().to_string(), health4),
-        ("web6", topo.vip6().to_string(), health6),
-    ] {
-        s.push_str(&format!(
-            "\n[[vip]]\nname = \"{name}\"\naddress = \"{vip}\"\nport = {VIP_PORT}\n\
-             [vip.health]\n{health}\n"
-        ));
-        for i in 1..=topo.backend_count() {
-            let addr = if name == "web4" {
-                topo.backend_addr4(i).to_string()
-            } else {
-                topo.backend_addr6(i).to_string()
-            };
-            s.push_str(&format!(
-                "[[vip.backend]]\nname = \"backend-{i}\"\naddress = \"{addr}\"\n"
-            ));
-        }
-    }
-    let path = topo.dir().join("xlb.toml");
-    std::fs::write(&path, s).expect("write config");
-    path
+/// VIPs web4 and web6 on port 80 over every backend, checked by `health4`
+/// and `health6`.
+fn config(topo: &Topology, health4: HealthCheck, health6: HealthCheck) -> XlbConfig {
+    let vip = |name: &str, addr: std::net::IpAddr, health: HealthCheck, v6: bool| {
+        Vip::new(name, addr, VIP_PORT)
+            .health(health)
+            .backends((1..=topo.backend_count()).map(|i| {
+                let addr: std::net::IpAddr = if v6 {
+                    topo.backend_addr6(i).into()
+                } else {
+                    topo.backend_addr4(i).into()
+                };
+                Backend::new(addr).name(&format!("backend-{i}"))
+            }))
+    };
+    XlbConfig::new(&topo.lb_ifname())
+        .control_socket(&topo.control_socket())
+        .vip(vip("web4", topo.vip4().into(), health4, false))
+        .vip(vip("web6", topo.vip6().into(), health6, true))
 }
 
 struct Running {
     xlb: Xlb,
     topo: Topology,
-    config: PathBuf,
+    config: XlbConfig,
+    path: PathBuf,
 }
 
-fn start(health4: &str, health6: &str) -> Running {
+fn start(health4: HealthCheck, health6: HealthCheck) -> Running {
     let topo = Topology::dsr(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
-    let config = write_config(&topo, health4, health6);
-    let xlb = topo.start_xlb(&xlb_exe(), &config).expect("start xlb");
+    let config = config(&topo, health4, health6);
+    let path = config.write(&topo.config_path()).expect("write config");
+    let xlb = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
     xlb_testbed::running::wait_ready(&xlb);
-    Running { xlb, topo, config }
+    Running {
+        xlb,
+        topo,
+        config,
+        path,
+    }
 }
 
-fn backend<'a>(status: &'a Value, vip: &str, name: &str) -> &'a Value {
-    status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["backends"]
-        .as_array()
-        .and_then(|bs| bs.iter().find(|b| b["name"] == name))
+fn backend<'a>(status: &'a Status, vip: &str, name: &str) -> &'a BackendStatus {
+    status_vip(status, vip)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .backend(name)
         .unwrap_or_else(|| panic!("no {vip}/{name} in {status}"))
 }
 
-fn state(status: &Value, vip: &str, name: &str) -> String {
-    backend(status, vip, name)["state"]
-        .as_str()
+fn state(status: &Status, vip: &str, name: &str) -> BackendState {
+    backend(status, vip, name).state
+}
+
+/// What the last check of `vip`/`name` saw.
+fn last_detail(status: &Status, vip: &str, name: &str) -> String {
+    backend(status, vip, name)
+        .health
+        .as_ref()
+        .and_then(|h| h.last_detail.clone())
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// Polls until `vip`/`name` is in `want`; returns how long that took.
@@ -113,7 +113,7 @@ fn wait_state(
     r: &Running,
     vip: &str,
     name: &str,
-    want: &str,
+    want: BackendState,
     since: Instant,
     limit: Duration,
 ) -> Duration {
@@ -124,7 +124,8 @@ fn wait_state(
         }
         if since.elapsed() > limit {
             panic!(
-                "{vip}/{name} not {want} after {limit:?}: {}\n--- xlb log ---\n{}",
+                "{vip}/{name} not {} after {limit:?}: {:?}\n--- xlb log ---\n{}",
+                want.as_str(),
                 backend(&s, vip, name),
                 r.xlb.log_tail(30)
             );
@@ -158,8 +159,8 @@ fn bodies(r: &Running, v6: bool) -> Vec<String> {
         .collect()
 }
 
-fn packets(status: &Value, vip: &str, name: &str) -> u64 {
-    backend(status, vip, name)["packets"].as_u64().unwrap()
+fn packets(status: &Status, vip: &str, name: &str) -> u64 {
+    backend(status, vip, name).packets
 }
 
 /// A keep-alive connection to the IPv4 VIP from the client namespace.
@@ -184,38 +185,21 @@ fn change_logged_after(
     to: &str,
     since: SystemTime,
 ) -> Duration {
-    let log = std::fs::read_to_string(r.xlb.log_path()).unwrap();
-    let log = strip_ansi(&log);
-    log.lines()
-        .filter(|l| {
-            l.contains(&format!("backend health: {to}"))
-                && l.contains(&format!("vip={vip} "))
-                && l.contains(&format!("backend={name} "))
+    let (change, vip_field, backend_field) = (
+        format!("backend health: {to}"),
+        format!("vip={vip} "),
+        format!("backend={name} "),
+    );
+    r.xlb
+        .logged_after(since, |l| {
+            l.contains(&change) && l.contains(&vip_field) && l.contains(&backend_field)
         })
-        .filter_map(|l| {
-            xlb_testbed::topology::log_time(l)?
-                .duration_since(since)
-                .ok()
+        .unwrap_or_else(|| {
+            panic!(
+                "no {to} line for {vip}/{name} after the change in:\n{}",
+                r.xlb.log()
+            )
         })
-        .next()
-        .unwrap_or_else(|| panic!("no {to} line for {vip}/{name} after the change in:\n{log}"))
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `xlb <args> --socket SOCK`.
@@ -233,12 +217,19 @@ fn stopped_backend_leaves_in_time_and_returns_after_rise() {
     if !require_root("stopped_backend_leaves_in_time_and_returns_after_rise") {
         return;
     }
-    let mut r = start(&health("http", ""), &health("tcp", ""));
+    let mut r = start(health("http"), health("tcp"));
     // Taken before the stop: the measured time can only be too long.
     let stopped = (Instant::now(), SystemTime::now());
     r.topo.stop_backend(1).unwrap();
     for vip in ["web4", "web6"] {
-        wait_state(&r, vip, "backend-1", "down", stopped.0, POLL_LIMIT);
+        wait_state(
+            &r,
+            vip,
+            "backend-1",
+            BackendState::Down,
+            stopped.0,
+            POLL_LIMIT,
+        );
         let took = change_logged_after(&r, vip, "backend-1", "DOWN", stopped.1);
         eprintln!(
             "{vip}/backend-1 down {took:?} after nginx stopped (bound {:?})",
@@ -247,7 +238,7 @@ fn stopped_backend_leaves_in_time_and_returns_after_rise() {
         assert!(took <= down_bound(), "{vip}: down after {took:?}");
     }
     let before = status(&r.xlb);
-    let detail = backend(&before, "web4", "backend-1")["health"]["last_detail"].to_string();
+    let detail = last_detail(&before, "web4", "backend-1");
     assert!(detail.contains("refused"), "{detail}");
     for v6 in [false, true] {
         let got = bodies(&r, v6);
@@ -266,7 +257,14 @@ fn stopped_backend_leaves_in_time_and_returns_after_rise() {
     // Taken once nginx listens: no check can pass earlier.
     let started = (Instant::now(), SystemTime::now());
     for vip in ["web4", "web6"] {
-        wait_state(&r, vip, "backend-1", "active", started.0, POLL_LIMIT);
+        wait_state(
+            &r,
+            vip,
+            "backend-1",
+            BackendState::Active,
+            started.0,
+            POLL_LIMIT,
+        );
         let took = change_logged_after(&r, vip, "backend-1", "UP", started.1);
         eprintln!(
             "{vip}/backend-1 back {took:?} after nginx started (bound {:?})",
@@ -278,7 +276,7 @@ fn stopped_backend_leaves_in_time_and_returns_after_rise() {
     assert!(got.contains(&"backend-1".to_owned()), "{got:?}");
 
     // Each change logged once, with its reason.
-    let log = std::fs::read_to_string(r.xlb.log_path()).unwrap();
+    let log = r.xlb.log();
     let downs: Vec<&str> = log
         .lines()
         .filter(|l| {
@@ -299,24 +297,28 @@ fn content_check_catches_a_wrong_body_and_timeouts_catch_a_silent_backend() {
         return;
     }
     let mut r = start(
-        &health("http_content", "expect_body = \"backend-\"\n"),
-        &health("http", ""),
+        HealthCheck {
+            expect_body: Some("backend-".into()),
+            ..health("http_content")
+        },
+        health("http"),
     );
     r.topo.start_backend(2, Serve::WrongBody).unwrap();
     r.topo.silence_backend(3).unwrap();
     let t0 = Instant::now();
-    wait_state(&r, "web4", "backend-2", "down", t0, POLL_LIMIT);
-    wait_state(&r, "web4", "backend-3", "down", t0, POLL_LIMIT);
-    wait_state(&r, "web6", "backend-3", "down", t0, POLL_LIMIT);
+    wait_state(&r, "web4", "backend-2", BackendState::Down, t0, POLL_LIMIT);
+    wait_state(&r, "web4", "backend-3", BackendState::Down, t0, POLL_LIMIT);
+    wait_state(&r, "web6", "backend-3", BackendState::Down, t0, POLL_LIMIT);
     // The status-only check keeps the wrong-body backend for several more
     // intervals, with passing results.
-    std::thread::sleep(Duration::from_millis(INTERVAL_MS * (FALL + 2)));
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * u64::from(FALL + 2)));
     let s = status(&r.xlb);
-    assert_eq!(state(&s, "web6", "backend-2"), "active", "{s}");
-    assert_eq!(backend(&s, "web6", "backend-2")["health"]["last_ok"], true);
-    let wrong = backend(&s, "web4", "backend-2")["health"]["last_detail"].to_string();
+    assert_eq!(state(&s, "web6", "backend-2"), BackendState::Active, "{s}");
+    let web6_b2 = backend(&s, "web6", "backend-2").health.as_ref();
+    assert_eq!(web6_b2.and_then(|h| h.last_ok), Some(true), "{s}");
+    let wrong = last_detail(&s, "web4", "backend-2");
     assert!(wrong.contains("lacks"), "{wrong}");
-    let silent = backend(&s, "web6", "backend-3")["health"]["last_detail"].to_string();
+    let silent = last_detail(&s, "web6", "backend-3");
     assert!(silent.contains("no complete HTTP answer"), "{silent}");
 
     // No client is sent to the silent backend (it would time out) nor, via
@@ -336,7 +338,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
         return;
     }
     // web6 is checked by ICMP echo: ready means pings work end to end.
-    let r = start(&health("http", ""), &health("icmp", ""));
+    let r = start(health("http"), health("icmp"));
     let sock = r.topo.control_socket();
     let text = String::from_utf8(xlb_cmd(&sock, &["status"]).stdout).unwrap();
     eprintln!("{text}");
@@ -354,7 +356,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-1"]);
     assert!(out.status.success(), "{out:?}");
     let before = status(&r.xlb);
-    assert_eq!(state(&before, "web4", "backend-1"), "draining");
+    assert_eq!(state(&before, "web4", "backend-1"), BackendState::Draining);
     assert!(bodies(&r, false).iter().all(|b| b != "backend-1"));
     assert_eq!(
         packets(&status(&r.xlb), "web4", "backend-1"),
@@ -385,8 +387,9 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
 
     // A broken file is refused, by `xlb reload` and by SIGHUP alike, and
     // nothing changes: the runtime weight stays, traffic flows.
-    let good = std::fs::read_to_string(&r.config).unwrap();
-    std::fs::write(&r.config, good.replacen("rise = 2", "rise = 0", 1)).unwrap();
+    let mut broken = r.config.clone();
+    broken.vip_mut("web4").health.as_mut().unwrap().rise = Some(0);
+    std::fs::write(&r.path, broken.to_toml()).unwrap();
     let out = xlb_cmd(&sock, &["reload"]);
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -402,19 +405,18 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(r.xlb.is_running());
     let s = status(&r.xlb);
-    assert_eq!(backend(&s, "web4", "backend-2")["weight_override"], 0);
+    assert_eq!(backend(&s, "web4", "backend-2").weight_override, Some(0));
     assert!(bodies(&r, false).iter().all(|b| b != "backend-2"));
     assert!(bodies(&r, true).len() == REQUESTS);
 
     // A good file is applied and resets the runtime weight.
-    std::fs::write(&r.config, good.replacen("fall = 2", "fall = 3", 1)).unwrap();
+    let mut changed = r.config.clone();
+    changed.vip_mut("web4").health.as_mut().unwrap().fall = Some(3);
+    changed.write(&r.path).unwrap();
     let out = xlb_cmd(&sock, &["reload"]);
     assert!(out.status.success(), "{out:?}");
     let s = status(&r.xlb);
-    assert_eq!(
-        backend(&s, "web4", "backend-2")["weight_override"],
-        Value::Null
-    );
-    assert_eq!(state(&s, "web4", "backend-2"), "active");
+    assert_eq!(backend(&s, "web4", "backend-2").weight_override, None);
+    assert_eq!(state(&s, "web4", "backend-2"), BackendState::Active);
     assert!(bodies(&r, false).iter().any(|b| b == "backend-2"));
 }

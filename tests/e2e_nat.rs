@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use lb_user::api::{BackendState, Status};
+
 use xlb_testbed::running::{
     RunningNat, backend_packets, conntrack_counter, require_root, start_nat, status,
 };
@@ -225,30 +227,30 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// The state of backend `name` of VIP `vip` in a status, if it is there.
-fn backend_state(status: &serde_json::Value, vip: &str, name: &str) -> Option<String> {
-    xlb_testbed::topology::status_vip(status, vip).ok()?["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["name"].as_str() == Some(name))
-        .and_then(|b| b["state"].as_str())
-        .map(str::to_owned)
+fn backend_state(status: &Status, vip: &str, name: &str) -> Option<BackendState> {
+    Some(status.vip(vip)?.backend(name)?.state)
 }
 
 /// Rewrites the config to `backends`, sends SIGHUP, and waits until both
 /// VIPs show backend `name` in `state` (`None`: not listed).
-fn reload(running: &RunningNat, backends: &[(usize, u32)], name: &str, state: Option<&str>) {
+fn reload(
+    running: &RunningNat,
+    backends: &[(usize, u32)],
+    name: &str,
+    state: Option<BackendState>,
+) {
     running
         .topo
         .write_xlb_config(backends)
         .expect("rewrite xlb config");
     running.xlb.reload().expect("SIGHUP xlb");
-    let what = format!("{name} {}", state.unwrap_or("removed"));
+    let what = format!("{name} {}", state.map_or("gone", BackendState::as_str));
     running
         .xlb
         .wait_status(&what, Duration::from_secs(10), |st| {
             ["web4", "web6"]
                 .iter()
-                .all(|vip| backend_state(st, vip, name).as_deref() == state)
+                .all(|vip| backend_state(st, vip, name) == state)
         })
         .unwrap_or_else(|e| panic!("reload: {e:#}"));
 }
@@ -323,16 +325,16 @@ fn reload_scenario(layout: NatLayout, v6: bool) -> Scenario {
 
         std::thread::sleep(SETTLE);
         let all4 = [(1, 1), (2, 1), (3, 2), (4, 1)];
-        reload(&running, &all4, "backend-4", Some("active"));
+        reload(&running, &all4, "backend-4", Some(BackendState::Active));
         std::thread::sleep(SETTLE);
         let drained = [(1, 1), (2, 0), (3, 2), (4, 1)];
-        reload(&running, &drained, DRAINED, Some("draining"));
+        reload(&running, &drained, DRAINED, Some(BackendState::Draining));
         std::thread::sleep(SETTLE);
         reload(
             &running,
             &[(2, 0), (3, 2), (4, 1)],
             REMOVED,
-            Some("removed"),
+            Some(BackendState::Removed),
         );
         std::thread::sleep(SETTLE);
         let fresh = http_get_many(t.client(), vip_addr, "/", NEW_CONNECTIONS, TIMEOUT);

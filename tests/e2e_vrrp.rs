@@ -7,35 +7,46 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_user::api::{Status, VrrpGroupStatus};
 use serde_json::Value;
+use xlb_testbed::config::{Vrrp, VrrpGroup};
 use xlb_testbed::netns::ManagedChild;
 use xlb_testbed::running::{WEIGHTS, require_root, xlb_exe};
 use xlb_testbed::topology::{Topology, VIP_PORT, Xlb, http_get_many};
 
 /// Advert interval of the tests, centiseconds.
-const INTERVAL_CS: u64 = 20;
-const MASTER_PRIORITY: u64 = 150;
-const BACKUP_PRIORITY: u64 = 100;
+const INTERVAL_CS: u16 = 20;
+const MASTER_PRIORITY: u8 = 150;
+const BACKUP_PRIORITY: u8 = 100;
 const LONG_LIVED: usize = 50;
 
 /// The bound the issue sets: 3 × advert interval + skew + 1 s, with the
 /// backup's skew ((256 − priority) × interval / 256).
 fn failover_bound() -> Duration {
-    let skew_cs = (256 - BACKUP_PRIORITY) * INTERVAL_CS / 256;
-    Duration::from_millis((3 * INTERVAL_CS + skew_cs) * 10 + 1000)
+    let (backup, interval) = (u64::from(BACKUP_PRIORITY), u64::from(INTERVAL_CS));
+    let skew_cs = (256 - backup) * interval / 256;
+    Duration::from_millis((3 * interval + skew_cs) * 10 + 1000)
 }
 
-fn vrrp_section(priority: u64, extra: &str) -> String {
-    format!(
-        "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n{extra}\n\
-         [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web4\"]\n\n\
-         [[vrrp.group]]\nvrid = 52\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web6\"]\n"
-    )
+/// The `[vrrp]` of the tests: VRID 51 with web4 and 52 with web6 (as
+/// keepalived's two instances in the interop tests), at `priority`.
+fn vrrp_config(priority: u8) -> Vrrp {
+    let group = |vrid, vip| {
+        VrrpGroup::new(vrid, &[vip])
+            .priority(priority)
+            .interval_cs(INTERVAL_CS)
+    };
+    Vrrp {
+        garp_repeat: Some(3),
+        garp_interval_ms: Some(50),
+        groups: vec![group(51, "web4"), group(52, "web6")],
+        ..Vrrp::default()
+    }
 }
 
-fn start_node(topo: &Topology, n: usize, priority: u64, extra: &str) -> Xlb {
+fn start_node(topo: &Topology, n: usize, vrrp: Vrrp) -> Xlb {
     let config = topo
-        .write_node_config(n, &WEIGHTS, &vrrp_section(priority, extra))
+        .write_node_config(n, &WEIGHTS, vrrp)
         .expect("write node config");
     let xlb = topo
         .start_node(n, &xlb_exe(), &config)
@@ -45,26 +56,40 @@ fn start_node(topo: &Topology, n: usize, priority: u64, extra: &str) -> Xlb {
     xlb
 }
 
-fn group(status: &Value, vrid: u64) -> Option<&Value> {
-    status["vrrp"]["groups"]
-        .as_array()?
-        .iter()
-        .find(|g| g["vrid"].as_u64() == Some(vrid))
+fn group(status: &Status, vrid: u8) -> Option<&VrrpGroupStatus> {
+    status.vrrp.as_ref()?.group(vrid)
+}
+
+/// A VRRP receive counter (`accepted`, or a reason for ignoring an advert).
+fn counter(status: &Status, name: &str) -> u64 {
+    status
+        .vrrp
+        .as_ref()
+        .and_then(|v| v.counters.get(name).copied())
+        .unwrap_or_else(|| panic!("no VRRP counter {name} in {status}"))
+}
+
+/// What the last transition of group `vrid` gave as its reason.
+fn last_reason(status: &Status, vrid: u8) -> String {
+    group(status, vrid)
+        .and_then(|g| g.last_transition.as_ref())
+        .map(|t| t.reason.clone())
+        .unwrap_or_default()
 }
 
 /// Polls until every group of `xlb` is in `state`; returns the status.
-fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Value {
+fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Status {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match xlb.status() {
             Ok(s) => {
                 let all = [51, 52]
                     .iter()
-                    .all(|v| group(&s, *v).is_some_and(|g| g["state"] == state));
+                    .all(|v| group(&s, *v).is_some_and(|g| g.state == state));
                 if all {
                     return s;
                 }
-                s["vrrp"].to_string()
+                format!("{:?}", s.vrrp)
             }
             Err(e) => format!("{e:#}"),
         };
@@ -79,9 +104,7 @@ fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Value {
 }
 
 fn forwarding(xlb: &Xlb) -> bool {
-    xlb.status().expect("status")["forwarding"]
-        .as_bool()
-        .expect("forwarding flag in status")
+    xlb.status().expect("status").forwarding
 }
 
 /// MAC of xlb node `n`'s NIC.
@@ -204,10 +227,10 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
         return;
     }
     let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
-    let x1 = start_node(&topo, 1, MASTER_PRIORITY, "");
+    let x1 = start_node(&topo, 1, vrrp_config(MASTER_PRIORITY));
     wait_state(&x1, "master", Duration::from_secs(10));
     assert!(forwarding(&x1), "master must forward");
-    let x2 = start_node(&topo, 2, BACKUP_PRIORITY, "");
+    let x2 = start_node(&topo, 2, vrrp_config(BACKUP_PRIORITY));
     wait_state(&x2, "backup", Duration::from_secs(10));
     assert!(!forwarding(&x2), "backup must not forward");
     // Both families' adverts pass the strict receive path.
@@ -215,14 +238,14 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
     let s2 = x2.status().expect("status");
     for vrid in [51, 52] {
         let g = group(&s2, vrid).unwrap();
-        assert!(g["adverts_received"].as_u64().unwrap() > 0, "{s2}");
+        assert!(g.adverts_received > 0, "{s2}");
     }
     for bad in ["bad_checksum", "bad_ttl", "malformed", "unknown_vrid"] {
-        assert_eq!(s2["vrrp"]["counters"][bad], 0, "{bad}: {s2}");
+        assert_eq!(counter(&s2, bad), 0, "{bad}: {s2}");
     }
     assert_eq!(
-        group(&s2, 51).unwrap()["master"],
-        topo.node_addr4(1).to_string(),
+        group(&s2, 51).unwrap().master,
+        Some(topo.node_addr4(1).to_string()),
         "backup knows the master: {s2}"
     );
     // Only the master holds the VIPs.
@@ -310,15 +333,15 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
     assert_eq!(survived, LONG_LIVED, "flows lost in the failover");
 
     // The old master comes back; with preemption it takes over again.
-    let x1 = start_node(&topo, 1, MASTER_PRIORITY, "");
+    let x1 = start_node(&topo, 1, vrrp_config(MASTER_PRIORITY));
     let s1 = wait_state(&x1, "master", Duration::from_secs(10));
     wait_state(&x2, "backup", Duration::from_secs(5));
     assert!(!forwarding(&x2), "preempted node must stop forwarding");
     assert!(has_vip(1) && !has_vip(2), "VIP placement after preemption");
-    let reason = group(&s1, 51).unwrap()["last_transition"]["reason"].to_string();
+    let reason = last_reason(&s1, 51);
     assert!(reason.contains("master down"), "{s1}");
     let s2 = x2.status().unwrap();
-    let reason = group(&s2, 51).unwrap()["last_transition"]["reason"].to_string();
+    let reason = last_reason(&s2, 51);
     assert!(reason.contains("priority 150"), "{s2}");
     assert_serves(&topo, vip4(&topo), 20);
 
@@ -335,7 +358,7 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
         "VRRP handover on SIGTERM of the master: {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
-    let reason = group(&s2, 51).unwrap()["last_transition"]["reason"].to_string();
+    let reason = last_reason(&s2, 51);
     assert!(reason.contains("resigned"), "{s2}");
     assert!(!has_vip(1), "a stopped master withdraws its VIPs");
     assert_serves(&topo, vip4(&topo), 10);
@@ -348,13 +371,15 @@ fn vrrp_tracking_failure_hands_over() {
     }
     let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
     // The client stands in for the upstream gateway.
-    let track = format!(
-        "track_address = \"{}\"\ntrack_interval_ms = 200\ntrack_fall = 2\n",
-        topo.client_addr4()
-    );
-    let x1 = start_node(&topo, 1, MASTER_PRIORITY, &track);
+    let tracked = |priority| Vrrp {
+        track_address: Some(topo.client_addr4().into()),
+        track_interval_ms: Some(200),
+        track_fall: Some(2),
+        ..vrrp_config(priority)
+    };
+    let x1 = start_node(&topo, 1, tracked(MASTER_PRIORITY));
     wait_state(&x1, "master", Duration::from_secs(10));
-    let x2 = start_node(&topo, 2, BACKUP_PRIORITY, &track);
+    let x2 = start_node(&topo, 2, tracked(BACKUP_PRIORITY));
     wait_state(&x2, "backup", Duration::from_secs(10));
 
     // The master's uplink breaks: the gateway becomes unreachable from it.
@@ -364,9 +389,9 @@ fn vrrp_tracking_failure_hands_over() {
         .expect("break node 1's path to the gateway");
     let s1 = wait_state(&x1, "fault", Duration::from_secs(5));
     assert!(
-        s1["vrrp"]["tracking"]
-            .as_str()
-            .is_some_and(|t| t.contains("unreachable")),
+        s1.vrrp
+            .as_ref()
+            .is_some_and(|v| v.tracking.contains("unreachable")),
         "{s1}"
     );
     assert!(!forwarding(&x1), "a node in FAULT must not forward");
@@ -388,9 +413,9 @@ fn vrrp_tracking_failure_hands_over() {
         .expect("take node 1's link down");
     let s1 = wait_state(&x1, "fault", Duration::from_secs(5));
     assert!(
-        s1["vrrp"]["tracking"]
-            .as_str()
-            .is_some_and(|t| t.contains("link")),
+        s1.vrrp
+            .as_ref()
+            .is_some_and(|v| v.tracking.contains("link")),
         "{s1}"
     );
     wait_state(&x2, "master", Duration::from_secs(3));
@@ -410,16 +435,6 @@ fn vrrp_tracking_failure_hands_over() {
 // keepalived as the peer (IPv4 group only).
 
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
-
-/// xlb's config for the interop tests: VRID 51 (IPv4) and 52 (IPv6), as
-/// keepalived's two instances.
-fn interop_section(priority: u64) -> String {
-    format!(
-        "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n\n\
-         [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web4\"]\n\n\
-         [[vrrp.group]]\nvrid = 52\npriority = {priority}\nadvert_interval_cs = {INTERVAL_CS}\nvips = [\"web6\"]\n"
-    )
-}
 
 /// Starts keepalived (VRRP only, version 3, VRID 51 with the IPv4 VIP and
 /// VRID 52 with the IPv6 one) on node 2
@@ -499,11 +514,10 @@ fn wait_vip(
     }
 }
 
-fn assert_clean_receive(status: &Value) {
-    let c = &status["vrrp"]["counters"];
+fn assert_clean_receive(status: &Status) {
     assert!(
-        c["accepted"].as_u64().unwrap_or(0) > 0,
-        "no advert accepted: {c}"
+        counter(status, "accepted") > 0,
+        "no advert accepted: {status}"
     );
     for bad in [
         "bad_checksum",
@@ -512,7 +526,11 @@ fn assert_clean_receive(status: &Value) {
         "malformed",
         "bad_interval",
     ] {
-        assert_eq!(c[bad], 0, "{bad} adverts from keepalived: {c}");
+        assert_eq!(
+            counter(status, bad),
+            0,
+            "{bad} adverts from keepalived: {status}"
+        );
     }
 }
 
@@ -523,7 +541,7 @@ fn vrrp_interop_xlb_higher_priority_than_keepalived() {
     }
     let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
     let config = topo
-        .write_node_config(1, &WEIGHTS, &interop_section(150))
+        .write_node_config(1, &WEIGHTS, vrrp_config(150))
         .unwrap();
     let start_xlb = || {
         let x = topo.start_node(1, &xlb_exe(), &config).unwrap();
@@ -544,10 +562,7 @@ fn vrrp_interop_xlb_higher_priority_than_keepalived() {
     assert_clean_receive(&s);
     for vrid in [51, 52] {
         assert!(
-            group(&s, vrid).unwrap()["adverts_received"]
-                .as_u64()
-                .unwrap()
-                > 0,
+            group(&s, vrid).unwrap().adverts_received > 0,
             "no advert from keepalived for VRID {vrid}: {s}"
         );
     }
@@ -580,7 +595,7 @@ fn vrrp_interop_keepalived_higher_priority_than_xlb() {
     }
     let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
     let config = topo
-        .write_node_config(1, &WEIGHTS, &interop_section(100))
+        .write_node_config(1, &WEIGHTS, vrrp_config(100))
         .unwrap();
     let x1 = topo.start_node(1, &xlb_exe(), &config).unwrap();
     x1.wait_ready(Duration::from_secs(20)).unwrap();
@@ -593,14 +608,11 @@ fn vrrp_interop_keepalived_higher_priority_than_xlb() {
     let s = wait_state(&x1, "backup", Duration::from_secs(5));
     assert!(!forwarding(&x1), "backup of keepalived must not forward");
     assert_eq!(
-        group(&s, 51).unwrap()["master"],
-        topo.node_addr4(2).to_string(),
+        group(&s, 51).unwrap().master,
+        Some(topo.node_addr4(2).to_string()),
         "{s}"
     );
-    let m6 = group(&s, 52).unwrap()["master"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let m6 = group(&s, 52).unwrap().master.clone().unwrap_or_default();
     assert!(
         m6.starts_with("fe80::"),
         "IPv6 master is keepalived's link-local: {s}"

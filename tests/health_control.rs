@@ -20,7 +20,11 @@ use lb_user::{
     health::Outcome,
     maglev,
 };
-use xlb_testbed::{frames::*, lb::Lb};
+use xlb_testbed::{
+    config::{Backend, HealthCheck, Vip, XlbConfig},
+    frames::*,
+    lb::Lb,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
@@ -46,19 +50,27 @@ fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
 }
 
-/// VIP "web" with backends b11, b12, b13 (weight 1), all resolved, and
-/// `health` as its `[vip.health]` body.
-fn setup(health: &str) -> (Lb, Config, VipKey, StaticNeighbours) {
-    let mut text = format!(
-        "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n\
-         ring_size = 251\n[vip.health]\n{health}\n"
-    );
-    for last in [11, 12, 13] {
-        text.push_str(&format!(
-            "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\n"
-        ));
+/// A check of `kind` with these rise and fall counts.
+fn check(kind: &str, rise: u32, fall: u32) -> HealthCheck {
+    HealthCheck {
+        rise: Some(rise),
+        fall: Some(fall),
+        ..HealthCheck::new(kind)
     }
-    let cfg = Config::parse(&text, "test.toml").expect("valid test config");
+}
+
+/// VIP "web" with backends b11, b12, b13 (weight 1), all resolved, and
+/// `health` as its `[vip.health]`.
+fn setup(health: HealthCheck) -> (Lb, Config, VipKey, StaticNeighbours) {
+    let cfg = XlbConfig::new("eth0")
+        .vip(
+            Vip::new("web", VIP, 80)
+                .ring_size(251)
+                .health(health)
+                .backends([11, 12, 13].map(|l| Backend::new(ip(l)).name(&format!("b{l}")))),
+        )
+        .parse()
+        .expect("valid test config");
     let mut c = Lb::load();
     let mut n = StaticNeighbours(
         [11, 12, 13]
@@ -132,7 +144,7 @@ fn failing_backend_leaves_after_fall_and_returns_after_rise() {
     if !xlb_testbed::require_root("failing_backend_leaves_after_fall_and_returns_after_rise") {
         return;
     }
-    let (mut c, _, key, _) = setup("type = \"tcp\"\nrise = 2\nfall = 3");
+    let (mut c, _, key, _) = setup(check("tcp", 2, 3));
     // Checked backends start pending: nothing is usable before a result.
     let s = c.status().unwrap();
     assert!(
@@ -180,7 +192,7 @@ fn flapping_check_does_not_flap_the_table() {
     if !xlb_testbed::require_root("flapping_check_does_not_flap_the_table") {
         return;
     }
-    let (mut c, _, key, _) = setup("type = \"tcp\"\nrise = 2\nfall = 2");
+    let (mut c, _, key, _) = setup(check("tcp", 2, 2));
     for last in [11, 12, 13] {
         feed(&mut c, &key, last, true);
     }
@@ -199,7 +211,7 @@ fn all_backends_down_drops_and_counts_no_backend() {
     if !xlb_testbed::require_root("all_backends_down_drops_and_counts_no_backend") {
         return;
     }
-    let (mut c, _, key, _) = setup("type = \"icmp\"\nfall = 1\nrise = 1");
+    let (mut c, _, key, _) = setup(check("icmp", 1, 1));
     for last in [11, 12, 13] {
         feed(&mut c, &key, last, true);
         feed(&mut c, &key, last, false);
@@ -218,7 +230,7 @@ fn drain_and_runtime_weight_last_until_a_reload() {
     if !xlb_testbed::require_root("drain_and_runtime_weight_last_until_a_reload") {
         return;
     }
-    let (mut c, cfg, key, mut n) = setup("type = \"tcp\"");
+    let (mut c, cfg, key, mut n) = setup(HealthCheck::new("tcp"));
     for last in [11, 12, 13] {
         feed(&mut c, &key, last, true);
     }
@@ -282,9 +294,11 @@ fn drain_and_runtime_weight_last_until_a_reload() {
 /// stay with it under `on_down = "keep"` and are hashed again under
 /// `"reschedule"`; new flows avoid it either way.
 fn established_flows_on_down(on_down: &str) {
-    let (mut c, _, key, _) = setup(&format!(
-        "type = \"tcp\"\nfall = 1\non_down = \"{on_down}\""
-    ));
+    let (mut c, _, key, _) = setup(HealthCheck {
+        fall: Some(1),
+        on_down: Some(on_down.into()),
+        ..HealthCheck::new("tcp")
+    });
     for last in [11, 12, 13] {
         feed(&mut c, &key, last, true);
     }
@@ -330,7 +344,10 @@ fn checks_added_by_a_reload_do_not_take_serving_backends_out() {
     if !xlb_testbed::require_root("checks_added_by_a_reload_do_not_take_serving_backends_out") {
         return;
     }
-    let (mut c, with_checks, key, mut n) = setup("type = \"tcp\"\nfall = 2");
+    let (mut c, with_checks, key, mut n) = setup(HealthCheck {
+        fall: Some(2),
+        ..HealthCheck::new("tcp")
+    });
     let mut unchecked = with_checks.clone();
     for b in &mut unchecked.vips[0].backends {
         b.check = None;

@@ -3,7 +3,7 @@
 //! applied to a controller over each, leaves both with the same entries
 //! after every step, and both refuse the same bad writes. Needs root (BPF).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, net::IpAddr};
 
 use lb_common::{BackendInfo, MAX_BACKENDS, MAX_VIPS, VipKey};
 use lb_user::{
@@ -12,7 +12,11 @@ use lb_user::{
     dataplane::Dataplane,
     maps::{MapStore, Maps, MemoryMaps},
 };
-use xlb_testbed::{fakes::FakeNeighbours, frames::LB_MAC};
+use xlb_testbed::{
+    config::{Backend, Vip, XlbConfig},
+    fakes::FakeNeighbours,
+    frames::LB_MAC,
+};
 
 fn node() -> Node {
     Node {
@@ -21,23 +25,23 @@ fn node() -> Node {
     }
 }
 
-/// A VIP block: `name`, `address:port`, `extra` lines, backends
-/// 198.18.0.`last` (weight).
-fn vip(name: &str, address: &str, port: u16, extra: &str, backends: &[(u8, u32)]) -> String {
-    let mut s = format!(
-        "[[vip]]\nname = \"{name}\"\naddress = \"{address}\"\nport = {port}\nring_size = 31\n{extra}\n"
-    );
-    for (last, weight) in backends {
-        s.push_str(&format!(
-            "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\nweight = {weight}\n"
-        ));
-    }
-    s
+/// VIP `name` at `address:port` (ring 31) over backends 198.18.0.`last`
+/// (weight).
+fn vip(name: &str, address: &str, port: u16, backends: &[(u8, u32)]) -> Vip {
+    let addr: IpAddr = address.parse().unwrap();
+    Vip::new(name, addr, port)
+        .ring_size(31)
+        .backends(backends.iter().map(|&(last, weight)| {
+            Backend::new([198, 18, 0, last])
+                .name(&format!("b{last}"))
+                .weight(weight)
+        }))
 }
 
-fn config(vips: &[String]) -> Config {
-    let text = format!("interface = \"eth0\"\n{}", vips.concat());
-    Config::parse(&text, "maps.toml").expect("valid test config")
+fn config(vips: &[Vip]) -> Config {
+    let mut cfg = XlbConfig::new("eth0");
+    cfg.vips = vips.to_vec();
+    cfg.parse().expect("valid test config")
 }
 
 /// Every VIP key, ring index and backend id either store may hold.
@@ -97,18 +101,10 @@ fn kernel_maps_end_up_as_memory_maps_after_every_step() {
             [2, 0, 0, 0, 0x10, last],
         );
     }
-    let web = |b: &[(u8, u32)]| vip("web", "198.18.0.100", 80, "", b);
-    let tls = |b: &[(u8, u32)]| vip("tls", "198.18.0.100", 443, "", b);
-    let nat = |b: &[(u8, u32)]| vip("nat", "198.18.0.101", 0, "mode = \"nat\"", b);
-    let affinity = |b: &[(u8, u32)]| {
-        vip(
-            "sticky",
-            "198.18.0.102",
-            53,
-            "protocol = \"udp\"\naffinity = \"source\"",
-            b,
-        )
-    };
+    let web = |b: &[(u8, u32)]| vip("web", "198.18.0.100", 80, b);
+    let tls = |b: &[(u8, u32)]| vip("tls", "198.18.0.100", 443, b);
+    let nat = |b: &[(u8, u32)]| vip("nat", "198.18.0.101", 0, b).nat();
+    let affinity = |b: &[(u8, u32)]| vip("sticky", "198.18.0.102", 53, b).udp().source_affinity();
     let steps: Vec<(&str, Config)> = vec![
         ("one DSR VIP", config(&[web(&[(11, 1), (12, 1), (13, 2)])])),
         (

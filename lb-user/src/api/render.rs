@@ -114,6 +114,13 @@ impl Status {
     }
 }
 
+/// The table of [`Status::render`].
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
 /// `health up (3 ok in a row, 12s): HTTP 200 in 0.4 ms [http GET :80/ ...]`
 fn render_health(h: &HealthStatus) -> String {
     let last = match (h.last_ok, &h.last_detail) {

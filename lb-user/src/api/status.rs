@@ -192,3 +192,32 @@ pub struct VrrpTransition {
     #[serde(default)]
     pub ago_ms: u64,
 }
+
+impl Status {
+    /// The VIP named `name`.
+    pub fn vip(&self, name: &str) -> Option<&VipStatus> {
+        self.vips.iter().find(|v| v.name == name)
+    }
+
+    /// Whether there is a VIP and every backend of every VIP is active.
+    pub fn all_backends_active(&self) -> bool {
+        !self.vips.is_empty()
+            && self.vips.iter().all(|v| {
+                !v.backends.is_empty() && v.backends.iter().all(|b| b.state == BackendState::Active)
+            })
+    }
+}
+
+impl VipStatus {
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&BackendStatus> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+impl VrrpStatus {
+    /// The group with this virtual router id.
+    pub fn group(&self, vrid: u8) -> Option<&VrrpGroupStatus> {
+        self.groups.iter().find(|g| g.vrid == vrid)
+    }
+}

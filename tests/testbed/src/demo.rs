@@ -57,11 +57,7 @@ pub fn run(xlb_exe: &Path) -> anyhow::Result<()> {
     );
     let xlb = topo.start_xlb(xlb_exe, &config)?;
     let ready = xlb.wait_ready(Duration::from_secs(10))?;
-    println!(
-        "  ready: XDP mode {}, pid {}",
-        ready["xdp_mode"].as_str().unwrap_or("?"),
-        xlb.pid()
-    );
+    println!("  ready: XDP mode {}, pid {}", ready.xdp_mode, xlb.pid());
 
     let mut failures = Vec::new();
     let mut counts: Vec<(&str, IpAddr, BTreeMap<String, usize>, usize)> = Vec::new();
@@ -95,9 +91,7 @@ pub fn run(xlb_exe: &Path) -> anyhow::Result<()> {
     let total_weight: u32 = WEIGHTS.iter().sum();
     for (vip_name, vip, per_backend, ok) in &counts {
         println!();
-        let vip_pkts = status_vip(&status, vip_name)?["packets"]
-            .as_u64()
-            .unwrap_or(0);
+        let vip_pkts = status_vip(&status, vip_name)?.packets;
         println!(
             "VIP {vip_name} {}: {ok}/{REQUESTS} requests answered, {vip_pkts} client packets forwarded by xlb",
             SocketAddr::new(*vip, VIP_PORT)

@@ -6,6 +6,7 @@
 //! - [`topology`]: the DSR and NAT topologies (client, xlb node(s),
 //!   nginx backends), the running `xlb` ([`topology::Xlb`]), the HTTP test
 //!   client and packet captures.
+//! - [`config`]: a typed builder for xlb config files.
 //! - [`frames`]: test frames, built with `etherparse`, and the
 //!   BPF_PROG_TEST_RUN driver.
 //! - [`lb`]: the real XDP program, loaded, with a controller over its
@@ -15,6 +16,7 @@
 //! - [`running`]: the short helpers end-to-end tests start from.
 //! - [`demo`]: `xlb-demo`, what `cargo xtask run` runs without arguments.
 
+pub mod config;
 pub mod demo;
 pub mod fakes;
 pub mod frames;

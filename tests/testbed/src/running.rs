@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
+use lb_user::api::Status;
 
 pub use crate::netns::require_root;
 use crate::topology::{NatLayout, NatTopology, Topology, Xlb};
@@ -59,13 +59,13 @@ pub fn start_xlb(topo: &Topology, weights: &[u32]) -> Xlb {
 
 /// Waits (bounded) until every backend is "active"; panics naming the last
 /// status seen and xlb's log tail.
-pub fn wait_ready(xlb: &Xlb) -> Value {
+pub fn wait_ready(xlb: &Xlb) -> Status {
     xlb.wait_ready(Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("xlb never became ready: {e:#}"))
 }
 
 /// `xlb status --json`, parsed.
-pub fn status(xlb: &Xlb) -> Value {
+pub fn status(xlb: &Xlb) -> Status {
     xlb.status().unwrap_or_else(|e| {
         panic!(
             "xlb status failed: {e:#}\n--- xlb log ---\n{}",
@@ -100,25 +100,25 @@ pub fn start_nat(layout: NatLayout, backends: usize, config: &[(usize, u32)]) ->
 }
 
 /// A connection-table counter from the status (`hit`, `nat_reply`, ...).
-pub fn conntrack_counter(status: &Value, name: &str) -> u64 {
-    status["conntrack"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no conntrack counter {name:?} in status {status}"))
+pub fn conntrack_counter(status: &Status, name: &str) -> u64 {
+    *status
+        .conntrack
+        .get(name)
+        .unwrap_or_else(|| panic!("no conntrack counter {name:?} in status {status:?}"))
 }
 
 /// A VIP's `packets` counter.
-pub fn vip_packets(status: &Value, vip: &str) -> u64 {
-    crate::topology::status_vip(status, vip).unwrap_or_else(|e| panic!("{e:#}"))["packets"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("VIP {vip} has no packets counter: {status}"))
+pub fn vip_packets(status: &Status, vip: &str) -> u64 {
+    crate::topology::status_vip(status, vip)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .packets
 }
 
 /// Per-backend packet counter of a VIP, by backend name.
-pub fn backend_packets(status: &Value, vip: &str, backend: &str) -> u64 {
-    crate::topology::backend_counters(status, vip)
+pub fn backend_packets(status: &Status, vip: &str, backend: &str) -> u64 {
+    crate::topology::status_vip(status, vip)
         .unwrap_or_else(|e| panic!("{e:#}"))
-        .into_iter()
-        .find(|(name, _, _)| name == backend)
-        .map(|(_, packets, _)| packets)
-        .unwrap_or_else(|| panic!("no backend {backend} in VIP {vip}: {status}"))
+        .backend(backend)
+        .unwrap_or_else(|| panic!("no backend {backend} in VIP {vip}: {status:?}"))
+        .packets
 }

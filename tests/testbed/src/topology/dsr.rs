@@ -12,13 +12,14 @@
 //! suppressed (arp_ignore=1, arp_announce=2). Each backend runs nginx on
 //! port 80.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+
+use crate::config::{Backend, Vip, Vrrp, XlbConfig};
 
 use super::{
     CLIENT_HOST, Hosts, LB_HOST, LinkStats, VIP_PORT, VIP4, VIP6, Xlb, add_veth, addr4, addr6,
@@ -281,21 +282,23 @@ impl Topology {
         self.dir().join(format!("xlb{n}.sock"))
     }
 
-    /// Writes the config of xlb node `n` of a [`Topology::vrrp_pair`]: the
-    /// VIPs of [`Topology::write_xlb_config`] plus `vrrp` (the `[vrrp]`
-    /// section, verbatim). Returns its path.
+    /// The config of xlb node `n` of a [`Topology::vrrp_pair`]: the VIPs of
+    /// [`Topology::xlb_config`] on that node's NIC and control socket.
+    pub fn node_config(&self, n: usize, weights: &[u32]) -> XlbConfig {
+        self.config_for(&self.node_ifname(n), &self.node_socket(n), weights)
+    }
+
+    /// Writes the config of xlb node `n` with `vrrp` as its `[vrrp]`
+    /// section; returns its path.
     pub fn write_node_config(
         &self,
         n: usize,
         weights: &[u32],
-        vrrp: &str,
+        vrrp: Vrrp,
     ) -> anyhow::Result<PathBuf> {
-        let mut s = self.xlb_config_text(&self.node_ifname(n), &self.node_socket(n), weights)?;
-        s.push('\n');
-        s.push_str(vrrp);
-        let path = self.dir().join(format!("xlb{n}.toml"));
-        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        self.node_config(n, weights)
+            .vrrp(vrrp)
+            .write(&self.dir().join(format!("xlb{n}.toml")))
     }
 
     /// Starts `xlb run --config CONFIG` on xlb node `n`; its output goes to
@@ -319,54 +322,36 @@ impl Topology {
         )
     }
 
-    /// Writes an xlb config (VIPs "web4" and "web6", port 80/tcp, backends
-    /// "backend-<i>" with `weights[i-1]`) into the temp dir; returns its path.
-    pub fn write_xlb_config(&self, weights: &[u32]) -> anyhow::Result<PathBuf> {
-        let s = self.xlb_config_text(&self.lb_ifname(), &self.control_socket(), weights)?;
-        let path = self.dir().join("xlb.toml");
-        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+    /// The xlb config of this topology: VIPs "web4" and "web6" (port 80,
+    /// TCP, DSR) over backends "backend-<i>" with `weights[i-1]`, on the
+    /// xlb node's NIC and the topology's control socket.
+    pub fn xlb_config(&self, weights: &[u32]) -> XlbConfig {
+        self.config_for(&self.lb_ifname(), &self.control_socket(), weights)
     }
 
-    fn xlb_config_text(
-        &self,
-        ifname: &str,
-        socket: &Path,
-        weights: &[u32],
-    ) -> anyhow::Result<String> {
-        ensure!(
-            weights.len() == self.backend_count(),
-            "{} weights for {} backends",
+    /// Writes [`Topology::xlb_config`] into the temp dir; returns its path.
+    pub fn write_xlb_config(&self, weights: &[u32]) -> anyhow::Result<PathBuf> {
+        self.xlb_config(weights).write(&self.config_path())
+    }
+
+    fn config_for(&self, ifname: &str, socket: &Path, weights: &[u32]) -> XlbConfig {
+        assert_eq!(
             weights.len(),
-            self.backend_count()
+            self.backend_count(),
+            "one weight per backend"
         );
-        let mut s = String::new();
-        writeln!(s, "interface = \"{ifname}\"")?;
-        writeln!(s, "xdp_mode = \"auto\"")?;
-        writeln!(s, "control_socket = \"{}\"", socket.display())?;
-        for (name, vip, v6) in [
-            ("web4", IpAddr::from(VIP4), false),
-            ("web6", VIP6.into(), true),
-        ] {
-            writeln!(s, "\n[[vip]]")?;
-            writeln!(s, "name = \"{name}\"")?;
-            writeln!(s, "address = \"{vip}\"")?;
-            writeln!(s, "port = {VIP_PORT}")?;
-            writeln!(s, "protocol = \"tcp\"")?;
-            for (idx, w) in weights.iter().enumerate() {
-                let i = idx + 1;
-                let addr: IpAddr = if v6 {
-                    self.backend_addr6(i).into()
-                } else {
-                    self.backend_addr4(i).into()
-                };
-                writeln!(s, "\n[[vip.backend]]")?;
-                writeln!(s, "name = \"backend-{i}\"")?;
-                writeln!(s, "address = \"{addr}\"")?;
-                writeln!(s, "weight = {w}")?;
-            }
-        }
-        Ok(s)
+        let vip = |name: &str, addr: IpAddr, backend: &dyn Fn(usize) -> IpAddr| {
+            Vip::new(name, addr, VIP_PORT).backends(weights.iter().enumerate().map(|(idx, w)| {
+                Backend::new(backend(idx + 1))
+                    .name(&format!("backend-{}", idx + 1))
+                    .weight(*w)
+            }))
+        };
+        XlbConfig::new(ifname)
+            .xdp_mode("auto")
+            .control_socket(socket)
+            .vip(vip("web4", VIP4.into(), &|i| self.backend_addr4(i).into()))
+            .vip(vip("web6", VIP6.into(), &|i| self.backend_addr6(i).into()))
     }
 
     /// Counters of the xlb node's NIC.

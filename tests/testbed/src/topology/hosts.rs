@@ -122,6 +122,10 @@ impl Hosts {
     pub fn client_addr6(&self) -> Ipv6Addr {
         addr6(CLIENT_HOST)
     }
+    /// Where the topology's xlb config is written (`<dir>/xlb.toml`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("xlb.toml")
+    }
     /// The xlb control socket the topologies' configs name.
     pub fn control_socket(&self) -> PathBuf {
         self.dir.path().join("xlb.sock")

@@ -32,6 +32,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
+use lb_user::api::{Status, VipStatus};
 use serde_json::Value;
 
 use crate::netns::{self, MAX_IFNAME, ManagedChild, NetNs, TempDir};
@@ -215,17 +216,17 @@ pub struct Xlb {
 
 impl Xlb {
     /// `xlb status --socket SOCK --json`, parsed.
-    pub fn status(&self) -> anyhow::Result<Value> {
+    pub fn status(&self) -> anyhow::Result<Status> {
         xlb_status(&self.exe, &self.socket)
     }
 
     /// Polls status until every backend of every VIP is "active"; returns that
     /// status. The error names the last status (or error) seen and the log tail.
-    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Value> {
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Status> {
         self.wait_status(
             "readiness (every backend \"active\")",
             timeout,
-            all_backends_active,
+            Status::all_backends_active,
         )
     }
 
@@ -235,8 +236,8 @@ impl Xlb {
         &self,
         what: &str,
         timeout: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> anyhow::Result<Value> {
+        done: impl Fn(&Status) -> bool,
+    ) -> anyhow::Result<Status> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("(no status yet)");
         loop {
@@ -248,7 +249,7 @@ impl Xlb {
             }
             match self.status() {
                 Ok(v) if done(&v) => return Ok(v),
-                Ok(v) => last = v.to_string(),
+                Ok(v) => last = serde_json::to_string(&v).unwrap_or_default(),
                 Err(e) => last = format!("{e:#}"),
             }
             if Instant::now() >= deadline {
@@ -278,9 +279,28 @@ impl Xlb {
 
     /// The last `n` lines of xlb's log, without terminal colour codes.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// xlb's whole log so far, without terminal colour codes.
+    pub fn log(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    /// How long after `since` xlb logged the first line that `matches`, by
+    /// the line's own time stamp (see [`log_time`]): how tests and
+    /// benchmarks time what xlb did by xlb's own clock.
+    pub fn logged_after(
+        &self,
+        since: SystemTime,
+        matches: impl Fn(&str) -> bool,
+    ) -> Option<Duration> {
+        self.log()
+            .lines()
+            .filter(|l| matches(l))
+            .find_map(|l| log_time(l)?.duration_since(since).ok())
     }
 
     /// Path of xlb's log file (inside the topology's temp dir).
@@ -330,7 +350,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// Runs `xlb status --socket SOCK --json` (bounded to 5 s) and parses it.
-pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Value> {
+pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Status> {
     let mut cmd = Command::new(xlb_exe);
     cmd.arg("status")
         .arg("--socket")
@@ -371,46 +391,23 @@ pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Value> {
     })
 }
 
-/// True if the status has at least one VIP and every backend is "active".
-pub fn all_backends_active(status: &Value) -> bool {
-    let Some(vips) = status["vips"].as_array() else {
-        return false;
-    };
-    !vips.is_empty()
-        && vips.iter().all(|v| {
-            v["backends"].as_array().is_some_and(|bs| {
-                !bs.is_empty() && bs.iter().all(|b| b["state"].as_str() == Some("active"))
-            })
-        })
-}
-
-/// The VIP object named `name` in a status.
-pub fn status_vip<'a>(status: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
-    status["vips"]
-        .as_array()
-        .and_then(|vs| vs.iter().find(|v| v["name"].as_str() == Some(name)))
-        .ok_or_else(|| anyhow!("no VIP {name:?} in status {status}"))
+/// The VIP named `name` in a status.
+pub fn status_vip<'a>(status: &'a Status, name: &str) -> anyhow::Result<&'a VipStatus> {
+    status.vip(name).ok_or_else(|| {
+        anyhow!(
+            "no VIP {name:?} in status {}",
+            serde_json::to_string(status).unwrap_or_default()
+        )
+    })
 }
 
 /// Per-backend `(name, packets, bytes)` of VIP `vip` in a status.
-pub fn backend_counters(status: &Value, vip: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
-    let v = status_vip(status, vip)?;
-    let bs = v["backends"]
-        .as_array()
-        .ok_or_else(|| anyhow!("VIP {vip} has no backends array: {v}"))?;
-    bs.iter()
-        .map(|b| {
-            Ok((
-                b["name"].as_str().unwrap_or("?").to_owned(),
-                b["packets"]
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("no packets in {b}"))?,
-                b["bytes"]
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("no bytes in {b}"))?,
-            ))
-        })
-        .collect()
+pub fn backend_counters(status: &Status, vip: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    Ok(status_vip(status, vip)?
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.packets, b.bytes))
+        .collect())
 }
 
 /// The time of an xlb log line, from the time stamp that starts it
@@ -482,21 +479,24 @@ mod tests {
 
     #[test]
     fn status_helpers_read_the_documented_json() {
-        let status: Value = serde_json::from_str(
-            r#"{"vips":[{"name":"web4","packets":7,"backends":[
-                {"name":"backend-1","state":"active","packets":3,"bytes":300},
-                {"name":"backend-2","state":"unresolved","packets":4,"bytes":400}]}]}"#,
-        )
-        .unwrap();
-        assert!(!all_backends_active(&status));
-        assert_eq!(status_vip(&status, "web4").unwrap()["packets"], 7);
+        let json = r#"{"interface":"x","xdp_mode":"native","forwarding":true,"global":{},
+            "drops":{},"vips":[{"name":"web4","address":"198.18.0.100","port":80,
+            "protocol":"tcp","mode":"dsr","affinity":"flow","ring_size":13,"packets":7,
+            "bytes":700,"backends":[
+                {"name":"backend-1","address":"198.18.0.11","weight":1,"mac":null,
+                 "state":"active","packets":3,"bytes":300},
+                {"name":"backend-2","address":"198.18.0.12","weight":1,"mac":null,
+                 "state":"unresolved","packets":4,"bytes":400}]}]}"#;
+        let status: Status = serde_json::from_str(json).unwrap();
+        assert!(!status.all_backends_active());
+        assert_eq!(status_vip(&status, "web4").unwrap().packets, 7);
         assert!(status_vip(&status, "web6").is_err());
         assert_eq!(
             backend_counters(&status, "web4").unwrap(),
             vec![("backend-1".into(), 3, 300), ("backend-2".into(), 4, 400)]
         );
         let mut ready = status.clone();
-        ready["vips"][0]["backends"][1]["state"] = "active".into();
-        assert!(all_backends_active(&ready));
+        ready.vips[0].backends[1].state = lb_user::api::BackendState::Active;
+        assert!(ready.all_backends_active());
     }
 }

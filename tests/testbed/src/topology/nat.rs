@@ -29,13 +29,14 @@
 //! two-armed client has no route off its segment at all. The bridges live
 //! in the switch namespace `<p>sw`.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+
+use crate::config::{Backend, Vip, XlbConfig};
 
 use super::{
     CLIENT_HOST, CLIENT_NET, Hosts, LB_HOST, LinkStats, SERVER_NET, VIP_PORT, VIP4, VIP6, add_veth,
@@ -306,58 +307,46 @@ impl NatTopology {
             IpAddr::V6(a) => a.segments()[..4] == net_addr6(SERVER_NET, 0).segments()[..4],
         }
     }
-    /// Writes (or rewrites) the xlb config: NAT VIPs "web4" and "web6" on
-    /// port 80/tcp, each with the backends `(i, weight)` listed (name
-    /// "backend-<i>", port [`BACKEND_PORT`]); backends not listed are not
-    /// in the config. Returns the path.
-    pub fn write_xlb_config(&self, backends: &[(usize, u32)]) -> anyhow::Result<PathBuf> {
+    /// The xlb config: NAT VIPs "web4" and "web6" on port 80/tcp, each with
+    /// the backends `(i, weight)` listed (name "backend-<i>", port
+    /// [`BACKEND_PORT`]); backends not listed are not in the config.
+    pub fn xlb_config(&self, backends: &[(usize, u32)]) -> XlbConfig {
         for &(i, _) in backends {
-            ensure!(
+            assert!(
                 (1..=self.backend_count()).contains(&i),
                 "no backend {i} in a topology of {}",
                 self.backend_count()
             );
         }
-        let mut s = String::new();
-        writeln!(s, "interface = \"{}\"", self.lb_ifname())?;
+        let vip = |name: &str, addr: IpAddr, v6: bool| {
+            Vip::new(name, addr, VIP_PORT)
+                .nat()
+                .backends(backends.iter().map(|&(i, w)| {
+                    let addr: IpAddr = if v6 {
+                        self.backend_addr6(i).into()
+                    } else {
+                        self.backend_addr4(i).into()
+                    };
+                    Backend::new(addr)
+                        .name(&format!("backend-{i}"))
+                        .port(BACKEND_PORT)
+                        .weight(w)
+                }))
+        };
+        let mut cfg = XlbConfig::new(&self.lb_ifname())
+            .xdp_mode("auto")
+            .control_socket(&self.control_socket())
+            .vip(vip("web4", VIP4.into(), false))
+            .vip(vip("web6", VIP6.into(), true));
         if let Some(server) = self.lb_server_ifname() {
-            writeln!(s, "server_interface = \"{server}\"")?;
+            cfg = cfg.server_interface(&server);
         }
-        writeln!(s, "xdp_mode = \"auto\"")?;
-        writeln!(
-            s,
-            "control_socket = \"{}\"",
-            self.control_socket().display()
-        )?;
-        for (name, vip, v6) in [
-            ("web4", IpAddr::from(VIP4), false),
-            ("web6", VIP6.into(), true),
-        ] {
-            writeln!(s, "\n[[vip]]")?;
-            writeln!(s, "name = \"{name}\"")?;
-            writeln!(s, "address = \"{vip}\"")?;
-            writeln!(s, "port = {VIP_PORT}")?;
-            writeln!(s, "protocol = \"tcp\"")?;
-            writeln!(s, "mode = \"nat\"")?;
-            for &(i, w) in backends {
-                let addr: IpAddr = if v6 {
-                    self.backend_addr6(i).into()
-                } else {
-                    self.backend_addr4(i).into()
-                };
-                writeln!(s, "\n[[vip.backend]]")?;
-                writeln!(s, "name = \"backend-{i}\"")?;
-                writeln!(s, "address = \"{addr}\"")?;
-                writeln!(s, "port = {BACKEND_PORT}")?;
-                writeln!(s, "weight = {w}")?;
-            }
-        }
-        let path = self.dir().join("xlb.toml");
-        // Write then rename, so a reload never reads half a file.
-        let tmp = self.dir().join("xlb.toml.new");
-        std::fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-        Ok(path)
+        cfg
+    }
+
+    /// Writes (or rewrites) [`NatTopology::xlb_config`]; returns its path.
+    pub fn write_xlb_config(&self, backends: &[(usize, u32)]) -> anyhow::Result<PathBuf> {
+        self.xlb_config(backends).write(&self.config_path())
     }
 
     /// Counters of the client's NIC.

@@ -265,7 +265,7 @@ fn through_xlb(b: &Bench, path: &PpsPath, frame: &[u8], duration: Duration) -> R
 /// counter of VIP `vip` holds at least 90 % of what the sinks got.
 pub fn check_forwarded(xlb: &Xlb, vip: &str, sample: &Sample) -> Result<()> {
     let status = xlb.status()?;
-    let forwarded = status_vip(&status, vip)?["packets"].as_u64().unwrap_or(0);
+    let forwarded = status_vip(&status, vip)?.packets;
     ensure!(
         forwarded as f64 >= 0.9 * sample.delivered as f64,
         "xlb counted {forwarded} packets on VIP {vip} but the backends got {}",

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use lb_user::api::{BackendState, Status};
 use lb_user::vrrp::state::{master_down_cs, skew_cs};
-use serde_json::Value;
-use xlb_testbed::topology::{Serve, Topology, VIP_PORT, Xlb, status_vip};
+use xlb_testbed::config::{Backend, HealthCheck, Vip, Vrrp, VrrpGroup, XlbConfig};
+use xlb_testbed::topology::{Serve, Topology, VIP_PORT, Xlb};
 
 use super::{median, say, spread};
 
@@ -25,8 +26,8 @@ use super::{median, say, spread};
 /// after `HC_FALL` failures. (`timeout_ms` may not exceed `interval_ms`.)
 pub const HC_INTERVAL_MS: u64 = 200;
 pub const HC_TIMEOUT_MS: u64 = 200;
-pub const HC_FALL: u64 = 3;
-const HC_RISE: u64 = 2;
+pub const HC_FALL: u32 = 3;
+const HC_RISE: u32 = 2;
 /// VRRP advert interval (centiseconds) and the two nodes' priorities.
 pub const VRRP_INTERVAL_CS: u16 = 20;
 const MASTER_PRIORITY: u8 = 150;
@@ -85,7 +86,7 @@ pub fn rounds(quick: bool) -> usize {
 /// interval after the death, `fall - 1` more intervals, the last check
 /// taking up to `timeout`.
 pub fn removal_bound_ms() -> f64 {
-    (HC_INTERVAL_MS * HC_FALL + HC_TIMEOUT_MS) as f64
+    (HC_INTERVAL_MS * u64::from(HC_FALL) + HC_TIMEOUT_MS) as f64
 }
 
 /// 3 × advert interval + the backup's skew ((256 − priority) × interval /
@@ -153,48 +154,31 @@ fn probe_loop(ns: &str, addr: SocketAddr, stop: &AtomicBool) -> Result<Vec<Probe
 
 /// How long after `since` xlb logged `backend` of VIP web4 DOWN.
 fn down_logged_after(xlb: &Xlb, backend: &str, since: SystemTime) -> Option<Duration> {
-    xlb.log_tail(100_000)
-        .lines()
-        .filter(|l| {
-            l.contains("backend health: DOWN")
-                && l.contains("vip=web4 ")
-                && l.contains(&format!("backend={backend} "))
-        })
-        .find_map(|l| {
-            xlb_testbed::topology::log_time(l)?
-                .duration_since(since)
-                .ok()
-        })
+    let backend = format!("backend={backend} ");
+    xlb.logged_after(since, |l| {
+        l.contains("backend health: DOWN") && l.contains("vip=web4 ") && l.contains(&backend)
+    })
 }
 
-fn backend_state(status: &Value, name: &str) -> Option<String> {
-    status_vip(status, "web4").ok()?["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["name"] == name)?["state"]
-        .as_str()
-        .map(str::to_owned)
+fn backend_state(status: &Status, name: &str) -> Option<BackendState> {
+    Some(status.vip("web4")?.backend(name)?.state)
 }
 
 /// The removal topology's xlb config: VIP web4 (IPv4, port 80) over every
 /// backend, with an HTTP health check.
-fn removal_config(t: &Topology) -> String {
-    let mut s = format!(
-        "interface = \"{}\"\nxdp_mode = \"native\"\ncontrol_socket = \"{}\"\n\n\
-         [[vip]]\nname = \"web4\"\naddress = \"{}\"\nport = {VIP_PORT}\nprotocol = \"tcp\"\n\
-         [vip.health]\ntype = \"http\"\ninterval_ms = {HC_INTERVAL_MS}\n\
-         timeout_ms = {HC_TIMEOUT_MS}\nrise = {HC_RISE}\nfall = {HC_FALL}\n",
-        t.lb_ifname(),
-        t.control_socket().display(),
-        t.vip4()
-    );
-    for i in 1..=t.backend_count() {
-        s.push_str(&format!(
-            "\n[[vip.backend]]\nname = \"backend-{i}\"\naddress = \"{}\"\n",
-            t.backend_addr4(i)
-        ));
-    }
-    s
+fn removal_config(t: &Topology) -> XlbConfig {
+    let health = HealthCheck::new("http").timing(HC_INTERVAL_MS, HC_TIMEOUT_MS, HC_RISE, HC_FALL);
+    XlbConfig::new(&t.lb_ifname())
+        .xdp_mode("native")
+        .control_socket(&t.control_socket())
+        .vip(
+            Vip::new("web4", t.vip4(), VIP_PORT)
+                .health(health)
+                .backends(
+                    (1..=t.backend_count())
+                        .map(|i| Backend::new(t.backend_addr4(i)).name(&format!("backend-{i}"))),
+                ),
+        )
 }
 
 /// Time from a backend's death (its nginx stopped) to its removal, over
@@ -203,8 +187,7 @@ fn removal_config(t: &Topology) -> String {
 pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
     let mut topo = Topology::dsr(BACKENDS)?;
     say(&format!("  topology {} ready", topo.prefix()));
-    let path = topo.dir().join("bench-removal.toml");
-    std::fs::write(&path, removal_config(&topo))?;
+    let path = removal_config(&topo).write(&topo.dir().join("bench-removal.toml"))?;
     let xlb = topo.start_xlb(xlb_exe, &path)?;
     xlb.wait_ready(Duration::from_secs(20))?;
     let vip = SocketAddr::new(topo.vip4().into(), VIP_PORT);
@@ -225,7 +208,7 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
                 let limit =
                     Duration::from_millis(removal_bound_ms() as u64) + Duration::from_secs(5);
                 xlb.wait_status(&format!("{name} down"), limit, |s| {
-                    backend_state(s, &name).as_deref() == Some("down")
+                    backend_state(s, &name) == Some(BackendState::Down)
                 })?;
                 // Probes go on a while after the change, to catch late ones.
                 std::thread::sleep(Duration::from_millis(500));
@@ -273,7 +256,7 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
 
         topo.start_backend(i, Serve::Normal)?;
         xlb.wait_status(&format!("{name} back up"), Duration::from_secs(10), |s| {
-            backend_state(s, &name).as_deref() == Some("active")
+            backend_state(s, &name) == Some(BackendState::Active)
         })?;
     }
     xlb.stop(Duration::from_secs(3));
@@ -303,21 +286,26 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
     ])
 }
 
-fn vrrp_config(priority: u8) -> String {
-    format!(
-        "[vrrp]\ngarp_repeat = 3\ngarp_interval_ms = 50\n\n\
-         [[vrrp.group]]\nvrid = 51\npriority = {priority}\nadvert_interval_cs = {VRRP_INTERVAL_CS}\n\
-         vips = [\"web4\"]\n\n\
-         [[vrrp.group]]\nvrid = 52\npriority = {priority}\nadvert_interval_cs = {VRRP_INTERVAL_CS}\n\
-         vips = [\"web6\"]\n"
-    )
+fn vrrp_config(priority: u8) -> Vrrp {
+    let group = |vrid, vip| {
+        VrrpGroup::new(vrid, &[vip])
+            .priority(priority)
+            .interval_cs(VRRP_INTERVAL_CS)
+    };
+    Vrrp {
+        garp_repeat: Some(3),
+        garp_interval_ms: Some(50),
+        groups: vec![group(51, "web4"), group(52, "web6")],
+        ..Vrrp::default()
+    }
 }
 
 /// True if both VRRP groups (51: web4, 52: web6) are in `state`.
-fn vrrp_all(status: &Value, state: &str) -> bool {
-    status["vrrp"]["groups"]
-        .as_array()
-        .is_some_and(|gs| gs.len() == 2 && gs.iter().all(|g| g["state"].as_str() == Some(state)))
+fn vrrp_all(status: &Status, state: &str) -> bool {
+    status
+        .vrrp
+        .as_ref()
+        .is_some_and(|v| v.groups.len() == 2 && v.groups.iter().all(|g| g.state == state))
 }
 
 fn wait_vrrp(xlb: &Xlb, node: usize, state: &str) -> Result<()> {
@@ -330,7 +318,7 @@ fn wait_vrrp(xlb: &Xlb, node: usize, state: &str) -> Result<()> {
 }
 
 fn start_node(topo: &Topology, xlb_exe: &std::path::Path, n: usize, priority: u8) -> Result<Xlb> {
-    let config = topo.write_node_config(n, &[1; BACKENDS], &vrrp_config(priority))?;
+    let config = topo.write_node_config(n, &[1; BACKENDS], vrrp_config(priority))?;
     let xlb = topo.start_node(n, xlb_exe, &config)?;
     xlb.wait_ready(Duration::from_secs(20))?;
     Ok(xlb)

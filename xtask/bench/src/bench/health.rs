@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use lb_user::{config::Config, health::Scheduler};
+use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
 use xlb_testbed::netns::NetNs;
 
 use super::say;
@@ -43,15 +44,20 @@ fn thread_cpu() -> Result<f64> {
 }
 
 fn config() -> Result<Config> {
-    let mut text = format!(
-        "interface = \"lo\"\n[[vip]]\nname = \"scale\"\naddress = \"198.18.255.1\"\nport = 80\n\
-         [vip.health]\ntype = \"http\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = 500\n"
-    );
-    for i in 0..BACKENDS {
-        let a = Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8);
-        text.push_str(&format!("[[vip.backend]]\naddress = \"{a}\"\n"));
-    }
-    Config::parse(&text, "health-scale.toml").map_err(|e| anyhow!("{e}"))
+    let health = HealthCheck {
+        interval_ms: Some(INTERVAL_MS),
+        timeout_ms: Some(500),
+        ..HealthCheck::new("http")
+    };
+    XlbConfig::new("lo")
+        .vip(
+            Vip::new("scale", Ipv4Addr::new(198, 18, 255, 1), 80)
+                .health(health)
+                .backends((0..BACKENDS).map(|i| {
+                    Backend::new(Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8))
+                })),
+        )
+        .parse()
 }
 
 /// Answers every connection with a 200 after reading the request.

@@ -33,6 +33,7 @@ use lb_user::{
     maps::{MapStore, Maps},
     netlink,
 };
+use xlb_testbed::config::{Backend, Conntrack, Vip, XlbConfig};
 use xlb_testbed::lb::Lb;
 
 use super::frames::{self, Mac};
@@ -48,28 +49,28 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100);
 const BACKEND4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
 const BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x19, 0, 0, 0, 0, 0, 0x11);
 
-const CONFIG: &str = r#"interface = "c0"
-server_interface = "s0"
-[conntrack]
-new_flows_per_cpu = 0
-[[vip]]
-name = "web4"
-address = "198.18.0.100"
-port = 80
-mode = "nat"
-[[vip.backend]]
-address = "198.18.1.11"
-port = 8080
-[[vip]]
-name = "dns6"
-address = "fd00:18::100"
-port = 53
-protocol = "udp"
-mode = "nat"
-[[vip.backend]]
-address = "fd00:19::11"
-port = 5353
-"#;
+/// NAT VIPs web4 (IPv4 TCP) and dns6 (IPv6 UDP), one backend each on the
+/// server side; no new-flow budget (every miss call inserts).
+fn config() -> Result<Config> {
+    XlbConfig::new("c0")
+        .server_interface("s0")
+        .conntrack(Conntrack {
+            new_flows_per_cpu: Some(0),
+            ..Conntrack::default()
+        })
+        .vip(
+            Vip::new("web4", VIP4, 80)
+                .nat()
+                .backend(Backend::new(BACKEND4).port(8080)),
+        )
+        .vip(
+            Vip::new("dns6", VIP6, 53)
+                .udp()
+                .nat()
+                .backend(Backend::new(BACKEND6).port(5353)),
+        )
+        .parse()
+}
 
 /// A case's frame (every call sends a fresh copy of it).
 type FrameOf<'a> = &'a dyn Fn() -> Vec<u8>;
@@ -187,10 +188,7 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
     let mut controller = Lb::load_on("c0", c0.mac);
     controller.maps_mut().add_tx_port(c0.index)?;
     controller.maps_mut().add_tx_port(s0.index)?;
-    let mut config = Config::parse(CONFIG, "nat bench").map_err(|e| anyhow!("{e}"))?;
-    // Every call inserts: no new-flow budget.
-    config.conntrack.new_flows_per_cpu = 0;
-    controller.apply(&config, &mut NoNeighbours)?;
+    controller.apply(&config()?, &mut NoNeighbours)?;
     let backend4 = backend_id(controller.maps(), BACKEND4.into())?;
 
     let n = calls(quick);

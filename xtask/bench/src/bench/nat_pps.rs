@@ -51,8 +51,9 @@ fn through_xlb(b: &NatBench, path: &PpsPath, frame: &[u8], duration: Duration) -
 /// as `nat_no_neigh`), which would make this a measure of the kernel.
 fn check_not_passed(xlb: &Xlb, sample: &Sample) -> Result<()> {
     let status = xlb.status()?;
-    let passed = status["conntrack"]["nat_no_neigh"]
-        .as_u64()
+    let passed = *status
+        .conntrack
+        .get("nat_no_neigh")
         .ok_or_else(|| anyhow!("no conntrack.nat_no_neigh in status {status}"))?;
     ensure!(
         passed as f64 <= 0.01 * sample.delivered as f64,

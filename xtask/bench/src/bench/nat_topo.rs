@@ -72,15 +72,14 @@ impl NatBench {
     pub fn start_xlb(&self) -> Result<Xlb> {
         let t = &self.topo;
         let [web, sink] = self.services();
-        let config = xlb_config(
+        let path = xlb_config(
             &t.lb_ifname(),
             t.lb_server_ifname().as_deref(),
             &t.control_socket(),
             true,
             &[("web4", web), ("sink4", sink)],
-        )?;
-        let path = t.dir().join("bench-xlb-nat.toml");
-        std::fs::write(&path, config)?;
+        )
+        .write(&t.dir().join("bench-xlb-nat.toml"))?;
         let xlb = t.start_xlb(&self.xlb_exe, &path)?;
         xlb.wait_ready(Duration::from_secs(20))?;
         Ok(xlb)

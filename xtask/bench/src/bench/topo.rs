@@ -3,7 +3,6 @@
 //! a per-run prefix, torn down on drop, panic and Ctrl-C), plus what the
 //! benchmarks need on top of it.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use lb_user::netlink;
+use xlb_testbed::config::{Backend, Vip, XlbConfig};
 use xlb_testbed::netns::{ManagedChild, NetNs};
 use xlb_testbed::topology::{Topology, VIP_PORT, Xlb};
 
@@ -88,15 +88,14 @@ impl Bench {
     pub fn start_xlb(&self) -> Result<Xlb> {
         let t = &self.topo;
         let [web, sink] = self.services();
-        let config = xlb_config(
+        let path = xlb_config(
             &t.lb_ifname(),
             None,
             &t.control_socket(),
             false,
             &[("web4", web), ("sink4", sink)],
-        )?;
-        let path = t.dir().join("bench-xlb.toml");
-        std::fs::write(&path, config)?;
+        )
+        .write(&t.dir().join("bench-xlb.toml"))?;
         let xlb = t.start_xlb(&self.xlb_exe, &path)?;
         xlb.wait_ready(Duration::from_secs(20))?;
         Ok(xlb)
@@ -140,35 +139,27 @@ pub fn xlb_config(
     socket: &Path,
     nat: bool,
     vips: &[(&str, Service)],
-) -> Result<String> {
-    let mut s = String::new();
-    writeln!(s, "interface = \"{interface}\"")?;
+) -> XlbConfig {
+    let mut cfg = XlbConfig::new(interface)
+        .xdp_mode("native")
+        .control_socket(socket);
     if let Some(server) = server_interface {
-        writeln!(s, "server_interface = \"{server}\"")?;
+        cfg = cfg.server_interface(server);
     }
-    writeln!(s, "xdp_mode = \"native\"")?;
-    writeln!(s, "control_socket = \"{}\"", socket.display())?;
     for (name, svc) in vips {
-        writeln!(s, "\n[[vip]]\nname = \"{name}\"")?;
-        writeln!(
-            s,
-            "address = \"{}\"\nport = {}",
-            svc.vip.ip(),
-            svc.vip.port()
-        )?;
-        writeln!(s, "protocol = \"{}\"", svc.proto)?;
+        let mut vip = Vip::new(name, svc.vip.ip(), svc.vip.port());
+        vip.protocol = Some(svc.proto.to_owned());
         if nat {
-            writeln!(s, "mode = \"nat\"")?;
+            vip = vip.nat();
         }
-        for (i, b) in svc.backends.iter().enumerate() {
-            writeln!(s, "\n[[vip.backend]]\nname = \"backend-{}\"", i + 1)?;
-            writeln!(s, "address = \"{}\"\nweight = 1", b.ip())?;
-            if nat {
-                writeln!(s, "port = {}", b.port())?;
-            }
-        }
+        cfg = cfg.vip(vip.backends(svc.backends.iter().enumerate().map(|(i, b)| {
+            let backend = Backend::new(b.ip())
+                .name(&format!("backend-{}", i + 1))
+                .weight(1);
+            if nat { backend.port(b.port()) } else { backend }
+        })));
     }
-    Ok(s)
+    cfg
 }
 
 /// Runs `cmd` (a [`ManagedChild`], so Ctrl-C kills it) with stdout and
