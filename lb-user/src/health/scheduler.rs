@@ -211,10 +211,12 @@ mod tests {
         while got.len() < 5 {
             got.push(rx.recv().await.unwrap());
         }
-        // First at < 100 ms, then every 100 ms: 5 results in < 600 ms.
+        // On a 100 ms grid the 5th result cannot come before 4 intervals
+        // have passed (checks never bunch up). No upper bound: a loaded
+        // machine only makes it later.
         assert!(
-            start.elapsed() < Duration::from_millis(600),
-            "{:?}",
+            start.elapsed() >= Duration::from_millis(400),
+            "5 results after only {:?}",
             start.elapsed()
         );
         assert!(got.iter().all(|r| !r.outcome.ok && s.is_current(r)));
