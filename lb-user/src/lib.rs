@@ -1,6 +1,7 @@
 //! The xlb control plane: loader, map owner, configuration, health and CLI.
 
 pub mod api;
+pub mod checksum;
 pub mod config;
 pub mod control;
 pub mod ctl;

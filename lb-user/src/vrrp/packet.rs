@@ -96,53 +96,11 @@ impl Reject {
     ];
 }
 
-/// RFC 1071 one's-complement sum, folded, not yet inverted.
-fn sum16(mut acc: u32, bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// The checksum over the pseudo-header for `src` → `dst` and `msg` (whose
-/// own checksum field must be zero to compute, or filled in to verify:
-/// a correct message then sums to 0).
-pub fn checksum(src: IpAddr, dst: IpAddr, msg: &[u8]) -> u16 {
-    let len = msg.len() as u32;
-    let acc = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut acc = sum16(0, &s.octets());
-            acc = sum16(acc, &d.octets());
-            acc += u32::from(IPPROTO_VRRP);
-            acc + (len & 0xffff)
-        }
-        (s, d) => {
-            let (s, d) = (v6(s), v6(d));
-            let mut acc = sum16(0, &s.octets());
-            acc = sum16(acc, &d.octets());
-            acc += (len >> 16) + (len & 0xffff);
-            acc + u32::from(IPPROTO_VRRP)
-        }
-    };
-    !fold(sum16(acc, msg))
-}
-
-fn v6(a: IpAddr) -> Ipv6Addr {
-    match a {
-        IpAddr::V6(a) => a,
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-    }
+/// The VRRP checksum of `msg` sent from `src` to `dst` (its own checksum
+/// field zero to compute, or filled in to verify: a correct message then
+/// gives 0).
+fn checksum(src: IpAddr, dst: IpAddr, msg: &[u8]) -> u16 {
+    crate::checksum::pseudo_header_checksum(src, dst, IPPROTO_VRRP, msg)
 }
 
 impl Advert {
@@ -373,7 +331,7 @@ mod tests {
         // A v2-style checksum (no pseudo-header) is refused.
         let mut b = V4_ADVERT;
         b[6..8].copy_from_slice(&[0, 0]);
-        let c = !fold(sum16(0, &b));
+        let c = crate::checksum::checksum(&b);
         b[6..8].copy_from_slice(&c.to_be_bytes());
         assert_eq!(dec(&b, 255), Err(Reject::BadChecksum));
         // Interval 0, correctly checksummed.
