@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::os::fd::AsRawFd as _;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -56,30 +57,30 @@ pub fn na_message(mac: [u8; 6], target: Ipv6Addr) -> Vec<u8> {
 }
 
 /// Sends one gratuitous ARP for each of `addrs` out of `ifname`.
+///
+/// Over a packet socket of protocol 0, so the kernel queues nothing to it
+/// for reading, bound to the interface with the link address that
+/// `getifaddrs` reports for it (its protocol field, 0, keeps the socket's).
 pub fn send_garps(ifname: &str, mac: [u8; 6], addrs: &[Ipv4Addr]) -> io::Result<()> {
     if addrs.is_empty() {
         return Ok(());
     }
-    let iface = pnet_datalink::interfaces()
-        .into_iter()
-        .find(|i| i.name == ifname)
+    let link = nix::ifaddrs::getifaddrs()
+        .map_err(nix_err)?
+        .filter(|i| i.interface_name == ifname)
+        .find_map(|i| i.address?.as_link_addr().copied())
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname}")))?;
-    let config = pnet_datalink::Config {
-        // Nothing is read from this channel; keep its buffers small.
-        read_buffer_size: 64,
-        ..Default::default()
-    };
-    let mut tx = match pnet_datalink::channel(&iface, config)? {
-        pnet_datalink::Channel::Ethernet(tx, _rx) => tx,
-        _ => return Err(io::Error::other("unsupported datalink channel")),
-    };
+    let s = Socket::new(Domain::PACKET, Type::RAW, None)?;
+    s.set_cloexec(true)?;
+    nix::sys::socket::bind(s.as_raw_fd(), &link).map_err(nix_err)?;
     for a in addrs {
-        match tx.send_to(&garp_frame(mac, *a), None) {
-            Some(r) => r?,
-            None => return Err(io::Error::other("datalink send buffer too small")),
-        }
+        s.send(&garp_frame(mac, *a))?;
     }
     Ok(())
+}
+
+fn nix_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
 }
 
 /// Sends one unsolicited NA for each of `addrs` to all nodes on `ifindex`.
