@@ -1,6 +1,7 @@
 //! The xlb control plane: loader, map owner, configuration, health and CLI.
 
 pub mod api;
+mod async_socket;
 pub mod checksum;
 pub mod config;
 pub mod control;

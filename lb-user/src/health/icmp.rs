@@ -7,24 +7,24 @@
 //! for its (address, sequence) keeps it linear. Raw sockets need
 //! CAP_NET_RAW, which `xlb run` has anyway (it loads BPF programs).
 //!
-//! The raw socket is driven through `tokio::net::UdpSocket`: that type only
-//! issues `sendto`/`recvfrom` on its descriptor and parses the peer's
-//! `sockaddr`, which works unchanged for a raw socket (the port is 0). It
-//! gives us async I/O on it without any `unsafe`.
+//! The sockets are non-blocking and driven by tokio's reactor through
+//! [`AsyncFd`].
 
 use std::{
     collections::HashMap,
     io,
     net::{IpAddr, SocketAddr},
+    os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU16, Ordering},
     },
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
+use nix::sys::socket::{SockaddrStorage, recvfrom};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::{
-    net::UdpSocket,
+    io::{Interest, unix::AsyncFd},
     sync::{OnceCell, oneshot},
 };
 
@@ -48,7 +48,7 @@ pub struct Pinger {
 type Waiters = Mutex<HashMap<(IpAddr, u16), oneshot::Sender<()>>>;
 
 struct Family {
-    socket: UdpSocket,
+    socket: AsyncFd<Socket>,
     ident: u16,
     next_seq: AtomicU16,
     waiters: Waiters,
@@ -86,10 +86,7 @@ impl Pinger {
             key: (addr, seq),
         };
         let packet = echo_request(addr.is_ipv4(), family.ident, seq);
-        family
-            .socket
-            .send_to(&packet, SocketAddr::new(addr, 0))
-            .await?;
+        family.send_to(&packet, addr).await?;
         rx.await
             .map_err(|_| io::Error::other("ICMP reader stopped"))
     }
@@ -109,7 +106,8 @@ impl Family {
             )
         })?;
         socket.set_nonblocking(true)?;
-        let socket = UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
+        socket.set_cloexec(true)?;
+        let socket = crate::async_socket::register(socket)?;
         let family = Arc::new(Family {
             socket,
             // Tells our replies from those to other pingers on the host.
@@ -120,12 +118,38 @@ impl Family {
         tokio::spawn(read_replies(Arc::clone(&family), v4));
         Ok(family)
     }
+
+    async fn send_to(&self, packet: &[u8], addr: IpAddr) -> io::Result<()> {
+        let to = SockAddr::from(SocketAddr::new(addr, 0));
+        self.socket
+            .async_io(Interest::WRITABLE, |s| s.send_to(packet, &to))
+            .await
+            .map(drop)
+    }
+
+    /// The next datagram into `buf`: its length and sender. (nix's
+    /// `recvfrom` takes an initialised buffer, socket2's does not.)
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<IpAddr>)> {
+        let (n, from) = self
+            .socket
+            .async_io(Interest::READABLE, |s| {
+                recvfrom::<SockaddrStorage>(s.as_raw_fd(), buf)
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))
+            })
+            .await?;
+        let from = from.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|a| IpAddr::from(a.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|a| IpAddr::from(a.ip())))
+        });
+        Ok((n, from))
+    }
 }
 
 async fn read_replies(family: Arc<Family>, v4: bool) {
     let mut buf = vec![0u8; 2048];
     loop {
-        let (n, from) = match family.socket.recv_from(&mut buf).await {
+        let (n, from) = match family.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "ICMP health-check socket: receive failed");
@@ -135,7 +159,8 @@ async fn read_replies(family: Arc<Family>, v4: bool) {
         };
         if let Some((ident, seq)) = echo_reply(v4, &buf[..n])
             && ident == family.ident
-            && let Some(tx) = lock(&family.waiters).remove(&(from.ip(), seq))
+            && let Some(from) = from
+            && let Some(tx) = lock(&family.waiters).remove(&(from, seq))
         {
             let _ = tx.send(());
         }

@@ -162,8 +162,8 @@ impl Engine {
         if let Some(t) = &mut tracking {
             self.tracking = t.borrow_and_update().clone();
         }
-        let mut rx4 = self.v4.as_ref().map(VrrpSocket::spawn_receiver);
-        let mut rx6 = self.v6.as_ref().map(VrrpSocket::spawn_receiver);
+        // Owned here, so that waiting on them borrows nothing of `self`.
+        let (v4, v6) = (self.v4.clone(), self.v6.clone());
         let now = self.now();
         for i in 0..self.groups.len() {
             let ev = self.tracking_event();
@@ -185,8 +185,8 @@ impl Engine {
                     None => std::future::pending().await,
                 }
             };
-            let recv4 = next_packet(&mut rx4);
-            let recv6 = next_packet(&mut rx6);
+            let recv4 = next_packet(v4.as_deref());
+            let recv6 = next_packet(v6.as_deref());
             tokio::select! {
                 _ = sleep => {
                     let now = self.now();
@@ -397,17 +397,9 @@ impl Engine {
     }
 }
 
-async fn next_packet(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<std::io::Result<Received>>>,
-) -> std::io::Result<Received> {
-    match rx {
-        Some(r) => match r.recv().await {
-            Some(p) => p,
-            None => {
-                *rx = None;
-                Err(std::io::Error::other("VRRP receive thread ended"))
-            }
-        },
+async fn next_packet(sock: Option<&VrrpSocket>) -> std::io::Result<Received> {
+    match sock {
+        Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
 }

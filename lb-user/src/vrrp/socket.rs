@@ -1,6 +1,7 @@
 //! The thin shell around the VRRP raw sockets: one per address family,
 //! bound to the NIC, joined to the VRRP group, sending with TTL / hop limit
-//! 255. Everything it receives goes through [`super::packet`] unchanged.
+//! 255, received from on tokio's reactor. Everything it receives goes
+//! through [`super::packet`] unchanged.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
@@ -11,10 +12,7 @@ use nix::sys::socket::{
     setsockopt, sockopt,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::mpsc;
+use tokio::io::{Interest, unix::AsyncFd};
 
 use super::packet::{GROUP_V4, GROUP_V6, IPPROTO_VRRP, REQUIRED_TTL};
 
@@ -33,12 +31,9 @@ pub struct Received {
     pub bytes: Vec<u8>,
 }
 
-/// How often the receiving thread looks up from a quiet socket to see
-/// whether the engine is still there.
-const RECV_WAKEUP: Duration = Duration::from_millis(500);
-
 pub struct VrrpSocket {
-    fd: Socket,
+    /// Non-blocking; readiness comes from tokio's reactor.
+    fd: AsyncFd<Socket>,
     ifindex: u32,
     /// Source address of everything we send (IPv6: our link-local address).
     src: IpAddr,
@@ -56,7 +51,7 @@ impl VrrpSocket {
             Type::RAW,
             Some(Protocol::from(i32::from(IPPROTO_VRRP))),
         )?;
-        s.set_read_timeout(Some(RECV_WAKEUP))?;
+        s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
         s.bind_device(Some(ifname.as_bytes()))?;
         s.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
@@ -67,7 +62,7 @@ impl VrrpSocket {
         // Our own adverts would only be counted as "own address" drops.
         s.set_multicast_loop_v4(false)?;
         Ok(Self {
-            fd: s,
+            fd: crate::async_socket::register(s)?,
             ifindex,
             src: src.into(),
         })
@@ -80,7 +75,7 @@ impl VrrpSocket {
             Type::RAW,
             Some(Protocol::from(i32::from(IPPROTO_VRRP))),
         )?;
-        s.set_read_timeout(Some(RECV_WAKEUP))?;
+        s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
         s.bind_device(Some(ifname.as_bytes()))?;
         s.join_multicast_v6(&GROUP_V6, ifindex)?;
@@ -92,7 +87,7 @@ impl VrrpSocket {
         setsockopt(&s, sockopt::Ipv6RecvHopLimit, &true).map_err(nix_err)?;
         setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(nix_err)?;
         Ok(Self {
-            fd: s,
+            fd: crate::async_socket::register(s)?,
             ifindex,
             src: src.into(),
         })
@@ -110,7 +105,9 @@ impl VrrpSocket {
         }
     }
 
-    /// Sends one VRRP message to the group.
+    /// Sends one VRRP message to the group. The socket does not block: an
+    /// advert that finds the send buffer full fails with `WouldBlock` (the
+    /// next one goes out an interval later, as after any send error).
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
         let iov = [IoSlice::new(msg)];
@@ -141,36 +138,14 @@ impl VrrpSocket {
         Ok(())
     }
 
-    /// Receives on a thread of its own (the socket is blocking: tokio's
-    /// safe wrappers do not cover raw sockets) and hands datagrams to the
-    /// engine. The thread ends once the receiver is dropped.
-    pub fn spawn_receiver(self: &Arc<Self>) -> mpsc::Receiver<io::Result<Received>> {
-        let (tx, rx) = mpsc::channel(64);
-        let sock = self.clone();
-        std::thread::spawn(move || {
-            loop {
-                let r = match sock.recv_now() {
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        if tx.is_closed() {
-                            return;
-                        }
-                        continue;
-                    }
-                    r => r,
-                };
-                if tx.blocking_send(r).is_err() {
-                    return;
-                }
-            }
-        });
-        rx
+    /// Waits for the next datagram. Cancel-safe: dropping the future loses
+    /// nothing, so the engine can `select!` on it.
+    pub async fn recv(&self) -> io::Result<Received> {
+        // Waits for readability and retries on WouldBlock (tokio's
+        // `readable` + `try_io` loop).
+        self.fd
+            .async_io(Interest::READABLE, |_| self.recv_now())
+            .await
     }
 
     fn recv_now(&self) -> io::Result<Received> {
