@@ -91,33 +91,48 @@ fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(
 }
 
 fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("incomplete response ({} bytes)", buf.len()))?;
-    let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 headers")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let mut body = &buf[end + 4..];
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':')
-            && k.trim().eq_ignore_ascii_case("content-length")
-        {
-            let len: usize = v.trim().parse().context("bad Content-Length")?;
-            ensure!(
-                body.len() >= len,
-                "short body: {} of {len} bytes",
-                body.len()
-            );
-            body = &body[..len];
-        }
+    let (status, start, length) =
+        head(buf)?.ok_or_else(|| anyhow!("incomplete response ({} bytes)", buf.len()))?;
+    let mut body = &buf[start..];
+    if let Some(len) = length {
+        ensure!(
+            body.len() >= len,
+            "short body: {} of {len} bytes",
+            body.len()
+        );
+        body = &body[..len];
     }
     Ok((status, String::from_utf8_lossy(body).into_owned()))
+}
+
+/// The status, the length of the head and the Content-Length of the
+/// response head at the start of `buf`; `None` while it is incomplete.
+fn head(buf: &[u8]) -> anyhow::Result<Option<(u16, usize, Option<usize>)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let first_line = || {
+        String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned()
+    };
+    let end = match response
+        .parse(buf)
+        .with_context(|| format!("bad response head, starting {:?}", first_line()))?
+    {
+        httparse::Status::Complete(end) => end,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let status = response.code.context("no status code")?;
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| anyhow!("bad Content-Length {:?}", String::from_utf8_lossy(h.value)))
+        })
+        .transpose()?;
+    Ok(Some((status, end, length)))
 }
 
 /// Proves `server_ns` answers TCP on `ip`: binds a listener there (ephemeral
@@ -251,28 +266,15 @@ impl KeepAlive {
 /// `Some((status, body, bytes used))` once `buf` holds a whole response
 /// with a Content-Length; `None` while more is needed.
 fn complete_response(buf: &[u8]) -> anyhow::Result<Option<(u16, String, usize)>> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some((status, start, length)) = head(buf)? else {
         return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 headers")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let len = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.trim().parse::<usize>())
-        .ok_or_else(|| anyhow!("keep-alive response without Content-Length"))?
-        .context("bad Content-Length")?;
-    let total = end + 4 + len;
+    let len = length.ok_or_else(|| anyhow!("keep-alive response without Content-Length"))?;
+    let total = start + len;
     if buf.len() < total {
         return Ok(None);
     }
-    let body = String::from_utf8_lossy(&buf[end + 4..total]).into_owned();
+    let body = String::from_utf8_lossy(&buf[start..total]).into_owned();
     Ok(Some((status, body, total)))
 }
 
