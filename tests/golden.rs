@@ -475,7 +475,7 @@ fn packet_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
     };
     // The backend answered [fd00:18::2]:5353 from [VIP6]:53; a router on the
     // way back says the reply was too big.
-    let input = packet_too_big6(VIP6, CLIENT6, 53, 5353, false);
+    let input = packet_too_big6(VIP6, CLIENT6, L4::Udp, 53, 5353);
     let key = FlowKey {
         src: words6(CLIENT6),
         dst: words6(VIP6),

@@ -489,7 +489,7 @@ fn nat_packet_too_big_is_translated_for_the_backend() {
         CONFIG,
         |lab| {
             lab.run(&tcp6_between(CLIENT6, VIP6, 43001, 80), lab.c0.index);
-            let input = packet_too_big6(VIP6, CLIENT6, 80, 43001, true);
+            let input = packet_too_big6(VIP6, CLIENT6, L4::Tcp, 80, 43001);
             let (verdict, out) = lab.run(&input, lab.c0.index);
             assert_eq!(verdict, XDP_REDIRECT);
             let ip = &out[ETH..ETH + 40];
