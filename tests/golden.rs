@@ -1,18 +1,21 @@
-//! Golden packets through the real XDP program with BPF_PROG_TEST_RUN.
+//! Golden packets through the real XDP program with BPF_PROG_TEST_RUN, in
+//! Katran's fixture style: each case is a row {description, input frame,
+//! expected verdict, expected output frame, counters it moves}, and one
+//! runner ([`Harness::check`]) runs a row and checks all of it, so adding a
+//! case is adding a row to [`fixtures`].
 //!
-//! Each case is data: a description, an input frame, the expected verdict and
-//! the expected output frame (Katran's fixture style). Forwarded frames must
-//! equal the input with only the two MAC addresses changed, and the backend
-//! must be the one `lb_common`'s hash predicts for the installed ring.
-//! Needs root (BPF); see `xlb_testbed::running::require_root`.
+//! A DSR forward must equal the input with only the two MAC addresses
+//! changed, to the backend `lb_common`'s hash predicts for the installed
+//! ring; anything else must come out as it went in. A row's counters are
+//! checked exactly: every counter not named by the row must not move.
+//! Needs root (BPF); see `xlb_testbed::require_root`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use etherparse::{PacketBuilder, VlanId};
 use lb_common::{
-    BACKEND_F_ACTIVE, BackendInfo, FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP,
-    LB_F_FORWARDING, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, drop, flow_hash,
-    global, source_hash,
+    BACKEND_F_ACTIVE, BackendInfo, Counters, FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP,
+    IPPROTO_UDP, LB_F_FORWARDING, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct,
+    drop, flow_hash, global, source_hash,
 };
 use lb_user::{
     dataplane::Dataplane,
@@ -31,6 +34,375 @@ const VIP4_ALL_PORTS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const RING_SIZE: u32 = 13;
+const BACKENDS: u32 = 6;
+
+// Literal frames, computed outside this crate with Python 3.11, scapy 2.5
+// and mmh3 5.3, not copied from the program's output:
+//
+//   l3 = IP(src="198.18.0.2", dst="198.18.0.100", ttl=64, id=0, flags="DF")
+//        / TCP(sport=40000, dport=80, seq=1000, flags="S", window=64240)
+//        / b"GET / HTTP/1.1\r\n\r\n"
+//   DSR_IN  = raw(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / l3)
+//   DSR_OUT = raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:10:02") / l3)
+//
+// scapy computed the IPv4 and TCP checksums (ae33, a93b); the script
+// checked them again with a hand-written RFC 1071 sum, and the runner
+// checks them once more with etherparse (`assert_checksums`). Backend 2:
+// mmh3.hash(key, 0x786c6221, signed=False) = 0x6541a29e of the 40 key bytes
+// (198.18.0.2, 12 zero bytes, 198.18.0.100, 12 zero bytes, 9c40 0050, 06,
+// three zero bytes) is slot 1 of the 13-slot ring, which holds backend 2.
+
+/// Client → VIP4:80, TCP SYN, as it reaches the load balancer.
+const DSR_IN: &str = "
+    020000000001 020000000002 0800
+    4500003a 00004000 4006ae33 c6120002 c6120064
+    9c400050 000003e8 00000000 5002faf0 a93b0000
+    474554202f20485454502f312e310d0a0d0a";
+/// The same, on its way to backend 2: only the MACs differ.
+const DSR_OUT: &str = "
+    020000001002 020000000001 0800
+    4500003a 00004000 4006ae33 c6120002 c6120064
+    9c400050 000003e8 00000000 5002faf0 a93b0000
+    474554202f20485454502f312e310d0a0d0a";
+const DSR_BACKEND: u32 = 2;
+
+/// One golden packet.
+struct Case {
+    what: String,
+    input: Vec<u8>,
+    verdict: u32,
+    output: Vec<u8>,
+    counts: Counts,
+}
+
+/// The counters a case moves besides `rx` and the global counter of its
+/// verdict (pass, forward, drop), which every packet moves; each by one
+/// packet of the input's length. Nothing else may move.
+#[derive(Clone, Copy, Debug)]
+enum Counts {
+    Nothing,
+    /// A drop reason: malformed traffic, dropped before any VIP lookup.
+    Drop(u32),
+    /// VIP `vip` and backend `backend`: a forward.
+    Forward {
+        vip: u32,
+        backend: u32,
+    },
+    /// VIP `vip` and a drop reason: VIP traffic with nowhere to go.
+    VipDrop {
+        vip: u32,
+        reason: u32,
+    },
+    /// Backend `backend` and the connection table's `icmp_to_flow`: an ICMP
+    /// error sent to the backend of the flow it quotes.
+    IcmpToFlow {
+        backend: u32,
+    },
+}
+
+/// Forwarded by DSR to backend `id` of VIP `vip`: only the MACs change.
+fn forwarded(what: impl Into<String>, input: Vec<u8>, vip: u32, id: u32) -> Case {
+    Case {
+        what: what.into(),
+        output: dsr_rewritten(&input, id),
+        input,
+        verdict: XDP_TX,
+        counts: Counts::Forward { vip, backend: id },
+    }
+}
+
+/// Left to the kernel byte for byte.
+fn passed(what: &str, input: Vec<u8>) -> Case {
+    Case {
+        what: what.into(),
+        output: input.clone(),
+        input,
+        verdict: XDP_PASS,
+        counts: Counts::Nothing,
+    }
+}
+
+/// Dropped untouched and counted by `reason`.
+fn dropped(what: &str, input: Vec<u8>, reason: u32) -> Case {
+    Case {
+        what: what.into(),
+        output: input.clone(),
+        input,
+        verdict: XDP_DROP,
+        counts: Counts::Drop(reason),
+    }
+}
+
+/// The same frame with the MACs a DSR forward to backend `id` must produce.
+fn dsr_rewritten(input: &[u8], id: u32) -> Vec<u8> {
+    let mut out = input.to_vec();
+    out[..6].copy_from_slice(&backend_mac(id));
+    out[6..12].copy_from_slice(&LB_MAC);
+    out
+}
+
+/// `frame` cut to its first `len` bytes.
+fn cut(mut frame: Vec<u8>, len: usize) -> Vec<u8> {
+    frame.truncate(len);
+    frame
+}
+
+/// `frame` with byte `at` set to `value`.
+fn set(mut frame: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
+    frame[at] = value;
+    frame
+}
+
+/// Every single-packet case, on one harness, in order. Rows do not depend
+/// on each other: a flow seen twice keeps its backend either way.
+fn fixtures(h: &Harness) -> Vec<Case> {
+    let tcp = IPPROTO_TCP;
+    let good = tcp4(VIP4, 40000, 80);
+    let good6 = udp6(VIP6, 5353, 53);
+    let other = tcp4(OTHER4, 40000, 22);
+    vec![
+        // VIP traffic: forwarded with only the MACs rewritten.
+        h.forwarded(
+            "IPv4 TCP SYN to VIP4:80",
+            tcp4(VIP4, 40000, 80),
+            0,
+            key4(CLIENT4, VIP4, 40000, 80, tcp),
+        ),
+        Case {
+            what: "IPv4 TCP SYN to VIP4:80, literal frames from scapy".into(),
+            input: from_hex(DSR_IN),
+            verdict: XDP_TX,
+            output: from_hex(DSR_OUT),
+            counts: Counts::Forward {
+                vip: 0,
+                backend: DSR_BACKEND,
+            },
+        },
+        h.forwarded(
+            "IPv6 UDP to [VIP6]:53",
+            udp6(VIP6, 5353, 53),
+            1,
+            key6(CLIENT6, VIP6, 5353, 53, IPPROTO_UDP),
+        ),
+        h.forwarded(
+            "all-ports VIP, port 22",
+            tcp4(VIP4_ALL_PORTS, 41000, 22),
+            2,
+            key4(CLIENT4, VIP4_ALL_PORTS, 41000, 22, tcp),
+        ),
+        h.forwarded(
+            "all-ports VIP, port 443",
+            tcp4(VIP4_ALL_PORTS, 41000, 443),
+            2,
+            key4(CLIENT4, VIP4_ALL_PORTS, 41000, 443, tcp),
+        ),
+        h.forwarded(
+            "all-ports VIP, port 8443",
+            tcp4(VIP4_ALL_PORTS, 41000, 8443),
+            2,
+            key4(CLIENT4, VIP4_ALL_PORTS, 41000, 8443, tcp),
+        ),
+        h.forwarded(
+            "all-ports VIP, port 65535",
+            tcp4(VIP4_ALL_PORTS, 41000, 65535),
+            2,
+            key4(CLIENT4, VIP4_ALL_PORTS, 41000, 65535, tcp),
+        ),
+        h.forwarded(
+            "IPv4 options (NOP NOP NOP EOL) are kept",
+            Frame::from_client(VIP4)
+                .ipv4_options(&[1, 1, 1, 0])
+                .tcp(40001, 80, "S", REQUEST),
+            0,
+            key4(CLIENT4, VIP4, 40001, 80, tcp),
+        ),
+        h.forwarded(
+            "802.1Q tag (VLAN 100) is kept",
+            Frame::from_client(VIP4).vlan(100).tcp(40001, 80, "S", b"x"),
+            0,
+            key4(CLIENT4, VIP4, 40001, 80, tcp),
+        ),
+        Case {
+            what: "VIP without backends: dropped and counted".into(),
+            input: tcp4(VIP4_EMPTY, 40000, 80),
+            verdict: XDP_DROP,
+            output: tcp4(VIP4_EMPTY, 40000, 80),
+            counts: Counts::VipDrop {
+                vip: 4,
+                reason: drop::NO_BACKEND,
+            },
+        },
+        // ICMP errors about a VIP's packet go to the backend of the flow
+        // they quote, so that its stack lowers the path MTU.
+        Case {
+            what: "IPv6 packet too big quoting [VIP6]:53 → client:5353".into(),
+            ..h.icmp_to_flow(
+                packet_too_big6(VIP6, CLIENT6, L4::Udp, 53, 5353),
+                1,
+                key6(CLIENT6, VIP6, 5353, 53, IPPROTO_UDP),
+            )
+        },
+        Case {
+            what: "IPv4 fragmentation needed quoting VIP4:80 → client:40000".into(),
+            ..h.icmp_to_flow(
+                frag_needed4(VIP4, CLIENT4, 80, 40000),
+                0,
+                key4(CLIENT4, VIP4, 40000, 80, tcp),
+            )
+        },
+        // Not VIP traffic: to the kernel byte for byte, nothing counted.
+        passed("VIP address, wrong port", tcp4(VIP4, 40000, 81)),
+        passed("SSH to the node's own address", other.clone()),
+        passed(
+            "UDP to a TCP-only VIP",
+            Frame::from_client(VIP4).udp(40000, 80, b"u"),
+        ),
+        passed("ARP request for the VIP", arp_request(VIP4)),
+        passed(
+            "ICMP echo to the VIP",
+            Frame::from_client(VIP4).icmp_echo(b"ping"),
+        ),
+        passed("IPv6 to another port", udp6(VIP6, 5353, 54)),
+        passed("non-VIP TCP header cut", cut(other.clone(), ETH + 20 + 12)),
+        passed(
+            "non-VIP IPv4 fragment (offset 16)",
+            set(other, ETH + 7, 0x10),
+        ),
+        passed(
+            "ICMP error quoting no VIP flow",
+            frag_needed4(OTHER4, CLIENT4, 22, 40000),
+        ),
+        // Malformed traffic: dropped and counted by reason; nothing
+        // half-parsed is forwarded.
+        dropped(
+            "IPv4 header cut at 10 bytes",
+            cut(good.clone(), ETH + 10),
+            drop::IPV4_TRUNCATED,
+        ),
+        dropped("IHL 4", with_bad_ihl(good.clone()), drop::IPV4_BAD_HEADER),
+        dropped(
+            "version 6 in an IPv4 frame",
+            set(good.clone(), ETH, 0x65),
+            drop::IPV4_BAD_HEADER,
+        ),
+        dropped(
+            "IHL 6 but 20 bytes",
+            set(cut(good.clone(), ETH + 20), ETH, 0x46),
+            drop::IPV4_TRUNCATED,
+        ),
+        dropped(
+            "TCP header cut at 12 bytes",
+            cut(good.clone(), ETH + 20 + 12),
+            drop::L4_TRUNCATED,
+        ),
+        dropped(
+            "TCP data offset 4",
+            set(good.clone(), ETH + 20 + 12, 0x40),
+            drop::L4_TRUNCATED,
+        ),
+        dropped(
+            "IPv4 fragment to a VIP (more fragments)",
+            set(good, ETH + 6, 0x20),
+            drop::FRAGMENT,
+        ),
+        dropped(
+            "IPv6 header cut at 30 bytes",
+            cut(good6, ETH + 30),
+            drop::IPV6_TRUNCATED,
+        ),
+    ]
+}
+
+#[test]
+fn every_fixture_gets_its_verdict_output_and_counters() {
+    let Some(h) = harness("every_fixture_gets_its_verdict_output_and_counters") else {
+        return;
+    };
+    for case in fixtures(&h) {
+        h.check(&case);
+    }
+}
+
+/// The literal frames agree with the builder and with `lb_common`: scapy
+/// and etherparse build the same bytes, and mmh3 and `flow_hash` pick the
+/// same backend.
+#[test]
+fn literal_frames_match_the_frame_builder_and_the_flow_hash() {
+    let ring = ring(&[1, 2, 3]);
+    let hash = flow_hash(&key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP));
+    assert_eq!(ring[(hash % RING_SIZE) as usize], DSR_BACKEND);
+    let input = tcp4(VIP4, 40000, 80);
+    assert_eq!(to_hex(&input), to_hex(&from_hex(DSR_IN)));
+    assert_eq!(
+        to_hex(&dsr_rewritten(&input, DSR_BACKEND)),
+        to_hex(&from_hex(DSR_OUT))
+    );
+}
+
+#[test]
+fn every_flow_goes_to_the_backend_lb_common_predicts() {
+    let Some(h) = harness("every_flow_goes_to_the_backend_lb_common_predicts") else {
+        return;
+    };
+    let mut seen = [0u32; 4];
+    for sport in 30000..30300u16 {
+        let key = key4(CLIENT4, VIP4, sport, 80, IPPROTO_TCP);
+        h.check(&h.forwarded(format!("sport {sport}"), tcp4(VIP4, sport, 80), 0, key));
+        seen[h.predict(0, &key) as usize] += 1;
+    }
+    assert!(seen[1..].iter().all(|&n| n > 50), "uneven spread {seen:?}");
+}
+
+#[test]
+fn source_affinity_sends_every_flow_of_a_client_to_one_backend() {
+    let Some(h) = harness("source_affinity_sends_every_flow_of_a_client_to_one_backend") else {
+        return;
+    };
+    let id = h.predict(3, &key4(CLIENT4, VIP4_AFFINITY, 1, 80, IPPROTO_TCP));
+    for sport in 40000..40050u16 {
+        let input = tcp4(VIP4_AFFINITY, sport, 80);
+        h.check(&forwarded(format!("sport {sport}"), input, 3, id));
+    }
+}
+
+#[test]
+fn ring_swap_takes_effect_for_the_next_packet() {
+    let Some(mut h) = harness("ring_swap_takes_effect_for_the_next_packet") else {
+        return;
+    };
+    let input = tcp4(VIP4, 40000, 80);
+    let before = h.predict(0, &key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP));
+    let other = if before == 3 { 2 } else { 3 };
+    h.maps.install_ring(0, &vec![other; 251]).unwrap();
+    h.check(&forwarded("after the swap", input.clone(), 0, other));
+    // A slot naming an inactive backend is a counted drop, not a forward.
+    h.maps.clear_backend(other).unwrap();
+    h.check(&Case {
+        what: "its backend cleared".into(),
+        output: input.clone(),
+        input,
+        verdict: XDP_DROP,
+        counts: Counts::VipDrop {
+            vip: 0,
+            reason: drop::BAD_BACKEND,
+        },
+    });
+}
+
+#[test]
+fn backup_node_passes_vip_traffic_to_the_kernel() {
+    let Some(mut h) = harness("backup_node_passes_vip_traffic_to_the_kernel") else {
+        return;
+    };
+    h.maps
+        .set_config(&LbConfig {
+            mac: LB_MAC,
+            flags: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    h.check(&passed("VIP traffic on a backup", tcp4(VIP4, 40000, 80)));
+}
 
 fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x10, id as u8]
@@ -67,10 +439,77 @@ fn ring(ids: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
+    BackendInfo {
+        addr,
+        port: 0,
+        family,
+        flags: BACKEND_F_ACTIVE,
+        mac: backend_mac(id),
+        generation: 0,
+    }
+}
+
+struct Vip {
+    key: VipKey,
+    flags: u32,
+    ring: Vec<u32>,
+}
+
 struct Harness {
     maps: Maps,
     dp: Dataplane,
-    rings: Vec<Vec<u32>>,
+    /// By VIP index.
+    vips: Vec<Vip>,
+}
+
+/// Every counter a golden packet may move: the global ones, the drop
+/// reasons, the VIPs', the backends' (by id, 0 unused) and the connection
+/// table's `icmp_to_flow`. (The table's hit/miss bookkeeping is the
+/// control suite's subject, not this one's.)
+#[derive(Clone, Debug, PartialEq)]
+struct Snapshot {
+    globals: [Counters; global::COUNT as usize],
+    drops: [u64; drop::COUNT as usize],
+    vips: Vec<Counters>,
+    backends: Vec<Counters>,
+    icmp_to_flow: u64,
+}
+
+impl Snapshot {
+    /// What `case` must leave after this.
+    fn after(&self, case: &Case) -> Snapshot {
+        let len = case.input.len() as u64;
+        let add = |c: &mut Counters| {
+            c.packets += 1;
+            c.bytes += len;
+        };
+        let mut s = self.clone();
+        add(&mut s.globals[global::RX as usize]);
+        let outcome = match case.verdict {
+            XDP_PASS => global::PASS,
+            XDP_TX => global::FORWARD,
+            _ => global::DROP,
+        };
+        add(&mut s.globals[outcome as usize]);
+        match case.counts {
+            Counts::Nothing => {}
+            Counts::Drop(reason) => s.drops[reason as usize] += 1,
+            Counts::Forward { vip, backend } => {
+                add(&mut s.vips[vip as usize]);
+                add(&mut s.backends[backend as usize]);
+            }
+            Counts::VipDrop { vip, reason } => {
+                add(&mut s.vips[vip as usize]);
+                s.drops[reason as usize] += 1;
+            }
+            Counts::IcmpToFlow { backend } => {
+                add(&mut s.backends[backend as usize]);
+                s.icmp_to_flow += 1;
+            }
+        }
+        s
+    }
 }
 
 impl Harness {
@@ -92,408 +531,102 @@ impl Harness {
             let addr = v4(Ipv4Addr::new(198, 18, 0, 10 + id as u8));
             m.set_backend(id, &backend(addr, FAMILY_V4, id)).unwrap();
         }
-        for id in 4..=6u32 {
+        for id in 4..=BACKENDS {
             let addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x10 + id as u16).octets();
             m.set_backend(id, &backend(addr, FAMILY_V6, id)).unwrap();
         }
-        let vips = [
-            (vip4(VIP4, 80, IPPROTO_TCP), 0, 0),
-            (vip6(VIP6, 53, IPPROTO_UDP), 1, 0),
-            (vip4(VIP4_ALL_PORTS, 0, IPPROTO_TCP), 2, 0),
-            (
+        let vip = |key, flags, ring| Vip { key, flags, ring };
+        let vips = vec![
+            vip(vip4(VIP4, 80, IPPROTO_TCP), 0, ring(&[1, 2, 3])),
+            vip(vip6(VIP6, 53, IPPROTO_UDP), 0, ring(&[4, 5, 6])),
+            vip(vip4(VIP4_ALL_PORTS, 0, IPPROTO_TCP), 0, ring(&[1, 2, 3])),
+            vip(
                 vip4(VIP4_AFFINITY, 80, IPPROTO_TCP),
-                3,
                 VIP_F_SOURCE_AFFINITY,
+                ring(&[1, 2, 3]),
             ),
-            (vip4(VIP4_EMPTY, 80, IPPROTO_TCP), 4, 0),
+            vip(vip4(VIP4_EMPTY, 80, IPPROTO_TCP), 0, vec![]),
         ];
-        let rings = vec![
-            ring(&[1, 2, 3]),
-            ring(&[4, 5, 6]),
-            ring(&[1, 2, 3]),
-            ring(&[1, 2, 3]),
-            vec![],
-        ];
-        for ((key, index, flags), slots) in vips.iter().zip(&rings) {
+        for (index, v) in vips.iter().enumerate() {
             let meta = VipMeta {
-                index: *index,
+                index: index as u32,
                 mode: MODE_DSR,
-                flags: *flags,
+                flags: v.flags,
                 _pad: 0,
             };
-            m.set_vip(key, &meta).unwrap();
+            m.set_vip(&v.key, &meta).unwrap();
             m.set_vip_addr(&VipKey {
                 port: 0,
                 proto: 0,
-                ..*key
+                ..v.key
             })
             .unwrap();
-            m.install_ring(*index, slots).unwrap();
+            m.install_ring(index as u32, &v.ring).unwrap();
         }
-        Self { maps, dp, rings }
+        Self { maps, dp, vips }
     }
 
-    fn run(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        run_xdp(self.dp.program(), input, None)
-    }
-
-    /// The backend id the data plane must choose for `key` on VIP `index`.
-    fn predict(&self, index: usize, key: &FlowKey, affinity: bool) -> u32 {
-        let hash = if affinity {
+    /// The backend id the data plane must choose for `key` on VIP `index`
+    /// (by its ring as installed here).
+    fn predict(&self, index: u32, key: &FlowKey) -> u32 {
+        let vip = &self.vips[index as usize];
+        let hash = if vip.flags & VIP_F_SOURCE_AFFINITY != 0 {
             source_hash(&key.src)
         } else {
             flow_hash(key)
         };
-        let ring = &self.rings[index];
-        ring[(hash % ring.len() as u32) as usize]
+        vip.ring[(hash % vip.ring.len() as u32) as usize]
     }
 
-    fn drops(&self) -> [u64; drop::COUNT as usize] {
-        self.maps.drops().unwrap()
+    /// `input`, of flow `key`, forwarded to the backend [`Harness::predict`]s.
+    fn forwarded(&self, what: impl Into<String>, input: Vec<u8>, vip: u32, key: FlowKey) -> Case {
+        forwarded(what, input, vip, self.predict(vip, &key))
     }
-}
 
-fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
-    BackendInfo {
-        addr,
-        port: 0,
-        family,
-        flags: BACKEND_F_ACTIVE,
-        mac: backend_mac(id),
-        generation: 0,
+    /// An ICMP error about flow `key` of VIP `vip`, sent as is (DSR) to the
+    /// flow's backend.
+    fn icmp_to_flow(&self, input: Vec<u8>, vip: u32, key: FlowKey) -> Case {
+        let backend = self.predict(vip, &key);
+        Case {
+            what: String::new(),
+            output: dsr_rewritten(&input, backend),
+            input,
+            verdict: XDP_TX,
+            counts: Counts::IcmpToFlow { backend },
+        }
     }
-}
 
-/// The same frame with the MACs a DSR forward to backend `id` must produce.
-fn dsr_rewritten(input: &[u8], id: u32) -> Vec<u8> {
-    let mut out = input.to_vec();
-    out[..6].copy_from_slice(&backend_mac(id));
-    out[6..12].copy_from_slice(&LB_MAC);
-    out
+    fn snapshot(&self) -> Snapshot {
+        let m = &self.maps;
+        Snapshot {
+            globals: m.globals().unwrap(),
+            drops: m.drops().unwrap(),
+            vips: (0..self.vips.len() as u32)
+                .map(|i| m.vip_counters(i).unwrap())
+                .collect(),
+            backends: (0..=BACKENDS)
+                .map(|id| m.backend_counters(id).unwrap())
+                .collect(),
+            icmp_to_flow: m.conntrack_stats().unwrap()[ct::ICMP_TO_FLOW as usize],
+        }
+    }
+
+    /// Runs one case: its verdict, its output byte for byte (a forwarded
+    /// frame's checksums recomputed by etherparse as well), and exactly
+    /// the counters it names.
+    fn check(&self, case: &Case) {
+        let what = &case.what;
+        let before = self.snapshot();
+        let (verdict, out) = run_xdp(self.dp.program(), &case.input, None);
+        assert_eq!(verdict, case.verdict, "{what}: verdict");
+        assert_eq!(to_hex(&out), to_hex(&case.output), "{what}: output frame");
+        if verdict == XDP_TX {
+            assert_checksums(&out);
+        }
+        assert_eq!(self.snapshot(), before.after(case), "{what}: counters");
+    }
 }
 
 fn harness(test: &str) -> Option<Harness> {
     xlb_testbed::require_root(test).then(Harness::new)
-}
-
-#[test]
-fn ipv4_tcp_to_vip_is_forwarded_with_only_macs_rewritten() {
-    let Some(h) = harness("ipv4_tcp_to_vip_is_forwarded_with_only_macs_rewritten") else {
-        return;
-    };
-    let input = tcp4(VIP4, 40000, 80);
-    let id = h.predict(0, &key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP), false);
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, dsr_rewritten(&input, id));
-    let vip = h.maps.vip_counters(0).unwrap();
-    assert_eq!((vip.packets, vip.bytes), (1, input.len() as u64));
-    let be = h.maps.backend_counters(id).unwrap();
-    assert_eq!((be.packets, be.bytes), (1, input.len() as u64));
-    let g = h.maps.globals().unwrap();
-    assert_eq!(g[global::FORWARD as usize].packets, 1);
-    assert_eq!(g[global::PASS as usize].packets, 0);
-}
-
-#[test]
-fn ipv6_udp_to_vip_is_forwarded_with_only_macs_rewritten() {
-    let Some(h) = harness("ipv6_udp_to_vip_is_forwarded_with_only_macs_rewritten") else {
-        return;
-    };
-    let input = udp6(VIP6, 5353, 53);
-    let key = FlowKey {
-        src: words6(CLIENT6),
-        dst: words6(VIP6),
-        sport: 5353u16.to_be(),
-        dport: 53u16.to_be(),
-        proto: IPPROTO_UDP,
-        _pad: [0; 3],
-    };
-    let id = h.predict(1, &key, false);
-    assert!((4..=6).contains(&id));
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, dsr_rewritten(&input, id));
-    assert_eq!(h.maps.backend_counters(id).unwrap().packets, 1);
-}
-
-#[test]
-fn every_flow_goes_to_the_backend_lb_common_predicts() {
-    let Some(h) = harness("every_flow_goes_to_the_backend_lb_common_predicts") else {
-        return;
-    };
-    let mut seen = [0u32; 4];
-    for sport in 30000..30300u16 {
-        let input = tcp4(VIP4, sport, 80);
-        let id = h.predict(0, &key4(CLIENT4, VIP4, sport, 80, IPPROTO_TCP), false);
-        let (verdict, out) = h.run(&input);
-        assert_eq!(verdict, XDP_TX, "sport {sport}");
-        assert_eq!(out, dsr_rewritten(&input, id), "sport {sport}");
-        seen[id as usize] += 1;
-    }
-    assert!(seen[1..].iter().all(|&n| n > 50), "uneven spread {seen:?}");
-}
-
-#[test]
-fn source_affinity_sends_every_flow_of_a_client_to_one_backend() {
-    let Some(h) = harness("source_affinity_sends_every_flow_of_a_client_to_one_backend") else {
-        return;
-    };
-    let id = h.predict(3, &key4(CLIENT4, VIP4_AFFINITY, 1, 80, IPPROTO_TCP), true);
-    for sport in 40000..40050u16 {
-        let input = tcp4(VIP4_AFFINITY, sport, 80);
-        let (verdict, out) = h.run(&input);
-        assert_eq!(verdict, XDP_TX);
-        assert_eq!(out, dsr_rewritten(&input, id), "sport {sport}");
-    }
-}
-
-#[test]
-fn all_ports_vip_matches_any_port() {
-    let Some(h) = harness("all_ports_vip_matches_any_port") else {
-        return;
-    };
-    for dport in [22u16, 443, 8443, 65535] {
-        let input = tcp4(VIP4_ALL_PORTS, 41000, dport);
-        let id = h.predict(
-            2,
-            &key4(CLIENT4, VIP4_ALL_PORTS, 41000, dport, IPPROTO_TCP),
-            false,
-        );
-        let (verdict, out) = h.run(&input);
-        assert_eq!(verdict, XDP_TX, "port {dport}");
-        assert_eq!(out, dsr_rewritten(&input, id));
-    }
-}
-
-#[test]
-fn ipv4_options_and_vlan_tag_are_kept() {
-    let Some(h) = harness("ipv4_options_and_vlan_tag_are_kept") else {
-        return;
-    };
-    let key = key4(CLIENT4, VIP4, 40001, 80, IPPROTO_TCP);
-    let id = h.predict(0, &key, false);
-
-    let input = with_ipv4_options(&tcp4(VIP4, 40001, 80));
-    etherparse::SlicedPacket::from_ethernet(&input).expect("options frame is well formed");
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX, "IPv4 with options");
-    assert_eq!(out, dsr_rewritten(&input, id));
-
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .single_vlan(VlanId::try_new(100).unwrap())
-        .ipv4(CLIENT4.octets(), VIP4.octets(), 64)
-        .tcp(40001, 80, 1, 1000)
-        .syn();
-    let mut input = Vec::new();
-    b.write(&mut input, b"x").unwrap();
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX, "802.1Q tagged");
-    assert_eq!(out, dsr_rewritten(&input, id));
-    assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 100], "tag kept");
-}
-
-/// Traffic that is not for a VIP reaches the kernel byte for byte.
-#[test]
-fn non_vip_traffic_passes_untouched() {
-    let Some(h) = harness("non_vip_traffic_passes_untouched") else {
-        return;
-    };
-    let arp = {
-        let mut f = Vec::new();
-        f.extend_from_slice(&[0xff; 6]);
-        f.extend_from_slice(&CLIENT_MAC);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&CLIENT_MAC);
-        f.extend_from_slice(&CLIENT4.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&VIP4.octets());
-        f
-    };
-    let icmp_to_vip = {
-        let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-            .ipv4(CLIENT4.octets(), VIP4.octets(), 64)
-            .icmpv4_echo_request(1, 1);
-        let mut f = Vec::new();
-        b.write(&mut f, b"ping").unwrap();
-        f
-    };
-    let cases: [(&str, Vec<u8>); 6] = [
-        ("VIP address, wrong port", tcp4(VIP4, 40000, 81)),
-        ("SSH to the node's own address", tcp4(OTHER4, 40000, 22)),
-        ("UDP to a TCP-only VIP", {
-            let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-                .ipv4(CLIENT4.octets(), VIP4.octets(), 64)
-                .udp(40000, 80);
-            let mut f = Vec::new();
-            b.write(&mut f, b"u").unwrap();
-            f
-        }),
-        ("ARP request for the VIP", arp),
-        ("ICMP echo to the VIP", icmp_to_vip),
-        ("IPv6 to another port", udp6(VIP6, 5353, 54)),
-    ];
-    for (what, input) in cases {
-        let (verdict, out) = h.run(&input);
-        assert_eq!(verdict, XDP_PASS, "{what}");
-        assert_eq!(out, input, "{what}");
-    }
-    assert_eq!(h.drops(), [0; drop::COUNT as usize]);
-    let g = h.maps.globals().unwrap();
-    assert_eq!(g[global::PASS as usize].packets, 6);
-}
-
-/// Malformed packets are dropped and counted by reason; nothing half-parsed
-/// is forwarded.
-#[test]
-fn malformed_packets_are_dropped_and_counted() {
-    let Some(h) = harness("malformed_packets_are_dropped_and_counted") else {
-        return;
-    };
-    let good = tcp4(VIP4, 40000, 80);
-    let mut bad_ihl = good.clone();
-    bad_ihl[ETH] = 0x44;
-    let mut bad_version = good.clone();
-    bad_version[ETH] = 0x65;
-    let mut options_cut = good[..ETH + 20].to_vec();
-    options_cut[ETH] = 0x46;
-    let mut bad_doff = good.clone();
-    bad_doff[ETH + 20 + 12] = 0x40;
-    let mut fragment = good.clone();
-    fragment[ETH + 6] = 0x20; // more fragments
-    let v6 = udp6(VIP6, 5353, 53);
-    let cases: [(&str, Vec<u8>, u32); 8] = [
-        (
-            "IPv4 header cut at 10 bytes",
-            good[..ETH + 10].to_vec(),
-            drop::IPV4_TRUNCATED,
-        ),
-        ("IHL 4", bad_ihl, drop::IPV4_BAD_HEADER),
-        (
-            "version 6 in an IPv4 frame",
-            bad_version,
-            drop::IPV4_BAD_HEADER,
-        ),
-        ("IHL 6 but 20 bytes", options_cut, drop::IPV4_TRUNCATED),
-        (
-            "TCP header cut at 12 bytes",
-            good[..ETH + 20 + 12].to_vec(),
-            drop::L4_TRUNCATED,
-        ),
-        ("TCP data offset 4", bad_doff, drop::L4_TRUNCATED),
-        ("IPv4 fragment to a VIP", fragment, drop::FRAGMENT),
-        (
-            "IPv6 header cut at 30 bytes",
-            v6[..ETH + 30].to_vec(),
-            drop::IPV6_TRUNCATED,
-        ),
-    ];
-    let mut expected = [0u64; drop::COUNT as usize];
-    for (what, input, reason) in cases {
-        let (verdict, _) = h.run(&input);
-        assert_eq!(verdict, XDP_DROP, "{what}");
-        expected[reason as usize] += 1;
-        assert_eq!(h.drops(), expected, "{what}");
-    }
-    assert_eq!(
-        h.maps.globals().unwrap()[global::FORWARD as usize].packets,
-        0
-    );
-}
-
-#[test]
-fn truncated_or_fragmented_non_vip_traffic_is_left_to_the_kernel() {
-    let Some(h) = harness("truncated_or_fragmented_non_vip_traffic_is_left_to_the_kernel") else {
-        return;
-    };
-    let other = tcp4(OTHER4, 40000, 22);
-    let mut fragment = other.clone();
-    fragment[ETH + 7] = 0x10; // fragment offset 16
-    for (what, input) in [
-        ("TCP header cut", other[..ETH + 20 + 12].to_vec()),
-        ("fragment", fragment),
-    ] {
-        let (verdict, out) = h.run(&input);
-        assert_eq!(verdict, XDP_PASS, "{what}");
-        assert_eq!(out, input);
-    }
-    assert_eq!(h.drops(), [0; drop::COUNT as usize]);
-}
-
-#[test]
-fn vip_without_backends_drops_and_counts() {
-    let Some(h) = harness("vip_without_backends_drops_and_counts") else {
-        return;
-    };
-    let (verdict, _) = h.run(&tcp4(VIP4_EMPTY, 40000, 80));
-    assert_eq!(verdict, XDP_DROP);
-    assert_eq!(h.drops()[drop::NO_BACKEND as usize], 1);
-    assert_eq!(h.maps.vip_counters(4).unwrap().packets, 1);
-}
-
-#[test]
-fn ring_swap_takes_effect_for_the_next_packet() {
-    let Some(mut h) = harness("ring_swap_takes_effect_for_the_next_packet") else {
-        return;
-    };
-    let input = tcp4(VIP4, 40000, 80);
-    let before = h.predict(0, &key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP), false);
-    let other = if before == 3 { 2 } else { 3 };
-    h.maps.install_ring(0, &vec![other; 251]).unwrap();
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, dsr_rewritten(&input, other));
-    // A slot naming an inactive backend is a counted drop, not a forward.
-    h.maps.clear_backend(other).unwrap();
-    let (verdict, _) = h.run(&input);
-    assert_eq!(verdict, XDP_DROP);
-    assert_eq!(h.drops()[drop::BAD_BACKEND as usize], 1);
-}
-
-#[test]
-fn backup_node_passes_vip_traffic_to_the_kernel() {
-    let Some(mut h) = harness("backup_node_passes_vip_traffic_to_the_kernel") else {
-        return;
-    };
-    h.maps
-        .set_config(&LbConfig {
-            mac: LB_MAC,
-            flags: 0,
-            ..Default::default()
-        })
-        .unwrap();
-    let input = tcp4(VIP4, 40000, 80);
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_PASS);
-    assert_eq!(out, input);
-}
-
-#[test]
-fn packet_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
-    let Some(h) = harness("packet_too_big_goes_to_the_backend_of_the_flow_it_quotes") else {
-        return;
-    };
-    // The backend answered [fd00:18::2]:5353 from [VIP6]:53; a router on the
-    // way back says the reply was too big.
-    let input = packet_too_big6(VIP6, CLIENT6, L4::Udp, 53, 5353);
-    let key = FlowKey {
-        src: words6(CLIENT6),
-        dst: words6(VIP6),
-        sport: 5353u16.to_be(),
-        dport: 53u16.to_be(),
-        proto: IPPROTO_UDP,
-        _pad: [0; 3],
-    };
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, dsr_rewritten(&input, h.predict(1, &key, false)));
-    // Same for IPv4 "fragmentation needed".
-    let input = frag_needed4(VIP4, CLIENT4, 80, 40000);
-    let id = h.predict(0, &key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP), false);
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, dsr_rewritten(&input, id));
-    // An error quoting something that is no VIP flow is the kernel's.
-    let other = frag_needed4(OTHER4, CLIENT4, 22, 40000);
-    assert_eq!(h.run(&other), (XDP_PASS, other.clone()));
 }
