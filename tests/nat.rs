@@ -1,20 +1,28 @@
-//! NAT golden packets through the real XDP program with BPF_PROG_TEST_RUN.
+//! NAT golden packets through the real XDP program with BPF_PROG_TEST_RUN,
+//! in Katran's fixture style: each test is a short table of rows
+//! {description, ingress NIC, input frame, expected verdict, expected
+//! output frame, connection-table events}, run in order by one runner
+//! ([`Lab::check`]), so that a flow's reply follows its first packet.
+//!
+//! Expected frames are built from scratch with etherparse (the translated
+//! addresses and ports, fresh checksums) or written out as literal bytes,
+//! so the program's incremental checksum updates are compared with
+//! independently computed ones, byte for byte.
 //!
 //! `bpf_fib_lookup` needs real routes, so each test runs on a thread in a
 //! fresh anonymous network namespace (gone when the thread ends) with two
-//! veth ends standing in for the client-side (`c0`, 198.18.0.1/24,
-//! fd00:18::1/64) and server-side (`s0`, 198.18.1.1/24, fd00:19::1/64) NICs,
-//! static neighbours and forwarding on. Output checksums are verified with
-//! etherparse, independently of the program's incremental updates.
+//! veth ends standing in for the client-side (`c0`, [`LB_MAC`],
+//! 198.18.0.1/24, fd00:18::1/64) and server-side (`s0`, [`S0_MAC`],
+//! 198.18.1.1/24, fd00:19::1/64) NICs, static neighbours and forwarding on.
 //! Needs root.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     process::Command,
 };
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use lb_user::{config::Config, netlink};
+use lb_common::{Counters, ct, drop, global};
+use lb_user::{config::Config, maps::MapStore, netlink};
 use xlb_testbed::{fakes::FakeNeighbours, frames::*, lb::Lb};
 
 const XDP_PASS: u32 = 2;
@@ -22,13 +30,114 @@ const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP4_ONE_ARMED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+const VIP4_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100);
 /// Two-armed backend (behind s0) and one-armed backend (on c0's subnet).
 const BACKEND4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
 const BACKEND4_SAME_LINK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
 const BACKEND4_NO_NEIGH: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
 const BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x19, 0, 0, 0, 0, 0, 0x11);
-const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x10, 0x0b];
+const BACKEND_MAC: Mac = [0x02, 0, 0, 0, 0x10, 0x0b];
+/// The server-side NIC's MAC (the client side's is [`LB_MAC`]).
+const S0_MAC: Mac = [0x02, 0, 0, 0, 0, 0x03];
+const REPLY: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
+// Literal frames, computed outside this crate with Python 3.11 and scapy
+// 2.5, not copied from the program's output. Every one is
+//
+//   raw(Ether(src=SMAC, dst=DMAC) / IP(src=SRC, dst=DST, ttl=64, id=0, flags="DF")
+//       / TCP(sport=SPORT, dport=DPORT, seq=1000, ack=1, flags="A", window=64240)
+//       / PAYLOAD)
+//
+// with the MACs, addresses, ports and payload its comment gives (client
+// 02:00:00:00:00:02, c0 02:00:00:00:00:01, s0 02:00:00:00:00:03, backend
+// 02:00:00:00:10:0b); scapy computed the IPv4 and TCP checksums from
+// scratch, the script checked them again with a hand-written RFC 1071 sum,
+// and the runner checks them once more with etherparse (`assert_checksums`).
+
+/// client → c0: 198.18.0.2:40000 → 198.18.0.100:80, "GET / HTTP/1.1\r\n\r\n".
+const NAT_IN: &str = "
+    020000000001 020000000002 0800
+    4500003a 00004000 4006ae33 c6120002 c6120064
+    9c400050 000003e8 00000001 5010faf0 a92c0000
+    474554202f20485454502f312e310d0a0d0a";
+/// s0 → backend: 198.18.0.2:40000 → 198.18.1.11:8080, same payload: the
+/// destination address and port and both checksums (IPv4 ad8c, TCP 8945)
+/// changed, and the MACs.
+const NAT_OUT: &str = "
+    02000000100b 020000000003 0800
+    4500003a 00004000 4006ad8c c6120002 c612010b
+    9c401f90 000003e8 00000001 5010faf0 89450000
+    474554202f20485454502f312e310d0a0d0a";
+/// backend → s0: 198.18.1.11:8080 → 198.18.0.2:40000,
+/// "HTTP/1.1 204 No Content\r\n\r\n".
+const NAT_REPLY_IN: &str = "
+    020000000003 02000000100b 0800
+    45000043 00004000 4006ad83 c612010b c6120002
+    1f909c40 000003e8 00000001 5010faf0 ee940000
+    485454502f312e3120323034204e6f20436f6e74656e740d0a0d0a";
+/// c0 → client: 198.18.0.100:80 → 198.18.0.2:40000, same payload.
+const NAT_REPLY_OUT: &str = "
+    020000000002 020000000001 0800
+    45000043 00004000 4006ae2a c6120064 c6120002
+    00509c40 000003e8 00000001 5010faf0 0e7c0000
+    485454502f312e3120323034204e6f20436f6e74656e740d0a0d0a";
+
+/// Where a frame arrives.
+#[derive(Clone, Copy, Debug)]
+enum Nic {
+    C0,
+    S0,
+}
+
+/// One golden packet.
+struct Case {
+    what: &'static str,
+    on: Nic,
+    input: Vec<u8>,
+    verdict: u32,
+    output: Vec<u8>,
+    /// Which of the NAT events (`nat_reply`, `nat_no_neigh`,
+    /// `icmp_to_flow`) it counts, once each; the others must not move.
+    events: &'static [u32],
+}
+
+const NO_EVENT: &[u32] = &[];
+/// The connection-table events NAT cases are about.
+const EVENTS: [u32; 3] = [ct::NAT_REPLY, ct::NAT_NO_NEIGH, ct::ICMP_TO_FLOW];
+
+/// The counters a NAT case may move: the global ones, the drop reasons
+/// and [`EVENTS`]. (VIP and backend counters and the table's hit/miss
+/// bookkeeping are the DSR and control suites' subject.)
+#[derive(Clone, Debug, PartialEq)]
+struct Snapshot {
+    globals: [Counters; global::COUNT as usize],
+    drops: [u64; drop::COUNT as usize],
+    events: [u64; EVENTS.len()],
+}
+
+impl Snapshot {
+    /// What `case` must leave after this: `rx` and its verdict's global
+    /// counter one packet up, and its events one each.
+    fn after(&self, case: &Case) -> Snapshot {
+        let mut s = self.clone();
+        let outcome = match case.verdict {
+            XDP_PASS => global::PASS,
+            XDP_TX | XDP_REDIRECT => global::FORWARD,
+            _ => global::DROP,
+        };
+        for g in [global::RX, outcome] {
+            let c = &mut s.globals[g as usize];
+            c.packets += 1;
+            c.bytes += case.input.len() as u64;
+        }
+        for e in case.events {
+            s.events[EVENTS.iter().position(|x| x == e).expect("a NAT event")] += 1;
+        }
+        s
+    }
+}
 
 fn sh(args: &str) {
     let out = Command::new("ip")
@@ -46,6 +155,10 @@ fn sysctl(path: &str) {
     std::fs::write(path, "1").unwrap_or_else(|e| panic!("{path}: {e}"));
 }
 
+fn mac(m: Mac) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
 struct Lab {
     controller: Lb,
     c0: netlink::Interface,
@@ -61,8 +174,14 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
         s.spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
             sh("link set lo up");
-            sh("link add c0 type veth peer name c0p");
-            sh("link add s0 type veth peer name s0p");
+            sh(&format!(
+                "link add c0 address {} type veth peer name c0p",
+                mac(LB_MAC)
+            ));
+            sh(&format!(
+                "link add s0 address {} type veth peer name s0p",
+                mac(S0_MAC)
+            ));
             for l in ["c0", "c0p", "s0", "s0p"] {
                 sh(&format!("link set {l} up"));
             }
@@ -70,8 +189,8 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
             sh("addr add fd00:18::1/64 dev c0 nodad");
             sh("addr add 198.18.1.1/24 dev s0");
             sh("addr add fd00:19::1/64 dev s0 nodad");
-            let client = CLIENT_MAC.map(|b| format!("{b:02x}")).join(":");
-            let backend = BACKEND_MAC.map(|b| format!("{b:02x}")).join(":");
+            let client = mac(CLIENT_MAC);
+            let backend = mac(BACKEND_MAC);
             sh(&format!(
                 "neigh add 198.18.0.2 lladdr {client} dev c0 nud permanent"
             ));
@@ -93,6 +212,7 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
 
             let c0 = netlink::interface_by_name("c0").unwrap();
             let s0 = netlink::interface_by_name("s0").unwrap();
+            assert_eq!((c0.mac, s0.mac), (LB_MAC, S0_MAC));
             let mut controller = Lb::load_on("c0", c0.mac);
             controller.maps_mut().add_tx_port(c0.index).unwrap();
             controller.maps_mut().add_tx_port(s0.index).unwrap();
@@ -106,13 +226,38 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
 }
 
 impl Lab {
-    /// Runs `input` as if received on `ifindex`.
-    fn run(&self, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        self.controller.run_on(ifindex, input)
+    fn snapshot(&self) -> Snapshot {
+        let m = self.controller.maps();
+        let ct = m.conntrack_stats().unwrap();
+        Snapshot {
+            globals: m.globals().unwrap(),
+            drops: m.drops().unwrap(),
+            events: EVENTS.map(|e| ct[e as usize]),
+        }
     }
 
-    fn counter(&self, name: &str) -> u64 {
-        self.controller.status().unwrap().conntrack[name]
+    /// Runs one case as if received on its NIC: its verdict, its output
+    /// byte for byte with every checksum recomputed by etherparse, and
+    /// exactly the counters it names.
+    fn check(&self, case: &Case) {
+        let what = case.what;
+        let ifindex = match case.on {
+            Nic::C0 => self.c0.index,
+            Nic::S0 => self.s0.index,
+        };
+        let before = self.snapshot();
+        let (verdict, out) = self.controller.run_on(ifindex, &case.input);
+        assert_eq!(verdict, case.verdict, "{what}: verdict");
+        assert_eq!(to_hex(&out), to_hex(&case.output), "{what}: output frame");
+        assert_checksums(&out);
+        assert_eq!(self.snapshot(), before.after(case), "{what}: counters");
+    }
+
+    /// Runs `cases` in order.
+    fn check_all(&self, cases: &[Case]) {
+        for case in cases {
+            self.check(case);
+        }
     }
 }
 
@@ -164,150 +309,74 @@ ring_size = 7
 address = "198.18.1.12"
 "#;
 
-fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, csum: bool) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .udp(sport, dport);
-    let mut f = Vec::new();
-    b.write(&mut f, b"query").unwrap();
-    if !csum {
-        f[ETH + 20 + 6..ETH + 20 + 8].copy_from_slice(&[0, 0]);
-    }
-    f
-}
-
-fn tcp4_between(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 7, 1000)
-        .ack(1);
-    let mut f = Vec::new();
-    b.write(&mut f, b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    f
-}
-
-fn tcp6_between(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv6(src.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 7, 1000)
-        .syn();
-    let mut f = Vec::new();
-    b.write(&mut f, b"hello").unwrap();
-    f
-}
-
-/// Addresses, ports and MACs of a frame, with every checksum recomputed by
-/// etherparse and compared to the one in the frame.
-#[derive(Debug, PartialEq)]
-struct Seen {
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-}
-
-fn inspect(frame: &[u8]) -> Seen {
-    let p = SlicedPacket::from_ethernet(frame).expect("well-formed frame");
-    let eth = p.link.as_ref().unwrap();
-    let etherparse::LinkSlice::Ethernet2(eth) = eth else {
-        panic!("not Ethernet II")
-    };
-    let (src, dst, payload_src);
-    match p.net.as_ref().unwrap() {
-        NetSlice::Ipv4(ip) => {
-            let h = ip.header().to_header();
-            assert_eq!(
-                h.header_checksum,
-                h.calc_header_checksum(),
-                "IPv4 header checksum"
-            );
-            src = IpAddr::V4(h.source.into());
-            dst = IpAddr::V4(h.destination.into());
-            payload_src = Some((h, None));
-        }
-        NetSlice::Ipv6(ip) => {
-            let h = ip.header().to_header();
-            src = IpAddr::V6(h.source.into());
-            dst = IpAddr::V6(h.destination.into());
-            payload_src = Some((Default::default(), Some(h)));
-        }
-    }
-    let (v4, v6) = payload_src.unwrap();
-    let (sport, dport) = match p.transport.as_ref().unwrap() {
-        TransportSlice::Tcp(t) => {
-            let h = t.to_header();
-            let want = match &v6 {
-                None => h.calc_checksum_ipv4(&v4, t.payload()).unwrap(),
-                Some(h6) => h.calc_checksum_ipv6(h6, t.payload()).unwrap(),
-            };
-            assert_eq!(h.checksum, want, "TCP checksum");
-            (h.source_port, h.destination_port)
-        }
-        TransportSlice::Udp(u) => {
-            let h = u.to_header();
-            if h.checksum != 0 || v6.is_some() {
-                let want = match &v6 {
-                    None => h.calc_checksum_ipv4(&v4, u.payload()).unwrap(),
-                    Some(h6) => h.calc_checksum_ipv6(h6, u.payload()).unwrap(),
-                };
-                assert_eq!(h.checksum, want, "UDP checksum");
-            }
-            (h.source_port, h.destination_port)
-        }
-        _ => panic!("not TCP/UDP"),
-    };
-    Seen {
-        dst_mac: eth.destination(),
-        src_mac: eth.source(),
-        src,
-        dst,
-        sport,
-        dport,
-    }
+/// The frames of a two-armed IPv4 flow: client → c0, s0 → backend,
+/// backend → s0, c0 → client.
+fn two_armed4() -> [Frame; 4] {
+    [
+        Frame::from_client(VIP4),
+        Frame::new(S0_MAC, BACKEND_MAC, CLIENT4, BACKEND4),
+        Frame::new(BACKEND_MAC, S0_MAC, BACKEND4, CLIENT4),
+        Frame::new(LB_MAC, CLIENT_MAC, VIP4, CLIENT4),
+    ]
 }
 
 #[test]
 fn nat_ipv4_tcp_inbound_and_reply_two_armed() {
     in_lab("nat_ipv4_tcp_inbound_and_reply_two_armed", CONFIG, |lab| {
-        let input = tcp4_between(CLIENT4, VIP4, 40000, 80);
-        let (verdict, out) = lab.run(&input, lab.c0.index);
-        assert_eq!(verdict, XDP_REDIRECT, "to the server-side NIC");
-        assert_eq!(
-            inspect(&out),
-            Seen {
-                dst_mac: BACKEND_MAC,
-                src_mac: lab.s0.mac,
-                src: CLIENT4.into(),
-                dst: BACKEND4.into(),
-                sport: 40000,
-                dport: 8080,
-            }
-        );
-        assert_eq!(
-            &out[ETH + 20 + 20..],
-            &input[ETH + 20 + 20..],
-            "payload intact"
-        );
-
-        // The backend's reply comes back in on s0 and leaves as the VIP.
-        let reply = tcp4_between(BACKEND4, CLIENT4, 8080, 40000);
-        let (verdict, out) = lab.run(&reply, lab.s0.index);
-        assert_eq!(verdict, XDP_REDIRECT, "to the client-side NIC");
-        assert_eq!(
-            inspect(&out),
-            Seen {
-                dst_mac: CLIENT_MAC,
-                src_mac: lab.c0.mac,
-                src: VIP4.into(),
-                dst: CLIENT4.into(),
-                sport: 80,
-                dport: 40000,
-            }
-        );
-        assert_eq!(lab.counter("nat_reply"), 1);
+        let [client, to_backend, backend, to_client] = two_armed4();
+        lab.check_all(&[
+            Case {
+                what: "client → VIP4:80 on c0: to BACKEND4:8080 out of s0",
+                on: Nic::C0,
+                input: client.tcp(40000, 80, "A", REQUEST),
+                verdict: XDP_REDIRECT,
+                output: to_backend.tcp(40000, 8080, "A", REQUEST),
+                events: NO_EVENT,
+            },
+            Case {
+                what: "the backend's reply on s0: from VIP4:80 out of c0",
+                on: Nic::S0,
+                input: backend.tcp(8080, 40000, "A", REPLY),
+                verdict: XDP_REDIRECT,
+                output: to_client.tcp(80, 40000, "A", REPLY),
+                events: &[ct::NAT_REPLY],
+            },
+            Case {
+                what: "the flow's next packet (a table hit), literal frames from scapy",
+                on: Nic::C0,
+                input: from_hex(NAT_IN),
+                verdict: XDP_REDIRECT,
+                output: from_hex(NAT_OUT),
+                events: NO_EVENT,
+            },
+            Case {
+                what: "the next reply, literal frames from scapy",
+                on: Nic::S0,
+                input: from_hex(NAT_REPLY_IN),
+                verdict: XDP_REDIRECT,
+                output: from_hex(NAT_REPLY_OUT),
+                events: &[ct::NAT_REPLY],
+            },
+        ]);
     });
+}
+
+/// scapy and etherparse build the same bytes for the literal frames.
+#[test]
+fn literal_frames_match_the_frame_builder() {
+    let [client, to_backend, backend, to_client] = two_armed4();
+    let built = [
+        client.tcp(40000, 80, "A", REQUEST),
+        to_backend.tcp(40000, 8080, "A", REQUEST),
+        backend.tcp(8080, 40000, "A", REPLY),
+        to_client.tcp(80, 40000, "A", REPLY),
+    ];
+    for (built, literal) in built
+        .iter()
+        .zip([NAT_IN, NAT_OUT, NAT_REPLY_IN, NAT_REPLY_OUT])
+    {
+        assert_eq!(to_hex(built), to_hex(&from_hex(literal)));
+    }
 }
 
 #[test]
@@ -316,33 +385,42 @@ fn nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
         "nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one",
         CONFIG,
         |lab| {
-            for csum in [true, false] {
-                let sport = if csum { 5000 } else { 5001 };
-                let input = udp4(CLIENT4, VIP4, sport, 53, csum);
-                let (verdict, out) = lab.run(&input, lab.c0.index);
-                assert_eq!(verdict, XDP_REDIRECT);
-                let seen = inspect(&out);
-                assert_eq!((seen.dst, seen.dport), (BACKEND4.into(), 5353));
-                let udp_csum = &out[ETH + 20 + 6..ETH + 20 + 8];
-                assert_eq!(
-                    udp_csum == [0, 0],
-                    !csum,
-                    "zero stays zero, real stays real"
-                );
-
-                let reply = udp4(BACKEND4, CLIENT4, 5353, sport, csum);
-                let (verdict, out) = lab.run(&reply, lab.s0.index);
-                assert_eq!(verdict, XDP_REDIRECT);
-                let seen = inspect(&out);
-                assert_eq!((seen.src, seen.sport), (VIP4.into(), 53));
-                assert_eq!((seen.dst, seen.dport), (CLIENT4.into(), sport));
-                let udp_csum = &out[ETH + 20 + 6..ETH + 20 + 8];
-                assert_eq!(
-                    udp_csum == [0, 0],
-                    !csum,
-                    "reply: zero stays zero, real stays real"
-                );
-            }
+            let [client, to_backend, backend, to_client] = two_armed4();
+            let none = |f: &Frame| f.clone().no_l4_checksum();
+            lab.check_all(&[
+                Case {
+                    what: "UDP with a checksum to VIP4:53: fixed for BACKEND4:5353",
+                    on: Nic::C0,
+                    input: client.udp(5000, 53, b"query"),
+                    verdict: XDP_REDIRECT,
+                    output: to_backend.udp(5000, 5353, b"query"),
+                    events: NO_EVENT,
+                },
+                Case {
+                    what: "its reply: fixed for VIP4:53",
+                    on: Nic::S0,
+                    input: backend.udp(5353, 5000, b"answer"),
+                    verdict: XDP_REDIRECT,
+                    output: to_client.udp(53, 5000, b"answer"),
+                    events: &[ct::NAT_REPLY],
+                },
+                Case {
+                    what: "UDP without a checksum to VIP4:53: still none",
+                    on: Nic::C0,
+                    input: none(&client).udp(5001, 53, b"query"),
+                    verdict: XDP_REDIRECT,
+                    output: none(&to_backend).udp(5001, 5353, b"query"),
+                    events: NO_EVENT,
+                },
+                Case {
+                    what: "its reply: still none",
+                    on: Nic::S0,
+                    input: none(&backend).udp(5353, 5001, b"answer"),
+                    verdict: XDP_REDIRECT,
+                    output: none(&to_client).udp(53, 5001, b"answer"),
+                    events: &[ct::NAT_REPLY],
+                },
+            ]);
         },
     );
 }
@@ -350,28 +428,26 @@ fn nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
 #[test]
 fn nat_ipv6_tcp_inbound_and_reply() {
     in_lab("nat_ipv6_tcp_inbound_and_reply", CONFIG, |lab| {
-        let input = tcp6_between(CLIENT6, VIP6, 40000, 80);
-        let (verdict, out) = lab.run(&input, lab.c0.index);
-        assert_eq!(verdict, XDP_REDIRECT);
-        assert_eq!(
-            inspect(&out),
-            Seen {
-                dst_mac: BACKEND_MAC,
-                src_mac: lab.s0.mac,
-                src: CLIENT6.into(),
-                dst: BACKEND6.into(),
-                sport: 40000,
-                dport: 8080,
-            }
-        );
-        let reply = tcp6_between(BACKEND6, CLIENT6, 8080, 40000);
-        let (verdict, out) = lab.run(&reply, lab.s0.index);
-        assert_eq!(verdict, XDP_REDIRECT);
-        let seen = inspect(&out);
-        assert_eq!(
-            (seen.src, seen.sport, seen.dst),
-            (VIP6.into(), 80, CLIENT6.into())
-        );
+        lab.check_all(&[
+            Case {
+                what: "client → [VIP6]:80 on c0: to [BACKEND6]:8080 out of s0",
+                on: Nic::C0,
+                input: Frame::from_client(VIP6).tcp(40000, 80, "S", b"hello"),
+                verdict: XDP_REDIRECT,
+                output: Frame::new(S0_MAC, BACKEND_MAC, CLIENT6, BACKEND6)
+                    .tcp(40000, 8080, "S", b"hello"),
+                events: NO_EVENT,
+            },
+            Case {
+                what: "the backend's reply on s0: from [VIP6]:80 out of c0",
+                on: Nic::S0,
+                input: Frame::new(BACKEND_MAC, S0_MAC, BACKEND6, CLIENT6)
+                    .tcp(8080, 40000, "SA", b""),
+                verdict: XDP_REDIRECT,
+                output: Frame::new(LB_MAC, CLIENT_MAC, VIP6, CLIENT6).tcp(80, 40000, "SA", b""),
+                events: &[ct::NAT_REPLY],
+            },
+        ]);
     });
 }
 
@@ -381,18 +457,28 @@ fn nat_one_armed_goes_back_out_of_the_same_nic() {
         "nat_one_armed_goes_back_out_of_the_same_nic",
         CONFIG,
         |lab| {
-            let vip = Ipv4Addr::new(198, 18, 0, 101);
-            let (verdict, out) = lab.run(&tcp4_between(CLIENT4, vip, 40000, 80), lab.c0.index);
-            assert_eq!(verdict, XDP_TX);
-            let seen = inspect(&out);
-            assert_eq!(
-                (seen.dst, seen.dport, seen.src_mac),
-                (BACKEND4_SAME_LINK.into(), 80, lab.c0.mac)
-            );
-            let reply = tcp4_between(BACKEND4_SAME_LINK, CLIENT4, 80, 40000);
-            let (verdict, out) = lab.run(&reply, lab.c0.index);
-            assert_eq!(verdict, XDP_TX);
-            assert_eq!(inspect(&out).src, IpAddr::from(vip));
+            let backend = BACKEND4_SAME_LINK;
+            lab.check_all(&[
+                Case {
+                    what: "client → 198.18.0.101:80 on c0: to the backend on c0's own link",
+                    on: Nic::C0,
+                    input: Frame::from_client(VIP4_ONE_ARMED).tcp(40000, 80, "A", REQUEST),
+                    verdict: XDP_TX,
+                    output: Frame::new(LB_MAC, BACKEND_MAC, CLIENT4, backend)
+                        .tcp(40000, 80, "A", REQUEST),
+                    events: NO_EVENT,
+                },
+                Case {
+                    what: "the backend's reply on c0: from the VIP back out of c0",
+                    on: Nic::C0,
+                    input: Frame::new(BACKEND_MAC, LB_MAC, backend, CLIENT4)
+                        .tcp(80, 40000, "A", REPLY),
+                    verdict: XDP_TX,
+                    output: Frame::new(LB_MAC, CLIENT_MAC, VIP4_ONE_ARMED, CLIENT4)
+                        .tcp(80, 40000, "A", REPLY),
+                    events: &[ct::NAT_REPLY],
+                },
+            ]);
         },
     );
 }
@@ -403,26 +489,30 @@ fn reply_without_a_flow_and_unknown_next_hop_go_to_the_kernel() {
         "reply_without_a_flow_and_unknown_next_hop_go_to_the_kernel",
         CONFIG,
         |lab| {
-            // A packet from a backend that matches no NAT flow: untouched.
-            let stray = tcp4_between(BACKEND4, CLIENT4, 8080, 41234);
-            let (verdict, out) = lab.run(&stray, lab.s0.index);
-            assert_eq!(verdict, XDP_PASS);
-            assert_eq!(out, stray);
-            // Next hop not in the neighbour table: rewritten, then passed to the
-            // kernel, which resolves it and forwards (never dropped silently).
-            let vip = Ipv4Addr::new(198, 18, 0, 102);
-            let (verdict, out) = lab.run(&tcp4_between(CLIENT4, vip, 40000, 80), lab.c0.index);
-            assert_eq!(verdict, XDP_PASS);
-            assert_eq!(inspect(&out).dst, IpAddr::from(BACKEND4_NO_NEIGH));
-            assert_eq!(lab.counter("nat_no_neigh"), 1);
-            // Both packets went to the kernel: counted as passed, once each,
-            // and never also as forwarded.
-            let global = lab.controller.status().unwrap().global;
-            assert_eq!((global["pass"], global["forward"]), (2, 0), "{global:?}");
-            assert_eq!(
-                global["rx"],
-                global["pass"] + global["forward"] + global["drop"]
-            );
+            let [_, _, backend, _] = two_armed4();
+            let stray = backend.tcp(8080, 41234, "A", REPLY);
+            lab.check_all(&[
+                Case {
+                    what: "a backend's packet that matches no NAT flow: untouched",
+                    on: Nic::S0,
+                    output: stray.clone(),
+                    input: stray,
+                    verdict: XDP_PASS,
+                    events: NO_EVENT,
+                },
+                // Rewritten, then passed to the kernel, which resolves the
+                // next hop and forwards (never dropped silently); counted
+                // as passed, not also as forwarded.
+                Case {
+                    what: "a backend whose next hop is not in the neighbour table",
+                    on: Nic::C0,
+                    input: Frame::from_client(VIP4_UNRESOLVED).tcp(40000, 80, "A", REQUEST),
+                    verdict: XDP_PASS,
+                    output: Frame::new(CLIENT_MAC, LB_MAC, CLIENT4, BACKEND4_NO_NEIGH)
+                        .tcp(40000, 80, "A", REQUEST),
+                    events: &[ct::NAT_NO_NEIGH],
+                },
+            ]);
         },
     );
 }
@@ -433,7 +523,15 @@ fn nat_flow_keeps_its_backend_and_reverse_entry_is_recorded() {
         "nat_flow_keeps_its_backend_and_reverse_entry_is_recorded",
         CONFIG,
         |lab| {
-            lab.run(&tcp4_between(CLIENT4, VIP4, 42000, 80), lab.c0.index);
+            let [client, to_backend, _, _] = two_armed4();
+            lab.check(&Case {
+                what: "client → VIP4:80",
+                on: Nic::C0,
+                input: client.tcp(42000, 80, "S", REQUEST),
+                verdict: XDP_REDIRECT,
+                output: to_backend.tcp(42000, 8080, "S", REQUEST),
+                events: NO_EVENT,
+            });
             let reply_key = key4(BACKEND4, CLIENT4, 8080, 42000, 6);
             let vip = lab
                 .controller
@@ -459,25 +557,32 @@ fn nat_frag_needed_is_translated_for_the_backend() {
         "nat_frag_needed_is_translated_for_the_backend",
         CONFIG,
         |lab| {
-            lab.run(&tcp4_between(CLIENT4, VIP4, 43000, 80), lab.c0.index);
-            let input = frag_needed4(VIP4, CLIENT4, 80, 43000);
-            let (verdict, out) = lab.run(&input, lab.c0.index);
-            assert_eq!(verdict, XDP_REDIRECT);
-            let ip = &out[ETH..ETH + 20];
-            assert!(checksum_ok(ip), "outer IPv4 checksum");
-            assert_eq!(&ip[16..20], &BACKEND4.octets(), "outer destination");
-            let icmp = &out[ETH + 20..];
-            assert!(checksum_ok(icmp), "ICMP checksum");
-            let quoted = &icmp[8..28];
-            assert!(checksum_ok(quoted), "quoted IPv4 checksum");
-            assert_eq!(&quoted[12..16], &BACKEND4.octets(), "quoted source");
-            assert_eq!(&quoted[16..20], &CLIENT4.octets(), "quoted destination");
-            assert_eq!(
-                u16::from_be_bytes([icmp[28], icmp[29]]),
-                8080,
-                "quoted port"
-            );
-            assert_eq!(&out[..6], &BACKEND_MAC);
+            let [client, to_backend, _, _] = two_armed4();
+            lab.check_all(&[
+                Case {
+                    what: "client → VIP4:80",
+                    on: Nic::C0,
+                    input: client.tcp(43000, 80, "A", REQUEST),
+                    verdict: XDP_REDIRECT,
+                    output: to_backend.tcp(43000, 8080, "A", REQUEST),
+                    events: NO_EVENT,
+                },
+                // The outer destination and the quoted source become the
+                // backend's, with the outer, ICMP and quoted IPv4 checksums.
+                Case {
+                    what: "fragmentation needed quoting VIP4:80 → client:43000",
+                    on: Nic::C0,
+                    input: frag_needed4(VIP4, CLIENT4, 80, 43000),
+                    verdict: XDP_REDIRECT,
+                    output: Frame::new(S0_MAC, BACKEND_MAC, ROUTER4, BACKEND4).too_big(
+                        CLIENT4,
+                        L4::Tcp,
+                        8080,
+                        43000,
+                    ),
+                    events: &[ct::ICMP_TO_FLOW],
+                },
+            ]);
         },
     );
 }
@@ -488,22 +593,30 @@ fn nat_packet_too_big_is_translated_for_the_backend() {
         "nat_packet_too_big_is_translated_for_the_backend",
         CONFIG,
         |lab| {
-            lab.run(&tcp6_between(CLIENT6, VIP6, 43001, 80), lab.c0.index);
-            let input = packet_too_big6(VIP6, CLIENT6, L4::Tcp, 80, 43001);
-            let (verdict, out) = lab.run(&input, lab.c0.index);
-            assert_eq!(verdict, XDP_REDIRECT);
-            let ip = &out[ETH..ETH + 40];
-            assert_eq!(&ip[24..40], &BACKEND6.octets(), "outer destination");
-            let icmp = &out[ETH + 40..];
-            let mut summed = ipv6_pseudo(&ip[8..24], &ip[24..40], icmp.len(), 58);
-            summed.extend_from_slice(icmp);
-            assert!(checksum_ok(&summed), "ICMPv6 checksum");
-            assert_eq!(&icmp[8 + 8..8 + 24], &BACKEND6.octets(), "quoted source");
-            assert_eq!(
-                u16::from_be_bytes([icmp[48], icmp[49]]),
-                8080,
-                "quoted port"
-            );
+            lab.check_all(&[
+                Case {
+                    what: "client → [VIP6]:80",
+                    on: Nic::C0,
+                    input: Frame::from_client(VIP6).tcp(43001, 80, "S", b"hello"),
+                    verdict: XDP_REDIRECT,
+                    output: Frame::new(S0_MAC, BACKEND_MAC, CLIENT6, BACKEND6)
+                        .tcp(43001, 8080, "S", b"hello"),
+                    events: NO_EVENT,
+                },
+                Case {
+                    what: "packet too big quoting [VIP6]:80 → client:43001",
+                    on: Nic::C0,
+                    input: packet_too_big6(VIP6, CLIENT6, L4::Tcp, 80, 43001),
+                    verdict: XDP_REDIRECT,
+                    output: Frame::new(S0_MAC, BACKEND_MAC, ROUTER6, BACKEND6).too_big(
+                        CLIENT6,
+                        L4::Tcp,
+                        8080,
+                        43001,
+                    ),
+                    events: &[ct::ICMP_TO_FLOW],
+                },
+            ]);
         },
     );
 }
