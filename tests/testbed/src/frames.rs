@@ -409,58 +409,6 @@ pub fn from_hex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-// The hand-rolled checksum helpers golden.rs and nat.rs still use; they
-// go once those check with etherparse.
-
-/// Inserts 4 bytes of IPv4 options (NOP NOP NOP EOL), fixing IHL, total
-/// length and the header checksum.
-pub fn with_ipv4_options(frame: &[u8]) -> Vec<u8> {
-    let mut out = frame[..ETH + 20].to_vec();
-    out.extend_from_slice(&[1, 1, 1, 0]);
-    out.extend_from_slice(&frame[ETH + 20..]);
-    out[ETH] = 0x46;
-    let total = u16::from_be_bytes([out[ETH + 2], out[ETH + 3]]) + 4;
-    out[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
-    out[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-    let sum = ipv4_checksum(&out[ETH..ETH + 24]);
-    out[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
-    out
-}
-
-pub fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Whether `data` (with its checksum field in place) sums to all ones in
-/// one's complement: the independent check of any Internet checksum.
-pub fn checksum_ok(data: &[u8]) -> bool {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum == 0xffff
-}
-
-/// IPv6 pseudo-header for upper-layer checksums (RFC 8200 8.1).
-pub fn ipv6_pseudo(src: &[u8], dst: &[u8], len: usize, next: u8) -> Vec<u8> {
-    let mut p = Vec::with_capacity(40);
-    p.extend_from_slice(src);
-    p.extend_from_slice(dst);
-    p.extend_from_slice(&(len as u32).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, next]);
-    p
-}
-
 /// Runs `input` through `prog` with BPF_PROG_TEST_RUN, as if received on
 /// interface `ifindex` (`None`: the kernel's default, loopback). Returns
 /// the verdict and the output frame.
