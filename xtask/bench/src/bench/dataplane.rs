@@ -26,8 +26,8 @@ use lb_user::{
     maglev,
     maps::{MapStore, Maps},
 };
+use xlb_testbed::frames::{Frame, Mac, REQUEST, with_bad_ihl};
 
-use super::frames::{self, Mac};
 use super::median;
 
 /// Runs per BPF_PROG_TEST_RUN call (the kernel averages over them).
@@ -236,18 +236,21 @@ fn target(vips: u32) -> u32 {
 
 fn frame(case: &Case) -> Vec<u8> {
     let vip = target(case.vips.max(1));
+    // L4 checksums left 0: xlb never checks them (DSR).
+    let syn4 = |dst| {
+        Frame::new(CLIENT_MAC, LB_MAC, CLIENT4, dst)
+            .no_l4_checksum()
+            .tcp(40_000, PORT4, "S", REQUEST)
+    };
     match case.packet {
-        Packet::Tcp4Vip => frames::tcp4(LB_MAC, CLIENT_MAC, CLIENT4, vip4(vip), 40_000, PORT4),
-        Packet::Udp6Vip => frames::udp6(LB_MAC, CLIENT_MAC, CLIENT6, vip6(vip), 40_000, PORT6),
-        Packet::Tcp4NotVip => frames::tcp4(LB_MAC, CLIENT_MAC, CLIENT4, NOT_VIP4, 40_000, 22),
-        Packet::Ipv4BadIhl => frames::with_bad_ihl(frames::tcp4(
-            LB_MAC,
-            CLIENT_MAC,
-            CLIENT4,
-            vip4(vip),
-            40_000,
-            PORT4,
-        )),
+        Packet::Tcp4Vip => syn4(vip4(vip)),
+        Packet::Udp6Vip => Frame::new(CLIENT_MAC, LB_MAC, CLIENT6, vip6(vip))
+            .no_l4_checksum()
+            .udp(40_000, PORT6, REQUEST),
+        Packet::Tcp4NotVip => Frame::new(CLIENT_MAC, LB_MAC, CLIENT4, NOT_VIP4)
+            .no_l4_checksum()
+            .tcp(40_000, 22, "S", REQUEST),
+        Packet::Ipv4BadIhl => with_bad_ihl(syn4(vip4(vip))),
     }
 }
 

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
+use xlb_testbed::frames::{Frame, Mac};
 use xlb_testbed::netns::NetNs;
 use xlb_testbed::topology::{Xlb, link_stats, status_vip};
 
-use super::frames::{self, Mac};
 use super::topo::{Bench, SINK_PORT};
 use super::{median, say, spread};
 
@@ -225,7 +225,10 @@ fn rows(setups: Vec<(&'static str, Vec<Sample>)>) -> Vec<Row> {
 /// The generator's frame: UDP from `src` (source port rewritten per frame)
 /// to `vip`:[`SINK_PORT`], addressed to the load balancer's MAC.
 pub fn sink_frame(lb_mac: Mac, client_mac: Mac, src: Ipv4Addr, vip: Ipv4Addr) -> Vec<u8> {
-    frames::udp4(lb_mac, client_mac, src, vip, 10_000, SINK_PORT, &[0; 18])
+    // No UDP checksum: the generator rewrites the source port per frame.
+    Frame::new(client_mac, lb_mac, src, vip)
+        .no_l4_checksum()
+        .udp(10_000, SINK_PORT, &[0; 18])
 }
 
 /// The length of one measurement.

@@ -24,7 +24,6 @@ pub mod controlplane;
 pub mod dataplane;
 pub mod e2e;
 pub mod failover;
-mod frames;
 pub mod health;
 pub mod http;
 mod machine;

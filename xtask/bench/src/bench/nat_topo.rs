@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use xlb_testbed::frames::Mac;
 use xlb_testbed::topology::{BACKEND_PORT, NatLayout, NatTopology, VIP_PORT, Xlb};
 
 use super::e2e::PpsPath;
-use super::frames::Mac;
 use super::nft::{Dnat, Service};
 use super::say;
 use super::topo::{BACKENDS, SINK_PORT, link, xlb_config};

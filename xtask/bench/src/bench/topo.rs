@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use lb_user::netlink;
 use xlb_testbed::config::{Backend, Vip, XlbConfig};
+use xlb_testbed::frames::Mac;
 use xlb_testbed::netns::{ManagedChild, NetNs};
 use xlb_testbed::topology::{Topology, VIP_PORT, Xlb};
 
 use super::e2e::PpsPath;
-use super::frames::Mac;
 use super::nft::{Dnat, Service};
 use super::{Options, say};
 
