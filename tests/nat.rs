@@ -23,7 +23,12 @@ use std::{
 
 use lb_common::{Counters, ct, drop, global};
 use lb_user::{config::Config, maps::MapStore, netlink};
-use xlb_testbed::{fakes::FakeNeighbours, frames::*, lb::Lb};
+use xlb_testbed::{
+    config::{Backend, Vip, XlbConfig},
+    fakes::FakeNeighbours,
+    frames::*,
+    lb::Lb,
+};
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -166,7 +171,7 @@ struct Lab {
 }
 
 /// Runs `f` in a private network namespace set up as described above.
-fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
+fn in_lab(test: &str, cfg: Config, f: impl FnOnce(&mut Lab) + Send) {
     if !xlb_testbed::require_root(test) {
         return;
     }
@@ -216,7 +221,6 @@ fn in_lab(test: &str, config: &str, f: impl FnOnce(&mut Lab) + Send) {
             let mut controller = Lb::load_on("c0", c0.mac);
             controller.maps_mut().add_tx_port(c0.index).unwrap();
             controller.maps_mut().add_tx_port(s0.index).unwrap();
-            let cfg = Config::parse(config, "nat.toml").expect("valid config");
             controller
                 .apply(&cfg, &mut FakeNeighbours::default())
                 .unwrap();
@@ -261,53 +265,28 @@ impl Lab {
     }
 }
 
-const CONFIG: &str = r#"interface = "c0"
-server_interface = "s0"
-[[vip]]
-name = "web4"
-address = "198.18.0.100"
-port = 80
-mode = "nat"
-ring_size = 7
-[[vip.backend]]
-address = "198.18.1.11"
-port = 8080
-[[vip]]
-name = "dns4"
-address = "198.18.0.100"
-port = 53
-protocol = "udp"
-mode = "nat"
-ring_size = 7
-[[vip.backend]]
-address = "198.18.1.11"
-port = 5353
-[[vip]]
-name = "web6"
-address = "fd00:18::100"
-port = 80
-mode = "nat"
-ring_size = 7
-[[vip.backend]]
-address = "fd00:19::11"
-port = 8080
-[[vip]]
-name = "onearm"
-address = "198.18.0.101"
-port = 80
-mode = "nat"
-ring_size = 7
-[[vip.backend]]
-address = "198.18.0.21"
-[[vip]]
-name = "unresolved"
-address = "198.18.0.102"
-port = 80
-mode = "nat"
-ring_size = 7
-[[vip.backend]]
-address = "198.18.1.12"
-"#;
+/// The lab's VIPs, all NAT with 7-slot rings: web4 and dns4 on one IPv4
+/// address (TCP 80, UDP 53) and web6, all to a backend behind s0 on a
+/// translated port; "onearm", whose backend is on c0's own segment; and
+/// "unresolved", whose backend no neighbour entry names.
+fn config() -> Config {
+    // A NAT VIP (7-slot ring) over one backend, on `port` if given.
+    let nat = |name: &str, addr: &str, port: u16, backend: &str, backend_port: Option<u16>| {
+        let addr: std::net::IpAddr = addr.parse().unwrap();
+        let mut b = Backend::new(backend.parse::<std::net::IpAddr>().unwrap());
+        b.port = backend_port;
+        Vip::new(name, addr, port).nat().ring_size(7).backend(b)
+    };
+    XlbConfig::new("c0")
+        .server_interface("s0")
+        .vip(nat("web4", "198.18.0.100", 80, "198.18.1.11", Some(8080)))
+        .vip(nat("dns4", "198.18.0.100", 53, "198.18.1.11", Some(5353)).udp())
+        .vip(nat("web6", "fd00:18::100", 80, "fd00:19::11", Some(8080)))
+        .vip(nat("onearm", "198.18.0.101", 80, "198.18.0.21", None))
+        .vip(nat("unresolved", "198.18.0.102", 80, "198.18.1.12", None))
+        .parse()
+        .expect("valid config")
+}
 
 /// The frames of a two-armed IPv4 flow: client → c0, s0 → backend,
 /// backend → s0, c0 → client.
@@ -322,43 +301,47 @@ fn two_armed4() -> [Frame; 4] {
 
 #[test]
 fn nat_ipv4_tcp_inbound_and_reply_two_armed() {
-    in_lab("nat_ipv4_tcp_inbound_and_reply_two_armed", CONFIG, |lab| {
-        let [client, to_backend, backend, to_client] = two_armed4();
-        lab.check_all(&[
-            Case {
-                what: "client → VIP4:80 on c0: to BACKEND4:8080 out of s0",
-                on: Nic::C0,
-                input: client.tcp(40000, 80, "A", REQUEST),
-                verdict: XDP_REDIRECT,
-                output: to_backend.tcp(40000, 8080, "A", REQUEST),
-                events: NO_EVENT,
-            },
-            Case {
-                what: "the backend's reply on s0: from VIP4:80 out of c0",
-                on: Nic::S0,
-                input: backend.tcp(8080, 40000, "A", REPLY),
-                verdict: XDP_REDIRECT,
-                output: to_client.tcp(80, 40000, "A", REPLY),
-                events: &[ct::NAT_REPLY],
-            },
-            Case {
-                what: "the flow's next packet (a table hit), literal frames from scapy",
-                on: Nic::C0,
-                input: from_hex(NAT_IN),
-                verdict: XDP_REDIRECT,
-                output: from_hex(NAT_OUT),
-                events: NO_EVENT,
-            },
-            Case {
-                what: "the next reply, literal frames from scapy",
-                on: Nic::S0,
-                input: from_hex(NAT_REPLY_IN),
-                verdict: XDP_REDIRECT,
-                output: from_hex(NAT_REPLY_OUT),
-                events: &[ct::NAT_REPLY],
-            },
-        ]);
-    });
+    in_lab(
+        "nat_ipv4_tcp_inbound_and_reply_two_armed",
+        config(),
+        |lab| {
+            let [client, to_backend, backend, to_client] = two_armed4();
+            lab.check_all(&[
+                Case {
+                    what: "client → VIP4:80 on c0: to BACKEND4:8080 out of s0",
+                    on: Nic::C0,
+                    input: client.tcp(40000, 80, "A", REQUEST),
+                    verdict: XDP_REDIRECT,
+                    output: to_backend.tcp(40000, 8080, "A", REQUEST),
+                    events: NO_EVENT,
+                },
+                Case {
+                    what: "the backend's reply on s0: from VIP4:80 out of c0",
+                    on: Nic::S0,
+                    input: backend.tcp(8080, 40000, "A", REPLY),
+                    verdict: XDP_REDIRECT,
+                    output: to_client.tcp(80, 40000, "A", REPLY),
+                    events: &[ct::NAT_REPLY],
+                },
+                Case {
+                    what: "the flow's next packet (a table hit), literal frames from scapy",
+                    on: Nic::C0,
+                    input: from_hex(NAT_IN),
+                    verdict: XDP_REDIRECT,
+                    output: from_hex(NAT_OUT),
+                    events: NO_EVENT,
+                },
+                Case {
+                    what: "the next reply, literal frames from scapy",
+                    on: Nic::S0,
+                    input: from_hex(NAT_REPLY_IN),
+                    verdict: XDP_REDIRECT,
+                    output: from_hex(NAT_REPLY_OUT),
+                    events: &[ct::NAT_REPLY],
+                },
+            ]);
+        },
+    );
 }
 
 /// scapy and etherparse build the same bytes for the literal frames.
@@ -383,7 +366,7 @@ fn literal_frames_match_the_frame_builder() {
 fn nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
     in_lab(
         "nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one",
-        CONFIG,
+        config(),
         |lab| {
             let [client, to_backend, backend, to_client] = two_armed4();
             let none = |f: &Frame| f.clone().no_l4_checksum();
@@ -427,7 +410,7 @@ fn nat_ipv4_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
 
 #[test]
 fn nat_ipv6_tcp_inbound_and_reply() {
-    in_lab("nat_ipv6_tcp_inbound_and_reply", CONFIG, |lab| {
+    in_lab("nat_ipv6_tcp_inbound_and_reply", config(), |lab| {
         lab.check_all(&[
             Case {
                 what: "client → [VIP6]:80 on c0: to [BACKEND6]:8080 out of s0",
@@ -455,7 +438,7 @@ fn nat_ipv6_tcp_inbound_and_reply() {
 fn nat_one_armed_goes_back_out_of_the_same_nic() {
     in_lab(
         "nat_one_armed_goes_back_out_of_the_same_nic",
-        CONFIG,
+        config(),
         |lab| {
             let backend = BACKEND4_SAME_LINK;
             lab.check_all(&[
@@ -487,7 +470,7 @@ fn nat_one_armed_goes_back_out_of_the_same_nic() {
 fn reply_without_a_flow_and_unknown_next_hop_go_to_the_kernel() {
     in_lab(
         "reply_without_a_flow_and_unknown_next_hop_go_to_the_kernel",
-        CONFIG,
+        config(),
         |lab| {
             let [_, _, backend, _] = two_armed4();
             let stray = backend.tcp(8080, 41234, "A", REPLY);
@@ -521,7 +504,7 @@ fn reply_without_a_flow_and_unknown_next_hop_go_to_the_kernel() {
 fn nat_flow_keeps_its_backend_and_reverse_entry_is_recorded() {
     in_lab(
         "nat_flow_keeps_its_backend_and_reverse_entry_is_recorded",
-        CONFIG,
+        config(),
         |lab| {
             let [client, to_backend, _, _] = two_armed4();
             lab.check(&Case {
@@ -555,7 +538,7 @@ fn nat_flow_keeps_its_backend_and_reverse_entry_is_recorded() {
 fn nat_frag_needed_is_translated_for_the_backend() {
     in_lab(
         "nat_frag_needed_is_translated_for_the_backend",
-        CONFIG,
+        config(),
         |lab| {
             let [client, to_backend, _, _] = two_armed4();
             lab.check_all(&[
@@ -591,7 +574,7 @@ fn nat_frag_needed_is_translated_for_the_backend() {
 fn nat_packet_too_big_is_translated_for_the_backend() {
     in_lab(
         "nat_packet_too_big_is_translated_for_the_backend",
-        CONFIG,
+        config(),
         |lab| {
             lab.check_all(&[
                 Case {
