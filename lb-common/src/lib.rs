@@ -26,7 +26,102 @@ pub mod map_names {
     pub const NEW_FLOW_BUDGET: &str = "NEW_FLOW_BUDGET";
     pub const NAT_REVERSE: &str = "NAT_REVERSE";
     pub const TX_PORTS: &str = "TX_PORTS";
+    pub const CONTROL_LEASE: &str = "CONTROL_LEASE";
+    pub const BACKEND_OWNERS: &str = "BACKEND_OWNERS";
+    pub const RING_INPUTS: &str = "RING_INPUTS";
+    pub const XLB_STATE: &str = "XLB_STATE";
+
+    /// Every map, in the order the control plane checks and pins them.
+    pub const ALL: [&str; 18] = [
+        XLB_STATE,
+        VIPS,
+        VIP_ADDRS,
+        RINGS,
+        BACKENDS,
+        LB_CONFIG,
+        VIP_STATS,
+        BACKEND_STATS,
+        DROP_STATS,
+        GLOBAL_STATS,
+        FLOWS,
+        CT_STATS,
+        NEW_FLOW_BUDGET,
+        NAT_REVERSE,
+        TX_PORTS,
+        CONTROL_LEASE,
+        BACKEND_OWNERS,
+        RING_INPUTS,
+    ];
 }
+
+/// The meaning of the pinned maps' contents. Bumped whenever a key or value
+/// of a pinned map changes meaning or layout, or a map is added or
+/// removed: a control plane finds the pinned state's version in
+/// `XLB_STATE` and adopts only its own.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// `StateMeta::magic`: "xlbS".
+pub const STATE_MAGIC: u32 = 0x786c_6253;
+
+/// Value of the single-entry `XLB_STATE` array: what the pinned state is
+/// and where it serves. Only userspace reads it. `magic` and `layout` stay
+/// the first eight bytes in every version, so any xlb can tell whose state
+/// it finds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StateMeta {
+    pub magic: u32,
+    pub layout: u32,
+    /// When the state was created (Unix seconds).
+    pub created_unix_s: u64,
+    /// Inode of the network namespace the state serves.
+    pub netns_inode: u64,
+    pub ifindex: u32,
+    /// 0 without a server-side interface.
+    pub server_ifindex: u32,
+    /// `XDP_FLAGS_*` mode bits the links were created with.
+    pub xdp_flags: u32,
+    pub _pad: u32,
+}
+
+/// Value of `BACKEND_OWNERS` (indexed by backend id): the control plane's
+/// record of whose an id is, kept with the data plane's state so that a
+/// restarted control plane gives every backend its id back. The XDP
+/// program never reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendOwner {
+    /// The backend's address (as in `BackendInfo`): its identity in its VIP.
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    /// `VipMeta::index` of the VIP the id belongs to.
+    pub vip: u32,
+    /// The id's current generation (also when the id is free).
+    pub generation: u16,
+    /// `OWNER_F_*`.
+    pub flags: u16,
+    /// The runtime weight (`OWNER_F_WEIGHT`).
+    pub weight_override: u32,
+    /// Retired backends: when their grace ends (Unix seconds).
+    pub retired_until_unix_s: u64,
+}
+
+/// `BackendOwner::flags`: the id is in use.
+pub const OWNER_F_IN_USE: u16 = 1 << 0;
+/// The backend was removed from the configuration and finishes its flows.
+pub const OWNER_F_RETIRED: u16 = 1 << 1;
+/// Drained at runtime (`xlb backend drain`).
+pub const OWNER_F_DRAINED: u16 = 1 << 2;
+/// `weight_override` is set (`xlb backend weight`).
+pub const OWNER_F_WEIGHT: u16 = 1 << 3;
+/// In its VIP's Maglev ring at the last sync (usable: reachable, weight
+/// above 0, healthy).
+pub const OWNER_F_IN_RING: u16 = 1 << 4;
+/// Its health checks said down at the last sync.
+pub const OWNER_F_DOWN: u16 = 1 << 5;
 
 /// Name of the XDP entry point in the object file.
 pub const PROGRAM_NAME: &str = "xlb";
@@ -257,7 +352,11 @@ pub mod drop {
     pub const NO_BACKEND: u32 = 5;
     /// The slot names a backend id that is not active.
     pub const BAD_BACKEND: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// An ARP request or IPv6 neighbour solicitation for a VIP address
+    /// while no control plane holds the lease (`CONTROL_LEASE`): left
+    /// unanswered, so that the VRRP node that now owns the VIP answers.
+    pub const ORPHAN_NEIGH: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const NAMES: [&str; COUNT as usize] = [
         "ipv4_truncated",
         "ipv4_bad_header",
@@ -266,6 +365,7 @@ pub mod drop {
         "fragment",
         "no_backend",
         "bad_backend",
+        "orphan_neigh",
     ];
 }
 
@@ -366,6 +466,10 @@ mod pod {
     unsafe impl aya::Pod for super::FlowState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowBudget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StateMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BackendOwner {}
 }
 
 #[cfg(test)]
@@ -408,5 +512,7 @@ mod tests {
         assert_eq!(size_of::<FlowBudget>(), 16);
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<StateMeta>(), 40);
+        assert_eq!(size_of::<BackendOwner>(), 40);
     }
 }

@@ -38,8 +38,20 @@ pub fn vip(flow: &Flow) -> Option<VipMeta> {
 /// Whether the flow's destination address carries any VIP.
 #[inline(always)]
 pub fn is_vip_address(flow: &Flow) -> bool {
+    is_vip_addr(&flow.key.dst, flow.family)
+}
+
+/// Whether `addr` (`FlowKey` words) of `family` carries any VIP.
+#[inline(always)]
+pub fn is_vip_addr(addr: &[u32; 4], family: u8) -> bool {
+    let key = VipKey {
+        addr: words_to_bytes(addr),
+        port: 0,
+        proto: 0,
+        family,
+    };
     // SAFETY: only presence is checked; the value is not read.
-    unsafe { VIP_ADDRS.get(vip_key(flow, 0, 0)) }.is_some()
+    unsafe { VIP_ADDRS.get(key) }.is_some()
 }
 
 /// Backend for a flow of `meta`'s VIP: hash → ring slot → backend id →

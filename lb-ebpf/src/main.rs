@@ -13,13 +13,19 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, bytes_to_words, ct, global};
+use lb_common::{
+    LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, bytes_to_words, ct, drop, global,
+};
 
 use crate::{nat::Side, parse::Parsed};
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
+    // The tests' "different build" of this program (tests/testbed-ebpf):
+    // other instructions, the same behaviour.
+    #[cfg(xlb_variant)]
+    let len = core::hint::black_box(len);
     stats::global(global::RX, len);
     let action = process(&ctx, len);
     // Counted once, from the verdict, so that rx = pass + forward + drop
@@ -51,6 +57,7 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
         }
         Parsed::Flow(flow) => flow,
         Parsed::IcmpError(flow) => return icmp_error(ctx, &flow, len),
+        Parsed::NeighbourQuery { target, family } => return neighbour_query(&target, family),
     };
     let Some(cfg) = maps::LB_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
@@ -146,6 +153,20 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
         Some(key) => nat::forward(ctx, flow, &key),
         None => xdp_action::XDP_PASS,
     }
+}
+
+/// Who-has for an address: the kernel's to answer, unless it asks for a VIP
+/// while no control plane holds the lease. Then this node's control plane
+/// is gone, a VRRP backup has taken the VIPs over, and an answer from here
+/// would pull the clients back to a node nobody manages.
+#[inline(always)]
+fn neighbour_query(target: &[u32; 4], family: u8) -> u32 {
+    let lease = maps::CONTROL_LEASE.get(0).copied().unwrap_or(0);
+    if lease != 0 && conntrack::now() > lease && lookup::is_vip_addr(target, family) {
+        stats::dropped(drop::ORPHAN_NEIGH);
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_PASS
 }
 
 /// A packet that is not for a VIP: if it is a NAT backend's reply, put the

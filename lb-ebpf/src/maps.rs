@@ -5,9 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BPF_F_INNER_MAP, BackendInfo, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_SIZE, FlowBudget,
-    FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, VipKey,
-    VipMeta, ct, drop, global,
+    BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
+    DEFAULT_RING_SIZE, FlowBudget, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_TX_PORTS,
+    MAX_VIPS, RING_FIRST_SLOT, StateMeta, VipKey, VipMeta, ct, drop, global,
 };
 
 /// One Maglev ring per VIP: element 0 holds the ring size, elements
@@ -77,3 +77,26 @@ pub static NAT_REVERSE: LruHashMap<FlowKey, VipKey, { DEFAULT_FLOW_TABLE_SIZE as
 /// with the interfaces xlb is attached to.
 #[btf_map]
 pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
+
+/// Until when (`bpf_ktime_get_ns`) a control plane vouches for this node's
+/// VRRP mastership; 0 = no lease (no VRRP). Past it, ARP and neighbour
+/// solicitations for VIP addresses are left unanswered: the node's
+/// control plane is gone, and a backup owns the VIPs by now.
+#[btf_map]
+pub static CONTROL_LEASE: Array<u64, 1> = Array::new();
+
+// Control-plane bookkeeping, never read by the program: declared here so
+// that it is pinned, and checked for compatibility, with the maps it
+// describes.
+
+/// Backend id → whose it is (VIP, generation, runtime drain/weight).
+#[btf_map]
+pub static BACKEND_OWNERS: Array<BackendOwner, { MAX_BACKENDS as usize }> = Array::new();
+
+/// VIP index → digest of the input its installed ring was built from.
+#[btf_map]
+pub static RING_INPUTS: Array<u64, { MAX_VIPS as usize }> = Array::new();
+
+/// What the pinned state is (layout version) and where it serves.
+#[btf_map]
+pub static XLB_STATE: Array<StateMeta, 1> = Array::new();

@@ -12,6 +12,7 @@ const ETH_TYPE_OFF: usize = 12;
 const VLAN_HLEN: usize = 4;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
@@ -48,6 +49,9 @@ pub enum Parsed {
     /// header is TCP or UDP: `key` is the 5-tuple of the client's flow
     /// that the quoted (VIP → client) packet belongs to.
     IcmpError(Flow),
+    /// An ARP request or IPv6 neighbour solicitation: who has `target`?
+    /// (IPv4: word 0 only.)
+    NeighbourQuery { target: [u32; 4], family: u8 },
 }
 
 pub struct Flow {
@@ -105,7 +109,28 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     match proto {
         ETH_P_IP => parse_ipv4(ctx, l3),
         ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        ETH_P_ARP => parse_arp(ctx, l3),
         _ => Parsed::Pass,
+    }
+}
+
+const ARP_LEN: usize = 28;
+const ARP_OP_REQUEST: u16 = 1;
+const ARP_TPA_OFF: usize = 24;
+
+/// An Ethernet/IPv4 ARP request; anything else ARP is the kernel's.
+#[inline(always)]
+fn parse_arp(ctx: &XdpContext, l3: usize) -> Parsed {
+    let Some(a) = read::<[u8; ARP_LEN]>(ctx, l3) else {
+        return Parsed::Pass;
+    };
+    // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4, op request.
+    if a[..6] != [0, 1, 0x08, 0x00, 6, 4] || u16::from_be_bytes([a[6], a[7]]) != ARP_OP_REQUEST {
+        return Parsed::Pass;
+    }
+    Parsed::NeighbourQuery {
+        target: [word(&a, ARP_TPA_OFF), 0, 0, 0],
+        family: FAMILY_V4,
     }
 }
 
@@ -285,10 +310,30 @@ fn parse_icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Parsed {
     )
 }
 
-/// ICMPv6: only "packet too big" quoting a TCP/UDP header right after the
-/// fixed IPv6 header is steered.
+const ICMPV6_NEIGHBOUR_SOLICIT: u8 = 135;
+/// Type, code, checksum, reserved, target address.
+const ND_NS_LEN: usize = 24;
+const ND_TARGET_OFF: usize = 8;
+
+/// ICMPv6: "packet too big" quoting a TCP/UDP header right after the fixed
+/// IPv6 header is steered, neighbour solicitations are reported; the rest
+/// is the kernel's.
 #[inline(always)]
 fn parse_icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Parsed {
+    if let Some(ns) = read::<[u8; ND_NS_LEN]>(ctx, l4)
+        && ns[0] == ICMPV6_NEIGHBOUR_SOLICIT
+    {
+        let t = ND_TARGET_OFF;
+        return Parsed::NeighbourQuery {
+            target: [
+                word(&ns, t),
+                word(&ns, t + 4),
+                word(&ns, t + 8),
+                word(&ns, t + 12),
+            ],
+            family: FAMILY_V6,
+        };
+    }
     let Some(h) = read::<[u8; ICMP_HLEN + IPV6_HLEN + 4]>(ctx, l4) else {
         return Parsed::Pass;
     };
