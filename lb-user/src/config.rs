@@ -42,6 +42,15 @@ pub use vrrp::{VrrpConfig, VrrpGroup};
 /// Where the control socket lives unless `control_socket` says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
 
+/// Where pinned state lives unless `state_dir` says otherwise: one
+/// directory per interface under this one.
+pub const DEFAULT_STATE_ROOT: &str = "/sys/fs/bpf/xlb";
+
+/// `DEFAULT_STATE_ROOT/<interface>`.
+pub fn default_state_dir(interface: &str) -> PathBuf {
+    Path::new(DEFAULT_STATE_ROOT).join(interface)
+}
+
 /// Largest backend weight.
 pub const MAX_WEIGHT: u32 = 10_000;
 
@@ -63,6 +72,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Second NIC, towards the backends, for a two-armed NAT layout.
     pub server_interface: Option<String>,
+    /// The bpffs directory of the pinned data plane (maps and links), which
+    /// outlives the process.
+    pub state_dir: PathBuf,
     pub conntrack: ConntrackConfig,
     pub vips: Vec<VipConfig>,
     /// `[vrrp]`: share the VIPs with other nodes. Without it the node

@@ -12,6 +12,7 @@ pub mod health;
 pub mod maglev;
 pub mod maps;
 pub mod netlink;
+pub mod state;
 pub mod vrrp;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.

@@ -21,12 +21,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach to the configured NIC and serve the VIPs until SIGINT/SIGTERM
-    /// (SIGHUP reloads the file).
+    /// Attach to the configured NIC (or adopt the data plane pinned in
+    /// state_dir) and serve the VIPs; SIGHUP reloads the file. On
+    /// SIGINT/SIGTERM xlb exits and the data plane keeps forwarding.
     Run {
         /// The configuration file (see docs/config.md).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Discard the pinned data plane first and start afresh (every
+        /// connection it carries is lost).
+        #[arg(long)]
+        reset_state: bool,
+        /// Run this XDP object instead of the one built into xlb (swapped in
+        /// atomically if another program runs).
+        #[arg(long, value_name = "FILE")]
+        xdp_object: Option<PathBuf>,
+    },
+    /// Take the node out: resign VRRP, withdraw the VRRP addresses, detach
+    /// the XDP program and remove the pinned state (every connection the
+    /// node carries is lost). Works with or without a running `xlb run`.
+    Down {
+        #[command(flatten)]
+        target: Target,
     },
     /// Show VIPs, backends, health and counters of the running instance.
     Status {
@@ -111,6 +127,32 @@ fn command(socket: &std::path::Path, request: &Request) -> Result<()> {
     }
 }
 
+/// `xlb down`: through the running daemon if there is one, else directly
+/// on the state the config names.
+fn down(target: Target) -> Result<()> {
+    let config = match &target.config {
+        Some(path) => Some(Config::load(path).map_err(|e| anyhow!("{e}"))?),
+        None => None,
+    };
+    let socket = match (&target.socket, &config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => c.control_socket.clone(),
+        (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    };
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return command(&socket, &Request::Down);
+    }
+    let Some(config) = config else {
+        anyhow::bail!(
+            "no xlb answers on {}; to remove the data plane it left, say which: \
+             `xlb down --config FILE`",
+            socket.display()
+        );
+    };
+    println!("{}", lb_user::daemon::down_offline(&config)?);
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -130,19 +172,30 @@ fn main() -> std::process::ExitCode {
 
 fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config: Some(path) } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-            .block_on(lb_user::daemon::run(&path)),
+        Command::Run {
+            config: Some(path),
+            reset_state,
+            xdp_object,
+        } => {
+            let opts = lb_user::daemon::Options {
+                reset_state,
+                xdp_object,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(lb_user::daemon::run(&path, &opts))
+        }
         // Refused rather than defaulted: a unit that lost its argument must
         // not start serving something nobody configured.
-        Command::Run { config: None } => Err(anyhow!(
+        Command::Run { config: None, .. } => Err(anyhow!(
             "`xlb run` needs --config FILE: the VIPs and backends to serve (docs/config.md; \
              `xlb check --config FILE` validates one). The live demo in network namespaces \
              is `cargo xtask run`, from the source tree."
         )),
         Command::Reload { target } => command(&target.socket()?, &Request::Reload),
+        Command::Down { target } => down(target),
         Command::Backend { action, target } => {
             let (vip, backend, action) = match action {
                 BackendCmd::Drain { vip, backend } => (vip, backend, BackendAction::Drain),

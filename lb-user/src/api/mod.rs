@@ -10,8 +10,8 @@ pub mod status;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    BackendState, BackendStatus, Health, HealthStatus, Status, VipStatus, VrrpGroupStatus,
-    VrrpStatus, VrrpTransition,
+    BackendState, BackendStatus, DataplaneStatus, Health, HealthStatus, Status, VipStatus,
+    VrrpGroupStatus, VrrpStatus, VrrpTransition,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,12 +26,15 @@ pub enum Request {
         backend: String,
         action: BackendAction,
     },
+    /// Take the node out: resign VRRP, withdraw its addresses, detach the
+    /// program, remove the pinned state, exit.
+    Down,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {
-    Status(Status),
+    Status(Box<Status>),
     /// The request was carried out; `message` says what happened.
     Ok {
         message: String,
@@ -63,6 +66,7 @@ mod tests {
         let cases = [
             (Request::Status, r#"{"cmd":"status"}"#),
             (Request::Reload, r#"{"cmd":"reload"}"#),
+            (Request::Down, r#"{"cmd":"down"}"#),
             (
                 Request::Backend {
                     vip: "web".into(),

@@ -29,6 +29,8 @@ impl Status {
             self.xdp_mode,
             if self.forwarding {
                 "forwarding"
+            } else if !self.vips.is_empty() && self.vips.iter().all(|v| !v.forwarding) {
+                "standby (VRRP backup of every VIP)"
             } else {
                 "NOT forwarding (not configured)"
             }
@@ -110,8 +112,42 @@ impl Status {
         if let Some(v) = &self.vrrp {
             v.render(&mut out);
         }
+        if let Some(d) = &self.dataplane {
+            let _ = writeln!(
+                out,
+                "data plane: program {} tag {} loaded {} ({} at start); state {} since {}",
+                d.program_id,
+                d.program_tag,
+                utc(d.program_loaded_unix_s),
+                d.start,
+                d.state_dir,
+                utc(d.state_created_unix_s)
+            );
+        }
         out
     }
+}
+
+/// `2026-12-01 21:30:05 UTC` of a Unix time.
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date of a day count since 1970-01-01 (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The table of [`Status::render`].
@@ -221,7 +257,32 @@ mod tests {
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
             conntrack: [("hit".to_string(), 7)].into_iter().collect(),
             vrrp: None,
+            dataplane: None,
         }
+    }
+
+    #[test]
+    fn the_data_plane_line_names_program_state_and_creation_time() {
+        let mut s = sample();
+        s.dataplane = Some(DataplaneStatus {
+            program_id: 42,
+            program_tag: "0123456789abcdef".into(),
+            program_loaded_unix_s: 1_795_399_751,
+            state_dir: "/sys/fs/bpf/xlb/eth0".into(),
+            state_created_unix_s: 1_795_396_151,
+            start: "adopted".into(),
+        });
+        let t = s.render();
+        assert!(
+            t.contains(
+                "data plane: program 42 tag 0123456789abcdef loaded 2026-11-23 02:09:11 UTC \
+                 (adopted at start); \
+                 state /sys/fs/bpf/xlb/eth0 since 2026-11-23 01:09:11 UTC"
+            ),
+            "{t}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }
 
     #[test]

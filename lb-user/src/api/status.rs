@@ -150,6 +150,28 @@ pub struct Status {
     /// VRRP, when the config has a `[vrrp]` section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<VrrpStatus>,
+    /// The attached program and the pinned state it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<DataplaneStatus>,
+}
+
+/// The XDP program and its pinned state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// The attached program's kernel id and tag (a hash of its code).
+    pub program_id: u32,
+    pub program_tag: String,
+    /// When the attached program was loaded (Unix seconds).
+    pub program_loaded_unix_s: u64,
+    /// The bpffs directory of the pinned maps and links.
+    pub state_dir: String,
+    /// When that state was created (Unix seconds): counters and the
+    /// connection table go back to then.
+    pub state_created_unix_s: u64,
+    /// What this process did at start: "created" the state, "adopted" it
+    /// (same program), "upgraded" it (replaced the program), or
+    /// "migrated" it (connection tables resized).
+    pub start: String,
 }
 
 /// VRRP state of the node.

@@ -111,6 +111,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
         xdp_mode: XdpMode::Auto,
         control_socket: PathBuf::from("/run/xlb/xlb.sock"),
         server_interface: None,
+        state_dir: PathBuf::from("/sys/fs/bpf/xlb/eth0"),
         conntrack: ConntrackConfig::default(),
         vips: vec![
             VipConfig {
@@ -870,4 +871,23 @@ fn enum_helpers() {
     assert_eq!(Mode::Dsr.as_str(), "dsr");
     assert_eq!(Affinity::Source.as_str(), "source");
     assert_eq!(XdpMode::Generic.to_string(), "generic");
+}
+
+#[test]
+fn state_dir_defaults_per_interface_and_must_be_absolute() {
+    let c = Config::parse("interface = \"eth1\"\n", ORIGIN).unwrap();
+    assert_eq!(c.state_dir, PathBuf::from("/sys/fs/bpf/xlb/eth1"));
+    let c = Config::parse(
+        "interface = \"eth1\"\nstate_dir = \"/sys/fs/bpf/lb-a\"\n",
+        ORIGIN,
+    )
+    .unwrap();
+    assert_eq!(c.state_dir, PathBuf::from("/sys/fs/bpf/lb-a"));
+    let e = Config::parse("interface = \"eth1\"\nstate_dir = \"xlb\"\n", ORIGIN)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2:13: state_dir: \"xlb\" must be an absolute path"),
+        "{e}"
+    );
 }

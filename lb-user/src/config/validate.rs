@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -16,7 +16,7 @@ use super::checks::{check_backend_name, check_ifname, check_unicast, check_vip_n
 use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
-    MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, conntrack, health, vrrp,
+    MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, conntrack, default_state_dir, health, vrrp,
 };
 use crate::maglev;
 
@@ -33,6 +33,8 @@ pub(super) struct RawConfig {
     control_socket: Option<Spanned<String>>,
     #[serde(default)]
     server_interface: Option<Spanned<String>>,
+    #[serde(default)]
+    state_dir: Option<Spanned<String>>,
     #[serde(default)]
     conntrack: Option<conntrack::RawConntrack>,
     #[serde(default)]
@@ -220,8 +222,22 @@ impl Validator<'_> {
             name
         });
 
+        let state_dir = match &raw.state_dir {
+            Some(s) if !Path::new(s.get_ref()).is_absolute() => {
+                self.error(
+                    s.span(),
+                    "state_dir",
+                    format!("{:?} must be an absolute path (on bpffs)", s.get_ref()),
+                );
+                default_state_dir(&interface)
+            }
+            Some(s) => PathBuf::from(s.get_ref()),
+            None => default_state_dir(&interface),
+        };
+
         let vrrp = raw.vrrp.as_ref().map(|r| self.vrrp(r, &vips));
         Config {
+            state_dir,
             interface,
             xdp_mode: raw.xdp_mode.map_or(XdpMode::Auto, |m| *m.get_ref()),
             control_socket,

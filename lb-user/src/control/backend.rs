@@ -3,7 +3,12 @@
 //! whether it is usable (in the Maglev ring) and what the data plane's
 //! `BACKENDS` entry says.
 
-use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, addr_bytes};
+use std::net::IpAddr;
+
+use lb_common::{
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, BackendOwner, FAMILY_V4, OWNER_F_DOWN,
+    OWNER_F_DRAINED, OWNER_F_IN_RING, OWNER_F_IN_USE, OWNER_F_WEIGHT, addr_bytes,
+};
 
 use crate::{
     config::{BackendConfig, Mode, OnDown},
@@ -27,6 +32,13 @@ pub(super) struct Backend {
     pub(super) weight_override: Option<u32>,
     /// A fresh id whose counters (a previous owner's) are not reset yet.
     pub(super) reset_counters: bool,
+    /// What the data plane has of it (its entry and its owner record), so
+    /// that a sync writes only what changed.
+    pub(super) written: Option<(BackendInfo, BackendOwner)>,
+    /// Taken over from a previous control plane, with this health: the
+    /// first reconfigure keeps its runtime drain/weight (they were the
+    /// operator's, not the file's) and starts its checks there.
+    pub(super) adopted: Option<Health>,
 }
 
 impl Backend {
@@ -47,6 +59,76 @@ impl Backend {
             drained: false,
             weight_override: None,
             reset_counters: true,
+            written: None,
+            adopted: None,
+        }
+    }
+
+    /// A backend a previous control plane left in the maps: `owner` and
+    /// `info` as it wrote them. Its config is a placeholder until the first
+    /// reconfigure (the file's) replaces it.
+    pub(super) fn adopted(id: u32, owner: &BackendOwner, info: &BackendInfo) -> Self {
+        let address = owner_address(owner);
+        let active = info.flags & BACKEND_F_ACTIVE != 0;
+        // In the ring: it was usable, so it was healthy (or unchecked).
+        let health = if owner.flags & OWNER_F_DOWN != 0 {
+            Health::Down
+        } else if owner.flags & OWNER_F_IN_RING != 0 {
+            Health::Up
+        } else {
+            Health::Unknown
+        };
+        Self {
+            config: BackendConfig {
+                name: address.to_string(),
+                address,
+                port: u16::from_be(owner.port),
+                weight: 1,
+                check: None,
+            },
+            id,
+            generation: owner.generation,
+            mac: active.then_some(info.mac),
+            missing: 0,
+            health: None,
+            drained: owner.flags & OWNER_F_DRAINED != 0,
+            weight_override: (owner.flags & OWNER_F_WEIGHT != 0).then_some(owner.weight_override),
+            reset_counters: false,
+            written: None,
+            adopted: Some(health),
+        }
+    }
+
+    /// The owner record of this backend of VIP `vip`.
+    pub(super) fn owner(&self, vip: u32, in_ring: bool) -> BackendOwner {
+        let (addr, family) = addr_bytes(self.config.address);
+        let mut flags = OWNER_F_IN_USE;
+        if self.drained {
+            flags |= OWNER_F_DRAINED;
+        }
+        if self.weight_override.is_some() {
+            flags |= OWNER_F_WEIGHT;
+        }
+        if in_ring {
+            flags |= OWNER_F_IN_RING;
+        }
+        if self
+            .health
+            .as_ref()
+            .is_some_and(|t| t.state() == Health::Down)
+        {
+            flags |= OWNER_F_DOWN;
+        }
+        BackendOwner {
+            addr,
+            port: self.config.port.to_be(),
+            family,
+            _pad: 0,
+            vip,
+            generation: self.generation,
+            flags,
+            weight_override: self.weight_override.unwrap_or(0),
+            retired_until_unix_s: 0,
         }
     }
 
@@ -119,6 +201,14 @@ impl Backend {
     /// A reload: the configuration may have changed (not the address, which
     /// is the backend's identity), and runtime overrides end.
     pub(super) fn reconfigure(&mut self, vip: &str, config: &BackendConfig) {
+        if let Some(health) = self.adopted.take() {
+            self.health = config
+                .check
+                .as_ref()
+                .map(|c| Tracker::with_state(c, health));
+            self.config = config.clone();
+            return;
+        }
         self.health = match (self.health.take(), &config.check) {
             (_, None) => None,
             (Some(mut t), Some(c)) => {
@@ -137,5 +227,14 @@ impl Backend {
         self.drained = false;
         self.weight_override = None;
         self.config = config.clone();
+    }
+}
+
+/// The address an owner record names.
+pub(super) fn owner_address(owner: &BackendOwner) -> IpAddr {
+    if owner.family == FAMILY_V4 {
+        IpAddr::from([owner.addr[0], owner.addr[1], owner.addr[2], owner.addr[3]])
+    } else {
+        IpAddr::from(owner.addr)
     }
 }

@@ -22,6 +22,17 @@ impl IdPool {
         }
     }
 
+    /// A pool in which `used` are taken (a restarted controller's ids).
+    fn with_used(first: u32, limit: u32, used: &std::collections::BTreeSet<u32>) -> Self {
+        let next = used.last().map_or(first, |&max| (max + 1).max(first));
+        // Lowest first: `take` pops from the end.
+        let free = (first..next)
+            .rev()
+            .filter(|id| !used.contains(id))
+            .collect();
+        Self { next, free, limit }
+    }
+
     pub(super) fn take(&mut self) -> Option<u32> {
         if let Some(id) = self.free.pop() {
             return Some(id);
@@ -61,6 +72,23 @@ impl Ids {
             vips: IdPool::new(0, MAX_VIPS),
             backends: IdPool::new(1, MAX_BACKENDS),
             generations: vec![0; MAX_BACKENDS as usize],
+        }
+    }
+
+    /// Takes over the ids a previous controller left in use, and the
+    /// generation of every backend id (in use or not).
+    pub(super) fn adopt(
+        &mut self,
+        vips: &std::collections::BTreeSet<u32>,
+        backends: &std::collections::BTreeSet<u32>,
+        generations: impl IntoIterator<Item = (u32, u16)>,
+    ) {
+        self.vips = IdPool::with_used(0, MAX_VIPS, vips);
+        self.backends = IdPool::with_used(1, MAX_BACKENDS, backends);
+        for (id, g) in generations {
+            if let Some(slot) = self.generations.get_mut(id as usize) {
+                *slot = g;
+            }
         }
     }
 
@@ -106,6 +134,21 @@ mod tests {
         assert_eq!(first, vec![(1, 1), (2, 1)]);
         ids.backends.give(2);
         assert_eq!(ids.take_backends(1).unwrap(), vec![(2, 2)]);
+    }
+
+    #[test]
+    fn an_adopted_pool_skips_the_ids_in_use_and_hands_out_the_lowest_free() {
+        let used = [1, 2, 5].into_iter().collect();
+        let mut p = IdPool::with_used(1, 10, &used);
+        assert_eq!((p.take(), p.take(), p.take()), (Some(3), Some(4), Some(6)));
+        assert_eq!(p.available(), 3);
+        let mut ids = Ids::new();
+        ids.adopt(&Default::default(), &used, [(3, 7)]);
+        assert_eq!(
+            ids.take_backends(1).unwrap(),
+            vec![(3, 8)],
+            "generation continues"
+        );
     }
 
     #[test]

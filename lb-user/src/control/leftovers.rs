@@ -6,7 +6,7 @@
 //! be cleared stays here and is retried.
 
 use anyhow::Result;
-use lb_common::VipKey;
+use lb_common::{BackendOwner, VipKey};
 
 use super::ids::Ids;
 use crate::maps::MapStore;
@@ -17,8 +17,9 @@ pub(super) struct Leftovers {
     vip_addrs: Vec<VipKey>,
     /// VIP indices whose ring is to be emptied.
     rings: Vec<u32>,
-    /// Backend ids whose entry is to be cleared.
-    backends: Vec<u32>,
+    /// Backend ids (and their generation, kept in the cleared owner record)
+    /// whose entry is to be cleared.
+    backends: Vec<(u32, u16)>,
 }
 
 impl Leftovers {
@@ -30,8 +31,8 @@ impl Leftovers {
         self.rings.push(index);
     }
 
-    pub(super) fn backend(&mut self, id: u32) {
-        self.backends.push(id);
+    pub(super) fn backend(&mut self, id: u32, generation: u16) {
+        self.backends.push((id, generation));
     }
 
     /// Clears what it can and returns those ids to `ids`. `in_use` says
@@ -53,14 +54,26 @@ impl Leftovers {
         self.vip_addrs
             .retain(|a| !in_use(a) && keep(maps.remove_vip_addr(a)));
         self.rings.retain(|&index| {
-            let failed = keep(maps.install_ring(index, &[]));
+            let r = maps
+                .install_ring(index, &[])
+                .and_then(|()| maps.set_ring_digest(index, 0));
+            let failed = keep(r);
             if !failed {
                 ids.vips.give(index);
             }
             failed
         });
-        self.backends.retain(|&id| {
-            let failed = keep(maps.clear_backend(id));
+        self.backends.retain(|&(id, generation)| {
+            // A free id keeps its generation on record, so that a restarted
+            // controller hands it out with a new one.
+            let free = BackendOwner {
+                generation,
+                ..BackendOwner::default()
+            };
+            let r = maps
+                .clear_backend(id)
+                .and_then(|()| maps.set_owner(id, &free));
+            let failed = keep(r);
             if !failed {
                 ids.backends.give(id);
             }

@@ -19,6 +19,7 @@
 //! "reschedule"` flags the entry so that those flows are hashed again.
 //!
 //! - `backend`, `vip`: the model and what of it each map entry says.
+//! - `adopt`: taking over the state a previous control plane left.
 //! - `ids`: VIP indices, backend ids and generations.
 //! - `retire`: removed backends that finish their flows.
 //! - `leftovers`: map entries of removed VIPs and backends still to clear.
@@ -27,6 +28,7 @@
 //! - `standby`: VRRP's per-VIP switch.
 //! - `status`: what `xlb status` shows.
 
+mod adopt;
 mod backend;
 mod ids;
 mod leftovers;
@@ -49,6 +51,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use lb_common::{LB_F_FORWARDING, LB_F_NAT, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey};
 
+pub use adopt::Adopted;
 pub use neighbours::{Neighbours, NoNeighbours};
 
 use self::{
@@ -187,6 +190,9 @@ impl<M: MapStore> Controller<M> {
         if let Err(e) = self.write_lb_config() {
             first_error.get_or_insert(e);
         }
+        if let Err(e) = self.record_retired() {
+            first_error.get_or_insert(e);
+        }
         if let Some(e) = first_error {
             return Err(ApplyError::Incomplete(e));
         }
@@ -282,7 +288,7 @@ impl<M: MapStore> Controller<M> {
         self.leftovers.ring(vip.index);
         let retired = self.retiring.expire(Instant::now(), Some(key));
         for b in vip.backends.iter().chain(&retired) {
-            self.leftovers.backend(b.id);
+            self.leftovers.backend(b.id, b.generation);
         }
         self.clear_leftovers()
     }
@@ -395,7 +401,8 @@ impl<M: MapStore> Controller<M> {
         // until their flows have had time to end.
         let grace = retire::grace(&self.conntrack, cfg.protocol);
         for b in old.into_values() {
-            self.retiring.retire(key, &cfg.name, b, grace);
+            self.retiring
+                .retire(key, vip.index, &cfg.name, b, Instant::now() + grace);
         }
         Ok(())
     }
@@ -404,9 +411,29 @@ impl<M: MapStore> Controller<M> {
     pub fn expire_retired(&mut self, now: Instant) -> Result<()> {
         for b in self.retiring.expire(now, None) {
             tracing::debug!(backend = %b.config.name, "removed backend freed");
-            self.leftovers.backend(b.id);
+            self.leftovers.backend(b.id, b.generation);
         }
         self.clear_leftovers()
+    }
+
+    /// Records retired backends as such in their owner records.
+    fn record_retired(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for r in self.retiring.unrecorded() {
+            match self.maps.set_owner(r.backend.id, &r.owner()) {
+                Ok(()) => r.recorded = true,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Vouches for the node until `until_ns` (CLOCK_MONOTONIC nanoseconds;
+    /// 0: no lease): see `CONTROL_LEASE`.
+    pub fn renew_lease(&mut self, until_ns: u64) -> Result<()> {
+        self.maps.set_lease(until_ns)
     }
 
     /// Finishes what failed before: removals, syncs, leftovers, `LB_CONFIG`.
@@ -435,6 +462,9 @@ impl<M: MapStore> Controller<M> {
         if !self.leftovers.is_empty()
             && let Err(e) = self.clear_leftovers()
         {
+            first_error.get_or_insert(e);
+        }
+        if let Err(e) = self.record_retired() {
             first_error.get_or_insert(e);
         }
         if let Err(e) = self.write_lb_config() {

@@ -7,10 +7,10 @@
 
 use std::{
     net::IpAddr,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use lb_common::VipKey;
+use lb_common::{BackendOwner, OWNER_F_IN_USE, OWNER_F_RETIRED, VipKey};
 
 use super::backend::Backend;
 use crate::config::{ConntrackConfig, Protocol};
@@ -22,8 +22,36 @@ const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug)]
 pub(super) struct Retired {
     pub(super) vip: VipKey,
+    /// `VipMeta::index` of `vip`.
+    pub(super) vip_index: u32,
     pub(super) backend: Backend,
     pub(super) until: Instant,
+    /// Its owner record says retired, until when.
+    pub(super) recorded: bool,
+}
+
+impl Retired {
+    /// The owner record of a retired backend: its grace's end in Unix time,
+    /// which a restarted controller reads back.
+    pub(super) fn owner(&self) -> BackendOwner {
+        let left = self.until.saturating_duration_since(Instant::now());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        BackendOwner {
+            flags: OWNER_F_IN_USE | OWNER_F_RETIRED,
+            retired_until_unix_s: (now + left).as_secs(),
+            ..self.backend.owner(self.vip_index, false)
+        }
+    }
+}
+
+/// The `Instant` of a Unix time in seconds (now, if it has passed).
+pub(super) fn instant_of_unix(secs: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Instant::now() + Duration::from_secs(secs).saturating_sub(now)
 }
 
 /// How long a removed backend of a `protocol` VIP keeps its flows: as long
@@ -47,20 +75,31 @@ pub(super) struct Retiring {
 }
 
 impl Retiring {
+    /// `backend`, removed from `vip` (index `vip_index`), finishes its flows
+    /// until `until`.
     pub(super) fn retire(
         &mut self,
         vip: VipKey,
+        vip_index: u32,
         vip_name: &str,
         backend: Backend,
-        grace: Duration,
+        until: Instant,
     ) {
+        let grace = until.saturating_duration_since(Instant::now());
         tracing::info!(vip = %vip_name, backend = %backend.config.name, grace_s = grace.as_secs(),
             "backend removed: no new flows; established flows continue until idle");
         self.list.push(Retired {
             vip,
+            vip_index,
             backend,
-            until: Instant::now() + grace,
+            until,
+            recorded: false,
         });
+    }
+
+    /// Those whose owner record does not say retired yet.
+    pub(super) fn unrecorded(&mut self) -> impl Iterator<Item = &mut Retired> {
+        self.list.iter_mut().filter(|r| !r.recorded)
     }
 
     /// Whether `address`, removed from `vip`, is still within its grace.

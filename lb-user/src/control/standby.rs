@@ -3,6 +3,7 @@
 //! to the kernel. One update of the VIP's hash-map entry flips it.
 
 use anyhow::Result;
+use lb_common::VIP_F_STANDBY;
 
 use super::Controller;
 use crate::maps::MapStore;
@@ -37,6 +38,14 @@ impl<M: MapStore> Controller<M> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether the data plane forwards VIP `key` now (`None`: not
+    /// published). A restarted control plane asks, before its first
+    /// `apply`, what its predecessor left.
+    pub fn published_forwarding(&self, key: &lb_common::VipKey) -> Option<bool> {
+        let meta = self.vips.get(key)?.published?;
+        Some(meta.flags & VIP_F_STANDBY == 0)
     }
 
     /// Whether this node forwards the VIP named `name`.

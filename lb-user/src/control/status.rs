@@ -48,8 +48,10 @@ impl<M: MapStore> Controller<M> {
                 .zip(conntrack.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
-            // Filled in by the daemon, which owns the VRRP engine.
+            // Filled in by the daemon, which owns the VRRP engine and the
+            // program.
             vrrp: None,
+            dataplane: None,
         })
     }
 

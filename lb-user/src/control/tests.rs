@@ -537,3 +537,151 @@ fn runtime_drain_and_weight_last_until_a_reload() {
     c.apply(&cfg, &mut n).unwrap();
     assert_eq!(c.maps().rings[&0], expected_ring(&[(11, 1, 1), (12, 2, 1)]));
 }
+
+// ---------------------------------------------------------------------------
+// A restarted controller adopts what its predecessor left in the maps.
+
+/// A controller over a copy of `c`'s maps (a restart: the maps outlive the
+/// process), after `adopt`, with the write counter at zero.
+fn restarted(c: &Controller<MemoryMaps>) -> (Controller<MemoryMaps>, Adopted) {
+    let mut maps = c.maps().clone();
+    maps.writes = 0;
+    maps.ring_installs = 0;
+    let mut next = Controller::new(
+        maps,
+        Node {
+            interface: "eth0".into(),
+            mac: MAC,
+        },
+    );
+    let found = next.adopt().unwrap();
+    assert_eq!(next.maps().writes, 0, "adopt writes nothing");
+    (next, found)
+}
+
+#[test]
+fn a_restart_with_the_same_config_writes_nothing_and_shows_the_same_status() {
+    let health = "[vip.health]\ntype = \"tcp\"\nrise = 1\nfall = 1";
+    let cfg = config_with(&[(11, 1), (12, 2), (13, 1)], health);
+    let mut n = table(&[11, 12, 13]);
+    let mut c = controller();
+    c.apply(&cfg, &mut n).unwrap();
+    for last in [11, 12, 13] {
+        c.record_check(&key(), ip(last), outcome(true)).unwrap();
+    }
+    c.record_check(&key(), ip(13), outcome(false)).unwrap();
+    c.backend_action("web", "b12", BackendAction::Weight(5))
+        .unwrap();
+    c.maps_mut().count_backend(1, 9, 900);
+    let (mut next, found) = restarted(&c);
+    assert_eq!((found.vips, found.backends), (1, 3));
+    next.apply(&cfg, &mut n).unwrap();
+    assert_eq!(
+        next.maps().writes,
+        0,
+        "nothing to change: {:?}",
+        next.maps()
+    );
+    let (before, after) = (c.status().unwrap(), next.status().unwrap());
+    for (b, a) in before.vips[0].backends.iter().zip(&after.vips[0].backends) {
+        assert_eq!(
+            (&b.name, b.state, b.weight, b.weight_override, b.packets),
+            (&a.name, a.state, a.weight, a.weight_override, a.packets)
+        );
+    }
+    assert_eq!(
+        before.vips[0].usable_backends,
+        after.vips[0].usable_backends
+    );
+}
+
+#[test]
+fn a_restart_keeps_retired_backends_with_their_id_and_generation() {
+    let mut n = table(&[11, 12]);
+    let mut c = controller();
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    let (mut next, found) = restarted(&c);
+    assert_eq!((found.backends, found.retired), (1, 1));
+    next.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    // Its name went with the config it was removed from: the address
+    // stands in.
+    assert_eq!(state(&next, "198.18.0.12"), BackendState::Removed);
+    assert_eq!(next.maps().writes, 0);
+    // Back within its grace: same id and generation, so its flows go on.
+    next.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    assert_eq!(ids(&next), [("b11".into(), 1), ("b12".into(), 2)]);
+    assert_eq!(next.maps().backends[&2].generation, 1);
+}
+
+#[test]
+fn an_id_freed_before_a_restart_gets_a_new_generation_after_it() {
+    let mut n = table(&[11, 12, 14]);
+    let mut c = controller();
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    c.expire_retired(Instant::now() + Duration::from_secs(2 * 86_400))
+        .unwrap();
+    assert_eq!(
+        c.maps().owners[&2].generation,
+        1,
+        "a free id keeps its generation"
+    );
+    let (mut next, _) = restarted(&c);
+    next.apply(&config(&[(11, 1), (14, 1)]), &mut n).unwrap();
+    assert_eq!(ids(&next)[1], ("b14".into(), 2));
+    assert_eq!(
+        next.maps().backends[&2].generation,
+        2,
+        "b12's flows must not follow the id to b14"
+    );
+}
+
+#[test]
+fn a_restart_keeps_runtime_drains_and_weights() {
+    let mut n = table(&[11, 12, 13]);
+    let mut c = controller();
+    let cfg = config(&[(11, 1), (12, 1), (13, 1)]);
+    c.apply(&cfg, &mut n).unwrap();
+    c.backend_action("web", "b12", BackendAction::Drain)
+        .unwrap();
+    c.backend_action("web", "b13", BackendAction::Weight(4))
+        .unwrap();
+    let (mut next, _) = restarted(&c);
+    next.apply(&cfg, &mut n).unwrap();
+    assert_eq!(state(&next, "b12"), BackendState::Draining, "still drained");
+    let b13 = next.status().unwrap().vips[0].backends[2].clone();
+    assert_eq!((b13.weight, b13.weight_override), (4, Some(4)));
+    assert_eq!(next.maps().writes, 0);
+    // A reload (not a restart) applies the file again, as always.
+    next.apply(&cfg, &mut n).unwrap();
+    assert_eq!(state(&next, "b12"), BackendState::Active);
+}
+
+#[test]
+fn after_a_restart_a_changed_config_writes_only_what_it_changes() {
+    let mut n = table(&[11, 12, 13]);
+    let mut c = controller();
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    let (mut next, _) = restarted(&c);
+    // A backend joins: its counters, entry and owner record, the ring and
+    // its digest; nothing of b11 or b12.
+    next.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
+        .unwrap();
+    assert_eq!(next.maps().ring_installs, 1);
+    assert_eq!(next.maps().writes, 5, "{:?}", next.maps());
+}
+
+#[test]
+fn a_vip_gone_from_the_config_at_restart_is_removed_with_its_backends() {
+    let mut n = table(&[11, 21]);
+    let mut c = controller();
+    c.apply(&two_vips(&[(11, 1)], true), &mut n).unwrap();
+    let (mut next, found) = restarted(&c);
+    assert_eq!(found.vips, 2);
+    next.apply(&two_vips(&[(11, 1)], false), &mut n).unwrap();
+    let mut clean = controller();
+    clean.apply(&two_vips(&[(11, 1)], false), &mut n).unwrap();
+    assert_eq!(view(next.maps()), view(clean.maps()));
+    assert_eq!(next.status().unwrap().vips.len(), 1);
+}

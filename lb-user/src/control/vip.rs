@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    MODE_DSR, MODE_NAT, NO_BACKEND, VIP_F_SOURCE_AFFINITY, VIP_F_STANDBY, VipKey, VipMeta,
+    FAMILY_V4, IPPROTO_UDP, MODE_DSR, MODE_NAT, NO_BACKEND, VIP_F_SOURCE_AFFINITY, VIP_F_STANDBY,
+    VipKey, VipMeta,
 };
 
 use super::backend::Backend;
@@ -56,6 +57,34 @@ pub(super) struct RingInput {
     pub(super) members: Vec<maglev::Member>,
 }
 
+impl RingInput {
+    /// A digest of the input, kept next to the installed ring
+    /// (`RING_INPUTS`): a restarted controller that builds the same input
+    /// knows the installed ring is already the one it would install. A
+    /// 64-bit FNV-1a over the size and each member's identity and weight;
+    /// never 0 (which means "nothing recorded"). Frozen: changing it only
+    /// makes the first restart after an upgrade reinstall every ring.
+    pub(super) fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        // In identity order: the table does not depend on the members'
+        // order, so neither does its digest.
+        let mut members: Vec<&maglev::Member> = self.members.iter().collect();
+        members.sort_by_key(|m| m.identity);
+        eat(&self.size.to_le_bytes());
+        for m in members {
+            eat(&m.identity);
+            eat(&m.weight.to_le_bytes());
+        }
+        h.max(1)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Vip {
     pub(super) key: VipKey,
@@ -74,6 +103,9 @@ pub(super) struct Vip {
     pub(super) synced: bool,
     /// A fresh index whose counters (a previous VIP's) are not reset yet.
     reset_counters: bool,
+    /// Taken over from a previous control plane: the digest of the ring it
+    /// installed, whose input is not known until the config says it.
+    pub(super) adopted_ring: Option<u64>,
     /// Gone from the configuration, but unpublishing it failed: retried.
     pub(super) removing: bool,
 }
@@ -90,6 +122,55 @@ impl Vip {
             addr_published: false,
             synced: false,
             reset_counters: true,
+            adopted_ring: None,
+            removing: false,
+        }
+    }
+
+    /// A VIP a previous control plane left in the maps. Its settings are
+    /// placeholders (only the mode is known) until the config's replace
+    /// them; a VIP the config no longer has is removed with them.
+    pub(super) fn adopted(key: VipKey, meta: VipMeta, ring_digest: u64, addr: bool) -> Self {
+        let address = if key.family == FAMILY_V4 {
+            IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+        } else {
+            IpAddr::from(key.addr)
+        };
+        let port = u16::from_be(key.port);
+        let protocol = if key.proto == IPPROTO_UDP {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        let settings = VipSettings {
+            name: format!("{address}:{port}/{}", protocol.as_str()),
+            address,
+            port,
+            protocol,
+            mode: if meta.mode == MODE_NAT {
+                Mode::Nat
+            } else {
+                Mode::Dsr
+            },
+            ring_size: 0,
+            affinity: if meta.flags & VIP_F_SOURCE_AFFINITY != 0 {
+                Affinity::Source
+            } else {
+                Affinity::Flow
+            },
+            on_down: OnDown::Keep,
+        };
+        Self {
+            key,
+            index: meta.index,
+            settings,
+            backends: Vec::new(),
+            ring: None,
+            published: Some(meta),
+            addr_published: addr,
+            synced: true,
+            reset_counters: false,
+            adopted_ring: (ring_digest != 0).then_some(ring_digest),
             removing: false,
         }
     }
@@ -152,11 +233,21 @@ impl Vip {
         Ok(())
     }
 
-    fn write_backends(&self, maps: &mut impl MapStore) -> Result<()> {
-        let (mode, on_down) = (self.settings.mode, self.settings.on_down);
-        for b in &self.backends {
-            maps.set_backend(b.id, &b.info(mode, on_down))
-                .with_context(|| format!("VIP {}: backend {}", self.name(), b.config.name))?;
+    /// Writes the entry and the owner record of every backend whose
+    /// changed since they were last written.
+    fn write_backends(&mut self, maps: &mut impl MapStore) -> Result<()> {
+        let (mode, on_down, index) = (self.settings.mode, self.settings.on_down, self.index);
+        for b in &mut self.backends {
+            let want = (b.info(mode, on_down), b.owner(index, b.usable(mode)));
+            if b.written == Some(want) {
+                continue;
+            }
+            maps.set_backend(b.id, &want.0)
+                .and_then(|()| maps.set_owner(b.id, &want.1))
+                .with_context(|| {
+                    format!("VIP {}: backend {}", self.settings.name, b.config.name)
+                })?;
+            b.written = Some(want);
         }
         Ok(())
     }
@@ -169,6 +260,13 @@ impl Vip {
             members: usable.iter().map(|b| b.member()).collect(),
         };
         if self.ring.as_ref() == Some(&input) {
+            return Ok(());
+        }
+        let digest = input.digest();
+        if self.ring.is_none() && self.adopted_ring == Some(digest) {
+            // The previous control plane installed exactly this ring.
+            self.adopted_ring = None;
+            self.ring = Some(input);
             return Ok(());
         }
         let had_members = self.ring.as_ref().is_some_and(|r| !r.members.is_empty());
@@ -187,7 +285,9 @@ impl Vip {
                 .collect()
         };
         maps.install_ring(self.index, &slots)
+            .and_then(|()| maps.set_ring_digest(self.index, digest))
             .with_context(|| format!("installing the ring of VIP {}", self.name()))?;
+        self.adopted_ring = None;
         tracing::info!(vip = %self.name(), backends = usable.len(), slots = input.size,
             "Maglev table installed");
         if usable.is_empty() && !self.backends.is_empty() {

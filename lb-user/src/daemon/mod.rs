@@ -1,4 +1,10 @@
-//! `xlb run`: load, fill the maps, attach, serve, and clean up on exit.
+//! `xlb run`: bring the data plane up (or take over the one that runs),
+//! serve the control socket, health checks, neighbour refresh and VRRP,
+//! and on exit leave the data plane forwarding (`xlb down` removes it).
+//!
+//! - `start`: bring-up against the pinned state.
+//! - `reload`: SIGHUP and `xlb reload`.
+//! - `down`: taking the node out, also without a running process.
 
 use std::{
     collections::HashMap,
@@ -14,15 +20,22 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+mod down;
+mod reload;
+mod start;
+
+pub use down::down_offline;
+pub use start::Options;
+
 use crate::{
-    api::{Reply, Request, VrrpStatus},
-    config::{Config, XdpMode},
-    control::{self, ApplyError, Neighbours, Node},
+    api::{DataplaneStatus, Reply, Request, VrrpStatus},
+    config::Config,
+    control::{self, Adopted, Neighbours},
     ctl,
-    dataplane::Dataplane,
     health::Scheduler,
     maps::Maps,
-    netlink, vrrp,
+    netlink,
+    vrrp::{self, Stop},
 };
 
 /// The controller of the kernel's maps.
@@ -54,7 +67,33 @@ fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub async fn run(config_path: &Path) -> Result<()> {
+/// What the control socket hands to the loop, which owns the running
+/// config: the reply goes back on the oneshot.
+enum Command {
+    Reload,
+    Down,
+}
+
+/// Monotonic nanoseconds, the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+/// How long the control plane vouches for a VRRP master's VIPs: its own
+/// master-down interval, the time a backup waits before taking over. A
+/// restart within it resumes as master; past it, the data plane stops
+/// answering ARP/ND for the VIPs (`CONTROL_LEASE`). `None` without VRRP.
+fn lease(config: &Config) -> Option<Duration> {
+    let v = config.vrrp.as_ref()?;
+    v.groups
+        .iter()
+        .map(|g| vrrp::state::centis(vrrp::state::master_down_cs(g.priority, g.interval_cs)))
+        .max()
+}
+
+pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let iface = netlink::interface_by_name(&config.interface).with_context(|| {
         format!(
@@ -63,50 +102,52 @@ pub async fn run(config_path: &Path) -> Result<()> {
             config_path.display()
         )
     })?;
-    if !iface.up {
-        tracing::warn!(interface = %iface.name, "interface is down: no traffic until it comes up");
-    }
-    // Dropping `dp` detaches the program: it lives until this function
-    // returns.
-    let (mut dp, maps) = Dataplane::load_with_flow_table(config.conntrack.size)?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
     };
-    let mut controller = Controller::new(
-        maps,
-        Node {
-            interface: config.interface.clone(),
-            mac: iface.mac,
+    let lease = lease(&config);
+    // Per VRRP group: resume as master (the node was master, and the
+    // predecessor's lease has not run out), or start as standby.
+    let mut resume = Vec::new();
+    let up = start::bring_up(
+        &config,
+        config_path,
+        opts,
+        &mut neighbours,
+        |c: &mut Controller, adopted: &Adopted, was_running: bool| {
+            let Some(v) = &config.vrrp else {
+                return Ok(());
+            };
+            let leased = was_running && adopted.lease_until_ns > monotonic_ns();
+            for g in &v.groups {
+                let forwarding = g.vips.iter().all(|name| {
+                    config
+                        .vips
+                        .iter()
+                        .find(|vip| vip.name == *name)
+                        .and_then(|vip| c.published_forwarding(&vip.key()))
+                        == Some(true)
+                });
+                let again = leased && forwarding;
+                if again {
+                    tracing::info!(
+                        vrid = g.vrid,
+                        "VRRP: master before the restart, within its lease: resuming as master"
+                    );
+                }
+                resume.push(again);
+                c.set_standby(&g.vips, !again)?;
+            }
+            Ok(())
         },
-    );
-    // With VRRP every group's VIPs start as standby, before the program is
-    // attached; the engine switches a group's VIPs on when it becomes master.
-    if let Some(v) = &config.vrrp {
-        for g in &v.groups {
-            controller.set_standby(&g.vips, true)?;
-        }
-    }
-    controller.apply(&config, &mut neighbours)?;
-    let (native, generic) = match config.xdp_mode {
-        XdpMode::Auto => (true, true),
-        XdpMode::Native => (true, false),
-        XdpMode::Generic => (false, true),
-    };
-    check_forwarding(&config)?;
-    // After the first `apply`, so that the first packet already sees every
-    // VIP.
-    let attached = dp.attach(&config.interface, native, generic)?;
-    controller.set_attached(attached);
-    controller.maps_mut().add_tx_port(iface.index)?;
-    if let Some(server) = &config.server_interface {
-        let s = netlink::interface_by_name(server)
-            .with_context(|| format!("server_interface {server} from {}", config_path.display()))?;
-        dp.attach(server, native, generic)?;
-        controller.maps_mut().add_tx_port(s.index)?;
-        tracing::info!(interface = %server, "attached to the server-side interface");
-    }
-    tracing::info!(interface = %iface.name, mode = attached.as_str(), vips = config.vips.len(),
-        vrrp = config.vrrp.is_some(), "xlb attached");
+    )?;
+    let start::Up {
+        dp,
+        mut controller,
+        state,
+        status: dataplane,
+    } = up;
+    controller.renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
 
     let (mut checks, mut results) = Scheduler::new();
     checks.reconcile(&config);
@@ -116,7 +157,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     let controller = Arc::new(Mutex::new(controller));
     let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
-    let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(None);
     let mut vrrp_task = match &config.vrrp {
         Some(vc) => {
             let nic = vrrp::Nic {
@@ -128,8 +169,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 controller: controller.clone(),
                 ifindex: iface.index,
             });
-            let engine = vrrp::Engine::new(vc.clone(), nic.clone(), effects, vrrp_status.clone())
-                .context("starting VRRP")?;
+            let engine = vrrp::Engine::new(
+                vc.clone(),
+                nic.clone(),
+                effects,
+                vrrp_status.clone(),
+                resume,
+            )
+            .context("starting VRRP")?;
             let tracking = vrrp::start_tracking(vc, &nic).await;
             Some(tokio::spawn(engine.run(tracking, stop_rx)))
         }
@@ -139,18 +186,27 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let socket = config.control_socket.clone();
     let served = controller.clone();
     let served_vrrp = vrrp_status.clone();
-    // A reload needs the running config and the checks, which this loop
-    // owns: the socket hands it over and waits for the answer.
-    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Reply>>(4);
+    // A reload needs the running config and the checks, and `down` the
+    // data plane, which this loop owns: the socket hands them over and
+    // waits for the answer.
+    let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
     let mut server = tokio::spawn({
         let socket = socket.clone();
         async move {
             ctl::serve(&socket, move |req| {
                 let served = served.clone();
                 let served_vrrp = has_vrrp.then(|| served_vrrp.clone());
-                let reload_tx = reload_tx.clone();
+                let command_tx = command_tx.clone();
+                let dataplane = dataplane.clone();
                 async move {
-                    handle_request(req, &served, served_vrrp.as_deref(), &reload_tx).await
+                    handle_request(
+                        req,
+                        &served,
+                        served_vrrp.as_deref(),
+                        &dataplane,
+                        &command_tx,
+                    )
+                    .await
                 }
             })
             .await
@@ -166,24 +222,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
     // arrive many times a second and would otherwise restart the sleep
     // before it ever fires.
     let mut last_refresh = tokio::time::Instant::now();
+    // Renewed four times per lease, so one late turn never lets it lapse.
+    let renew_every = lease.map(|l| (l / 4).max(Duration::from_millis(20)));
+    let mut last_renew = tokio::time::Instant::now();
+    let mut down: Option<oneshot::Sender<Reply>> = None;
     loop {
         let tick = if lock(&controller).has_unresolved() {
             NEIGHBOUR_REFRESH_UNRESOLVED
         } else {
             NEIGHBOUR_REFRESH
         };
+        let renew_at = last_renew + renew_every.unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
-                let _ = reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
+                let _ = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
             }
-            Some(reply) = reload_rx.recv() => {
-                tracing::info!("reload requested on the control socket");
-                let answer = reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
-                let _ = reply.send(answer);
-            }
+            Some((command, reply)) = command_rx.recv() => match command {
+                Command::Reload => {
+                    tracing::info!("reload requested on the control socket");
+                    let answer = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
+                    let _ = reply.send(answer);
+                }
+                Command::Down => {
+                    tracing::info!("`xlb down` requested on the control socket");
+                    down = Some(reply);
+                    break;
+                }
+            },
             Some(result) = results.recv() => {
                 if checks.is_current(&result)
                     && let Err(e) = lock(&controller).record_check(&result.vip, result.addr, result.outcome)
@@ -205,6 +273,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     Err(e) => anyhow!(e),
                 }).context("control socket");
             }
+            _ = tokio::time::sleep_until(renew_at), if renew_every.is_some() => {
+                last_renew = tokio::time::Instant::now();
+                let until = monotonic_ns() + lease.map_or(0, |l| l.as_nanos() as u64);
+                if let Err(e) = lock(&controller).renew_lease(until) {
+                    tracing::warn!(error = format!("{e:#}"), "renewing the control-plane lease failed");
+                }
+            }
             _ = tokio::time::sleep_until(last_refresh + tick) => {
                 last_refresh = tokio::time::Instant::now();
                 if let Err(e) = lock(&controller).expire_retired(std::time::Instant::now()) {
@@ -216,10 +291,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
         }
     }
+    let how = if down.is_some() {
+        Stop::Down
+    } else {
+        Stop::Leave
+    };
     if let Some(task) = vrrp_task {
-        // Resign (priority 0 adverts) and withdraw the VIPs before the
+        // Down: resign (priority 0 adverts) and withdraw the VIPs before the
         // program goes, so that a backup takes over after its skew time.
-        let _ = stop_vrrp.send(true);
+        // Leave: the VIPs stay with the data plane.
+        let _ = stop_vrrp.send(Some(how));
         match tokio::time::timeout(Duration::from_secs(2), task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "VRRP shutdown"),
@@ -227,9 +308,38 @@ pub async fn run(config_path: &Path) -> Result<()> {
             Err(_) => tracing::warn!("VRRP did not shut down within 2 s"),
         }
     }
-    tracing::info!("shutting down: detaching XDP program");
     server.abort();
-    drop(dp);
+    match down {
+        None => {
+            tracing::info!(state = %state.path().display(),
+                "exiting; the data plane keeps forwarding with its pinned state (`xlb down` removes it)");
+            // The process's handles go; the pinned links keep the program
+            // attached.
+            drop(dp);
+        }
+        Some(reply) => {
+            let done = state.remove().map(|()| drop(dp));
+            let answer = match done {
+                Ok(()) => {
+                    tracing::info!("down: program detached, pinned state removed");
+                    let vrrp = if has_vrrp {
+                        "VRRP resigned and its addresses withdrawn, "
+                    } else {
+                        ""
+                    };
+                    Reply::Ok {
+                        message: format!("down: {vrrp}program detached, pinned state removed"),
+                    }
+                }
+                Err(e) => Reply::Error {
+                    message: format!("down: {e:#}"),
+                },
+            };
+            let _ = reply.send(answer);
+            // Give the socket task a moment to write the reply.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }
 
@@ -267,110 +377,41 @@ async fn handle_request(
     req: Request,
     controller: &Mutex<Controller>,
     vrrp_status: Option<&Mutex<VrrpStatus>>,
-    reload: &mpsc::Sender<oneshot::Sender<Reply>>,
+    dataplane: &DataplaneStatus,
+    commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
 ) -> Reply {
     let error = |e: anyhow::Error| Reply::Error {
         message: format!("{e:#}"),
     };
-    match req {
-        Request::Status => match lock(controller).status() {
-            Ok(mut s) => {
-                s.vrrp = vrrp_status.map(vrrp::status_now);
-                Reply::Status(s)
-            }
-            Err(e) => error(e),
-        },
+    let command = match req {
+        Request::Status => {
+            return match lock(controller).status() {
+                Ok(mut s) => {
+                    s.vrrp = vrrp_status.map(vrrp::status_now);
+                    s.dataplane = Some(dataplane.clone());
+                    Reply::Status(Box::new(s))
+                }
+                Err(e) => error(e),
+            };
+        }
         Request::Backend {
             vip,
             backend,
             action,
-        } => lock(controller)
-            .backend_action(&vip, &backend, action)
-            .map_or_else(error, |message| Reply::Ok { message }),
-        Request::Reload => {
-            let (tx, rx) = oneshot::channel();
-            if reload.send(tx).await.is_err() {
-                return error(anyhow!("the daemon is shutting down"));
-            }
-            rx.await
-                .unwrap_or_else(|_| error(anyhow!("the daemon dropped the reload")))
+        } => {
+            return lock(controller)
+                .backend_action(&vip, &backend, action)
+                .map_or_else(error, |message| Reply::Ok { message });
         }
-    }
-}
-
-/// Applies a changed config file and says how it went. A file that does
-/// not parse, that changes what only a restart can change, or that needs
-/// more ids than there are is refused and the running config stays. A
-/// file that was applied but whose map writes failed part-way is the
-/// running config from then on (the controller holds it and retries the
-/// writes); the reply says so.
-fn reload(
-    path: &Path,
-    running: &mut Config,
-    checks: &mut Scheduler,
-    controller: &Mutex<Controller>,
-    neighbours: &mut KernelNeighbours,
-) -> Reply {
-    let new = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("reload rejected, keeping the running config:\n{e}");
-            return Reply::Error {
-                message: format!("reload rejected, the running config stays:\n{e}"),
-            };
-        }
+        Request::Reload => Command::Reload,
+        Request::Down => Command::Down,
     };
-    if new.interface != running.interface
-        || new.server_interface != running.server_interface
-        || new.control_socket != running.control_socket
-        || new.xdp_mode != running.xdp_mode
-        || new.conntrack.size != running.conntrack.size
-        || new.vrrp != running.vrrp
-    {
-        let message = "reload rejected: interface, server_interface, xdp_mode, control_socket, \
-                       conntrack.size and [vrrp] change only with a restart"
-            .to_owned();
-        tracing::error!("{message}");
-        return Reply::Error { message };
+    let (tx, rx) = oneshot::channel();
+    if commands.send((command, tx)).await.is_err() {
+        return error(anyhow!("the daemon is shutting down"));
     }
-    let result = lock(controller).apply(&new, neighbours);
-    match result {
-        Err(ApplyError::Refused(e)) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "reload rejected, keeping the running config"
-            );
-            return Reply::Error {
-                message: format!("reload rejected, the running config stays: {e:#}"),
-            };
-        }
-        Err(ApplyError::Incomplete(e)) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "reload: writing the maps failed part-way; retrying every second"
-            );
-            checks.reconcile(&new);
-            *running = new;
-            return Reply::Error {
-                message: format!(
-                    "reload applied, but writing the maps failed part-way (xlb retries every \
-                     second; `xlb status` shows what the data plane has): {e:#}"
-                ),
-            };
-        }
-        Ok(()) => {}
-    }
-    checks.reconcile(&new);
-    *running = new;
-    tracing::info!(vips = running.vips.len(), "configuration reloaded");
-    Reply::Ok {
-        message: format!(
-            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
-            path.display(),
-            running.vips.len(),
-            checks.len()
-        ),
-    }
+    rx.await
+        .unwrap_or_else(|_| error(anyhow!("the daemon dropped the request")))
 }
 
 /// VRRP's effects on this node: the per-VIP standby flag in the maps and

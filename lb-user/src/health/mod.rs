@@ -52,6 +52,17 @@ impl Tracker {
         }
     }
 
+    /// A tracker that starts in `state`: a backend taken over from a
+    /// previous control plane keeps the health it had.
+    pub fn with_state(check: &CheckConfig, state: Health) -> Self {
+        Self {
+            machine: Hysteresis::with_state(state, check.rise, check.fall),
+            check: check.describe(),
+            last: None,
+            changed_at: Instant::now(),
+        }
+    }
+
     /// A reload changed the check: new thresholds, same state.
     pub fn reconfigure(&mut self, check: &CheckConfig) {
         self.machine.set_thresholds(check.rise, check.fall);

@@ -7,8 +7,9 @@ use aya::{
     maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_INNER_MAP, BackendInfo, Counters, FlowKey, FlowState, LbConfig, RING_FIRST_SLOT, VipKey,
-    VipMeta, ct, drop, global, map_names as names,
+    BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig,
+    MAX_BACKENDS, RING_FIRST_SLOT, StateMeta, VipKey, VipMeta, ct, drop, global,
+    map_names as names,
 };
 
 use super::MapStore;
@@ -28,6 +29,10 @@ pub struct Maps {
     flows: HashMap<MapData, FlowKey, FlowState>,
     nat_reverse: HashMap<MapData, FlowKey, VipKey>,
     tx_ports: DevMapHash<MapData>,
+    lease: Array<MapData, u64>,
+    owners: Array<MapData, BackendOwner>,
+    ring_inputs: Array<MapData, u64>,
+    state: Array<MapData, StateMeta>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -56,7 +61,20 @@ impl Maps {
             flows: take(ebpf, names::FLOWS)?,
             nat_reverse: take(ebpf, names::NAT_REVERSE)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
+            lease: take(ebpf, names::CONTROL_LEASE)?,
+            owners: take(ebpf, names::BACKEND_OWNERS)?,
+            ring_inputs: take(ebpf, names::RING_INPUTS)?,
+            state: take(ebpf, names::XLB_STATE)?,
         })
+    }
+
+    /// What the pinned state is and where it serves (all zero if unset).
+    pub fn state_meta(&self) -> Result<StateMeta> {
+        self.state.get(&0, 0).context("reading XLB_STATE")
+    }
+
+    pub fn set_state_meta(&mut self, meta: &StateMeta) -> Result<()> {
+        self.state.set(0, meta, 0).context("writing XLB_STATE")
     }
 
     /// The connection-table entry of `key`, if any.
@@ -79,6 +97,16 @@ impl Maps {
             Ok(v) => Ok(Some(v)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).context("reading NAT_REVERSE"),
+        }
+    }
+
+    /// Copies into the connection table `name` (FLOWS or NAT_REVERSE) the
+    /// entries of the table pinned at `from` that it lacks: a resize.
+    pub fn copy_connections(&mut self, name: &str, from: &std::path::Path) -> Result<usize> {
+        match name {
+            names::FLOWS => crate::state::copy_missing(from, &mut self.flows),
+            names::NAT_REVERSE => crate::state::copy_missing(from, &mut self.nat_reverse),
+            other => Err(anyhow!("{other} is not a connection table")),
         }
     }
 
@@ -119,6 +147,13 @@ impl MapStore for Maps {
             .with_context(|| format!("removing VIP {key:?}"))
     }
 
+    fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>> {
+        self.vips
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading VIPS")
+    }
+
     fn set_vip_addr(&mut self, key: &VipKey) -> Result<()> {
         self.vip_addrs
             .insert(key, 1, 0)
@@ -137,6 +172,13 @@ impl MapStore for Maps {
         self.vip_addrs
             .remove(key)
             .with_context(|| format!("removing VIP address {key:?}"))
+    }
+
+    fn vip_addrs(&self) -> Result<Vec<VipKey>> {
+        self.vip_addrs
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading VIP_ADDRS")
     }
 
     /// The new ring is a fresh map, filled completely before one update of
@@ -186,6 +228,45 @@ impl MapStore for Maps {
         self.backends
             .get(&id, 0)
             .with_context(|| format!("reading backend {id}"))
+    }
+
+    fn set_owner(&mut self, id: u32, owner: &BackendOwner) -> Result<()> {
+        self.owners
+            .set(id, owner, 0)
+            .with_context(|| format!("writing the owner of backend {id}"))
+    }
+
+    fn owners(&self) -> Result<Vec<(u32, BackendOwner)>> {
+        let mut out = Vec::new();
+        for id in 0..MAX_BACKENDS {
+            let o = self.owners.get(&id, 0).context("reading BACKEND_OWNERS")?;
+            if o != BackendOwner::default() {
+                out.push((id, o));
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_ring_digest(&mut self, index: u32, digest: u64) -> Result<()> {
+        self.ring_inputs
+            .set(index, digest, 0)
+            .with_context(|| format!("writing the ring digest of VIP index {index}"))
+    }
+
+    fn ring_digest(&self, index: u32) -> Result<u64> {
+        self.ring_inputs
+            .get(&index, 0)
+            .with_context(|| format!("reading the ring digest of VIP index {index}"))
+    }
+
+    fn set_lease(&mut self, until_ns: u64) -> Result<()> {
+        self.lease
+            .set(0, until_ns, 0)
+            .context("writing CONTROL_LEASE")
+    }
+
+    fn lease(&self) -> Result<u64> {
+        self.lease.get(&0, 0).context("reading CONTROL_LEASE")
     }
 
     fn vip_counters(&self, index: u32) -> Result<Counters> {

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail, ensure};
 use lb_common::{
-    BackendInfo, Counters, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, ct, drop, global,
+    BackendInfo, BackendOwner, Counters, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, ct,
+    drop, global,
 };
 
 use super::MapStore;
@@ -20,6 +21,9 @@ pub struct MemoryMaps {
     pub rings: BTreeMap<u32, Vec<u32>>,
     /// Entries that are not all zero.
     pub backends: BTreeMap<u32, BackendInfo>,
+    pub owners: BTreeMap<u32, BackendOwner>,
+    pub ring_digests: BTreeMap<u32, u64>,
+    pub lease: u64,
     pub vip_stats: BTreeMap<u32, Counters>,
     pub backend_stats: BTreeMap<u32, Counters>,
     pub conntrack: [u64; ct::COUNT as usize],
@@ -27,6 +31,8 @@ pub struct MemoryMaps {
     pub globals: [Counters; global::COUNT as usize],
     /// Rings installed so far (each costs the kernel an RCU grace period).
     pub ring_installs: u64,
+    /// Writes so far, of any kind.
+    pub writes: u64,
     /// Writes allowed before every further write fails (`None`: no limit).
     pub fail_after: Option<u64>,
 }
@@ -64,6 +70,7 @@ impl MemoryMaps {
     }
 
     fn write(&mut self) -> Result<()> {
+        self.writes += 1;
         match &mut self.fail_after {
             Some(0) => bail!("write refused (MemoryMaps::fail_after)"),
             Some(n) => *n -= 1,
@@ -117,6 +124,10 @@ impl MapStore for MemoryMaps {
         Ok(())
     }
 
+    fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>> {
+        Ok(self.vips.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
     fn set_vip_addr(&mut self, key: &VipKey) -> Result<()> {
         self.write()?;
         ensure!(
@@ -138,6 +149,51 @@ impl MapStore for MemoryMaps {
             "removing VIP address {key:?}: not there"
         );
         Ok(())
+    }
+
+    fn vip_addrs(&self) -> Result<Vec<VipKey>> {
+        Ok(self.vip_addrs.iter().copied().collect())
+    }
+
+    fn set_owner(&mut self, id: u32, owner: &BackendOwner) -> Result<()> {
+        backend_id(id)?;
+        self.write()?;
+        if *owner == BackendOwner::default() {
+            self.owners.remove(&id);
+        } else {
+            self.owners.insert(id, *owner);
+        }
+        Ok(())
+    }
+
+    fn owners(&self) -> Result<Vec<(u32, BackendOwner)>> {
+        Ok(self.owners.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn set_ring_digest(&mut self, index: u32, digest: u64) -> Result<()> {
+        vip_index(index)?;
+        self.write()?;
+        if digest == 0 {
+            self.ring_digests.remove(&index);
+        } else {
+            self.ring_digests.insert(index, digest);
+        }
+        Ok(())
+    }
+
+    fn ring_digest(&self, index: u32) -> Result<u64> {
+        vip_index(index)?;
+        Ok(self.ring_digests.get(&index).copied().unwrap_or(0))
+    }
+
+    fn set_lease(&mut self, until_ns: u64) -> Result<()> {
+        self.write()?;
+        self.lease = until_ns;
+        Ok(())
+    }
+
+    fn lease(&self) -> Result<u64> {
+        Ok(self.lease)
     }
 
     fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {

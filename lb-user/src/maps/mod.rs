@@ -8,7 +8,7 @@ mod kernel;
 mod memory;
 
 use anyhow::Result;
-use lb_common::{BackendInfo, Counters, LbConfig, VipKey, VipMeta, ct, drop, global};
+use lb_common::{BackendInfo, BackendOwner, Counters, LbConfig, VipKey, VipMeta, ct, drop, global};
 
 pub use kernel::Maps;
 pub use memory::MemoryMaps;
@@ -25,12 +25,15 @@ pub trait MapStore {
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()>;
     fn vip(&self, key: &VipKey) -> Result<Option<VipMeta>>;
     fn remove_vip(&mut self, key: &VipKey) -> Result<()>;
+    /// Every VIP entry (what a restarted controller adopts).
+    fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>>;
 
     /// `VIP_ADDRS`: marks `key` (port and protocol zero) as an address
     /// that carries VIPs.
     fn set_vip_addr(&mut self, key: &VipKey) -> Result<()>;
     fn is_vip_addr(&self, key: &VipKey) -> Result<bool>;
     fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()>;
+    fn vip_addrs(&self) -> Result<Vec<VipKey>>;
 
     /// `RINGS`: replaces the Maglev ring of VIP `index` with `slots`
     /// (backend ids) in one step; an empty `slots` means "no backend".
@@ -45,6 +48,22 @@ pub trait MapStore {
     fn clear_backend(&mut self, id: u32) -> Result<()> {
         self.set_backend(id, &BackendInfo::default())
     }
+
+    /// `BACKEND_OWNERS`: whose backend `id` is (the controller's record,
+    /// kept with the data plane so that a restart gives ids back).
+    fn set_owner(&mut self, id: u32, owner: &BackendOwner) -> Result<()>;
+    /// Every id whose record is not all zero.
+    fn owners(&self) -> Result<Vec<(u32, BackendOwner)>>;
+
+    /// `RING_INPUTS`: the digest of the input the ring of VIP `index` was
+    /// built from (0: none recorded).
+    fn set_ring_digest(&mut self, index: u32, digest: u64) -> Result<()>;
+    fn ring_digest(&self, index: u32) -> Result<u64>;
+
+    /// `CONTROL_LEASE`: until when (CLOCK_MONOTONIC nanoseconds) the control
+    /// plane vouches for the node; 0 = no lease.
+    fn set_lease(&mut self, until_ns: u64) -> Result<()>;
+    fn lease(&self) -> Result<u64>;
 
     /// Per-VIP and per-backend counters, summed over CPUs.
     fn vip_counters(&self, index: u32) -> Result<Counters>;

@@ -42,6 +42,22 @@ pub struct Engine {
     pub(super) tracking: Tracking,
     effects: Box<dyn Effects>,
     pub(super) status: Arc<Mutex<VrrpStatus>>,
+    /// Per group: the control plane restarted while this node was its
+    /// master, within its lease: carry on as master.
+    resume: Vec<bool>,
+}
+
+/// How the engine is to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The process goes, the data plane stays (a restart, a SIGTERM): no
+    /// resignation, the addresses stay. A restart within the lease resumes
+    /// as master; otherwise a backup takes over after its master-down
+    /// interval, as after a crash.
+    Leave,
+    /// The node is taken out (`xlb down`): resign (priority 0) so that a
+    /// backup takes over after its skew time, and withdraw the addresses.
+    Down,
 }
 
 impl Engine {
@@ -51,6 +67,7 @@ impl Engine {
         nic: Nic,
         effects: Box<dyn Effects>,
         status: Arc<Mutex<VrrpStatus>>,
+        resume: Vec<bool>,
     ) -> Result<Self> {
         let all_vips: Vec<IpAddr> = cfg
             .groups
@@ -124,7 +141,12 @@ impl Engine {
             tracking: Tracking { failing: None },
             effects,
             status,
+            resume,
         })
+    }
+
+    fn resumes(&self, i: usize) -> bool {
+        self.resume.get(i).copied().unwrap_or(false)
     }
 
     fn now(&self) -> Duration {
@@ -139,21 +161,26 @@ impl Engine {
         }
     }
 
-    /// Runs until `stop` turns true, then resigns and withdraws everything.
+    /// Runs until `stop` says how to stop ([`Stop`]).
     pub async fn run(
         mut self,
         tracking: watch::Receiver<Tracking>,
-        mut stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<Option<Stop>>,
     ) -> Result<()> {
         let mut tracking = Some(tracking);
-        // A previous run killed while master may have left the VIPs behind.
-        let all: Vec<IpAddr> = self
-            .groups
-            .iter()
-            .flat_map(|g| g.cfg.addresses.clone())
-            .collect();
+        // Groups that resume keep forwarding and their addresses; of the
+        // others, a predecessor killed while master may have left the VIPs
+        // behind.
+        let mut stale = Vec::new();
+        for i in 0..self.groups.len() {
+            if self.resumes(i) {
+                self.groups[i].forwarding = Some(true);
+            } else {
+                stale.extend(self.groups[i].cfg.addresses.clone());
+            }
+        }
         self.update_forwarding();
-        if let Err(e) = self.effects.withdraw(&all) {
+        if let Err(e) = self.effects.withdraw(&stale) {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "withdrawing stale VIPs at startup"
@@ -168,7 +195,12 @@ impl Engine {
         for i in 0..self.groups.len() {
             let ev = self.tracking_event();
             let mut actions = self.groups[i].machine.handle(now, ev);
-            actions.extend(self.groups[i].machine.handle(now, Event::Startup));
+            let start = if self.resumes(i) {
+                Event::Resume
+            } else {
+                Event::Startup
+            };
+            actions.extend(self.groups[i].machine.handle(now, start));
             self.apply(i, actions);
         }
         self.publish();
@@ -220,6 +252,10 @@ impl Engine {
                 _ = stop.changed() => break,
             }
             self.publish();
+        }
+        if *stop.borrow() == Some(Stop::Leave) {
+            tracing::info!("VRRP stops without resigning: the VIPs stay with the data plane");
+            return Ok(());
         }
         let now = self.now();
         for i in 0..self.groups.len() {

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 
 pub use addresses::{assign_addresses, primary_addresses, withdraw_addresses};
-pub use engine::Engine;
+pub use engine::{Engine, Stop};
 pub use publish::status_now;
 pub use track::{Tracking, start_tracking};
 

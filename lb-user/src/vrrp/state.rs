@@ -37,6 +37,9 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Startup,
+    /// The control plane restarted while this node was master and its
+    /// lease on the VIPs had not run out: it carries on as master.
+    Resumed,
     Shutdown,
     /// Master_Down_Timer expired: no (better) master heard.
     MasterDown,
@@ -56,6 +59,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Startup => f.write_str("startup"),
+            Reason::Resumed => f.write_str("resumed as master after a control-plane restart"),
             Reason::Shutdown => f.write_str("shutdown"),
             Reason::MasterDown => f.write_str("master down timer expired"),
             Reason::MasterResigned => f.write_str("master resigned (priority 0)"),
@@ -98,6 +102,10 @@ pub struct Params {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Startup,
+    /// Startup of a control plane that finds this node master of the group
+    /// (its predecessor's lease still running): master at once, advert
+    /// now, so that no backup's master-down timer runs out.
+    Resume,
     Shutdown,
     /// A valid advert for this VRID from another node.
     Advert {
@@ -289,6 +297,15 @@ impl Machine {
                 }
             }
             Event::Startup => {}
+            Event::Resume if self.state == State::Init => {
+                self.master_interval_cs = self.params.interval_cs;
+                if self.fault {
+                    self.become_fault(now, &mut out);
+                } else {
+                    self.become_master(now, Reason::Resumed, &mut out);
+                }
+            }
+            Event::Resume => {}
             Event::Shutdown => {
                 if self.state == State::Master {
                     out.push(Action::SendAdvert {

@@ -295,3 +295,38 @@ fn tracking_penalty_lowers_priority_and_lets_a_preempting_peer_win() {
     );
     assert_eq!(m.priority(), 1);
 }
+
+#[test]
+fn a_resumed_master_adverts_at_once_and_keeps_advertising() {
+    let mut m = machine(150, true);
+    let a = m.handle(ms(0), Event::Resume);
+    assert_eq!(transitions(&a), [(State::Init, State::Master)]);
+    assert!(a.contains(&Action::SendAdvert { priority: 150 }), "{a:?}");
+    assert_eq!(m.master(), Some(ip(ME)));
+    let a = m.poll(ms(1000));
+    assert_eq!(a, [Action::SendAdvert { priority: 150 }]);
+    // Resume is only for a machine that has not started.
+    assert!(m.handle(ms(1100), Event::Resume).is_empty());
+}
+
+#[test]
+fn a_resumed_master_yields_to_a_better_master_that_took_over_meanwhile() {
+    let mut m = machine(100, true);
+    m.handle(ms(0), Event::Resume);
+    let a = m.handle(ms(10), advert(PEER_HIGH, 150));
+    assert_eq!(transitions(&a), [(State::Master, State::Backup)]);
+}
+
+#[test]
+fn a_resume_under_failed_tracking_is_a_fault() {
+    let mut m = machine(150, true);
+    m.handle(
+        ms(0),
+        Event::Tracking {
+            fault: true,
+            penalty: 0,
+        },
+    );
+    let a = m.handle(ms(0), Event::Resume);
+    assert_eq!(transitions(&a), [(State::Init, State::Fault)]);
+}

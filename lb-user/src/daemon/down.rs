@@ -1,0 +1,40 @@
+//! `xlb down` when no `xlb run` is there to ask: the data plane a crashed
+//! or stopped process left behind is removed directly.
+
+use anyhow::{Context as _, Result};
+
+use crate::{config::Config, netlink, state::StateDir, vrrp};
+
+/// Removes the data plane `config` describes: unpins its links (the
+/// program detaches) and maps, removes the state directory, and with VRRP
+/// takes the VIP addresses off the NIC (a master that died leaves them).
+/// Says what it did.
+pub fn down_offline(config: &Config) -> Result<String> {
+    let dir = config.state_dir.display().to_string();
+    let mut done = Vec::new();
+    if config.state_dir.exists() {
+        let state = StateDir::open(&config.state_dir)?;
+        let pins = state.pins()?;
+        let running = state.running();
+        state.remove()?;
+        done.push(if running {
+            format!("program detached, {} pins removed from {dir}", pins.len())
+        } else {
+            format!("{} pins removed from {dir}", pins.len())
+        });
+    } else {
+        done.push(format!("nothing pinned in {dir}"));
+    }
+    if let Some(v) = &config.vrrp {
+        let iface = netlink::interface_by_name(&config.interface)
+            .with_context(|| format!("interface {}", config.interface))?;
+        let addrs: Vec<_> = v.groups.iter().flat_map(|g| g.addresses.clone()).collect();
+        vrrp::withdraw_addresses(iface.index, &addrs)?;
+        done.push(format!(
+            "{} VRRP addresses withdrawn from {}",
+            addrs.len(),
+            config.interface
+        ));
+    }
+    Ok(format!("down: {}", done.join("; ")))
+}

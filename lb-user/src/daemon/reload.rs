@@ -1,0 +1,84 @@
+//! SIGHUP and `xlb reload`: apply a changed config file to the running
+//! data plane, or refuse it and keep the running one.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::{Controller, KernelNeighbours, lock};
+use crate::{api::Reply, config::Config, control::ApplyError, health::Scheduler};
+
+/// Applies a changed config file and says how it went. A file that does
+/// not parse, that changes what only a restart can change, or that needs
+/// more ids than there are is refused and the running config stays. A
+/// file that was applied but whose map writes failed part-way is the
+/// running config from then on (the controller holds it and retries the
+/// writes); the reply says so.
+pub(super) fn reload(
+    path: &Path,
+    running: &mut Config,
+    checks: &mut Scheduler,
+    controller: &Mutex<Controller>,
+    neighbours: &mut KernelNeighbours,
+) -> Reply {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload rejected, keeping the running config:\n{e}");
+            return Reply::Error {
+                message: format!("reload rejected, the running config stays:\n{e}"),
+            };
+        }
+    };
+    if new.interface != running.interface
+        || new.server_interface != running.server_interface
+        || new.state_dir != running.state_dir
+        || new.control_socket != running.control_socket
+        || new.xdp_mode != running.xdp_mode
+        || new.conntrack.size != running.conntrack.size
+        || new.vrrp != running.vrrp
+    {
+        let message = "reload rejected: interface, server_interface, state_dir, xdp_mode, \
+                       control_socket, conntrack.size and [vrrp] change only with a restart"
+            .to_owned();
+        tracing::error!("{message}");
+        return Reply::Error { message };
+    }
+    let result = lock(controller).apply(&new, neighbours);
+    match result {
+        Err(ApplyError::Refused(e)) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload rejected, keeping the running config"
+            );
+            return Reply::Error {
+                message: format!("reload rejected, the running config stays: {e:#}"),
+            };
+        }
+        Err(ApplyError::Incomplete(e)) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload: writing the maps failed part-way; retrying every second"
+            );
+            checks.reconcile(&new);
+            *running = new;
+            return Reply::Error {
+                message: format!(
+                    "reload applied, but writing the maps failed part-way (xlb retries every \
+                     second; `xlb status` shows what the data plane has): {e:#}"
+                ),
+            };
+        }
+        Ok(()) => {}
+    }
+    checks.reconcile(&new);
+    *running = new;
+    tracing::info!(vips = running.vips.len(), "configuration reloaded");
+    Reply::Ok {
+        message: format!(
+            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
+            path.display(),
+            running.vips.len(),
+            checks.len()
+        ),
+    }
+}
