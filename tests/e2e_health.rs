@@ -62,6 +62,7 @@ fn config(topo: &Topology, health4: HealthCheck, health6: HealthCheck) -> XlbCon
     };
     XlbConfig::new(&topo.lb_ifname())
         .control_socket(&topo.control_socket())
+        .state_dir(&topo.state_dir("lb"))
         .vip(vip("web4", topo.vip4().into(), health4, false))
         .vip(vip("web6", topo.vip6().into(), health6, true))
 }

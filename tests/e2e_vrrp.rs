@@ -7,18 +7,24 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_common::drop;
 use lb_user::api::{Status, VrrpGroupStatus};
 use serde_json::Value;
 use xlb_testbed::config::{Vrrp, VrrpGroup};
 use xlb_testbed::netns::ManagedChild;
+use xlb_testbed::pinned;
 use xlb_testbed::running::{WEIGHTS, require_root, xlb_exe};
 use xlb_testbed::topology::{Topology, VIP_PORT, Xlb, http_get_many};
+use xlb_testbed::traffic::Traffic;
 
 /// Advert interval of the tests, centiseconds.
 const INTERVAL_CS: u16 = 20;
 const MASTER_PRIORITY: u8 = 150;
 const BACKUP_PRIORITY: u8 = 100;
 const LONG_LIVED: usize = 50;
+/// Connections that keep sending (every `PERIOD`) through an event.
+const SENDING: usize = 50;
+const PERIOD: Duration = Duration::from_millis(50);
 
 /// The bound the issue sets: 3 × advert interval + skew + 1 s, with the
 /// backup's skew ((256 − priority) × interval / 256).
@@ -345,23 +351,161 @@ fn vrrp_failover_on_sigkill_then_preemption_back() {
     assert!(reason.contains("priority 150"), "{s2}");
     assert_serves(&topo, vip4(&topo), 20);
 
-    // A clean stop resigns (priority 0): the backup takes over after its
-    // skew time instead of the whole master-down interval.
+    // `xlb down` takes the node out: it resigns (priority 0), so the
+    // backup takes over after its skew time instead of the whole
+    // master-down interval, and withdraws its VIPs.
     let t = Instant::now();
-    assert!(
-        x1.stop(Duration::from_secs(3)),
-        "xlb did not stop on SIGTERM"
-    );
+    xlb_down(&topo.node_socket(1));
     let s2 = wait_state(&x2, "master", Duration::from_secs(3));
     let _ = writeln!(
         std::io::stderr(),
-        "VRRP handover on SIGTERM of the master: {:.0} ms",
+        "VRRP handover on `xlb down` of the master: {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
     let reason = last_reason(&s2, 51);
     assert!(reason.contains("resigned"), "{s2}");
-    assert!(!has_vip(1), "a stopped master withdraws its VIPs");
+    assert!(!has_vip(1), "a master taken down withdraws its VIPs");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while x1.is_running() {
+        assert!(Instant::now() < deadline, "xlb still runs after down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_serves(&topo, vip4(&topo), 10);
+}
+
+/// `xlb down` on the node whose control socket is `socket`.
+fn xlb_down(socket: &std::path::Path) {
+    let out = std::process::Command::new(xlb_exe())
+        .arg("down")
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("run xlb down");
+    assert!(out.status.success(), "xlb down: {out:?}");
+}
+
+/// 50 connections that keep sending through a SIGKILL of the master's
+/// `xlb`: its data plane goes on forwarding them until the backup (with
+/// the same Maglev tables) takes the VIPs over, and from then on the
+/// backup does. Once its lease has run out, the dead master leaves ARP
+/// requests for the VIP unanswered, so no client is pulled back to it.
+#[test]
+fn vrrp_sigkill_of_the_master_loses_no_sending_connection() {
+    if !require_root("vrrp_sigkill_of_the_master_loses_no_sending_connection") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let x1 = start_node(&topo, 1, vrrp_config(MASTER_PRIORITY));
+    wait_state(&x1, "master", Duration::from_secs(10));
+    let x2 = start_node(&topo, 2, vrrp_config(BACKUP_PRIORITY));
+    wait_state(&x2, "backup", Duration::from_secs(10));
+    let traffic =
+        Traffic::start(topo.client(), vip4(&topo), SENDING, PERIOD, None).expect("start traffic");
+    std::thread::sleep(Duration::from_millis(500));
+    x1.kill_now().expect("SIGKILL node 1");
+    wait_state(&x2, "master", failover_bound());
+    std::thread::sleep(Duration::from_secs(1));
+    let report = traffic.stop();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SIGKILL of the master: {}",
+        report.summary()
+    );
+    assert_eq!(
+        report.survivors(),
+        SENDING,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
+
+    // The client asks again who has the VIP: only node 2 answers.
+    let mac2 = node_mac(&topo, 2);
+    for round in 0..5 {
+        topo.client()
+            .ip(["neigh", "flush", "dev", &topo.client_ifname()])
+            .unwrap();
+        assert_serves(&topo, vip4(&topo), 1);
+        let out = topo
+            .client()
+            .ip(["neigh", "show", &topo.vip4().to_string()])
+            .unwrap();
+        assert!(
+            out.contains(&mac2),
+            "round {round}: the VIP resolves to {out:?}, want node 2 ({mac2})"
+        );
+    }
+    let unanswered = pinned::drops(&topo.state_dir("lb1"), drop::ORPHAN_NEIGH).unwrap();
+    assert!(
+        unanswered >= 5,
+        "node 1 left {unanswered} ARP requests unanswered"
+    );
+}
+
+/// A master whose `xlb` restarts within the master-down interval stays
+/// master: it resumes at once, no backup takes over, and 50 connections
+/// that keep sending through it see nothing.
+#[test]
+fn vrrp_restart_of_the_master_within_master_down_causes_no_failover() {
+    if !require_root("vrrp_restart_of_the_master_within_master_down_causes_no_failover") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(WEIGHTS.len()).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    // 1 s adverts: a master-down interval (3.6 s) a restart fits in.
+    let slow = |priority| {
+        let mut v = vrrp_config(priority);
+        for g in &mut v.groups {
+            g.advert_interval_cs = Some(100);
+        }
+        v
+    };
+    let x1 = start_node(&topo, 1, slow(MASTER_PRIORITY));
+    wait_state(&x1, "master", Duration::from_secs(10));
+    let x2 = start_node(&topo, 2, slow(BACKUP_PRIORITY));
+    wait_state(&x2, "backup", Duration::from_secs(10));
+    let backup_before = x2.status().unwrap();
+    let traffic =
+        Traffic::start(topo.client(), vip4(&topo), SENDING, PERIOD, None).expect("start traffic");
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert!(x1.stop(Duration::from_secs(3)), "SIGTERM node 1");
+    let x1 = start_node(&topo, 1, slow(MASTER_PRIORITY));
+    let s1 = wait_state(&x1, "master", Duration::from_secs(2));
+    let restart = t.elapsed();
+    std::thread::sleep(Duration::from_secs(4));
+    let report = traffic.stop();
+    let _ = writeln!(
+        std::io::stderr(),
+        "restart of the master in {:.0} ms: {}",
+        restart.as_secs_f64() * 1000.0,
+        report.summary()
+    );
+    assert!(last_reason(&s1, 51).contains("resumed"), "{s1}");
+    let s2 = x2.status().unwrap();
+    for vrid in [51, 52] {
+        let (before, after) = (
+            group(&backup_before, vrid).unwrap(),
+            group(&s2, vrid).unwrap(),
+        );
+        assert_eq!(after.state, "backup", "{s2}");
+        let when = |g: &VrrpGroupStatus| {
+            g.last_transition
+                .as_ref()
+                .map(|t| (t.at_unix_ms, t.to.clone()))
+        };
+        assert_eq!(
+            when(before),
+            when(after),
+            "node 2 never changed state: {s2}"
+        );
+    }
+    assert_eq!(
+        report.survivors(),
+        SENDING,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
 }
 
 #[test]

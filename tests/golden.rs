@@ -313,6 +313,61 @@ fn fixtures(h: &Harness) -> Vec<Case> {
     ]
 }
 
+/// The data plane's clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Who-has for a VIP address is the kernel's to answer while a control
+/// plane holds the lease (or when there is none: no VRRP); once it has run
+/// out, the node's control plane is gone and a backup owns the VIPs, so
+/// ARP requests and neighbour solicitations for VIPs are left unanswered
+/// (and counted). Queries for other addresses always reach the kernel.
+#[test]
+fn neighbour_queries_for_vips_go_unanswered_only_once_the_lease_ran_out() {
+    let Some(mut h) =
+        harness("neighbour_queries_for_vips_go_unanswered_only_once_the_lease_ran_out")
+    else {
+        return;
+    };
+    let now = monotonic_ns();
+    for (lease, state) in [
+        (0, "no lease"),
+        (now + 60_000_000_000, "lease running"),
+        (now - 1, "lease run out"),
+    ] {
+        h.maps.set_lease(lease).unwrap();
+        let expired = lease != 0 && lease < now;
+        for (query, vip, what) in [
+            (arp_request(VIP4), true, "ARP request for VIP4"),
+            (
+                arp_request(OTHER4),
+                false,
+                "ARP request for the node's own address",
+            ),
+            (
+                neighbour_solicitation(VIP6),
+                true,
+                "neighbour solicitation for VIP6",
+            ),
+            (
+                neighbour_solicitation(CLIENT6),
+                false,
+                "neighbour solicitation for another address",
+            ),
+        ] {
+            let what = format!("{what}, {state}");
+            let case = if vip && expired {
+                dropped(&what, query, drop::ORPHAN_NEIGH)
+            } else {
+                passed(&what, query)
+            };
+            h.check(&case);
+        }
+    }
+}
+
 #[test]
 fn every_fixture_gets_its_verdict_output_and_counters() {
     let Some(h) = harness("every_fixture_gets_its_verdict_output_and_counters") else {

@@ -17,6 +17,10 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // The variant program is lb-ebpf's sources built from testbed-ebpf.
+    for dir in ["../../lb-ebpf/src", "../../lb-common/src"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

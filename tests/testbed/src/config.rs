@@ -25,6 +25,8 @@ pub struct XlbConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<Conntrack>,
     #[serde(rename = "vip", skip_serializing_if = "Vec::is_empty")]
     pub vips: Vec<Vip>,
@@ -153,6 +155,11 @@ impl XlbConfig {
 
     pub fn control_socket(mut self, path: &Path) -> Self {
         self.control_socket = Some(path.to_owned());
+        self
+    }
+
+    pub fn state_dir(mut self, path: &Path) -> Self {
+        self.state_dir = Some(path.to_owned());
         self
     }
 

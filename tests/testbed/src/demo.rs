@@ -20,6 +20,7 @@ use crate::topology::{
 const WEIGHTS: [u32; 3] = [1, 1, 2];
 const REQUESTS: usize = 300;
 const BIG_REQUESTS: usize = 50;
+const RESTART_REQUESTS: usize = 20;
 const REQ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the demo against the `xlb` binary at `xlb_exe`.
@@ -159,11 +160,48 @@ pub fn run(xlb_exe: &Path) -> anyhow::Result<()> {
         }
     }
 
+    // The data plane outlives the process: stop xlb, keep serving, start
+    // it again and it adopts what runs.
     println!();
     if xlb.stop(Duration::from_secs(5)) {
-        println!("Stopped xlb (SIGTERM).");
+        println!("Stopped xlb (SIGTERM): the XDP program stays attached with its pinned maps.");
     } else {
         println!("xlb did not exit on SIGTERM within 5 s; killed it.");
+    }
+    let vip4 = SocketAddr::new(topo.vip4().into(), VIP_PORT);
+    let alone = http_get_many(topo.client(), vip4, "/", RESTART_REQUESTS, REQ_TIMEOUT);
+    let alone_ok = alone.iter().filter(|r| r.is_ok()).count();
+    println!(
+        "  with no xlb process running: {alone_ok}/{RESTART_REQUESTS} requests to web4 answered"
+    );
+    if alone_ok != RESTART_REQUESTS {
+        failures.push(format!(
+            "{} of {RESTART_REQUESTS} requests failed with no xlb process",
+            RESTART_REQUESTS - alone_ok
+        ));
+    }
+    let xlb = topo.start_xlb(xlb_exe, &config)?;
+    xlb.wait_ready(Duration::from_secs(10))?;
+    let again = xlb.status()?;
+    println!(
+        "Started xlb again (pid {}); its `xlb status` says:",
+        xlb.pid()
+    );
+    if let Some(line) = again
+        .render()
+        .lines()
+        .find(|l| l.starts_with("data plane:"))
+    {
+        println!("  {line}");
+    }
+    println!(
+        "  web4 counters carried over: {} client packets forwarded so far",
+        status_vip(&again, "web4")?.packets
+    );
+    println!();
+    match xlb.down() {
+        Ok(msg) => println!("`xlb down`: {msg}"),
+        Err(e) => failures.push(format!("xlb down: {e:#}")),
     }
     drop(topo);
     println!(

@@ -306,6 +306,45 @@ pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// An IPv6 neighbour solicitation from the client for `target` (RFC 4861
+/// 4.3: to the solicited-node multicast address, hop limit 255, with the
+/// client's link-layer address as an option).
+pub fn neighbour_solicitation(target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let g = group.octets();
+    let dst_mac = [0x33, 0x33, g[12], g[13], g[14], g[15]];
+    let mut body = t.to_vec();
+    body.extend_from_slice(&[1, 1]); // source link-layer address, 8 bytes
+    body.extend_from_slice(&CLIENT_MAC);
+    let ip = Ipv6Header {
+        source: CLIENT6.octets(),
+        destination: g,
+        hop_limit: 255,
+        ..Default::default()
+    };
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, dst_mac)
+        .ip(IpHeaders::Ipv6(ip, Default::default()))
+        .icmpv6(Icmpv6Type::Unknown {
+            type_u8: 135,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        })
+        .write(&mut f, &body)
+        .unwrap();
+    f
+}
+
 /// `frame` (IPv4, untagged) with its IHL set to 4: a malformed header.
 pub fn with_bad_ihl(mut frame: Vec<u8>) -> Vec<u8> {
     frame[ETH] = 0x44;

@@ -11,8 +11,11 @@
 //!   BPF_PROG_TEST_RUN driver.
 //! - [`lb`]: the real XDP program, loaded, with a controller over its
 //!   maps, for BPF_PROG_TEST_RUN suites.
+//! - [`traffic`]: long-lived connections that keep sending, and a loop of
+//!   new connections, through the event a test makes.
 //! - [`xdp`]: the test XDP programs (pass, floor, generator).
 //! - [`fakes`]: a neighbour table the test controls.
+//! - [`pinned`]: an xlb node's pinned state read (and spoiled) directly.
 //! - [`running`]: the short helpers end-to-end tests start from.
 //! - [`demo`]: `xlb-demo`, what `cargo xtask run` runs without arguments.
 
@@ -22,8 +25,10 @@ pub mod fakes;
 pub mod frames;
 pub mod lb;
 pub mod netns;
+pub mod pinned;
 pub mod running;
 pub mod topology;
+pub mod traffic;
 pub mod xdp;
 
 pub use netns::require_root;

@@ -202,6 +202,26 @@ impl NetNs {
         }
     }
 
+    /// Runs `f` on a new thread that first joins this namespace, and
+    /// returns at once. Panics in the thread (never running `f`) if the
+    /// namespace cannot be entered.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::Builder::new()
+            .name(format!("netns-{}", self.name))
+            .spawn(move || {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns({path}) failed: {e}"));
+                drop(file);
+                f()
+            })
+            .expect("cannot spawn a thread")
+    }
+
     /// Deletes the namespace now, reporting errors (drop ignores them).
     pub fn delete(self) -> anyhow::Result<()> {
         self.reg.teardown_checked()
@@ -234,6 +254,55 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A directory on bpffs for a test's pinned xlb state (`/sys/fs/bpf/NAME`),
+/// unpinned and removed on drop and on SIGINT/SIGTERM: whatever a test
+/// leaves pinned there (maps, XDP links) goes with it.
+#[derive(Debug)]
+pub struct BpfDir {
+    path: PathBuf,
+    _reg: Registration,
+}
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+impl BpfDir {
+    /// Creates `/sys/fs/bpf/NAME`, mounting bpffs there first if nothing
+    /// is mounted (as `xlb run` does); fails if it exists.
+    pub fn create(name: &str) -> anyhow::Result<BpfDir> {
+        let path = Path::new(BPFFS).join(name);
+        lb_user::state::ensure_bpffs(&path)?;
+        let reg = Registration::new(None);
+        {
+            let mut slot = lock(&reg.entry);
+            std::fs::create_dir(&path)
+                .with_context(|| format!("creating {} (is bpffs mounted?)", path.display()))?;
+            *slot = Some(Resource::Pins(path.clone()));
+        }
+        Ok(BpfDir { path, _reg: reg })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Unpins everything under `dir` (bpffs pins are files) and removes it.
+fn unpin_all(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            unpin_all(&p)?;
+        } else {
+            std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
+        }
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
 /// A child process we started; on drop it gets SIGTERM, a bounded wait, then
@@ -352,6 +421,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Resource {
     Netns(String),
     Dir(PathBuf),
+    /// A bpffs directory of pins.
+    Pins(PathBuf),
     Process {
         what: String,
         child: Arc<Mutex<Child>>,
@@ -366,6 +437,7 @@ impl Resource {
             }
             Resource::Dir(path) => std::fs::remove_dir_all(&path)
                 .with_context(|| format!("cannot remove {}", path.display())),
+            Resource::Pins(path) => unpin_all(&path),
             Resource::Process { what, child } => {
                 if !terminate(&child, TERM_GRACE) {
                     tracing::warn!("{what} did not exit on SIGTERM; killed");
@@ -509,21 +581,22 @@ fn signal_thread(ready: std::sync::mpsc::Sender<anyhow::Result<()>>) {
     std::process::exit(130);
 }
 
-/// Tears down every registered resource: processes first, then namespaces,
-/// then directories. Leaves the registry closed (used only before exiting).
+/// Tears down every registered resource: processes first, then pinned
+/// state, then namespaces, then directories. Leaves the registry closed (used only before exiting).
 fn teardown_all() {
     let slots: Vec<Slot> = {
         let mut reg = lock(&REGISTRY);
         reg.closing = true;
         reg.entries.iter().map(|(_, s)| Arc::clone(s)).collect()
     };
-    for phase in 0..3 {
+    for phase in 0..4 {
         for slot in &slots {
             let mut slot = lock(slot);
             let rank = match *slot {
                 Some(Resource::Process { .. }) => 0,
-                Some(Resource::Netns(_)) => 1,
-                Some(Resource::Dir(_)) => 2,
+                Some(Resource::Pins(_)) => 1,
+                Some(Resource::Netns(_)) => 2,
+                Some(Resource::Dir(_)) => 3,
                 None => continue,
             };
             if rank != phase {

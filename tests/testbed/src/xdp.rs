@@ -18,6 +18,11 @@ pub static XDP_FLOOR_OBJECT: &[u8] =
 pub static XDP_GEN_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-gen"));
 
+/// xlb's own XDP program built with other code and the same behaviour
+/// (`cfg(xlb_variant)`): a file for `xlb run --xdp-object`, to start a
+/// "different program build" against running state.
+pub const XLB_VARIANT_OBJECT: &str = concat!(env!("OUT_DIR"), "/xlb-variant");
+
 /// Attaches the pass-everything program ([`XDP_PASS_OBJECT`]) in native
 /// mode to `ifname` in the calling thread's namespace. It stays attached
 /// while the returned object lives.

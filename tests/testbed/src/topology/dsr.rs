@@ -283,9 +283,12 @@ impl Topology {
     }
 
     /// The config of xlb node `n` of a [`Topology::vrrp_pair`]: the VIPs of
-    /// [`Topology::xlb_config`] on that node's NIC and control socket.
+    /// [`Topology::xlb_config`] on that node's NIC, control socket and
+    /// state dir.
     pub fn node_config(&self, n: usize, weights: &[u32]) -> XlbConfig {
-        self.config_for(&self.node_ifname(n), &self.node_socket(n), weights)
+        let mut c = self.config_for(&self.node_ifname(n), &self.node_socket(n), weights);
+        c.state_dir = Some(self.state_dir(&format!("lb{n}")));
+        c
     }
 
     /// Writes the config of xlb node `n` with `vrrp` as its `[vrrp]`
@@ -317,6 +320,7 @@ impl Topology {
             &format!("xlb node {n}"),
             xlb_exe,
             config,
+            &[],
             &self.node_socket(n),
             log,
         )
@@ -326,7 +330,9 @@ impl Topology {
     /// TCP, DSR) over backends "backend-<i>" with `weights[i-1]`, on the
     /// xlb node's NIC and the topology's control socket.
     pub fn xlb_config(&self, weights: &[u32]) -> XlbConfig {
-        self.config_for(&self.lb_ifname(), &self.control_socket(), weights)
+        let mut c = self.config_for(&self.lb_ifname(), &self.control_socket(), weights);
+        c.state_dir = Some(self.state_dir("lb"));
+        c
     }
 
     /// Writes [`Topology::xlb_config`] into the temp dir; returns its path.

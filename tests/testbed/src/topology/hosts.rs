@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::ensure;
 
 use super::{CLIENT_HOST, MAX_BACKENDS, VIP4, VIP6, Xlb, addr4, addr6, pick_prefix, spawn_xlb};
-use crate::netns::{self, NetNs, TempDir};
+use crate::netns::{self, BpfDir, NetNs, TempDir};
 
 #[derive(Debug)]
 pub struct Hosts {
+    /// Pinned xlb state of every node (`/sys/fs/bpf/xlb-<prefix>`):
+    /// dropped first, so no data plane outlives its topology.
+    pins: BpfDir,
     prefix: String,
     // Dropped in this order: the ends (backends, client, xlb node) before
     // the switch that holds their peers, the temp dir last.
@@ -34,6 +37,7 @@ impl Hosts {
             "backends must be in 1..={MAX_BACKENDS}, got {backends}"
         );
         let (prefix, dir) = pick_prefix()?;
+        let pins = BpfDir::create(&format!("xlb-{prefix}"))?;
         let p = prefix.as_str();
         // Created in this order; on error, locals drop in reverse.
         let switch = NetNs::create(&format!("{p}sw"))?;
@@ -44,6 +48,7 @@ impl Hosts {
             backend_ns.push(NetNs::create(&format!("{p}b{i}"))?);
         }
         Ok(Hosts {
+            pins,
             prefix,
             backends: backend_ns,
             client,
@@ -122,6 +127,11 @@ impl Hosts {
     pub fn client_addr6(&self) -> Ipv6Addr {
         addr6(CLIENT_HOST)
     }
+    /// The state_dir of xlb node `node` ("lb", "lb2", ...), under the
+    /// topology's bpffs directory.
+    pub fn state_dir(&self, node: &str) -> PathBuf {
+        self.pins.path().join(node)
+    }
     /// Where the topology's xlb config is written (`<dir>/xlb.toml`).
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("xlb.toml")
@@ -134,11 +144,22 @@ impl Hosts {
     /// Starts `xlb run --config CONFIG` inside the xlb namespace; its stderr
     /// (and stdout) go to `<dir>/xlb.log`.
     pub fn start_xlb(&self, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
+        self.start_xlb_with(xlb_exe, config, &[])
+    }
+
+    /// [`Hosts::start_xlb`] with more arguments for `xlb run`.
+    pub fn start_xlb_with(
+        &self,
+        xlb_exe: &Path,
+        config: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Xlb> {
         spawn_xlb(
             &self.lb,
             "xlb",
             xlb_exe,
             config,
+            extra,
             &self.control_socket(),
             self.dir().join("xlb.log"),
         )

@@ -52,7 +52,12 @@ pub fn http_get_many(
     })
 }
 
-fn get_once(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+/// One `GET path` from the calling thread's namespace.
+pub(crate) fn get_once(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
     let deadline = Instant::now() + timeout;
     let remaining = || {
         deadline

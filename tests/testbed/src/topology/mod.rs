@@ -23,6 +23,7 @@ mod nginx;
 pub use capture::{Capture, Captured, source_of};
 pub use dsr::{Serve, Topology};
 pub use hosts::Hosts;
+pub(crate) use http::get_once;
 pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
 pub use nat::{BACKEND_PORT, NatLayout, NatTopology};
 
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow, bail, ensure};
 use lb_user::api::{Status, VipStatus};
 use serde_json::Value;
 
@@ -136,6 +137,9 @@ fn pick_prefix() -> anyhow::Result<(String, TempDir)> {
             continue;
         }
         let name = format!("xlb-{prefix}");
+        if std::path::Path::new(netns::BPFFS).join(&name).exists() {
+            continue;
+        }
         match TempDir::create(&name) {
             Ok(dir) => return Ok((prefix, dir)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -178,22 +182,36 @@ fn add_veth(
     ethtool(ns, &format!("-K {inner} tx off"))
 }
 
-/// Starts `xlb run --config CONFIG` inside `ns` (`what` names it in
-/// messages); its stderr and stdout go to `log`.
+/// Starts `xlb run --config CONFIG [extra]` inside `ns` (`what` names it
+/// in messages); its stderr and stdout go to `log` (appended: a restart
+/// adds to the same log).
+///
+/// Through `nsenter --net`, which enters only the network namespace, not
+/// `ip netns exec`, which also makes a private mount namespace: xlb's
+/// pinned state must be on the bpffs every restart sees, as it is on a
+/// real node.
 fn spawn_xlb(
     ns: &NetNs,
     what: &str,
     xlb_exe: &Path,
     config: &Path,
+    extra: &[&str],
     socket: &Path,
     log: PathBuf,
 ) -> anyhow::Result<Xlb> {
-    let out = std::fs::File::create(&log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
     let err = out.try_clone()?;
-    let mut cmd = ns.exec([xlb_exe.as_os_str()]);
-    cmd.arg("run")
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", ns.name()))
+        .arg("--")
+        .arg(xlb_exe)
+        .arg("run")
         .arg("--config")
         .arg(config)
+        .args(extra)
         .stdout(out)
         .stderr(err);
     let child = ManagedChild::spawn(what, &mut cmd)?;
@@ -321,6 +339,33 @@ impl Xlb {
     /// SIGTERM, wait up to `grace`, then SIGKILL. True if SIGTERM sufficed.
     pub fn stop(self, grace: Duration) -> bool {
         self.child.stop(grace)
+    }
+
+    /// `xlb down` through the control socket: the daemon resigns, removes
+    /// its data plane and exits (waited for, up to 5 s). Returns what it
+    /// printed.
+    pub fn down(self) -> anyhow::Result<String> {
+        let out = Command::new(&self.exe)
+            .arg("down")
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .context("running xlb down")?;
+        ensure!(
+            out.status.success(),
+            "xlb down failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.is_running() {
+            ensure!(
+                Instant::now() < deadline,
+                "xlb still runs 5 s after `xlb down`"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// SIGKILL by PID, no grace: a crash.

@@ -336,6 +336,7 @@ impl NatTopology {
         let mut cfg = XlbConfig::new(&self.lb_ifname())
             .xdp_mode("auto")
             .control_socket(&self.control_socket())
+            .state_dir(&self.state_dir("lb"))
             .vip(vip("web4", VIP4.into(), false))
             .vip(vip("web6", VIP6.into(), true));
         if let Some(server) = self.lb_server_ifname() {

@@ -1,0 +1,79 @@
+//! Reading and spoiling an xlb node's pinned state directly, as the tests
+//! of restarts, crashes and upgrades need: counters while no `xlb`
+//! process runs, and incompatible maps or records that a start must
+//! refuse.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use lb_common::{Counters, StateMeta, drop, map_names as names};
+
+use crate::netns::NetNs;
+
+fn per_cpu<V: aya::Pod>(state: &Path, name: &str) -> anyhow::Result<PerCpuArray<MapData, V>> {
+    let pin = state.join(name);
+    let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| anyhow!("{name}: {e}"))
+}
+
+/// VIP `index`'s packets and bytes, summed over CPUs, from the pinned
+/// `VIP_STATS`.
+pub fn vip_counters(state: &Path, index: u32) -> anyhow::Result<Counters> {
+    let values = per_cpu::<Counters>(state, names::VIP_STATS)?.get(&index, 0)?;
+    let mut total = Counters::default();
+    for v in values.iter() {
+        total.add(v);
+    }
+    Ok(total)
+}
+
+/// Drops of `reason` (`lb_common::drop`), summed over CPUs.
+pub fn drops(state: &Path, reason: u32) -> anyhow::Result<u64> {
+    anyhow::ensure!(reason < drop::COUNT, "no drop reason {reason}");
+    let values = per_cpu::<u64>(state, names::DROP_STATS)?.get(&reason, 0)?;
+    Ok(values.iter().sum())
+}
+
+/// The pinned `XLB_STATE` record.
+pub fn meta(state: &Path) -> anyhow::Result<StateMeta> {
+    let pin = state.join(names::XLB_STATE);
+    let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    let map: Array<MapData, StateMeta> =
+        Array::try_from(Map::Array(data)).map_err(|e| anyhow!("XLB_STATE: {e}"))?;
+    Ok(map.get(&0, 0)?)
+}
+
+/// Rewrites the pinned `XLB_STATE` record's layout version: state "made by
+/// another xlb".
+pub fn set_layout(state: &Path, layout: u32) -> anyhow::Result<()> {
+    let pin = state.join(names::XLB_STATE);
+    let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    let mut map: Array<MapData, StateMeta> =
+        Array::try_from(Map::Array(data)).map_err(|e| anyhow!("XLB_STATE: {e}"))?;
+    let mut m = map.get(&0, 0)?;
+    m.layout = layout;
+    map.set(0, m, 0)?;
+    Ok(())
+}
+
+/// Replaces the pin of `RING_INPUTS` (an array of `u64`) with an array of
+/// `u32` of the same length: a map "from another layout". The program
+/// that runs keeps its own map (it holds it by descriptor, not by path).
+pub fn spoil_ring_inputs(state: &Path) -> anyhow::Result<()> {
+    let pin = state.join(names::RING_INPUTS);
+    std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
+    let other: Array<MapData, u32> =
+        Array::create(lb_common::MAX_VIPS, 0).context("creating the impostor map")?;
+    other
+        .pin(&pin)
+        .with_context(|| format!("pinning the impostor at {}", pin.display()))?;
+    Ok(())
+}
+
+/// Whether an XDP program is attached to `ifname` in `ns`.
+pub fn xdp_attached(ns: &NetNs, ifname: &str) -> anyhow::Result<bool> {
+    let out = ns.ip(["-d", "-j", "link", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
+    Ok(v[0].get("xdp").is_some())
+}
