@@ -171,6 +171,7 @@ fn removal_config(t: &Topology) -> XlbConfig {
     XlbConfig::new(&t.lb_ifname())
         .xdp_mode("native")
         .control_socket(&t.control_socket())
+        .state_dir(&t.state_dir("lb"))
         .vip(
             Vip::new("web4", t.vip4(), VIP_PORT)
                 .health(health)

@@ -11,6 +11,8 @@
 //! * [`health`]: 1,000 HTTP health checks a second on one thread.
 //! * [`failover`]: time from a backend's death to its removal, and VRRP
 //!   failover time, with the real `xlb run` in namespaces.
+//! * [`restart`]: connections lost and the longest pause through a
+//!   restart, a crash and an upgrade of `xlb`, next to a cold restart.
 //! * [`e2e`]: packets per second through veth, xlb DSR against nftables
 //!   DNAT, with a live-frames XDP generator; [`nat_pps`] the same through
 //!   xlb NAT, two-armed.
@@ -34,6 +36,7 @@ mod nat_topo;
 mod nft;
 pub mod plot;
 mod report;
+pub mod restart;
 mod topo;
 
 use std::path::PathBuf;
@@ -52,6 +55,7 @@ pub enum Section {
     Health,
     Removal,
     Vrrp,
+    Restart,
     Pps,
     Http,
     NatPps,
@@ -100,6 +104,10 @@ pub fn run(opts: &Options) -> Result<()> {
         say("control plane: VRRP failover");
         let rows = failover::vrrp(&opts.xlb_exe, opts.quick).context("VRRP benchmark")?;
         report.failover.extend(rows);
+    }
+    if wanted(Section::Restart) {
+        say("control plane: restart, crash and upgrade under load");
+        report.restart = restart::run(&opts.xlb_exe, opts.quick).context("restart benchmark")?;
     }
     if wanted(Section::Pps) || wanted(Section::Http) {
         say("end to end: topology");

@@ -76,6 +76,7 @@ impl NatBench {
             &t.lb_ifname(),
             t.lb_server_ifname().as_deref(),
             &t.control_socket(),
+            &t.state_dir("lb"),
             true,
             &[("web4", web), ("sink4", sink)],
         )

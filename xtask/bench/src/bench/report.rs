@@ -6,7 +6,7 @@ use std::time::Duration;
 use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
-use super::{controlplane, dataplane, e2e, failover, health, http, nat_cost};
+use super::{controlplane, dataplane, e2e, failover, health, http, nat_cost, restart};
 
 pub struct Report {
     pub machine: Machine,
@@ -20,6 +20,8 @@ pub struct Report {
     pub health: Option<health::Results>,
     /// Removal and VRRP failover times.
     pub failover: Vec<failover::Row>,
+    /// Connections through restarts, crashes and upgrades.
+    pub restart: Vec<restart::Row>,
     pub pps: Vec<e2e::Row>,
     /// Packets per second through xlb NAT and nftables DNAT, two-armed.
     pub nat_pps: Vec<e2e::Row>,
@@ -58,6 +60,7 @@ impl Report {
             empty_ring_ms: 0.0,
             health: None,
             failover: Vec::new(),
+            restart: Vec::new(),
             pps: Vec::new(),
             nat_pps: Vec::new(),
             http: Vec::new(),
@@ -121,6 +124,7 @@ impl Report {
         self.maglev_section(&mut s);
         self.health_section(&mut s);
         self.failover_section(&mut s);
+        self.restart_section(&mut s);
         self.pps_section(&mut s);
         self.http_section(&mut s);
         self.nat_http_section(&mut s);
@@ -383,6 +387,58 @@ impl Report {
             );
             pps_table(s, &self.nat_pps);
         }
+    }
+
+    fn restart_section(&self, s: &mut String) {
+        if self.restart.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## Restart, crash and upgrade under load\n\n\
+             The DSR topology with the real `xlb run`: {} keep-alive connections, each \
+             sending a request every {} ms, and a new connection every {} ms, from the \
+             client namespace through each event; the next `xlb` starts at once. A \
+             long-lived connection is lost at its first failed request (a reset or a 3 s \
+             timeout); the pause is the longest time between two answers on one \
+             connection. The data plane (program, maps, links) is pinned, so through the \
+             first three events it keeps forwarding while no `xlb` runs, and the next \
+             `xlb` adopts what it finds; the cold restart removes it first (`xlb down`), \
+             as every restart did before the data plane outlived the process. {}\n",
+            restart::LONG_LIVED,
+            restart::PERIOD.as_millis(),
+            restart::NEW_EVERY.as_millis(),
+            match super::rounds(self.quick) {
+                1 => "One round of each (quick mode).".to_owned(),
+                n => format!("{n} rounds of each; pauses: the median round and the worst."),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "| Event | Long-lived connections lost | New connections failed | \
+             Longest pause (median round) | Worst round |\n|---|--:|--:|--:|--:|"
+        );
+        let ms = |v: f64| {
+            if v.is_nan() {
+                "— (none survived)".to_owned()
+            } else {
+                format!("{v:.0} ms")
+            }
+        };
+        for r in &self.restart {
+            let _ = writeln!(
+                s,
+                "| {} | {} of {} | {} of {} | {} | {} |",
+                r.event,
+                r.lost,
+                r.connections,
+                r.failed_new,
+                r.new,
+                ms(r.pause_ms),
+                ms(r.worst_pause_ms)
+            );
+        }
+        s.push('\n');
     }
 
     fn http_section(&self, s: &mut String) {

@@ -92,6 +92,7 @@ impl Bench {
             &t.lb_ifname(),
             None,
             &t.control_socket(),
+            &t.state_dir("lb"),
             false,
             &[("web4", web), ("sink4", sink)],
         )
@@ -137,12 +138,14 @@ pub fn xlb_config(
     interface: &str,
     server_interface: Option<&str>,
     socket: &Path,
+    state_dir: &Path,
     nat: bool,
     vips: &[(&str, Service)],
 ) -> XlbConfig {
     let mut cfg = XlbConfig::new(interface)
         .xdp_mode("native")
-        .control_socket(socket);
+        .control_socket(socket)
+        .state_dir(state_dir);
     if let Some(server) = server_interface {
         cfg = cfg.server_interface(server);
     }
