@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, Counters, FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP,
-    IPPROTO_UDP, LB_F_FORWARDING, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey, VipMeta, ct,
-    drop, flow_hash, global, source_hash,
+    IPPROTO_UDP, LB_F_FORWARDING, LB_F_OWN_MAC, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey,
+    VipMeta, ct, drop, flow_hash, global, source_hash,
 };
 use lb_user::{
     dataplane::Dataplane,
@@ -457,6 +457,39 @@ fn backup_node_passes_vip_traffic_to_the_kernel() {
         })
         .unwrap();
     h.check(&passed("VIP traffic on a backup", tcp4(VIP4, 40000, 80)));
+}
+
+/// On a one-NIC node (`LB_F_OWN_MAC`), a VIP frame a switch flooded to
+/// this node for another host's MAC is not forwarded (every node that got
+/// the copy would forward it): it goes to the kernel, which drops it as
+/// another host's. Addressed to this node, it is forwarded as always.
+#[test]
+fn vip_frames_for_another_mac_go_to_the_kernel_on_a_one_nic_node() {
+    let Some(mut h) = harness("vip_frames_for_another_mac_go_to_the_kernel_on_a_one_nic_node")
+    else {
+        return;
+    };
+    h.maps
+        .set_config(&LbConfig {
+            mac: LB_MAC,
+            flags: LB_F_FORWARDING | LB_F_OWN_MAC,
+            ..Default::default()
+        })
+        .unwrap();
+    let other_node: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+    let flooded = Frame::new(CLIENT_MAC, other_node, CLIENT4, VIP4).tcp(40000, 80, "S", REQUEST);
+    h.check(&passed("a VIP frame for another node's MAC", flooded));
+    let key = key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP);
+    let ours = h.forwarded(
+        "the same frame for this node's MAC",
+        tcp4(VIP4, 40000, 80),
+        0,
+        key,
+    );
+    h.check(&ours);
+    let too_big =
+        Frame::new(CLIENT_MAC, other_node, ROUTER4, VIP4).too_big(CLIENT4, L4::Tcp, 80, 40000);
+    h.check(&passed("an ICMP error for another node's MAC", too_big));
 }
 
 fn backend_mac(id: u32) -> [u8; 6] {

@@ -222,6 +222,13 @@ pub const LB_F_FORWARDING: u32 = 1 << 0;
 /// `LbConfig::flags`: some VIP is in NAT mode, so non-VIP packets are
 /// checked against `NAT_REVERSE` (replies from backends).
 pub const LB_F_NAT: u32 = 1 << 1;
+/// VIP frames whose destination MAC is not `LbConfig::mac` are not this
+/// node's: they go to the kernel (which drops them as another host's)
+/// instead of being forwarded. A switch floods frames for a MAC it has
+/// lost (a node's port went down) to every port, and each xlb node would
+/// otherwise forward a copy. Set on one-NIC nodes; with a server-side NIC,
+/// VIP frames may arrive on either NIC, and only one MAC is known here.
+pub const LB_F_OWN_MAC: u32 = 1 << 2;
 
 /// Value of the single-entry `LB_CONFIG` array.
 #[repr(C)]

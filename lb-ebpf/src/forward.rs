@@ -8,6 +8,19 @@ const ETH_ALEN: usize = 6;
 const ETH_DST_OFF: usize = 0;
 const ETH_SRC_OFF: usize = ETH_ALEN;
 
+/// Whether the frame's destination MAC is `mac`.
+#[inline(always)]
+pub fn addressed_to(ctx: &XdpContext, mac: &[u8; ETH_ALEN]) -> bool {
+    let start = ctx.data();
+    if start + ETH_ALEN > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: the 6 bytes lie inside the packet (checked above); byte
+    // arrays need no alignment.
+    let dst = unsafe { (start as *const [u8; ETH_ALEN]).read() };
+    dst == *mac
+}
+
 /// Rewrites the destination MAC (the next hop's) and the source MAC
 /// (ours). Returns `false` if the frame is too short (never, after parsing).
 #[inline(always)]

@@ -14,7 +14,8 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    LB_F_FORWARDING, LB_F_NAT, MODE_NAT, VIP_F_STANDBY, bytes_to_words, ct, drop, global,
+    LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, MODE_NAT, VIP_F_STANDBY, bytes_to_words, ct, drop,
+    global,
 };
 
 use crate::{nat::Side, parse::Parsed};
@@ -77,6 +78,10 @@ fn process(ctx: &XdpContext, len: u64) -> u32 {
     if meta.flags & VIP_F_STANDBY != 0 {
         return xdp_action::XDP_PASS;
     }
+    // Nor is a frame sent to another host's MAC (flooded by a switch).
+    if cfg.flags & LB_F_OWN_MAC != 0 && !forward::addressed_to(ctx, &cfg.mac) {
+        return xdp_action::XDP_PASS;
+    }
     stats::vip(meta.index, len);
     let nat = meta.mode == MODE_NAT;
     // The connection table first: Maglev only decides new flows.
@@ -133,6 +138,9 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> u32 {
     let Some(meta) = lookup::vip(flow).filter(|m| m.flags & VIP_F_STANDBY == 0) else {
         return xdp_action::XDP_PASS;
     };
+    if cfg.flags & LB_F_OWN_MAC != 0 && !forward::addressed_to(ctx, &cfg.mac) {
+        return xdp_action::XDP_PASS;
+    }
     // The flow's backend: from the table, else where Maglev sends it.
     let found = match conntrack::lookup(flow, cfg, conntrack::now()) {
         Some(found) => Some(found),

@@ -49,7 +49,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use lb_common::{LB_F_FORWARDING, LB_F_NAT, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey};
+use lb_common::{
+    LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey,
+};
 
 pub use adopt::Adopted;
 pub use neighbours::{Neighbours, NoNeighbours};
@@ -103,6 +105,9 @@ pub struct Controller<M: MapStore> {
     conntrack: ConntrackConfig,
     /// Some VIP is in NAT mode.
     nat: bool,
+    /// The node has one NIC (no `server_interface`): VIP frames to another
+    /// MAC are not its own (`LB_F_OWN_MAC`).
+    one_nic: bool,
     /// The `LB_CONFIG` the data plane has, `None` before the first write.
     lb_config: Option<LbConfig>,
 }
@@ -122,6 +127,7 @@ impl<M: MapStore> Controller<M> {
             leftovers: Leftovers::default(),
             conntrack: ConntrackConfig::default(),
             nat: false,
+            one_nic: false,
             lb_config: None,
         }
     }
@@ -168,6 +174,7 @@ impl<M: MapStore> Controller<M> {
         // NAT's flag changes only once what it guards is rebuilt, or NAT
         // replies would pass untranslated while the VIPs are written.
         self.conntrack = config.conntrack;
+        self.one_nic = config.server_interface.is_none();
         let mut first_error = self.write_lb_config().err();
         let gone: Vec<VipKey> = self
             .vips
@@ -250,6 +257,9 @@ impl<M: MapStore> Controller<M> {
         let mut flags = LB_F_FORWARDING;
         if self.nat {
             flags |= LB_F_NAT;
+        }
+        if self.one_nic {
+            flags |= LB_F_OWN_MAC;
         }
         let cfg = LbConfig {
             mac: self.node.mac,

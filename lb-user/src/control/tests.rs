@@ -8,8 +8,8 @@ use std::{
 };
 
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, LB_F_FORWARDING, LB_F_NAT, MAX_BACKENDS, NO_BACKEND,
-    VIP_F_STANDBY, VipKey,
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, MAX_BACKENDS,
+    NO_BACKEND, VIP_F_STANDBY, VipKey,
 };
 
 use super::*;
@@ -165,13 +165,29 @@ fn lb_config_has_our_mac_the_node_flags_and_the_conntrack_settings() {
     c.apply(&cfg, &mut table(&[11])).unwrap();
     let lb = c.maps().config;
     assert_eq!(lb.mac, MAC);
-    assert_eq!(lb.flags, LB_F_FORWARDING);
+    // One NIC: VIP frames to other MACs are not ours.
+    assert_eq!(lb.flags, LB_F_FORWARDING | LB_F_OWN_MAC);
     assert_eq!((lb.tcp_timeout, lb.new_flows_per_cpu), (123, 7));
     let nat = config_with(&[(11, 1)], "mode = \"nat\"");
     c.apply(&nat, &mut table(&[])).unwrap();
-    assert_eq!(c.maps().config.flags, LB_F_FORWARDING | LB_F_NAT);
+    assert_eq!(
+        c.maps().config.flags,
+        LB_F_FORWARDING | LB_F_NAT | LB_F_OWN_MAC
+    );
+    let mut two_armed = nat.clone();
+    two_armed.server_interface = Some("eth1".into());
+    c.apply(&two_armed, &mut table(&[])).unwrap();
+    assert_eq!(
+        c.maps().config.flags,
+        LB_F_FORWARDING | LB_F_NAT,
+        "VIP frames may come in on either NIC"
+    );
     c.apply(&config(&[(11, 1)]), &mut table(&[11])).unwrap();
-    assert_eq!(c.maps().config.flags, LB_F_FORWARDING, "NAT flag cleared");
+    assert_eq!(
+        c.maps().config.flags,
+        LB_F_FORWARDING | LB_F_OWN_MAC,
+        "NAT flag cleared"
+    );
 }
 
 #[test]
@@ -684,4 +700,40 @@ fn a_vip_gone_from_the_config_at_restart_is_removed_with_its_backends() {
     clean.apply(&two_vips(&[(11, 1)], false), &mut n).unwrap();
     assert_eq!(view(next.maps()), view(clean.maps()));
     assert_eq!(next.status().unwrap().vips.len(), 1);
+}
+
+/// The slots of VIP index 0's ring, by backend address: what a packet
+/// meets, whatever ids the node gave its backends.
+fn ring_by_address(c: &Controller<MemoryMaps>) -> Vec<Option<[u8; 16]>> {
+    let ring = &c.maps().rings[&0];
+    ring[1..]
+        .iter()
+        .map(|&id| (id != NO_BACKEND).then(|| c.maps().backends[&id].addr))
+        .collect()
+}
+
+/// Active-active nodes (ECMP) must send a flow to the same backend
+/// whichever node gets it: two nodes with the same file build the same
+/// table even when their histories gave the backends other ids.
+#[test]
+fn nodes_with_the_same_config_and_other_histories_build_the_same_table() {
+    let final_cfg = config(&[(11, 1), (12, 2), (13, 1)]);
+    let mut n = table(&[11, 12, 13, 14]);
+    let mut a = controller();
+    a.apply(&final_cfg, &mut n).unwrap();
+    let mut b = controller();
+    for step in [
+        config(&[(14, 1), (13, 1)]),
+        config(&[(13, 1), (12, 5), (11, 1)]),
+        config(&[(12, 2)]),
+        final_cfg.clone(),
+    ] {
+        b.apply(&step, &mut n).unwrap();
+    }
+    assert_ne!(ids(&a), ids(&b), "the histories gave other ids");
+    assert_eq!(ring_by_address(&a), ring_by_address(&b));
+    // And after a restart of one of them (adoption), still the same.
+    let (mut b2, _) = restarted(&b);
+    b2.apply(&final_cfg, &mut n).unwrap();
+    assert_eq!(ring_by_address(&a), ring_by_address(&b2));
 }
