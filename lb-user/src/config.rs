@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod announce;
 mod checks;
 mod conntrack;
 mod errors;
@@ -35,6 +36,7 @@ use errors::toml_error;
 pub use errors::{ConfigError, ConfigErrors};
 use validate::{RawConfig, Validator};
 
+pub use announce::AnnounceConfig;
 pub use conntrack::ConntrackConfig;
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
 pub use vrrp::{VrrpConfig, VrrpGroup};
@@ -80,6 +82,9 @@ pub struct Config {
     /// `[vrrp]`: share the VIPs with other nodes. Without it the node
     /// always forwards.
     pub vrrp: Option<VrrpConfig>,
+    /// `[announce]`: offer the VIPs to a routing daemon while they can be
+    /// served (ECMP across active nodes).
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// How the XDP program is attached.
@@ -109,6 +114,9 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
     /// What a failed health check does to established flows.
     pub on_down: OnDown,
+    /// With `[announce]`: announced only while at least this many
+    /// backends are usable.
+    pub min_usable: u32,
 }
 
 /// Transport protocol of a VIP.

@@ -1,5 +1,6 @@
 //! The xlb control plane: loader, map owner, configuration, health and CLI.
 
+pub mod announce;
 pub mod api;
 mod async_socket;
 pub mod checksum;

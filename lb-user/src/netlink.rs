@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressScope, CacheInfo,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -272,6 +273,87 @@ pub fn del_host_address(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> 
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// `IFA_PROTO` of the addresses xlb announces (`ip -d addr` shows
+/// `proto 0xb0`): how xlb tells its own from everyone else's.
+pub const ANNOUNCE_PROTO: u8 = 0xb0;
+
+/// Adds `addr` as a host address (/32, /128) to `ifindex` with xlb's
+/// protocol and a valid lifetime of `lifetime_s`, or renews the lifetime of
+/// the one there. The kernel removes it when the lifetime runs out. IPv4
+/// gets the label `<ifname>:xlb`; IPv6 is deprecated (never picked as a
+/// source) and skips DAD.
+pub fn hold_address(
+    ifindex: u32,
+    ifname: &str,
+    addr: IpAddr,
+    lifetime_s: u32,
+) -> Result<(), NetlinkError> {
+    let op = format!("RTM_NEWADDR {addr} (lifetime {lifetime_s} s) on {ifname}");
+    let mut m = AddressMessage::default();
+    m.header.family = address_family(addr);
+    m.header.prefix_len = if addr.is_ipv4() { 32 } else { 128 };
+    m.header.index = ifindex;
+    m.attributes.push(AddressAttribute::Local(addr));
+    m.attributes.push(AddressAttribute::Address(addr));
+    let mut lifetimes = CacheInfo::default();
+    lifetimes.ifa_valid = lifetime_s;
+    if addr.is_ipv4() {
+        lifetimes.ifa_preferred = lifetime_s;
+        // A label must begin with the interface's name; at most 15 bytes.
+        let label: String = format!("{ifname}:xlb").chars().take(15).collect();
+        if label.starts_with(ifname) && label.len() > ifname.len() {
+            m.attributes.push(AddressAttribute::Label(label));
+        }
+    } else {
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    m.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+    m.attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::Other(
+            ANNOUNCE_PROTO,
+        )));
+    let mut conn = Connection::open(&op)?;
+    conn.request(
+        RouteNetlinkMessage::NewAddress(m),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        &op,
+    )?;
+    Ok(())
+}
+
+/// The host addresses on `ifindex` that carry xlb's protocol
+/// ([`ANNOUNCE_PROTO`]).
+pub fn held_addresses(ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+    let op = format!("RTM_GETADDR dump on interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    let replies = conn.request(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        NLM_F_DUMP,
+        &op,
+    )?;
+    Ok(replies
+        .iter()
+        .filter_map(|r| match r {
+            RouteNetlinkMessage::NewAddress(m) if m.header.index == ifindex => {
+                let ours = m.attributes.iter().any(|a| {
+                    matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == ANNOUNCE_PROTO)
+                });
+                if !ours {
+                    return None;
+                }
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(a) => Some(*a),
+                    AddressAttribute::Address(a) if a.is_ipv6() => Some(*a),
+                    _ => None,
+                })
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.

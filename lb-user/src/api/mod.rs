@@ -10,8 +10,8 @@ pub mod status;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    BackendState, BackendStatus, DataplaneStatus, Health, HealthStatus, Status, VipStatus,
-    VrrpGroupStatus, VrrpStatus, VrrpTransition,
+    AnnounceStatus, BackendState, BackendStatus, DataplaneStatus, Health, HealthStatus, Status,
+    VipStatus, VrrpGroupStatus, VrrpStatus, VrrpTransition,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

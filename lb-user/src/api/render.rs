@@ -57,6 +57,10 @@ impl Status {
                 v.packets,
                 v.bytes
             );
+            if let Some(a) = &v.announce {
+                let mark = if a.announced { "  " } else { "!!" };
+                let _ = writeln!(out, "  {mark} route on {}: {}", a.interface, a.detail);
+            }
             if v.usable_backends == 0 && !v.backends.is_empty() {
                 let _ = writeln!(
                     out,
@@ -252,6 +256,7 @@ mod tests {
                 }],
                 usable_backends: 0,
                 on_down: "keep".into(),
+                announce: None,
             }],
             global: [("rx".to_string(), 10)].into_iter().collect(),
             drops: [("no_backend".to_string(), 3)].into_iter().collect(),
@@ -302,6 +307,33 @@ mod tests {
         assert!(t.contains("drops:   no_backend=3"), "{t}");
         assert!(t.contains("!! no usable backend"), "{t}");
         assert!(!t.contains("vrrp"), "{t}");
+    }
+
+    #[test]
+    fn announcements_are_shown_under_their_vip() {
+        let mut s = sample();
+        s.vips[0].announce = Some(AnnounceStatus {
+            announced: false,
+            interface: "lo".into(),
+            detail: "withdrawn: 0 of 1 backends usable (min_usable 1)".into(),
+        });
+        let t = s.render();
+        assert!(
+            t.contains("  !! route on lo: withdrawn: 0 of 1 backends usable (min_usable 1)"),
+            "{t}"
+        );
+        s.vips[0].announce = Some(AnnounceStatus {
+            announced: true,
+            interface: "lo".into(),
+            detail: "announced: 1 of 1 backends usable (min_usable 1)".into(),
+        });
+        let t = s.render();
+        assert!(
+            t.contains("     route on lo: announced: 1 of 1 backends usable (min_usable 1)"),
+            "{t}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }
 
     #[test]

@@ -126,6 +126,20 @@ pub struct VipStatus {
     /// `keep` or `reschedule`: what a failed check does to established flows.
     #[serde(default)]
     pub on_down: String,
+    /// With `[announce]`: whether this node announces the VIP's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<AnnounceStatus>,
+}
+
+/// Route health injection for one VIP (`[announce]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceStatus {
+    /// The address is on the announce interface for the routing daemon.
+    pub announced: bool,
+    pub interface: String,
+    /// Why: "announced: 3 of 3 backends usable (min_usable 1)",
+    /// "withdrawn: ...", "not announced: <error>".
+    pub detail: String,
 }
 
 fn yes() -> bool {

@@ -123,6 +123,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 ring_size: 65_537,
                 affinity: Affinity::Flow,
                 on_down: OnDown::Keep,
+                min_usable: 1,
                 backends: vec![
                     backend("web1", v4("198.18.0.11"), 80, 1),
                     backend("web2", v4("198.18.0.12"), 80, 1),
@@ -138,6 +139,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 ring_size: 251,
                 affinity: Affinity::Source,
                 on_down: OnDown::Keep,
+                min_usable: 1,
                 backends: vec![
                     backend("2001:db8::a", v6("2001:db8::a"), 53, 1),
                     backend("b-draining", v6("2001:db8::b"), 53, 0),
@@ -145,6 +147,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
             },
         ],
         vrrp: None,
+        announce: None,
     };
     assert_eq!(config, expected);
 }

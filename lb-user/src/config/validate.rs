@@ -16,7 +16,8 @@ use super::checks::{check_backend_name, check_ifname, check_unicast, check_vip_n
 use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
-    MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, conntrack, default_state_dir, health, vrrp,
+    MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, announce, conntrack, default_state_dir,
+    health, vrrp,
 };
 use crate::maglev;
 
@@ -41,6 +42,8 @@ pub(super) struct RawConfig {
     vip: Vec<Spanned<RawVip>>,
     #[serde(default)]
     vrrp: Option<Spanned<vrrp::RawVrrp>>,
+    #[serde(default)]
+    announce: Option<Spanned<announce::RawAnnounce>>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +63,8 @@ struct RawVip {
     ring_size: Option<Spanned<i64>>,
     #[serde(default)]
     affinity: Option<Spanned<Affinity>>,
+    #[serde(default)]
+    min_usable: Option<Spanned<i64>>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
     #[serde(default)]
@@ -236,6 +241,10 @@ impl Validator<'_> {
         };
 
         let vrrp = raw.vrrp.as_ref().map(|r| self.vrrp(r, &vips));
+        let announce = raw
+            .announce
+            .as_ref()
+            .map(|r| self.announce(r, &vips, vrrp.is_some()));
         Config {
             state_dir,
             interface,
@@ -245,6 +254,7 @@ impl Validator<'_> {
             conntrack: self.conntrack(raw.conntrack.as_ref()),
             vips,
             vrrp,
+            announce,
         }
     }
 
@@ -281,6 +291,25 @@ impl Validator<'_> {
                 format!(
                     "{ring_size} is smaller than the number of backends ({n_backends}); \
                      the Maglev table needs at least one slot per backend"
+                ),
+            );
+        }
+
+        let min_usable = self.int_in(
+            &raw.min_usable,
+            &format!("{p}.min_usable"),
+            1..=65_535,
+            1u32,
+        );
+        if let Some(m) = &raw.min_usable
+            && min_usable as usize > n_backends
+        {
+            self.error(
+                m.span(),
+                format!("{p}.min_usable"),
+                format!(
+                    "{min_usable} is more than the VIP's {n_backends} backends: \
+                     it could never be announced"
                 ),
             );
         }
@@ -419,6 +448,7 @@ impl Validator<'_> {
                 .affinity
                 .as_ref()
                 .map_or(Affinity::Flow, |s| *s.get_ref()),
+            min_usable,
             backends,
             on_down,
         }

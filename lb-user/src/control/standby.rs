@@ -1,11 +1,13 @@
 //! VRRP's per-VIP switch: a VIP whose group this node does not master is
 //! marked standby in its `VipMeta`, and the XDP program leaves its traffic
-//! to the kernel. One update of the VIP's hash-map entry flips it.
+//! to the kernel. One update of the VIP's hash-map entry flips it. And what
+//! route health injection asks: which VIPs this node serves.
 
 use anyhow::Result;
 use lb_common::VIP_F_STANDBY;
 
 use super::Controller;
+use crate::announce::Serving;
 use crate::maps::MapStore;
 
 impl<M: MapStore> Controller<M> {
@@ -51,5 +53,26 @@ impl<M: MapStore> Controller<M> {
     /// Whether this node forwards the VIP named `name`.
     pub fn forwards(&self, name: &str) -> bool {
         !self.standby.contains(name)
+    }
+
+    /// What route health injection needs to know of every configured VIP:
+    /// whether the data plane forwards it and how many backends its ring
+    /// has now.
+    pub fn serving(&self) -> Vec<Serving> {
+        let on = self
+            .lb_config
+            .is_some_and(|c| c.flags & lb_common::LB_F_FORWARDING != 0);
+        self.vips
+            .values()
+            .filter(|v| !v.removing)
+            .map(|v| Serving {
+                name: v.name().to_owned(),
+                address: v.settings.address,
+                usable: v.usable_backends(),
+                backends: v.backends.len(),
+                min_usable: v.settings.min_usable,
+                forwarding: on && v.published.is_some() && v.synced && self.forwards(v.name()),
+            })
+            .collect()
     }
 }

@@ -91,6 +91,7 @@ impl<M: MapStore> Controller<M> {
             packets: c.packets,
             bytes: c.bytes,
             usable_backends: vip.usable_backends(),
+            announce: None,
             on_down: s.on_down.as_str().to_string(),
             backends,
         })

@@ -32,6 +32,7 @@ pub(super) struct VipSettings {
     pub(super) ring_size: u32,
     pub(super) affinity: Affinity,
     pub(super) on_down: OnDown,
+    pub(super) min_usable: u32,
 }
 
 impl From<&VipConfig> for VipSettings {
@@ -45,6 +46,7 @@ impl From<&VipConfig> for VipSettings {
             ring_size: v.ring_size,
             affinity: v.affinity,
             on_down: v.on_down,
+            min_usable: v.min_usable,
         }
     }
 }
@@ -159,6 +161,7 @@ impl Vip {
                 Affinity::Flow
             },
             on_down: OnDown::Keep,
+            min_usable: 1,
         };
         Self {
             key,

@@ -28,6 +28,7 @@ pub use down::down_offline;
 pub use start::Options;
 
 use crate::{
+    announce::{Announcer, KernelAddresses},
     api::{DataplaneStatus, Reply, Request, VrrpStatus},
     config::Config,
     control::{self, Adopted, Neighbours},
@@ -40,6 +41,14 @@ use crate::{
 
 /// The controller of the kernel's maps.
 type Controller = control::Controller<Maps>;
+
+/// Route health injection, when the running config has `[announce]`.
+type Announcing = Mutex<Option<Announcer<KernelAddresses>>>;
+
+/// How often the announcements are re-judged when nothing else happens
+/// (changes made through the control socket, such as a drain, show up
+/// here).
+const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
 
 /// Neighbour entries of the load balancer's NIC, from the kernel.
 pub struct KernelNeighbours {
@@ -148,6 +157,10 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         status: dataplane,
     } = up;
     controller.renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
+    let announcing: Arc<Announcing> = Arc::new(Mutex::new(match &config.announce {
+        Some(a) => Some(Announcer::start(KernelAddresses, a)?),
+        None => None,
+    }));
 
     let (mut checks, mut results) = Scheduler::new();
     checks.reconcile(&config);
@@ -186,6 +199,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let socket = config.control_socket.clone();
     let served = controller.clone();
     let served_vrrp = vrrp_status.clone();
+    let served_announce = announcing.clone();
     // A reload needs the running config and the checks, and `down` the
     // data plane, which this loop owns: the socket hands them over and
     // waits for the answer.
@@ -198,11 +212,13 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 let served_vrrp = has_vrrp.then(|| served_vrrp.clone());
                 let command_tx = command_tx.clone();
                 let dataplane = dataplane.clone();
+                let served_announce = served_announce.clone();
                 async move {
                     handle_request(
                         req,
                         &served,
                         served_vrrp.as_deref(),
+                        &served_announce,
                         &dataplane,
                         &command_tx,
                     )
@@ -233,17 +249,20 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             NEIGHBOUR_REFRESH
         };
         let renew_at = last_renew + renew_every.unwrap_or(Duration::from_secs(3600));
+        let announce_on = lock_announcing(&announcing).is_some();
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
                 let _ = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
+                reannounce(&announcing, &running);
             }
             Some((command, reply)) = command_rx.recv() => match command {
                 Command::Reload => {
                     tracing::info!("reload requested on the control socket");
                     let answer = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
+                    reannounce(&announcing, &running);
                     let _ = reply.send(answer);
                 }
                 Command::Down => {
@@ -289,6 +308,15 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }
             }
+            _ = tokio::time::sleep(ANNOUNCE_TICK), if announce_on => {}
+        }
+        // Whatever happened may have changed which VIPs this node can
+        // serve: the announcements follow at once.
+        if announce_on {
+            let serving = lock(&controller).serving();
+            if let Some(a) = lock_announcing(&announcing).as_mut() {
+                a.update(&serving, std::time::Instant::now());
+            }
         }
     }
     let how = if down.is_some() {
@@ -318,6 +346,29 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             drop(dp);
         }
         Some(reply) => {
+            // Routers stop sending before the program goes: withdraw, then
+            // keep forwarding what is still in flight for a while.
+            let serving = lock(&controller).serving();
+            let withdrawal = lock_announcing(&announcing).as_mut().map(|a| {
+                let n = a.withdraw_all(&serving);
+                (
+                    n,
+                    Duration::from_millis(u64::from(a.config().withdraw_wait_ms)),
+                )
+            });
+            let mut withdrawn = String::new();
+            if let Some((n, wait)) = withdrawal {
+                tracing::info!(
+                    addresses = n,
+                    wait_ms = wait.as_millis() as u64,
+                    "down: announcements withdrawn; forwarding on while the routers converge"
+                );
+                withdrawn = format!(
+                    "{n} announcements withdrawn, forwarded {} ms more, ",
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+            }
             let done = state.remove().map(|()| drop(dp));
             let answer = match done {
                 Ok(()) => {
@@ -328,7 +379,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                         ""
                     };
                     Reply::Ok {
-                        message: format!("down: {vrrp}program detached, pinned state removed"),
+                        message: format!(
+                            "down: {vrrp}{withdrawn}program detached, pinned state removed"
+                        ),
                     }
                 }
                 Err(e) => Reply::Error {
@@ -341,6 +394,38 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn lock_announcing(
+    a: &Announcing,
+) -> std::sync::MutexGuard<'_, Option<Announcer<KernelAddresses>>> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// After a reload: the announcer follows the running config's
+/// `[announce]` (started, reconfigured, or withdrawn and stopped).
+fn reannounce(announcing: &Announcing, running: &Config) {
+    let mut a = lock_announcing(announcing);
+    match (a.as_mut(), &running.announce) {
+        (Some(current), Some(cfg)) => {
+            if let Err(e) = current.reconfigure(cfg) {
+                tracing::error!(error = format!("{e:#}"), "announce: reconfiguring failed");
+            }
+        }
+        (None, Some(cfg)) => match Announcer::start(KernelAddresses, cfg) {
+            Ok(new) => *a = Some(new),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "announce: starting failed"),
+        },
+        (Some(current), None) => {
+            let n = current.withdraw_all(&[]);
+            tracing::info!(
+                addresses = n,
+                "announce: [announce] removed, every address withdrawn"
+            );
+            *a = None;
+        }
+        (None, None) => {}
+    }
 }
 
 /// NAT VIPs need the kernel to route: the XDP FIB lookup refuses to when
@@ -377,6 +462,7 @@ async fn handle_request(
     req: Request,
     controller: &Mutex<Controller>,
     vrrp_status: Option<&Mutex<VrrpStatus>>,
+    announcing: &Announcing,
     dataplane: &DataplaneStatus,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
 ) -> Reply {
@@ -385,10 +471,18 @@ async fn handle_request(
     };
     let command = match req {
         Request::Status => {
-            return match lock(controller).status() {
+            // One lock at a time: the loop takes the announcer's, then the
+            // controller's.
+            let status = lock(controller).status();
+            return match status {
                 Ok(mut s) => {
                     s.vrrp = vrrp_status.map(vrrp::status_now);
                     s.dataplane = Some(dataplane.clone());
+                    if let Some(a) = lock_announcing(announcing).as_ref() {
+                        for v in &mut s.vips {
+                            v.announce = a.status(&v.name);
+                        }
+                    }
                     Reply::Status(Box::new(s))
                 }
                 Err(e) => error(e),

@@ -43,6 +43,13 @@ pub(super) fn reload(
         tracing::error!("{message}");
         return Reply::Error { message };
     }
+    if let Some(a) = &new.announce
+        && let Err(e) = crate::netlink::interface_by_name(&a.interface)
+    {
+        let message = format!("reload rejected: [announce] interface {}: {e}", a.interface);
+        tracing::error!("{message}");
+        return Reply::Error { message };
+    }
     let result = lock(controller).apply(&new, neighbours);
     match result {
         Err(ApplyError::Refused(e)) => {
