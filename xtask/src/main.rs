@@ -34,6 +34,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "/usr/bin/wrk"),
     ("haproxy", "/usr/sbin/haproxy"),
     ("nftables", "/usr/sbin/nft"),
+    // The ECMP tests run a BGP router and a daemon per xlb node, with
+    // BIRD 2 and with FRR.
+    ("bird2", "/usr/sbin/bird"),
+    ("frr", "/usr/lib/frr/bgpd"),
     // Must match xlb-bench's plot font (xtask/bench/src/bench/plot.rs).
     (
         "fonts-dejavu-core",
@@ -319,8 +323,14 @@ fn ensure_packages() -> Result<()> {
     run(install).context("apt-get install")?;
     // Debian starts nginx on install; the tests run their own instances in
     // namespaces and need nothing listening in the root namespace.
-    // Same for HAProxy, which the benchmark runs in a namespace.
-    for (pkg, service) in [("nginx-light", "nginx"), ("haproxy", "haproxy")] {
+    // Same for HAProxy, which the benchmark runs in a namespace, and for
+    // the routing daemons, which the tests start per namespace.
+    for (pkg, service) in [
+        ("nginx-light", "nginx"),
+        ("haproxy", "haproxy"),
+        ("bird2", "bird"),
+        ("frr", "frr"),
+    ] {
         if missing.contains(&pkg) {
             let mut stop = Command::new("systemctl");
             stop.args(["disable", "--now", service]);

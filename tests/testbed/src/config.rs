@@ -32,6 +32,21 @@ pub struct XlbConfig {
     pub vips: Vec<Vip>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<Vrrp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce: Option<Announce>,
+}
+
+/// `[announce]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Announce {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_s: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdraw_wait_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vips: Option<Vec<String>>,
 }
 
 /// `[conntrack]`.
@@ -63,6 +78,8 @@ pub struct Vip {
     pub ring_size: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_usable: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
@@ -188,6 +205,11 @@ impl XlbConfig {
         self
     }
 
+    pub fn announce(mut self, announce: Announce) -> Self {
+        self.announce = Some(announce);
+        self
+    }
+
     /// The VIP named `name` (panics if there is none: a test's mistake).
     pub fn vip_mut(&mut self, name: &str) -> &mut Vip {
         self.vips
@@ -231,6 +253,7 @@ impl Vip {
             mode: None,
             ring_size: None,
             affinity: None,
+            min_usable: None,
             health: None,
             backends: Vec::new(),
         }

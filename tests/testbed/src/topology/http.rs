@@ -221,6 +221,48 @@ impl KeepAlive {
         })
     }
 
+    /// Like [`KeepAlive::connect`], from the client's port `local_port`
+    /// (bound with `SO_REUSEADDR`): the same 5-tuple every time, as long
+    /// as the previous connection on it ended with [`KeepAlive::reset`].
+    pub fn connect_from(
+        ns: &NetNs,
+        addr: SocketAddr,
+        local_port: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<KeepAlive> {
+        use socket2::{Domain, Socket, Type};
+        let stream = ns
+            .in_ns(|| -> std::io::Result<TcpStream> {
+                let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                let any: IpAddr = if addr.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                };
+                socket.bind(&SocketAddr::new(any, local_port).into())?;
+                socket.connect_timeout(&addr.into(), timeout)?;
+                Ok(socket.into())
+            })
+            .with_context(|| format!("connect to {addr} from port {local_port}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(KeepAlive {
+            stream,
+            addr,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Closes with a RST (`SO_LINGER` 0): no TIME_WAIT on either side, so
+    /// the same 5-tuple can connect again at once.
+    pub fn reset(self) -> anyhow::Result<()> {
+        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))?;
+        drop(self.stream);
+        Ok(())
+    }
+
     /// The peer as the client's socket sees it.
     pub fn peer_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.stream.peer_addr()?)

@@ -6,6 +6,8 @@
 //!   for direct server return.
 //! * [`NatTopology`] (`nat.rs`): NAT, two-armed (client and backends on
 //!   separate segments, xlb routing between them) or one-armed.
+//! * [`EcmpTopology`] (`ecmp.rs`): several xlb nodes behind a router doing
+//!   ECMP over BGP (BIRD or FRR, see `routing.rs`).
 //! * [`Hosts`] (`hosts.rs`): what both have (namespaces, names, the shared
 //!   addresses); both dereference to it.
 //!
@@ -15,13 +17,16 @@
 
 mod capture;
 mod dsr;
+mod ecmp;
 mod hosts;
 mod http;
 mod nat;
 mod nginx;
+pub mod routing;
 
 pub use capture::{Capture, Captured, source_of};
 pub use dsr::{Serve, Topology};
+pub use ecmp::EcmpTopology;
 pub use hosts::Hosts;
 pub(crate) use http::get_once;
 pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
