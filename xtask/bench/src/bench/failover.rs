@@ -30,10 +30,10 @@ pub const HC_FALL: u32 = 3;
 const HC_RISE: u32 = 2;
 /// VRRP advert interval (centiseconds) and the two nodes' priorities.
 pub const VRRP_INTERVAL_CS: u16 = 20;
-const MASTER_PRIORITY: u8 = 150;
-const BACKUP_PRIORITY: u8 = 100;
+pub(super) const MASTER_PRIORITY: u8 = 150;
+pub(super) const BACKUP_PRIORITY: u8 = 100;
 /// Backends behind the VIP.
-const BACKENDS: usize = 3;
+pub(super) const BACKENDS: usize = 3;
 /// Time between the starts of two probe connections.
 pub const PROBE_GAP: Duration = Duration::from_millis(10);
 /// A probe connection that has not been answered by then has failed.
@@ -54,9 +54,12 @@ pub struct Row {
     pub range_ms: (f64, f64),
     /// Failed client connections per round, median.
     pub failed: f64,
+    /// Long-lived connections that got every answer through the event, of
+    /// how many, over every round (where the row measures them).
+    pub survived: Option<(usize, usize)>,
 }
 
-fn row(
+pub(super) fn row(
     (event, short): (&'static str, &'static str),
     bound_ms: f64,
     bound_formula: String,
@@ -75,6 +78,7 @@ fn row(
         median_ms,
         range_ms,
         failed,
+        survived: None,
     }
 }
 
@@ -97,9 +101,9 @@ pub fn vrrp_bound_ms() -> f64 {
 
 /// One probe: when it started and which backend answered (`None`: the
 /// connection failed or was not answered in time).
-struct Probe {
-    at: Instant,
-    answer: Option<String>,
+pub(super) struct Probe {
+    pub(super) at: Instant,
+    pub(super) answer: Option<String>,
 }
 
 /// Enters the network namespace `ns` (by name) on the calling thread.
@@ -112,7 +116,7 @@ fn enter_ns(ns: &str) -> Result<()> {
 }
 
 /// `GET /` on a new connection; the body, trimmed.
-fn get_once(addr: SocketAddr) -> Result<String> {
+pub(super) fn get_once(addr: SocketAddr) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
     s.set_read_timeout(Some(PROBE_TIMEOUT))?;
     s.set_write_timeout(Some(PROBE_TIMEOUT))?;
@@ -129,7 +133,7 @@ fn get_once(addr: SocketAddr) -> Result<String> {
 /// New connections to `addr` from namespace `ns`, one every [`PROBE_GAP`],
 /// until `stop`. Runs on its own thread (it enters `ns`), so that the
 /// topology stays free for the caller to change.
-fn probe_loop(ns: &str, addr: SocketAddr, stop: &AtomicBool) -> Result<Vec<Probe>> {
+pub(super) fn probe_loop(ns: &str, addr: SocketAddr, stop: &AtomicBool) -> Result<Vec<Probe>> {
     enter_ns(ns)?;
     let mut out = Vec::new();
     let mut next = Instant::now();
@@ -150,6 +154,19 @@ fn probe_loop(ns: &str, addr: SocketAddr, stop: &AtomicBool) -> Result<Vec<Probe
         ensure!(out.len() < 100_000, "prober ran away");
     }
     Ok(out)
+}
+
+/// When new connections work again after `since` (the first success after
+/// the last failure), how many failed, and how many were tried.
+pub(super) fn recovered(probes: &[Probe], since: Instant) -> Option<(Duration, usize, usize)> {
+    let after: Vec<&Probe> = probes.iter().filter(|p| p.at >= since).collect();
+    let last_fail = after.iter().rposition(|p| p.answer.is_none());
+    let first_good = match last_fail {
+        None => after.first(),
+        Some(i) => after.get(i + 1),
+    }?;
+    let failed = after.iter().filter(|p| p.answer.is_none()).count();
+    Some((first_good.at.duration_since(since), failed, after.len()))
 }
 
 /// How long after `since` xlb logged `backend` of VIP web4 DOWN.
@@ -287,7 +304,7 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
     ])
 }
 
-fn vrrp_config(priority: u8) -> Vrrp {
+pub(super) fn vrrp_config(priority: u8) -> Vrrp {
     let group = |vrid, vip| {
         VrrpGroup::new(vrid, &[vip])
             .priority(priority)
@@ -309,7 +326,7 @@ fn vrrp_all(status: &Status, state: &str) -> bool {
         .is_some_and(|v| v.groups.len() == 2 && v.groups.iter().all(|g| g.state == state))
 }
 
-fn wait_vrrp(xlb: &Xlb, node: usize, state: &str) -> Result<()> {
+pub(super) fn wait_vrrp(xlb: &Xlb, node: usize, state: &str) -> Result<()> {
     xlb.wait_status(
         &format!("node {node} VRRP {state}"),
         Duration::from_secs(10),
@@ -318,7 +335,12 @@ fn wait_vrrp(xlb: &Xlb, node: usize, state: &str) -> Result<()> {
     .map(drop)
 }
 
-fn start_node(topo: &Topology, xlb_exe: &std::path::Path, n: usize, priority: u8) -> Result<Xlb> {
+pub(super) fn start_node(
+    topo: &Topology,
+    xlb_exe: &std::path::Path,
+    n: usize,
+    priority: u8,
+) -> Result<Xlb> {
     let config = topo.write_node_config(n, &[1; BACKENDS], vrrp_config(priority))?;
     let xlb = topo.start_node(n, xlb_exe, &config)?;
     xlb.wait_ready(Duration::from_secs(20))?;
@@ -369,21 +391,14 @@ pub fn vrrp(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
             probes.iter().any(|p| p.at < kill_at && p.answer.is_some()),
             "no new connection succeeded before the kill"
         );
-        // Back for good: the first success after the last failure.
-        let after: Vec<&Probe> = probes.iter().filter(|p| p.at >= kill_at).collect();
-        let last_fail = after.iter().rposition(|p| p.answer.is_none());
-        let first_good = match last_fail {
-            None => after.first(),
-            Some(i) => after.get(i + 1),
-        }
-        .ok_or_else(|| anyhow!("no new connection succeeded after the master's xlb was killed"))?;
-        let ms = first_good.at.duration_since(kill_at).as_secs_f64() * 1e3;
-        let n_failed = after.iter().filter(|p| p.answer.is_none()).count();
+        let (back, n_failed, n) = recovered(&probes, kill_at).ok_or_else(|| {
+            anyhow!("no new connection succeeded after the master's xlb was killed")
+        })?;
+        let ms = back.as_secs_f64() * 1e3;
         say(&format!(
             "  round {}: master's xlb SIGKILLed; new connections succeed again after {ms:.0} ms \
-             ({n_failed} failed of {})",
+             ({n_failed} failed of {n})",
             round + 1,
-            after.len()
         ));
         took.push(ms);
         failed.push(n_failed as f64);

@@ -11,6 +11,9 @@
 //! * [`health`]: 1,000 HTTP health checks a second on one thread.
 //! * [`failover`]: time from a backend's death to its removal, and VRRP
 //!   failover time, with the real `xlb run` in namespaces.
+//! * [`node_loss`]: an active node cut off, VRRP pair against ECMP nodes
+//!   behind a BGP router: time until new connections work again, and the
+//!   long-lived connections that survived.
 //! * [`restart`]: connections lost and the longest pause through a
 //!   restart, a crash and an upgrade of `xlb`, next to a cold restart.
 //! * [`e2e`]: packets per second through veth, xlb DSR against nftables
@@ -34,6 +37,7 @@ pub mod nat_e2e;
 pub mod nat_pps;
 mod nat_topo;
 mod nft;
+pub mod node_loss;
 pub mod plot;
 mod report;
 pub mod restart;
@@ -55,6 +59,7 @@ pub enum Section {
     Health,
     Removal,
     Vrrp,
+    NodeLoss,
     Restart,
     Pps,
     Http,
@@ -103,6 +108,16 @@ pub fn run(opts: &Options) -> Result<()> {
     if wanted(Section::Vrrp) {
         say("control plane: VRRP failover");
         let rows = failover::vrrp(&opts.xlb_exe, opts.quick).context("VRRP benchmark")?;
+        report.failover.extend(rows);
+    }
+    if wanted(Section::NodeLoss) {
+        say("control plane: node loss, VRRP pair");
+        let rows =
+            node_loss::vrrp(&opts.xlb_exe, opts.quick).context("VRRP node-loss benchmark")?;
+        report.failover.extend(rows);
+        say("control plane: node loss, three ECMP nodes behind BIRD");
+        let rows =
+            node_loss::ecmp(&opts.xlb_exe, opts.quick).context("ECMP node-loss benchmark")?;
         report.failover.extend(rows);
     }
     if wanted(Section::Restart) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
-use super::{controlplane, dataplane, e2e, failover, health, http, nat_cost, restart};
+use super::{controlplane, dataplane, e2e, failover, health, http, nat_cost, node_loss, restart};
 
 pub struct Report {
     pub machine: Machine,
@@ -317,24 +317,35 @@ impl Report {
              stopped nginx refuses at once) and may not exceed the interval. VRRP: two xlb nodes with {} ms adverts (priorities 150 and 100, preemption); \
              each round SIGKILLs the master's xlb and times the first new connection that \
              succeeds after the last failed one; the killed node then restarts and takes \
-             over again. The bound is what the configuration promises.\n",
+             over again (its data plane is pinned and forwards on meanwhile, so nothing \
+             fails). Node loss: an active node's link is cut (it says nothing to anyone) \
+             while {} long-lived connections send every {} ms besides the new ones; the VRRP \
+             pair's backup takes over after its master-down interval, while with three ECMP \
+             nodes behind a router running BIRD (eBGP, BFD every 100 ms, multiplier 3) the \
+             router drops the cut node from the set; the link then comes back before the \
+             next round. The bound is what the configuration promises.\n",
             failover::rounds(self.quick),
             failover::PROBE_GAP.as_millis(),
             failover::HC_INTERVAL_MS,
             failover::HC_TIMEOUT_MS,
             failover::HC_FALL,
-            failover::VRRP_INTERVAL_CS * 10
+            failover::VRRP_INTERVAL_CS * 10,
+            node_loss::LONG_LIVED,
+            node_loss::PERIOD.as_millis()
         );
         let _ = writeln!(
             s,
-            "| From → to | Median | Rounds' range | Bound | Median / bound | Failed connections per round (median) | Every round (ms) |\n\
-             |---|--:|--:|---|--:|--:|---|"
+            "| From → to | Median | Rounds' range | Bound | Median / bound | Failed new connections per round (median) | Long-lived connections survived | Every round (ms) |\n\
+             |---|--:|--:|---|--:|--:|--:|---|"
         );
         for r in &self.failover {
             let every: Vec<String> = r.samples.iter().map(|v| format!("{v:.0}")).collect();
+            let survived = r
+                .survived
+                .map_or_else(|| "—".to_owned(), |(n, of)| format!("{n} of {of}"));
             let _ = writeln!(
                 s,
-                "| {} | {:.0} ms | {:.0}–{:.0} ms | {} ms ({}) | {:.2} | {:.0} | {} |",
+                "| {} | {:.0} ms | {:.0}–{:.0} ms | {} ms ({}) | {:.2} | {:.0} | {survived} | {} |",
                 r.event,
                 r.median_ms,
                 r.range_ms.0,
