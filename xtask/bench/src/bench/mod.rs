@@ -68,7 +68,7 @@ pub enum Section {
 }
 
 pub struct Options {
-    /// Fewer trials, shorter runs (under two minutes in all).
+    /// Fewer trials, shorter runs (about two minutes in all).
     pub quick: bool,
     /// Run only these sections and print them; docs/benchmarks.md is left
     /// alone (it always holds a complete run).

@@ -34,6 +34,17 @@ pub const LONG_LIVED: usize = 50;
 pub const PERIOD: Duration = Duration::from_millis(50);
 const NODES: usize = 3;
 
+/// Rounds per setup: fewer than the other failover figures in quick mode,
+/// each being a cut, a recovery and a re-join.
+pub fn rounds(quick: bool) -> usize {
+    if quick { 1 } else { failover::rounds(false) }
+}
+
+/// How long traffic runs on after the cut.
+fn settle(quick: bool) -> Duration {
+    Duration::from_millis(if quick { 1500 } else { 2000 })
+}
+
 /// What one round saw.
 struct Round {
     /// Cut → new connections work again.
@@ -139,9 +150,9 @@ pub fn vrrp(xlb_exe: &Path, quick: bool) -> Result<Vec<Row>> {
     let x2 = start_node(&topo, xlb_exe, 2, BACKUP_PRIORITY)?;
     wait_vrrp(&x2, 2, "backup")?;
     let nic = topo.node_ifname(1);
-    let mut rounds = Vec::new();
-    for n in 0..failover::rounds(quick) {
-        let r = round(topo.client(), vip, Duration::from_secs(2), || {
+    let mut done = Vec::new();
+    for n in 0..rounds(quick) {
+        let r = round(topo.client(), vip, settle(quick), || {
             topo.node(1).ip(["link", "set", &nic, "down"])?;
             wait_vrrp(&x2, 2, "master")?;
             Ok(None)
@@ -154,7 +165,7 @@ pub fn vrrp(xlb_exe: &Path, quick: bool) -> Result<Vec<Row>> {
             r.failed,
             r.survived
         ));
-        rounds.push(r);
+        done.push(r);
         topo.node(1).ip(["link", "set", &nic, "up"])?;
         wait_vrrp(&x1, 1, "master")?;
         wait_vrrp(&x2, 2, "backup")?;
@@ -162,7 +173,7 @@ pub fn vrrp(xlb_exe: &Path, quick: bool) -> Result<Vec<Row>> {
     x1.stop(Duration::from_secs(3));
     x2.stop(Duration::from_secs(3));
     Ok(rows(
-        &rounds,
+        &done,
         (
             "VRRP: the master's link cut → new connections succeed again",
             "VRRP: link cut",
@@ -192,9 +203,9 @@ pub fn ecmp(xlb_exe: &Path, quick: bool) -> Result<Vec<Row>> {
         xlbs.push(xlb);
     }
     topo.wait_nexthops(vip4, NODES, Duration::from_secs(15))?;
-    let mut rounds = Vec::new();
-    for n in 0..failover::rounds(quick) {
-        let r = round(topo.client(), vip, Duration::from_secs(2), || {
+    let mut done = Vec::new();
+    for n in 0..rounds(quick) {
+        let r = round(topo.client(), vip, settle(quick), || {
             let at = Instant::now();
             topo.set_node_link(2, false)?;
             topo.wait_nexthops(vip4, NODES - 1, Duration::from_secs(10))?;
@@ -209,7 +220,7 @@ pub fn ecmp(xlb_exe: &Path, quick: bool) -> Result<Vec<Row>> {
             r.failed,
             r.survived
         ));
-        rounds.push(r);
+        done.push(r);
         topo.set_node_link(2, true)?;
         topo.wait_nexthops(vip4, NODES, Duration::from_secs(15))?;
     }
@@ -217,7 +228,7 @@ pub fn ecmp(xlb_exe: &Path, quick: bool) -> Result<Vec<Row>> {
         x.stop(Duration::from_secs(3));
     }
     Ok(rows(
-        &rounds,
+        &done,
         (
             "ECMP: a node's link cut → new connections succeed again",
             "ECMP: link cut",

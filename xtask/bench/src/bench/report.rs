@@ -318,7 +318,7 @@ impl Report {
              each round SIGKILLs the master's xlb and times the first new connection that \
              succeeds after the last failed one; the killed node then restarts and takes \
              over again (its data plane is pinned and forwards on meanwhile, so nothing \
-             fails). Node loss: an active node's link is cut (it says nothing to anyone) \
+             fails). Node loss ({} rounds each): an active node's link is cut (it says nothing to anyone) \
              while {} long-lived connections send every {} ms besides the new ones; the VRRP \
              pair's backup takes over after its master-down interval, while with three ECMP \
              nodes behind a router running BIRD (eBGP, BFD every 100 ms, multiplier 3) the \
@@ -330,6 +330,7 @@ impl Report {
             failover::HC_TIMEOUT_MS,
             failover::HC_FALL,
             failover::VRRP_INTERVAL_CS * 10,
+            node_loss::rounds(self.quick),
             node_loss::LONG_LIVED,
             node_loss::PERIOD.as_millis()
         );
