@@ -30,9 +30,11 @@ pub mod map_names {
     pub const BACKEND_OWNERS: &str = "BACKEND_OWNERS";
     pub const RING_INPUTS: &str = "RING_INPUTS";
     pub const XLB_STATE: &str = "XLB_STATE";
+    pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
+    pub const SYNC_STATS: &str = "SYNC_STATS";
 
     /// Every map, in the order the control plane checks and pins them.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         XLB_STATE,
         VIPS,
         VIP_ADDRS,
@@ -51,6 +53,8 @@ pub mod map_names {
         CONTROL_LEASE,
         BACKEND_OWNERS,
         RING_INPUTS,
+        FLOW_EVENTS,
+        SYNC_STATS,
     ];
 }
 
@@ -229,6 +233,90 @@ pub const LB_F_NAT: u32 = 1 << 1;
 /// otherwise forward a copy. Set on one-NIC nodes; with a server-side NIC,
 /// VIP frames may arrive on either NIC, and only one MAC is known here.
 pub const LB_F_OWN_MAC: u32 = 1 << 2;
+/// Connection sync: report new and closing flows in `FLOW_EVENTS`.
+pub const LB_F_SYNC: u32 = 1 << 3;
+
+/// Bytes of the `FLOW_EVENTS` ring buffer (a power-of-two number of pages):
+/// 14,563 events (64 bytes and the kernel's 8-byte header) queued before
+/// reports are lost (counted in `SYNC_STATS`).
+pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
+
+/// What a `FlowEvent` reports.
+pub mod flow_event {
+    /// A flow was inserted into `FLOWS`.
+    pub const NEW: u8 = 1;
+    /// A tracked TCP flow saw its first FIN or RST.
+    pub const CLOSING: u8 = 2;
+}
+
+/// A record of `FLOW_EVENTS`: the data plane tells the control plane about
+/// a flow, so that it can send the flow to its peers (connection sync).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// Backend id and generation, as in the `FlowState`.
+    pub backend: u32,
+    pub generation: u16,
+    /// `FLOW_F_*`, as in the `FlowState`.
+    pub flags: u16,
+    /// `flow_event::*`.
+    pub kind: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_ns` of the packet (CLOCK_MONOTONIC).
+    pub at: u64,
+}
+
+#[cfg(feature = "user")]
+impl FlowEvent {
+    /// Size of a record in `FLOW_EVENTS`.
+    pub const SIZE: usize = 64;
+
+    /// Reads a record of `FLOW_EVENTS` (native byte order, as the program
+    /// wrote it); `None` if it is not one.
+    pub fn from_bytes(b: &[u8]) -> Option<FlowEvent> {
+        if b.len() != Self::SIZE {
+            return None;
+        }
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let words = |o: usize| [u32_at(o), u32_at(o + 4), u32_at(o + 8), u32_at(o + 12)];
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&b[56..64]);
+        Some(FlowEvent {
+            key: FlowKey {
+                src: words(0),
+                dst: words(16),
+                sport: u16_at(32),
+                dport: u16_at(34),
+                proto: b[36],
+                _pad: [0; 3],
+            },
+            backend: u32_at(40),
+            generation: u16_at(44),
+            flags: u16_at(46),
+            kind: b[48],
+            family: b[49],
+            _pad: [0; 6],
+            at: u64::from_ne_bytes(at),
+        })
+    }
+}
+
+/// Indices of `SYNC_STATS` (per-CPU counts).
+pub mod sync_stat {
+    /// A `FlowEvent` that did not fit the ring buffer (the control plane
+    /// fell behind): that flow reaches the peers only with the next full
+    /// table.
+    pub const EVENTS_LOST: u32 = 0;
+    /// A `FlowEvent` queued for the control plane.
+    pub const EVENTS_REPORTED: u32 = 1;
+    /// Room to grow without changing the map's size.
+    pub const COUNT: u32 = 8;
+    pub const NAMES: [&str; 2] = ["events_lost", "events_reported"];
+}
 
 /// Value of the single-entry `LB_CONFIG` array.
 #[repr(C)]
@@ -484,6 +572,47 @@ mod tests {
     use super::*;
     use core::mem::size_of;
 
+    /// The record as the program lays it out: `#[repr(C)]` fields in
+    /// order, native byte order.
+    #[cfg(feature = "user")]
+    #[test]
+    fn flow_events_read_back_field_by_field() {
+        let e = FlowEvent {
+            key: FlowKey {
+                src: [1, 2, 3, 4],
+                dst: [5, 6, 7, 8],
+                sport: 0x1234,
+                dport: 0x5678,
+                proto: IPPROTO_TCP,
+                _pad: [0; 3],
+            },
+            backend: 77,
+            generation: 3,
+            flags: FLOW_F_CLOSING,
+            kind: flow_event::CLOSING,
+            family: FAMILY_V6,
+            _pad: [0; 6],
+            at: 0x0102_0304_0506_0708,
+        };
+        let mut b = [0u8; FlowEvent::SIZE];
+        for (i, w) in e.key.src.iter().chain(&e.key.dst).enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        b[32..34].copy_from_slice(&e.key.sport.to_ne_bytes());
+        b[34..36].copy_from_slice(&e.key.dport.to_ne_bytes());
+        b[36] = e.key.proto;
+        b[40..44].copy_from_slice(&e.backend.to_ne_bytes());
+        b[44..46].copy_from_slice(&e.generation.to_ne_bytes());
+        b[46..48].copy_from_slice(&e.flags.to_ne_bytes());
+        b[48] = e.kind;
+        b[49] = e.family;
+        b[56..64].copy_from_slice(&e.at.to_ne_bytes());
+        assert_eq!(FlowEvent::from_bytes(&b), Some(e));
+        assert_eq!(FlowEvent::from_bytes(&b[..63]), None);
+        assert_eq!(core::mem::offset_of!(FlowEvent, at), 56);
+        assert_eq!(core::mem::offset_of!(FlowEvent, kind), 48);
+    }
+
     #[test]
     fn address_words_and_bytes_round_trip() {
         let v4 = [198u8, 18, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -520,6 +649,7 @@ mod tests {
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<StateMeta>(), 40);
+        assert_eq!(size_of::<FlowEvent>(), 64);
         assert_eq!(size_of::<BackendOwner>(), 40);
     }
 }

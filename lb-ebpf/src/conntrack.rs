@@ -4,12 +4,12 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FLOW_F_CLOSING, FLOW_TOUCH_NS, FlowState,
-    IPPROTO_TCP, LbConfig, ct,
+    BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FLOW_F_CLOSING, FLOW_TOUCH_NS, FlowEvent,
+    FlowState, IPPROTO_TCP, LB_F_SYNC, LbConfig, ct, flow_event, sync_stat,
 };
 
 use crate::{
-    maps::{BACKENDS, FLOWS, NEW_FLOW_BUDGET},
+    maps::{BACKENDS, FLOW_EVENTS, FLOWS, NEW_FLOW_BUDGET},
     parse::{Flow, TCP_FIN, TCP_RST, TCP_SYN},
     stats,
 };
@@ -80,6 +80,9 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Option<(u32, BackendInfo
             }
         }
     }
+    if closing_now {
+        report(cfg, flow, &state, flow_event::CLOSING, now);
+    }
     stats::conntrack(ct::HIT);
     Some((state.backend, info))
 }
@@ -133,5 +136,35 @@ pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u
     };
     if FLOWS.insert(flow.key, state, 0).is_ok() {
         stats::conntrack(ct::INSERT);
+        report(cfg, flow, &state, flow_event::NEW, now);
+    }
+}
+
+/// Tells the control plane about a flow for its peers (`LB_F_SYNC`). A
+/// full ring buffer loses the report, counted; it never holds the packet.
+#[inline(always)]
+fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8, now: u64) {
+    if cfg.flags & LB_F_SYNC == 0 {
+        return;
+    }
+    let event = FlowEvent {
+        key: flow.key,
+        backend: state.backend,
+        generation: state.generation,
+        flags: state.flags
+            | if kind == flow_event::CLOSING {
+                FLOW_F_CLOSING
+            } else {
+                0
+            },
+        kind,
+        family: flow.family,
+        _pad: [0; 6],
+        at: now,
+    };
+    if FLOW_EVENTS.output(event, 0).is_ok() {
+        stats::sync(sync_stat::EVENTS_REPORTED);
+    } else {
+        stats::sync(sync_stat::EVENTS_LOST);
     }
 }

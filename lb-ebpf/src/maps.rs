@@ -1,13 +1,14 @@
 //! Every map of the data plane, in one place. Names match `lb_common::map_names`.
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
-    DEFAULT_RING_SIZE, FlowBudget, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_TX_PORTS,
-    MAX_VIPS, RING_FIRST_SLOT, StateMeta, VipKey, VipMeta, ct, drop, global,
+    DEFAULT_RING_SIZE, FLOW_EVENTS_BYTES, FlowBudget, FlowEvent, FlowKey, FlowState, LbConfig,
+    MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, StateMeta, VipKey, VipMeta, ct, drop,
+    global, sync_stat,
 };
 
 /// One Maglev ring per VIP: element 0 holds the ring size, elements
@@ -84,6 +85,15 @@ pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 /// control plane is gone, and a backup owns the VIPs by now.
 #[btf_map]
 pub static CONTROL_LEASE: Array<u64, 1> = Array::new();
+
+/// New and closing flows, for the control plane to send to its peers
+/// (`LB_F_SYNC`). When it is full, reports are dropped and counted: the
+/// data plane never waits for the control plane.
+#[btf_map]
+pub static FLOW_EVENTS: RingBuf<FlowEvent, { FLOW_EVENTS_BYTES as usize }> = RingBuf::new();
+
+#[btf_map]
+pub static SYNC_STATS: PerCpuArray<u64, { sync_stat::COUNT as usize }> = PerCpuArray::new();
 
 // Control-plane bookkeeping, never read by the program: declared here so
 // that it is pinned, and checked for compatibility, with the maps it

@@ -2,7 +2,7 @@
 
 use lb_common::Counters;
 
-use crate::maps::{BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, SYNC_STATS, VIP_STATS};
 
 #[inline(always)]
 fn bump(c: Option<*mut Counters>, bytes: u64) {
@@ -44,6 +44,14 @@ pub fn dropped(reason: u32) {
 #[inline(always)]
 pub fn conntrack(event: u32) {
     if let Some(c) = CT_STATS.get_ptr_mut(event) {
+        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn sync(event: u32) {
+    if let Some(c) = SYNC_STATS.get_ptr_mut(event) {
         // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
         unsafe { *c += 1 };
     }
