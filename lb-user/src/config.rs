@@ -28,6 +28,7 @@ mod checks;
 mod conntrack;
 mod errors;
 mod health;
+mod sync;
 mod validate;
 mod vrrp;
 
@@ -39,6 +40,7 @@ use validate::{RawConfig, Validator};
 pub use announce::AnnounceConfig;
 pub use conntrack::ConntrackConfig;
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
+pub use sync::{SyncConfig, SyncPeers};
 pub use vrrp::{VrrpConfig, VrrpGroup};
 
 /// Where the control socket lives unless `control_socket` says otherwise.
@@ -85,6 +87,8 @@ pub struct Config {
     /// `[announce]`: offer the VIPs to a routing daemon while they can be
     /// served (ECMP across active nodes).
     pub announce: Option<AnnounceConfig>,
+    /// `[sync]`: share the connection table with the other nodes.
+    pub sync: Option<SyncConfig>,
 }
 
 /// How the XDP program is attached.

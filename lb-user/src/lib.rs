@@ -14,6 +14,7 @@ pub mod maglev;
 pub mod maps;
 pub mod netlink;
 pub mod state;
+pub mod sync;
 pub mod vrrp;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{
     AnnounceStatus, BackendState, BackendStatus, DataplaneStatus, Health, HealthStatus, Status,
-    VipStatus, VrrpGroupStatus, VrrpStatus, VrrpTransition,
+    SyncPeerStatus, SyncStatus, VipStatus, VrrpGroupStatus, VrrpStatus, VrrpTransition,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

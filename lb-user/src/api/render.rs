@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::status::{HealthStatus, Status, VrrpStatus};
+use super::status::{HealthStatus, Status, SyncStatus, VrrpStatus};
 
 fn endpoint(address: &str, port: u16) -> String {
     let port = if port == 0 {
@@ -116,6 +116,9 @@ impl Status {
         if let Some(v) = &self.vrrp {
             v.render(&mut out);
         }
+        if let Some(s) = &self.sync {
+            s.render(&mut out);
+        }
         if let Some(d) = &self.dataplane {
             let _ = writeln!(
                 out,
@@ -221,6 +224,37 @@ impl VrrpStatus {
     }
 }
 
+impl SyncStatus {
+    fn render(&self, out: &mut String) {
+        let lag = match (self.lag_us_median, self.lag_us_p99) {
+            (Some(m), Some(p)) => format!("lag median {m} us, p99 {p} us"),
+            _ => "lag: no flow sent yet".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "sync: {} on port {}, epoch {}; {lag}",
+            self.mode, self.port, self.epoch
+        );
+        for p in &self.peers {
+            let heard = p.last_heard_ms_ago.map_or("never heard".to_owned(), |ms| {
+                format!("heard {:.1}s ago", ms as f64 / 1000.0)
+            });
+            let _ = writeln!(
+                out,
+                "  peer {}: {heard}, {} messages, {} flows",
+                p.address, p.messages, p.flows
+            );
+        }
+        let list = self
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(out, "  counters: {list}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::api::status::*;
@@ -263,6 +297,7 @@ mod tests {
             conntrack: [("hit".to_string(), 7)].into_iter().collect(),
             vrrp: None,
             dataplane: None,
+            sync: None,
         }
     }
 

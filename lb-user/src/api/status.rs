@@ -167,6 +167,41 @@ pub struct Status {
     /// The attached program and the pinned state it runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataplane: Option<DataplaneStatus>,
+    /// Connection sync, when the config has a `[sync]` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// Connection sync between nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// "unicast" (a peer list) or "multicast" (a group).
+    pub mode: String,
+    /// The UDP port messages go to and come from.
+    pub port: u16,
+    /// This node's epoch (its sync start, Unix nanoseconds): peers reject
+    /// older epochs of it as replays.
+    pub epoch: u64,
+    /// Peers listed or heard from.
+    pub peers: Vec<SyncPeerStatus>,
+    /// Messages and flows sent and received, drops by reason, the data
+    /// plane's reports and lost reports.
+    pub counters: BTreeMap<String, u64>,
+    /// From a flow's first packet on this node to its entry leaving for
+    /// the peers, over the last reported flows (microseconds).
+    pub lag_us_median: Option<u64>,
+    pub lag_us_p99: Option<u64>,
+}
+
+/// One peer of the sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPeerStatus {
+    pub address: String,
+    /// Since its last accepted message; `None`: never heard.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Accepted messages and the flows they carried.
+    pub messages: u64,
+    pub flows: u64,
 }
 
 /// The XDP program and its pinned state.

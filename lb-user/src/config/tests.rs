@@ -148,6 +148,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
         ],
         vrrp: None,
         announce: None,
+        sync: None,
     };
     assert_eq!(config, expected);
 }

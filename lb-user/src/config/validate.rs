@@ -17,7 +17,7 @@ use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
     MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, announce, conntrack, default_state_dir,
-    health, vrrp,
+    health, sync, vrrp,
 };
 use crate::maglev;
 
@@ -44,6 +44,8 @@ pub(super) struct RawConfig {
     vrrp: Option<Spanned<vrrp::RawVrrp>>,
     #[serde(default)]
     announce: Option<Spanned<announce::RawAnnounce>>,
+    #[serde(default)]
+    sync: Option<Spanned<sync::RawSync>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +247,7 @@ impl Validator<'_> {
             .announce
             .as_ref()
             .map(|r| self.announce(r, &vips, vrrp.is_some()));
+        let sync = raw.sync.as_ref().map(|r| self.sync(r));
         Config {
             state_dir,
             interface,
@@ -255,6 +258,7 @@ impl Validator<'_> {
             vips,
             vrrp,
             announce,
+            sync,
         }
     }
 

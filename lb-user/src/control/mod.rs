@@ -37,6 +37,7 @@ mod retire;
 mod runtime;
 mod standby;
 mod status;
+mod sync;
 mod vip;
 
 #[cfg(test)]
@@ -50,7 +51,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use lb_common::{
-    LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey,
+    LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, LB_F_SYNC, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey,
 };
 
 pub use adopt::Adopted;
@@ -108,6 +109,9 @@ pub struct Controller<M: MapStore> {
     /// The node has one NIC (no `server_interface`): VIP frames to another
     /// MAC are not its own (`LB_F_OWN_MAC`).
     one_nic: bool,
+    /// `[sync]`: the data plane reports new and closing flows
+    /// (`LB_F_SYNC`).
+    sync: bool,
     /// The `LB_CONFIG` the data plane has, `None` before the first write.
     lb_config: Option<LbConfig>,
 }
@@ -128,6 +132,7 @@ impl<M: MapStore> Controller<M> {
             conntrack: ConntrackConfig::default(),
             nat: false,
             one_nic: false,
+            sync: false,
             lb_config: None,
         }
     }
@@ -175,6 +180,7 @@ impl<M: MapStore> Controller<M> {
         // replies would pass untranslated while the VIPs are written.
         self.conntrack = config.conntrack;
         self.one_nic = config.server_interface.is_none();
+        self.sync = config.sync.is_some();
         let mut first_error = self.write_lb_config().err();
         let gone: Vec<VipKey> = self
             .vips
@@ -260,6 +266,9 @@ impl<M: MapStore> Controller<M> {
         }
         if self.one_nic {
             flags |= LB_F_OWN_MAC;
+        }
+        if self.sync {
+            flags |= LB_F_SYNC;
         }
         let cfg = LbConfig {
             mac: self.node.mac,

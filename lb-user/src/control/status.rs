@@ -52,6 +52,7 @@ impl<M: MapStore> Controller<M> {
             // program.
             vrrp: None,
             dataplane: None,
+            sync: None,
         })
     }
 

@@ -35,7 +35,7 @@ use crate::{
     ctl,
     health::Scheduler,
     maps::Maps,
-    netlink,
+    netlink, sync,
     vrrp::{self, Stop},
 };
 
@@ -44,6 +44,9 @@ type Controller = control::Controller<Maps>;
 
 /// Route health injection, when the running config has `[announce]`.
 type Announcing = Mutex<Option<Announcer<KernelAddresses>>>;
+
+/// Connection sync, when the running config has `[sync]`.
+type Syncing = Mutex<Option<sync::Running>>;
 
 /// How often the announcements are re-judged when nothing else happens
 /// (changes made through the control socket, such as a drain, show up
@@ -169,6 +172,10 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     }
 
     let controller = Arc::new(Mutex::new(controller));
+    let syncing: Arc<Syncing> = Arc::new(Mutex::new(None));
+    if let Some(sc) = &config.sync {
+        *lock_syncing(&syncing) = Some(start_sync(sc, &config, state.path(), &controller)?);
+    }
     let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
     let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(None);
     let mut vrrp_task = match &config.vrrp {
@@ -200,6 +207,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let served = controller.clone();
     let served_vrrp = vrrp_status.clone();
     let served_announce = announcing.clone();
+    let served_sync = syncing.clone();
     // A reload needs the running config and the checks, and `down` the
     // data plane, which this loop owns: the socket hands them over and
     // waits for the answer.
@@ -213,12 +221,14 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 let command_tx = command_tx.clone();
                 let dataplane = dataplane.clone();
                 let served_announce = served_announce.clone();
+                let served_sync = served_sync.clone();
                 async move {
                     handle_request(
                         req,
                         &served,
                         served_vrrp.as_deref(),
                         &served_announce,
+                        &served_sync,
                         &dataplane,
                         &command_tx,
                     )
@@ -257,12 +267,14 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
                 let _ = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
                 reannounce(&announcing, &running);
+                resync(&syncing, &running, state.path(), &controller);
             }
             Some((command, reply)) = command_rx.recv() => match command {
                 Command::Reload => {
                     tracing::info!("reload requested on the control socket");
                     let answer = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
                     reannounce(&announcing, &running);
+                    resync(&syncing, &running, state.path(), &controller);
                     let _ = reply.send(answer);
                 }
                 Command::Down => {
@@ -337,6 +349,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
     }
     server.abort();
+    // The reports stop with the sync; the ring buffer stays with the
+    // data plane (a full one only counts lost reports).
+    lock_syncing(&syncing).take();
     match down {
         None => {
             tracing::info!(state = %state.path().display(),
@@ -428,6 +443,76 @@ fn reannounce(announcing: &Announcing, running: &Config) {
     }
 }
 
+fn lock_syncing(s: &Syncing) -> std::sync::MutexGuard<'_, Option<sync::Running>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the sync of `sc`: reads the key (refused unless only its owner
+/// may read it), opens the pinned maps, binds the socket.
+fn start_sync(
+    sc: &crate::config::SyncConfig,
+    config: &Config,
+    state_dir: &Path,
+    controller: &Arc<Mutex<Controller>>,
+) -> Result<sync::Running> {
+    let key = sync::Key::load(&sc.key_file)?;
+    let ifname = sc.interface.as_deref().unwrap_or(&config.interface);
+    let iface =
+        netlink::interface_by_name(ifname).with_context(|| format!("sync interface {ifname}"))?;
+    let c = controller.clone();
+    sync::start(sync::Start {
+        config: sc,
+        key,
+        state_dir: state_dir.to_owned(),
+        ifname: &iface.name,
+        ifindex: iface.index,
+        directory: Arc::new(move || lock(&c).sync_directory()),
+    })
+    .context("starting connection sync")
+}
+
+/// After a reload: the sync follows the running config's `[sync]`
+/// (restarted when it changed, a new epoch; stopped when removed). A
+/// key file that cannot be read keeps the running sync.
+fn resync(
+    syncing: &Syncing,
+    running: &Config,
+    state_dir: &Path,
+    controller: &Arc<Mutex<Controller>>,
+) {
+    let mut s = lock_syncing(syncing);
+    if s.as_ref().map(|r| &r.config) == running.sync.as_ref() {
+        return;
+    }
+    match &running.sync {
+        None => {
+            tracing::info!("sync: [sync] removed, stopped");
+            *s = None;
+        }
+        Some(sc) => {
+            if let Err(e) = sync::Key::load(&sc.key_file) {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "sync: the new [sync] is not applied; the running sync goes on"
+                );
+                return;
+            }
+            // The old socket goes before the new one binds the port.
+            *s = None;
+            match start_sync(sc, running, state_dir, controller) {
+                Ok(new) => {
+                    tracing::info!("sync: restarted with the new [sync]");
+                    *s = Some(new);
+                }
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "sync: restarting failed; sync is off"
+                ),
+            }
+        }
+    }
+}
+
 /// NAT VIPs need the kernel to route: the XDP FIB lookup refuses to when
 /// forwarding is off, and packets whose next hop is unresolved are handed
 /// to the kernel to forward.
@@ -463,6 +548,7 @@ async fn handle_request(
     controller: &Mutex<Controller>,
     vrrp_status: Option<&Mutex<VrrpStatus>>,
     announcing: &Announcing,
+    syncing: &Syncing,
     dataplane: &DataplaneStatus,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
 ) -> Reply {
@@ -478,6 +564,7 @@ async fn handle_request(
                 Ok(mut s) => {
                     s.vrrp = vrrp_status.map(vrrp::status_now);
                     s.dataplane = Some(dataplane.clone());
+                    s.sync = lock_syncing(syncing).as_ref().map(|r| r.shared.status());
                     if let Some(a) = lock_announcing(announcing).as_ref() {
                         for v in &mut s.vips {
                             v.announce = a.status(&v.name);
