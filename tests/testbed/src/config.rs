@@ -34,6 +34,26 @@ pub struct XlbConfig {
     pub vrrp: Option<Vrrp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub announce: Option<Announce>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<ConnSync>,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnSync {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<IpAddr>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    pub key_file: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_s: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_skew_s: Option<u32>,
 }
 
 /// `[announce]`.
@@ -207,6 +227,11 @@ impl XlbConfig {
 
     pub fn announce(mut self, announce: Announce) -> Self {
         self.announce = Some(announce);
+        self
+    }
+
+    pub fn sync(mut self, sync: ConnSync) -> Self {
+        self.sync = Some(sync);
         self
     }
 

@@ -15,6 +15,8 @@
 //!   new connections, through the event a test makes.
 //! - [`xdp`]: the test XDP programs (pass, floor, generator).
 //! - [`fakes`]: a neighbour table the test controls.
+//! - [`inject`]: bounded SYN floods and spoofed datagrams written onto a
+//!   segment from a test namespace.
 //! - [`pinned`]: an xlb node's pinned state read (and spoiled) directly.
 //! - [`running`]: the short helpers end-to-end tests start from.
 //! - [`demo`]: `xlb-demo`, what `cargo xtask run` runs without arguments.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod fakes;
 pub mod frames;
+pub mod inject;
 pub mod lb;
 pub mod netns;
 pub mod pinned;

@@ -363,6 +363,22 @@ impl ManagedChild {
         Ok(())
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the child, by the PID of the
+    /// child we own (refused once it has exited, so the PID cannot have
+    /// been reused).
+    pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
+        let mut child = lock(&self.child);
+        anyhow::ensure!(child.try_wait()?.is_none(), "{} has exited", self.what);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        let sig = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(pid, sig)?;
+        Ok(())
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns whether the process
     /// exited on SIGTERM alone.
     pub fn stop(self, grace: Duration) -> bool {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use lb_common::{Counters, StateMeta, drop, map_names as names};
+use lb_common::{Counters, FlowKey, FlowState, StateMeta, drop, map_names as names};
 
 use crate::netns::NetNs;
 
@@ -76,4 +76,45 @@ pub fn xdp_attached(ns: &NetNs, ifname: &str) -> anyhow::Result<bool> {
     let out = ns.ip(["-d", "-j", "link", "show", "dev", ifname])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
     Ok(v[0].get("xdp").is_some())
+}
+
+fn flow_table(state: &Path) -> anyhow::Result<aya::maps::HashMap<MapData, FlowKey, FlowState>> {
+    let pin = state.join(names::FLOWS);
+    let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    aya::maps::HashMap::try_from(Map::LruHashMap(data)).map_err(|e| anyhow!("FLOWS: {e}"))
+}
+
+/// Every entry of the pinned connection table.
+pub fn flows(state: &Path) -> anyhow::Result<Vec<(FlowKey, FlowState)>> {
+    Ok(flow_table(state)?.iter().filter_map(Result::ok).collect())
+}
+
+/// The connection-table entry of `key`, if any.
+pub fn flow(state: &Path, key: &FlowKey) -> anyhow::Result<Option<FlowState>> {
+    match flow_table(state)?.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e).context("reading FLOWS"),
+    }
+}
+
+/// The NAT reverse entry of `key` (backend → client), if any.
+pub fn nat_reverse(state: &Path, key: &FlowKey) -> anyhow::Result<Option<lb_common::VipKey>> {
+    let pin = state.join(names::NAT_REVERSE);
+    let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    let map: aya::maps::HashMap<MapData, FlowKey, lb_common::VipKey> =
+        aya::maps::HashMap::try_from(Map::LruHashMap(data))
+            .map_err(|e| anyhow!("NAT_REVERSE: {e}"))?;
+    match map.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e).context("reading NAT_REVERSE"),
+    }
+}
+
+/// The data plane's flow-report counters (`lb_common::sync_stat`),
+/// summed over CPUs.
+pub fn sync_stat(state: &Path, index: u32) -> anyhow::Result<u64> {
+    let values = per_cpu::<u64>(state, names::SYNC_STATS)?.get(&index, 0)?;
+    Ok(values.iter().sum())
 }

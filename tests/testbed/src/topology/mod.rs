@@ -377,6 +377,12 @@ impl Xlb {
     pub fn kill_now(&self) -> anyhow::Result<()> {
         self.child.kill_now()
     }
+
+    /// SIGSTOP (`true`) or SIGCONT: a control plane that stops running
+    /// for a while, its data plane going on.
+    pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
+        self.child.freeze(frozen)
+    }
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... final-byte`).

@@ -21,6 +21,13 @@
 //!   backend i ─ <p>bi ─ <p>pbi ┘
 //! ```
 //!
+//! VRRP pair (two-armed, [`NatTopology::vrrp_pair`]): a second xlb node
+//! `<p>lb2` with NICs `<p>lb2` (client segment, .0.3 / fd00:18::3) and
+//! `<p>ls2` (server segment, .1.3 / fd00:19::3); the first node's server
+//! side is then .1.2 / fd00:19::2, and the backends' gateway .1.1 /
+//! fd00:19::1 is held by the VRRP master (`server_addresses`), as are
+//! the VIPs: no node has them on its NIC before VRRP assigns them.
+//!
 //! Addresses: client .0.2 / fd00:18::2; xlb client side .0.1 / fd00:18::1
 //! plus the VIPs .0.100 / fd00:18::100 (so it answers ARP/ND for them);
 //! xlb server side .1.1 / fd00:19::1; backend i .1.(10+i) / fd00:19::(10+i),
@@ -31,7 +38,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -39,8 +46,9 @@ use anyhow::{Context, ensure};
 use crate::config::{Backend, Vip, XlbConfig};
 
 use super::{
-    CLIENT_HOST, CLIENT_NET, Hosts, LB_HOST, LinkStats, SERVER_NET, VIP_PORT, VIP4, VIP6, add_veth,
-    attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, net_addr4, net_addr6, nginx,
+    CLIENT_HOST, CLIENT_NET, Hosts, LB_HOST, LinkStats, SERVER_NET, VIP_PORT, VIP4, VIP6, Xlb,
+    add_veth, attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, net_addr4,
+    net_addr6, nginx, spawn_xlb,
 };
 use crate::netns::{ManagedChild, NetNs};
 
@@ -89,8 +97,15 @@ pub struct NatTopology {
     /// sends with XDP_TX or XDP_REDIRECT into a veth are delivered promptly
     /// only if that veth's peer runs XDP (see the DSR topology).
     peer_xdp: Vec<aya::Ebpf>,
+    /// The second xlb node ([`NatTopology::vrrp_pair`] only).
+    lb2: Option<NetNs>,
     hosts: Hosts,
 }
+
+/// The second node of [`NatTopology::vrrp_pair`], and the first node's
+/// server-side host number there (the gateway, host 1, floats).
+const LB2_HOST: u8 = 3;
+const LB1_SERVER_HOST: u8 = 2;
 
 impl Deref for NatTopology {
     type Target = Hosts;
@@ -112,12 +127,28 @@ impl NatTopology {
     /// checks that the xlb node reaches every backend on port
     /// [`BACKEND_PORT`].
     pub fn build(layout: NatLayout, backends: usize) -> anyhow::Result<NatTopology> {
+        Self::create(layout, backends, false)
+    }
+
+    /// The two-armed topology with a second xlb node and the VIPs and the
+    /// backends' gateway left to VRRP (see the module docs).
+    pub fn vrrp_pair(backends: usize) -> anyhow::Result<NatTopology> {
+        Self::create(NatLayout::TwoArmed, backends, true)
+    }
+
+    fn create(layout: NatLayout, backends: usize, pair: bool) -> anyhow::Result<NatTopology> {
         let hosts = Hosts::create(backends)?;
         let prefix = hosts.prefix().to_owned();
+        let lb2 = if pair {
+            Some(NetNs::create(&format!("{prefix}lb2"))?)
+        } else {
+            None
+        };
         let mut topo = NatTopology {
             layout,
             nginx: Vec::new(),
             peer_xdp: Vec::new(),
+            lb2,
             hosts,
         };
         let what = || format!("{} NAT topology {prefix}", layout.as_str());
@@ -125,6 +156,9 @@ impl NatTopology {
             .with_context(|| format!("building {}", what()))?;
         let mut peers = vec![topo.lb_peer_ifname()];
         peers.extend(topo.lb_server_peer_ifname());
+        if topo.lb2.is_some() {
+            peers.extend([format!("{prefix}plb2"), format!("{prefix}pls2")]);
+        }
         for peer in peers {
             let prog = topo
                 .switch()
@@ -142,9 +176,13 @@ impl NatTopology {
         Ok(topo)
     }
 
+    fn all_ns(&self) -> impl Iterator<Item = &NetNs> {
+        self.hosts.all_ns().chain(self.lb2.iter())
+    }
+
     fn wire(&self) -> anyhow::Result<()> {
         let p = self.prefix();
-        for ns in self.hosts.all_ns() {
+        for ns in self.all_ns() {
             ip(ns, "link set lo up")?;
             ns.sysctl(&[
                 "net.ipv6.conf.all.accept_dad=0",
@@ -153,8 +191,9 @@ impl NatTopology {
         }
         // xlb refuses NAT VIPs without forwarding: packets whose next hop is
         // not resolved yet are handed to the kernel to forward.
-        self.lb()
-            .sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
+        for lb in std::iter::once(self.lb()).chain(self.lb2.iter()) {
+            lb.sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
+        }
         if self.layout == NatLayout::OneArmed {
             // What the kernel forwards goes out of the NIC it came in on;
             // a router on a shared segment would tell the sender to go
@@ -202,13 +241,34 @@ impl NatTopology {
                 },
             ),
         ];
+        let lb1_server = if self.lb2.is_some() {
+            LB1_SERVER_HOST
+        } else {
+            LB_HOST
+        };
         if let (Some(inner), Some(peer)) = (self.lb_server_ifname(), self.lb_server_peer_ifname()) {
             ends.push((
                 self.lb(),
                 inner,
                 peer,
                 &server_br,
-                vec![server_side(LB_HOST)],
+                vec![server_side(lb1_server)],
+            ));
+        }
+        if let Some(lb2) = &self.lb2 {
+            ends.push((
+                lb2,
+                format!("{p}lb2"),
+                format!("{p}plb2"),
+                &client_br,
+                vec![client_side(LB2_HOST)],
+            ));
+            ends.push((
+                lb2,
+                format!("{p}ls2"),
+                format!("{p}pls2"),
+                &server_br,
+                vec![server_side(LB2_HOST)],
             ));
         }
         for (idx, b) in self.backends().iter().enumerate() {
@@ -231,13 +291,23 @@ impl NatTopology {
         }
         // XDP_TX/XDP_REDIRECT into a veth needs a NAPI ring on its peer
         // (GRO or an XDP program; `build` attaches xdp_pass as well).
-        for peer in std::iter::once(self.lb_peer_ifname()).chain(self.lb_server_peer_ifname()) {
+        let mut peers: Vec<String> = std::iter::once(self.lb_peer_ifname())
+            .chain(self.lb_server_peer_ifname())
+            .collect();
+        if self.lb2.is_some() {
+            peers.extend([format!("{p}plb2"), format!("{p}pls2")]);
+        }
+        for peer in peers {
             ethtool(self.switch(), &format!("-K {peer} gro on"))?;
         }
 
-        let lb_if = self.lb_ifname();
-        ip(self.lb(), &format!("addr add {VIP4}/32 dev {lb_if}"))?;
-        ip(self.lb(), &format!("addr add {VIP6}/128 dev {lb_if} nodad"))?;
+        // With two nodes, VRRP assigns the VIPs (and the gateway) to the
+        // master.
+        if self.lb2.is_none() {
+            let lb_if = self.lb_ifname();
+            ip(self.lb(), &format!("addr add {VIP4}/32 dev {lb_if}"))?;
+            ip(self.lb(), &format!("addr add {VIP6}/128 dev {lb_if} nodad"))?;
+        }
 
         let (gw4, gw6) = server_side(LB_HOST);
         for (idx, b) in self.backends().iter().enumerate() {
@@ -264,13 +334,20 @@ impl NatTopology {
     /// gets that backend's identity back: proves the segments, the
     /// backends' addresses and routes back to xlb, and nginx.
     fn verify(&self) -> anyhow::Result<()> {
+        for ns in std::iter::once(self.lb()).chain(self.lb2.iter()) {
+            self.verify_from(ns)?;
+        }
+        Ok(())
+    }
+
+    fn verify_from(&self, ns: &NetNs) -> anyhow::Result<()> {
         for i in 1..=self.backend_count() {
             for ip in [
                 IpAddr::from(self.backend_addr4(i)),
                 self.backend_addr6(i).into(),
             ] {
                 let addr = SocketAddr::new(ip, BACKEND_PORT);
-                let (status, body) = http_get(self.lb(), addr, "/", Duration::from_secs(3))
+                let (status, body) = http_get(ns, addr, "/", Duration::from_secs(3))
                     .with_context(|| format!("xlb node -> backend-{i} at {addr}"))?;
                 ensure!(
                     status == 200 && body == format!("backend-{i}\n"),
@@ -348,6 +425,93 @@ impl NatTopology {
     /// Writes (or rewrites) [`NatTopology::xlb_config`]; returns its path.
     pub fn write_xlb_config(&self, backends: &[(usize, u32)]) -> anyhow::Result<PathBuf> {
         self.xlb_config(backends).write(&self.config_path())
+    }
+
+    /// xlb node `n` (1 or 2) of a [`NatTopology::vrrp_pair`].
+    pub fn node(&self, n: usize) -> &NetNs {
+        match n {
+            1 => self.lb(),
+            2 => self.lb2.as_ref().expect("a VRRP pair"),
+            _ => panic!("no xlb node {n}"),
+        }
+    }
+
+    /// Node `n`'s client-side and server-side NICs.
+    pub fn node_ifnames(&self, n: usize) -> (String, String) {
+        let p = self.prefix();
+        match n {
+            1 => (self.lb_ifname(), format!("{p}ls")),
+            2 => (format!("{p}lb2"), format!("{p}ls2")),
+            _ => panic!("no xlb node {n}"),
+        }
+    }
+
+    /// The bridge-side peers of node `n`'s NICs (set them down to cut the
+    /// node off both segments).
+    pub fn node_peer_ifnames(&self, n: usize) -> (String, String) {
+        let p = self.prefix();
+        match n {
+            1 => (format!("{p}plb"), format!("{p}pls")),
+            2 => (format!("{p}plb2"), format!("{p}pls2")),
+            _ => panic!("no xlb node {n}"),
+        }
+    }
+
+    /// Node `n`'s own server-side IPv4 address (what the sync peers use).
+    pub fn node_server_addr4(&self, n: usize) -> Ipv4Addr {
+        match n {
+            1 => net_addr4(SERVER_NET, LB1_SERVER_HOST),
+            2 => net_addr4(SERVER_NET, LB2_HOST),
+            _ => panic!("no xlb node {n}"),
+        }
+    }
+
+    /// The backends' gateway, which the VRRP master holds (198.18.1.1,
+    /// fd00:19::1).
+    pub fn gateway(&self) -> (Ipv4Addr, Ipv6Addr) {
+        (
+            net_addr4(SERVER_NET, LB_HOST),
+            net_addr6(SERVER_NET, LB_HOST),
+        )
+    }
+
+    /// Control socket of node `n`.
+    pub fn node_socket(&self, n: usize) -> PathBuf {
+        self.dir().join(format!("xlb{n}.sock"))
+    }
+
+    /// The config of node `n` of the pair: [`NatTopology::xlb_config`] on
+    /// that node's NICs, socket and state dir.
+    pub fn node_config(&self, n: usize, backends: &[(usize, u32)]) -> XlbConfig {
+        let (client_if, server_if) = self.node_ifnames(n);
+        let mut c = self.xlb_config(backends);
+        c.interface = client_if;
+        c.server_interface = Some(server_if);
+        c.control_socket = Some(self.node_socket(n));
+        c.state_dir = Some(self.state_dir(&format!("lb{n}")));
+        c
+    }
+
+    /// Starts `xlb run --config CONFIG` on node `n`; its output goes to
+    /// `<dir>/xlb<n>-<k>.log` (k counts restarts).
+    pub fn start_node(&self, n: usize, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
+        let mut k = 1;
+        let log = loop {
+            let log = self.dir().join(format!("xlb{n}-{k}.log"));
+            if !log.exists() {
+                break log;
+            }
+            k += 1;
+        };
+        spawn_xlb(
+            self.node(n),
+            &format!("xlb node {n}"),
+            xlb_exe,
+            config,
+            &[],
+            &self.node_socket(n),
+            log,
+        )
     }
 
     /// Counters of the client's NIC.

@@ -1,0 +1,628 @@
+//! Connection sync end to end: two xlb nodes in a VRRP pair share their
+//! connection tables (`[sync]`), so that the node that takes over keeps
+//! every established flow on its backend, NAT replies included; forged
+//! and replayed sync messages install nothing; a flood of new flows costs
+//! counted report losses, never a stall. Needs root; each test builds its
+//! own topology.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lb_common::{IPPROTO_TCP, sync_stat};
+use lb_user::api::Status;
+use lb_user::sync::{Key, wire};
+use xlb_testbed::config::{ConnSync, Conntrack, Vrrp, VrrpGroup, XlbConfig};
+use xlb_testbed::frames::key4;
+use xlb_testbed::inject;
+use xlb_testbed::netns::NetNs;
+use xlb_testbed::pinned;
+use xlb_testbed::running::{require_root, xlb_exe};
+use xlb_testbed::topology::{Topology, VIP_PORT, VIP4, Xlb};
+use xlb_testbed::traffic::Traffic;
+
+const INTERVAL_CS: u16 = 20;
+const MASTER_PRIORITY: u8 = 150;
+const BACKUP_PRIORITY: u8 = 100;
+const SENDING: usize = 50;
+const PERIOD: Duration = Duration::from_millis(50);
+const SYNC_PORT: u16 = 8849;
+
+/// 3 × advert interval + the backup's skew + 1 s (as in e2e_vrrp).
+fn failover_bound() -> Duration {
+    let (backup, interval) = (u64::from(BACKUP_PRIORITY), u64::from(INTERVAL_CS));
+    let skew_cs = (256 - backup) * interval / 256;
+    Duration::from_millis((3 * interval + skew_cs) * 10 + 1000)
+}
+
+fn vrrp(priority: u8) -> Vrrp {
+    let group = |vrid, vip| {
+        VrrpGroup::new(vrid, &[vip])
+            .priority(priority)
+            .interval_cs(INTERVAL_CS)
+    };
+    Vrrp {
+        garp_repeat: Some(3),
+        garp_interval_ms: Some(50),
+        groups: vec![group(51, "web4"), group(52, "web6")],
+        ..Vrrp::default()
+    }
+}
+
+/// A 64-character key in `dir`, readable by its owner only.
+fn write_key(dir: &Path) -> PathBuf {
+    let path = dir.join("sync.key");
+    std::fs::write(
+        &path,
+        "6a0b3c9d8e7f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081920a\n",
+    )
+    .expect("write the key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+fn key(dir: &Path) -> Key {
+    Key::load(&dir.join("sync.key")).expect("the test's key")
+}
+
+fn sync_section(key_file: &Path, peer: IpAddr, refresh_s: u32) -> ConnSync {
+    ConnSync {
+        peers: Some(vec![peer]),
+        key_file: key_file.to_owned(),
+        refresh_s: Some(refresh_s),
+        ..ConnSync::default()
+    }
+}
+
+fn start(config: XlbConfig, path: PathBuf, start: impl FnOnce(&Path) -> Xlb) -> Xlb {
+    let path = config.write(&path).expect("write config");
+    let xlb = start(&path);
+    xlb.wait_ready(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("xlb never became ready: {e:#}"));
+    xlb
+}
+
+/// Polls until every VRRP group of `xlb` is in `state`.
+fn wait_state(xlb: &Xlb, state: &str, timeout: Duration) -> Status {
+    xlb.wait_status(&format!("every VRRP group {state}"), timeout, |s| {
+        s.vrrp
+            .as_ref()
+            .is_some_and(|v| !v.groups.is_empty() && v.groups.iter().all(|g| g.state == state))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A sync counter of `status` (0 until the first event of its kind).
+fn sync_counter(status: &Status, name: &str) -> u64 {
+    let s = status
+        .sync
+        .as_ref()
+        .unwrap_or_else(|| panic!("no sync in the status: {status}"));
+    s.counters.get(name).copied().unwrap_or(0)
+}
+
+fn wait_sync(xlb: &Xlb, what: &str, timeout: Duration, done: impl Fn(&Status) -> bool) -> Status {
+    xlb.wait_status(what, timeout, done)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The DSR pair with sync between the nodes' own addresses: node 1
+/// master, node 2 backup, both ready. `edit` adjusts each node's config.
+fn dsr_pair(
+    topo: &Topology,
+    weights: &[u32],
+    refresh_s: u32,
+    edit: impl Fn(XlbConfig) -> XlbConfig,
+) -> (Xlb, Xlb) {
+    let key_file = write_key(topo.dir());
+    let config = |n: usize, priority| {
+        let peer = topo.node_addr4(3 - n).into();
+        edit(
+            topo.node_config(n, weights)
+                .vrrp(vrrp(priority))
+                .sync(sync_section(&key_file, peer, refresh_s)),
+        )
+    };
+    let x1 = start(
+        config(1, MASTER_PRIORITY),
+        topo.dir().join("xlb1.toml"),
+        |p| topo.start_node(1, &xlb_exe(), p).expect("start node 1"),
+    );
+    wait_state(&x1, "master", Duration::from_secs(10));
+    let x2 = start(
+        config(2, BACKUP_PRIORITY),
+        topo.dir().join("xlb2.toml"),
+        |p| topo.start_node(2, &xlb_exe(), p).expect("start node 2"),
+    );
+    wait_state(&x2, "backup", Duration::from_secs(10));
+    (x1, x2)
+}
+
+fn without_backend(mut c: XlbConfig, name: &str) -> XlbConfig {
+    for vip in ["web4", "web6"] {
+        c.vip_mut(vip)
+            .backends
+            .retain(|b| b.name.as_deref() != Some(name));
+    }
+    c
+}
+
+/// The backend (index into `backends`) Maglev gives the flow from the
+/// client's `port` to VIP4:80, over DSR backends at `backends` (weight 1
+/// each, port 80), with the default ring size.
+fn maglev_choice(backends: &[Ipv4Addr], client: Ipv4Addr, port: u16) -> u32 {
+    let members: Vec<lb_user::maglev::Member> = backends
+        .iter()
+        .map(|a| lb_user::maglev::Member {
+            identity: lb_user::maglev::identity((*a).into(), VIP_PORT),
+            weight: 1,
+        })
+        .collect();
+    let size = lb_common::DEFAULT_RING_SIZE;
+    let table = lb_user::maglev::build_table(&members, size);
+    let hash = lb_common::hash::flow_hash(&key4(client, VIP4, port, VIP_PORT, IPPROTO_TCP));
+    table[(hash % size) as usize]
+}
+
+/// DSR: 50 connections open over three backends; a fourth is added by
+/// reload on both nodes (so Maglev now sends some of those flows
+/// elsewhere); then the master is killed. Every connection goes on, on
+/// the backend it started on: the backup had their entries from the sync.
+#[test]
+fn dsr_pair_backend_added_then_failover_keeps_every_connection() {
+    if !require_root("dsr_pair_backend_added_then_failover_keeps_every_connection") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(4).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let weights = [1, 1, 1, 1];
+    let (x1, x2) = dsr_pair(&topo, &weights, 10, |c| without_backend(c, "backend-4"));
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let traffic = Traffic::start(topo.client(), vip, SENDING, PERIOD, None).expect("traffic");
+    wait_sync(
+        &x2,
+        "the 50 flows installed on node 2",
+        Duration::from_secs(10),
+        |s| sync_counter(s, "flows_installed") >= SENDING as u64,
+    );
+
+    // Both nodes get the fourth backend.
+    let key_file = topo.dir().join("sync.key");
+    for (n, x, priority) in [(1, &x1, MASTER_PRIORITY), (2, &x2, BACKUP_PRIORITY)] {
+        let peer = topo.node_addr4(3 - n).into();
+        topo.node_config(n, &weights)
+            .vrrp(vrrp(priority))
+            .sync(sync_section(&key_file, peer, 10))
+            .write(&topo.dir().join(format!("xlb{n}.toml")))
+            .expect("rewrite config");
+        x.reload().expect("reload");
+        x.wait_status("backend-4 in the ring", Duration::from_secs(10), |s| {
+            s.vips.iter().all(|v| v.usable_backends == 4)
+        })
+        .unwrap_or_else(|e| panic!("node {n}: {e:#}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    x1.kill_now().expect("SIGKILL node 1");
+    wait_state(&x2, "master", failover_bound());
+    std::thread::sleep(Duration::from_secs(1));
+    let report = traffic.stop();
+    let _ = writeln!(
+        std::io::stderr(),
+        "backend added, then SIGKILL of the master: {}",
+        report.summary()
+    );
+
+    // The test is only worth something if the new ring moved some of
+    // these flows: count them with xlb's own Maglev and flow hash.
+    let addrs: Vec<Ipv4Addr> = (1..=4).map(|i| topo.backend_addr4(i)).collect();
+    let moved = report
+        .connections
+        .iter()
+        .filter(|c| {
+            let before = maglev_choice(&addrs[..3], topo.client_addr4(), c.port);
+            let after = maglev_choice(&addrs, topo.client_addr4(), c.port);
+            addrs[before as usize] != addrs[after as usize]
+        })
+        .count();
+    assert!(
+        moved > 0,
+        "the added backend moved none of the 50 flows: the failover proves nothing"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "{moved} of {SENDING} flows hash elsewhere in the new ring"
+    );
+    assert_eq!(
+        report.survivors(),
+        SENDING,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
+    for c in &report.connections {
+        assert_eq!(
+            c.served_by.len(),
+            1,
+            "connection from port {} changed backends: {:?}",
+            c.port,
+            c.served_by
+        );
+    }
+}
+
+/// Waits up to 5 s for a sync datagram from `from` arriving on `ifname`
+/// in `ns` while `trigger` runs; returns its UDP payload.
+fn capture_sync_message(
+    ns: &NetNs,
+    ifname: &str,
+    from: Ipv4Addr,
+    trigger: impl FnOnce(),
+) -> Vec<u8> {
+    let ifname = ifname.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = ns.spawn(move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::PACKET,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(i32::from(
+                (libc::ETH_P_IP as u16).to_be(),
+            ))),
+        )
+        .expect("packet socket");
+        let link = nix::ifaddrs::getifaddrs()
+            .expect("getifaddrs")
+            .filter(|i| i.interface_name == ifname)
+            .find_map(|i| i.address?.as_link_addr().copied())
+            .expect("link address");
+        nix::sys::socket::bind(s.as_raw_fd(), &link).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let _ = tx.send(());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            let Ok(n) = (&s).read(&mut buf) else { continue };
+            let frame = &buf[..n];
+            let Ok(p) = etherparse::SlicedPacket::from_ethernet(frame) else {
+                continue;
+            };
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+                continue;
+            };
+            let Some(etherparse::TransportSlice::Udp(udp)) = &p.transport else {
+                continue;
+            };
+            if ip.header().source_addr() == from && udp.destination_port() == SYNC_PORT {
+                return Some(udp.payload().to_vec());
+            }
+        }
+        None
+    });
+    rx.recv().expect("capture ready");
+    trigger();
+    handle
+        .join()
+        .expect("capture thread")
+        .expect("no sync message captured within 5 s")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// A sync message steering the flow from the client's port `port` to
+/// backend-1, signed with `key`.
+fn steering_message(
+    key: &Key,
+    epoch: u64,
+    seq: u64,
+    sent_ms: u64,
+    topo: &Topology,
+    port: u16,
+) -> Vec<u8> {
+    let entry = wire::Entry {
+        client: topo.client_addr4().into(),
+        client_port: port,
+        vip: VIP4.into(),
+        vip_port: VIP_PORT,
+        proto: IPPROTO_TCP,
+        backend: topo.backend_addr4(1).into(),
+        backend_port: VIP_PORT,
+        flags: 0,
+        event: wire::Event::New,
+        age_ms: 0,
+    };
+    let header = wire::Header {
+        kind: wire::Kind::Flows,
+        epoch,
+        seq,
+        sent_unix_ms: sent_ms,
+    };
+    key.seal(wire::encode(&header, &[entry]))
+}
+
+/// One row of the forgery table.
+struct Attack {
+    what: &'static str,
+    /// The counter of node 2 that must count it.
+    counter: &'static str,
+    /// The source address it claims.
+    from: SocketAddr,
+    datagram: Vec<u8>,
+    /// The client port of the flow it would install, if it carries one.
+    steers: Option<u16>,
+}
+
+/// Forged, replayed, cut and oversized messages sent from a third
+/// namespace (the client's), impersonating node 1 towards node 2: each is
+/// dropped and counted by its reason, none installs a flow, and the
+/// connections through node 1 never notice.
+#[test]
+fn forged_and_replayed_sync_messages_install_nothing() {
+    if !require_root("forged_and_replayed_sync_messages_install_nothing") {
+        return;
+    }
+    let topo = Topology::vrrp_pair(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let (_x1, x2) = dsr_pair(&topo, &[1, 1, 1], 10, |c| c);
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let traffic = Traffic::start(topo.client(), vip, 20, PERIOD, None).expect("traffic");
+
+    // A genuine message from node 1 to node 2, captured on node 2's NIC
+    // while a new connection makes node 1 send one.
+    let node1 = topo.node_addr4(1);
+    let genuine = capture_sync_message(topo.node(2), &topo.node_ifname(2), node1, || {
+        let _ = xlb_testbed::topology::http_get(topo.client(), vip, "/", Duration::from_secs(3));
+    });
+    let signed_len = wire::frame(&genuine).expect("a genuine message frames");
+    let (header, _) = wire::decode(&genuine[..signed_len]).expect("a genuine message decodes");
+    wait_sync(
+        &x2,
+        "the genuine message installed",
+        Duration::from_secs(5),
+        |s| sync_counter(s, "messages_accepted") > 0,
+    );
+
+    let right = key(topo.dir());
+    let wrong = Key::from_bytes(b"not the cluster key, but long enough to be a key").unwrap();
+    let from = SocketAddr::new(node1.into(), SYNC_PORT);
+    let to = SocketAddr::new(topo.node_addr4(2).into(), SYNC_PORT);
+    let client = SocketAddr::new(topo.client_addr4().into(), SYNC_PORT);
+    let mut bad_magic = genuine.clone();
+    bad_magic[..4].copy_from_slice(b"XLBX");
+    let mut bad_version = genuine.clone();
+    bad_version[4] = 9;
+    let mut oversize = genuine.clone();
+    oversize.resize(wire::MAX_LEN + 100, 0);
+    let steer = |key: &Key, seq: u64, sent_ms: u64, port: u16| {
+        steering_message(key, header.epoch, header.seq + seq, sent_ms, &topo, port)
+    };
+    let row = |what, counter, from, datagram, steers| Attack {
+        what,
+        counter,
+        from,
+        datagram,
+        steers,
+    };
+    let attacks = [
+        row(
+            "signed with the wrong key",
+            "dropped_bad_mac",
+            from,
+            steer(&wrong, 1000, now_ms(), 7001),
+            Some(7001),
+        ),
+        row(
+            "a replay of node 1's message",
+            "dropped_replay",
+            from,
+            genuine.clone(),
+            None,
+        ),
+        row(
+            "cut short",
+            "dropped_truncated",
+            from,
+            genuine[..genuine.len() - 10].to_vec(),
+            None,
+        ),
+        row(
+            "longer than any message",
+            "dropped_oversize",
+            from,
+            oversize,
+            None,
+        ),
+        row("another magic", "dropped_bad_magic", from, bad_magic, None),
+        row(
+            "another version",
+            "dropped_bad_version",
+            from,
+            bad_version,
+            None,
+        ),
+        row(
+            "signed right, sent 10 minutes ago",
+            "dropped_stale",
+            from,
+            steer(&right, 2000, now_ms() - 600_000, 7002),
+            Some(7002),
+        ),
+        row(
+            "signed right, from an address that is no peer",
+            "dropped_unknown_peer",
+            client,
+            steer(&right, 3000, now_ms(), 7003),
+            Some(7003),
+        ),
+    ];
+    let before = x2.status().expect("status");
+    for a in &attacks {
+        for _ in 0..5 {
+            inject::spoofed_udp(topo.client(), a.from, to, &a.datagram)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", a.what));
+        }
+    }
+    let after = wait_sync(&x2, "every forgery counted", Duration::from_secs(5), |s| {
+        attacks
+            .iter()
+            .all(|a| sync_counter(s, a.counter) >= sync_counter(&before, a.counter) + 5)
+    });
+    let state2 = topo.state_dir("lb2");
+    for a in &attacks {
+        assert_eq!(
+            sync_counter(&after, a.counter) - sync_counter(&before, a.counter),
+            5,
+            "{}: {}",
+            a.what,
+            a.counter
+        );
+        if let Some(port) = a.steers {
+            let k = key4(topo.client_addr4(), VIP4, port, VIP_PORT, IPPROTO_TCP);
+            assert_eq!(
+                pinned::flow(&state2, &k).expect("read FLOWS"),
+                None,
+                "{}: a flow was installed",
+                a.what
+            );
+        }
+    }
+    let report = traffic.stop();
+    assert_eq!(
+        report.survivors(),
+        20,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
+}
+
+/// 100,000 SYNs from as many source ports through node 1 while its
+/// control plane is frozen (SIGSTOP: nobody reads the ring buffer, which
+/// fills): the connections that keep sending through it never stall,
+/// every new flow is either reported or counted as a lost report, and
+/// once thawed, node 2 ends up with every one of them (the periodic sweep
+/// sends what the ring buffer lost).
+#[test]
+fn a_flood_of_new_flows_is_counted_never_stalls_and_the_peer_converges() {
+    if !require_root("a_flood_of_new_flows_is_counted_never_stalls_and_the_peer_converges") {
+        return;
+    }
+    const FLOOD: usize = 100_000;
+    let topo = Topology::vrrp_pair(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    // Adverts every second: the freeze stays well within the backup's
+    // master-down interval (3.6 s), so node 1 stays master.
+    let (x1, x2) = dsr_pair(&topo, &[1, 1, 1], 2, |mut c| {
+        for g in &mut c.vrrp.as_mut().expect("vrrp").groups {
+            g.advert_interval_cs = Some(100);
+        }
+        c.conntrack(Conntrack {
+            new_flows_per_cpu: Some(0),
+            ..Conntrack::default()
+        })
+    });
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let traffic = Traffic::start(topo.client(), vip, 20, PERIOD, None).expect("traffic");
+    std::thread::sleep(Duration::from_millis(300));
+    let state1 = topo.state_dir("lb1");
+    let counts = |x: &Xlb| {
+        let s = x.status().expect("status");
+        (
+            s.conntrack.get("insert").copied().unwrap_or(0),
+            pinned::sync_stat(&state1, sync_stat::EVENTS_REPORTED).unwrap(),
+            pinned::sync_stat(&state1, sync_stat::EVENTS_LOST).unwrap(),
+        )
+    };
+    let (ins0, rep0, lost0) = counts(&x1);
+    let client_if = topo.client_ifname();
+    let src_mac = inject::mac_of(topo.client(), &client_if).unwrap();
+    let dst_mac = inject::mac_of(topo.node(1), &topo.node_ifname(1)).unwrap();
+    // Off-subnet sources: the backends' answers go nowhere, and no
+    // client resets them.
+    let first = Ipv4Addr::new(198, 18, 100, 1);
+    x1.freeze(true).expect("SIGSTOP node 1");
+    let flooded = inject::syn_flood(
+        topo.client(),
+        &client_if,
+        src_mac,
+        dst_mac,
+        first,
+        vip,
+        FLOOD,
+    );
+    x1.freeze(false).expect("SIGCONT node 1");
+    let flooded = flooded.expect("flood");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ins1, rep1, lost1) = counts(&x1);
+    let report = traffic.stop();
+    let _ = writeln!(
+        std::io::stderr(),
+        "flood: {} SYNs in {:?}; node 1 inserted {}, reported {}, lost {} reports; {}",
+        flooded.sent,
+        flooded.took,
+        ins1 - ins0,
+        rep1 - rep0,
+        lost1 - lost0,
+        report.summary()
+    );
+    // The veths drop what their queues cannot take: what arrived is what
+    // node 1 inserted, and that must still be a flood.
+    let arrived = ins1 - ins0;
+    assert!(
+        arrived >= FLOOD as u64 / 2,
+        "only {arrived} of {FLOOD} SYNs arrived"
+    );
+    // The ring holds some 14,000 reports: with nobody reading, most are lost.
+    assert!(lost1 > lost0, "no report was lost: the ring never filled");
+    assert_eq!(
+        (rep1 - rep0) + (lost1 - lost0),
+        ins1 - ins0,
+        "every new flow is reported or counted lost"
+    );
+    assert_eq!(
+        report.survivors(),
+        20,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
+    assert!(
+        report.longest_pause() < Duration::from_secs(2),
+        "a connection stalled for {:?}",
+        report.longest_pause()
+    );
+
+    // Node 2 converges: every flood flow node 1 has is in its table.
+    let state2 = topo.state_dir("lb2");
+    let flood_flows = |state: &Path| {
+        pinned::flows(state)
+            .expect("read FLOWS")
+            .iter()
+            .filter(|(k, _)| {
+                let b = lb_common::words_to_bytes(&k.src);
+                b[..3] == [198, 18, 100]
+            })
+            .count()
+    };
+    let want = flood_flows(&state1);
+    assert_eq!(want as u64, arrived, "node 1's own table");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut have = 0;
+    while Instant::now() < deadline {
+        have = flood_flows(&state2);
+        if have >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let s2 = x2.status().expect("status");
+    assert_eq!(
+        have, want,
+        "node 2 holds {have} of node 1's {want} flood flows; its sync: {:?}",
+        s2.sync
+    );
+}
