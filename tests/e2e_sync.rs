@@ -626,3 +626,67 @@ fn a_flood_of_new_flows_is_counted_never_stalls_and_the_peer_converges() {
         s2.sync
     );
 }
+
+/// A node that joins (here: node 2 taken out with `xlb down`, its pinned
+/// state gone, and started again) asks its peer for the whole table and
+/// gets it: every flow node 1 forwards is in node 2's table before any
+/// sweep could have sent it (`refresh_s` is an hour), so a failover right
+/// after keeps them all.
+#[test]
+fn a_joining_node_gets_the_whole_table() {
+    if !require_root("a_joining_node_gets_the_whole_table") {
+        return;
+    }
+    const CONNECTIONS: usize = 20;
+    let topo = Topology::vrrp_pair(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let (x1, x2) = dsr_pair(&topo, &[1, 1, 1], 3600, |c| c);
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let traffic = Traffic::start(topo.client(), vip, CONNECTIONS, PERIOD, None).expect("traffic");
+    x2.down().expect("xlb down on node 2");
+    let state2 = topo.state_dir("lb2");
+    assert!(
+        pinned::flows(&state2).is_err(),
+        "node 2's pinned state outlived xlb down"
+    );
+    let x2 = topo
+        .start_node(2, &xlb_exe(), &topo.dir().join("xlb2.toml"))
+        .expect("start node 2 again");
+    wait_state(&x2, "backup", Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s2 = loop {
+        let s2 = x2.status().expect("status");
+        if sync_counter(&s2, "flows_installed") >= CONNECTIONS as u64 {
+            break s2;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never got the whole table; node 2: {:?}\nnode 1: {:?}",
+            s2.sync,
+            x1.status().expect("status").sync
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let s1 = x1.status().expect("status");
+    assert!(
+        sync_counter(&s1, "hellos_received") >= 1 && sync_counter(&s1, "full_tables_sent") >= 1,
+        "node 1 never answered a hello: {:?}",
+        s1.sync
+    );
+    assert_eq!(sync_counter(&s2, "sweeps"), 0, "a sweep ran: {:?}", s2.sync);
+    let report = traffic.stop();
+    for c in &report.connections {
+        let k = key4(topo.client_addr4(), VIP4, c.port, VIP_PORT, IPPROTO_TCP);
+        assert!(
+            pinned::flow(&state2, &k).expect("read FLOWS").is_some(),
+            "the flow from port {} is not in node 2's table",
+            c.port
+        );
+    }
+    assert_eq!(
+        report.survivors(),
+        CONNECTIONS,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
+}

@@ -36,7 +36,7 @@ const EVENTS_PER_TURN: usize = 4096;
 /// Full tables and sweeps go out at most this many messages per
 /// millisecond (20 flows each): a peer's socket buffer is not flooded.
 const PACE_MESSAGES_PER_MS: usize = 8;
-/// A peer gets the whole table at most this often.
+/// A peer gets the whole table at most this often per epoch.
 const FULL_TABLE_EVERY: Duration = Duration::from_secs(2);
 /// The directory is asked again at most this often on a miss, and in any
 /// case this often.
@@ -431,8 +431,8 @@ struct Engine {
     dir: Dir,
     directory: DirectorySource,
     replay: Replay,
-    /// When each peer last got the whole table.
-    full_sent: HashMap<IpAddr, Instant>,
+    /// When each peer (and which epoch of it) last got the whole table.
+    full_sent: HashMap<IpAddr, (u64, Instant)>,
     state_dir: PathBuf,
 }
 
@@ -608,12 +608,13 @@ impl Engine {
         match header.kind {
             Kind::Hello => {
                 self.shared.bump("hellos_received", 1);
-                let due = self
-                    .full_sent
-                    .get(&ip)
-                    .is_none_or(|t| t.elapsed() >= FULL_TABLE_EVERY);
+                // A peer that restarted (a new epoch) gets its table at
+                // once; repeats of one epoch's hello wait their turn.
+                let due = self.full_sent.get(&ip).is_none_or(|(epoch, t)| {
+                    *epoch != header.epoch || t.elapsed() >= FULL_TABLE_EVERY
+                });
                 if due {
-                    self.full_sent.insert(ip, Instant::now());
+                    self.full_sent.insert(ip, (header.epoch, Instant::now()));
                     let to = sockaddr(ip, self.cfg.port, from.is_ipv6());
                     self.spawn_table(0, vec![to], "full_tables_sent");
                 }
