@@ -241,4 +241,21 @@ mod tests {
         let no_key = parse("[sync]\npeers = [\"198.18.0.3\"]\n").unwrap_err();
         assert!(no_key.contains("key_file"), "{no_key}");
     }
+
+    #[test]
+    fn the_docs_example_is_valid() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let block = DOCS
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.starts_with("[sync]"))
+            .expect("a toml block starting with [sync] in docs/config.md");
+        let s = parse(block).unwrap().sync.unwrap();
+        assert_eq!(
+            s.peers,
+            SyncPeers::Unicast(vec!["198.18.0.3".parse().unwrap()])
+        );
+        assert_eq!(s.key_file, PathBuf::from("/etc/xlb/sync.key"));
+    }
 }
