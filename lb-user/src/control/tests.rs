@@ -737,3 +737,87 @@ fn nodes_with_the_same_config_and_other_histories_build_the_same_table() {
     b2.apply(&final_cfg, &mut n).unwrap();
     assert_eq!(ring_by_address(&a), ring_by_address(&b2));
 }
+
+#[test]
+fn nodes_with_different_ids_meet_in_the_sync_directory() {
+    use crate::sync::{MemoryTable, entry_of, install, wire::Event};
+    // Node A gave b11 id 1 and b12 id 2; node B saw b12 first.
+    let (mut a, mut b) = (controller(), controller());
+    let mut n = table(&[11, 12, 13]);
+    a.apply(&config(&[(11, 1), (12, 1), (13, 1)]), &mut n)
+        .unwrap();
+    b.apply(&config(&[(12, 1)]), &mut n).unwrap();
+    b.apply(&config(&[(12, 1), (11, 1), (13, 1)]), &mut n)
+        .unwrap();
+    // b13 is removed on both: retiring, its flows go on.
+    a.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    b.apply(&config(&[(12, 1), (11, 1)]), &mut n).unwrap();
+    b.set_standby(&["web".into()], true).unwrap();
+    let (da, db) = (a.sync_directory(), b.sync_directory());
+    assert_eq!((da.backends(), db.backends()), (3, 3));
+
+    let id_of = |c: &Controller<MemoryMaps>, last: u8| {
+        c.vips[&key()]
+            .backends
+            .iter()
+            .chain(c.retiring.of(&key()))
+            .find(|x| x.config.address == ip(last))
+            .map(|x| (x.id, x.generation))
+            .unwrap()
+    };
+    for last in [11, 12, 13] {
+        let (id, generation) = id_of(&a, last);
+        let flow = lb_common::FlowKey {
+            src: [u32::from_ne_bytes([198, 18, 0, 2]), 0, 0, 0],
+            dst: [u32::from_ne_bytes([198, 18, 0, 100]), 0, 0, 0],
+            sport: 40_000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: lb_common::IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let state = lb_common::FlowState {
+            backend: id,
+            generation,
+            flags: 0,
+            last_seen: 1_000_000_000,
+        };
+        let e = entry_of(&da, &flow, &state, Event::New, 2_000_000_000).unwrap();
+        assert_eq!(e.backend, ip(last));
+        let mut t = MemoryTable::default();
+        install(&db, &mut t, &e, 5_000_000_000).unwrap();
+        let got = t.flows[&flow];
+        assert_eq!((got.backend, got.generation), id_of(&b, last), "b{last}");
+        assert_eq!(got.last_seen, 4_000_000_000);
+    }
+    // B is the VIP's backup: it sends none of its flows.
+    let (id, generation) = id_of(&b, 11);
+    let flow = lb_common::FlowKey {
+        dst: [u32::from_ne_bytes([198, 18, 0, 100]), 0, 0, 0],
+        dport: 80u16.to_be(),
+        proto: lb_common::IPPROTO_TCP,
+        ..Default::default()
+    };
+    let state = lb_common::FlowState {
+        backend: id,
+        generation,
+        ..Default::default()
+    };
+    assert!(entry_of(&db, &flow, &state, Event::New, 0).is_err());
+}
+
+#[test]
+fn sync_in_the_config_turns_the_reports_on() {
+    let mut c = controller();
+    let mut n = table(&[11]);
+    c.apply(
+        &config_with(
+            &[(11, 1)],
+            "[sync]\npeers = [\"198.18.0.3\"]\nkey_file = \"/k\"\n[[vip]]\nname = \"x\"\naddress = \"198.18.0.101\"\n",
+        ),
+        &mut n,
+    )
+    .unwrap();
+    assert_ne!(c.maps().config.flags & lb_common::LB_F_SYNC, 0);
+    c.apply(&config(&[(11, 1)]), &mut n).unwrap();
+    assert_eq!(c.maps().config.flags & lb_common::LB_F_SYNC, 0);
+}
