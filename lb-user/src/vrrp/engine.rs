@@ -1,7 +1,7 @@
 //! The engine: one state machine per `[[vrrp.group]]`, fed with adverts,
 //! timers and tracking verdicts; what they decide is carried out here
 //! (forwarding switched, addresses assigned or withdrawn, gratuitous ARP /
-//! unsolicited NA sent, adverts sent).
+//! unsolicited NA sent, adverts sent to the group or to each peer).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -321,7 +321,13 @@ impl Engine {
             .iter()
             .map(|g| (g.cfg.vrid, g.cfg.is_ipv6()))
             .collect();
-        classify(r, v6, sock.as_ref().map(|s| s.source()), &groups)
+        classify(
+            r,
+            v6,
+            sock.as_ref().map(|s| s.source()),
+            &self.cfg.peers,
+            &groups,
+        )
     }
 
     fn apply(&mut self, i: usize, actions: Vec<Action>) {
@@ -391,10 +397,19 @@ impl Engine {
             interval_cs: g.cfg.interval_cs,
             addresses: g.cfg.addresses.clone(),
         };
-        let bytes = advert.encode(sock.source(), sock.group());
-        match sock.send(&bytes) {
-            Ok(()) => g.sent += 1,
-            Err(e) => tracing::warn!(vrid = g.cfg.vrid, error = %e, "sending VRRP advert"),
+        let mut sent = false;
+        for to in destinations(&self.cfg.peers, sock.source(), sock.group()) {
+            // The checksum covers the destination: one message per peer.
+            let bytes = advert.encode(sock.source(), to);
+            match sock.send(&bytes, to) {
+                Ok(()) => sent = true,
+                Err(e) => {
+                    tracing::warn!(vrid = g.cfg.vrid, %to, error = %e, "sending VRRP advert");
+                }
+            }
+        }
+        if sent {
+            g.sent += 1;
         }
     }
 
@@ -447,5 +462,54 @@ async fn next_verdict(rx: &mut Option<watch::Receiver<Tracking>>) -> Option<Trac
             Err(_) => None,
         },
         None => std::future::pending().await,
+    }
+}
+
+/// Where an advert from `source` goes: without peers, to `group`; with
+/// peers, to each peer of `source`'s family but this node itself (so that
+/// every node can carry the same list).
+fn destinations(peers: &[IpAddr], source: IpAddr, group: IpAddr) -> Vec<IpAddr> {
+    if peers.is_empty() {
+        return vec![group];
+    }
+    peers
+        .iter()
+        .copied()
+        .filter(|p| p.is_ipv6() == source.is_ipv6() && *p != source)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::packet::{GROUP_V4, GROUP_V6};
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn adverts_go_to_the_group_or_to_each_peer_of_the_family() {
+        let (src4, src6) = ("198.18.0.1".parse().unwrap(), "fe80::1".parse().unwrap());
+        assert_eq!(
+            destinations(&[], src4, GROUP_V4.into()),
+            vec![IpAddr::from(GROUP_V4)]
+        );
+        // One list on every node: the node's own address is skipped.
+        let peers = ips(&[
+            "198.18.0.1",
+            "198.18.0.3",
+            "fe80::1",
+            "fe80::3",
+            "198.18.0.4",
+        ]);
+        assert_eq!(
+            destinations(&peers, src4, GROUP_V4.into()),
+            ips(&["198.18.0.3", "198.18.0.4"])
+        );
+        assert_eq!(
+            destinations(&peers, src6, GROUP_V6.into()),
+            ips(&["fe80::3"])
+        );
     }
 }
