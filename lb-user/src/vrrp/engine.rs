@@ -17,13 +17,15 @@ use super::receive::classify;
 use super::socket::{Received, VrrpSocket};
 use super::state::{Action, Event, Machine, Params, State};
 use super::track::Tracking;
-use super::{Effects, Nic, announce, primary_addresses};
+use super::{Effects, Nic, Placement, announce, placements, primary_addresses};
 use crate::api::VrrpStatus;
 use crate::config::{VrrpConfig, VrrpGroup};
 
 pub(super) struct Group {
     pub(super) cfg: VrrpGroup,
     pub(super) machine: Machine,
+    /// The addresses its master holds, by NIC.
+    placements: Vec<Placement>,
     /// What the data plane was last told for this group's VIPs.
     forwarding: Option<bool>,
     pub(super) sent: u64,
@@ -33,7 +35,6 @@ pub(super) struct Group {
 
 pub struct Engine {
     cfg: VrrpConfig,
-    nic: Nic,
     pub(super) groups: Vec<Group>,
     v4: Option<Arc<VrrpSocket>>,
     v6: Option<Arc<VrrpSocket>>,
@@ -62,9 +63,12 @@ pub enum Stop {
 
 impl Engine {
     /// Opens the sockets the groups need. Does not change anything yet.
+    /// `server` is the `server_interface`, where groups' server addresses
+    /// go.
     pub fn new(
         cfg: VrrpConfig,
         nic: Nic,
+        server: Option<Nic>,
         effects: Box<dyn Effects>,
         status: Arc<Mutex<VrrpStatus>>,
         resume: Vec<bool>,
@@ -99,30 +103,28 @@ impl Engine {
                     .with_context(|| format!("opening the IPv6 VRRP socket on {}", nic.name))?,
             )),
         };
-        let groups = cfg
-            .groups
-            .iter()
-            .map(|g| {
-                let primary = if g.is_ipv6() {
-                    p6.map(IpAddr::from)
-                } else {
-                    p4.map(IpAddr::from)
-                };
-                Group {
-                    machine: Machine::new(Params {
-                        priority: g.priority,
-                        preempt: g.preempt,
-                        interval_cs: g.interval_cs,
-                        primary: primary.expect("checked above"),
-                    }),
-                    cfg: g.clone(),
-                    forwarding: None,
-                    sent: 0,
-                    received: 0,
-                    last_at_unix_ms: 0,
-                }
-            })
-            .collect();
+        let mut groups = Vec::with_capacity(cfg.groups.len());
+        for g in &cfg.groups {
+            let primary = if g.is_ipv6() {
+                p6.map(IpAddr::from)
+            } else {
+                p4.map(IpAddr::from)
+            };
+            groups.push(Group {
+                machine: Machine::new(Params {
+                    priority: g.priority,
+                    preempt: g.preempt,
+                    interval_cs: g.interval_cs,
+                    primary: primary.expect("checked above"),
+                }),
+                placements: placements(g, &nic, server.as_ref())?,
+                cfg: g.clone(),
+                forwarding: None,
+                sent: 0,
+                received: 0,
+                last_at_unix_ms: 0,
+            });
+        }
         let mut counters = BTreeMap::new();
         counters.insert("accepted".to_string(), 0);
         counters.insert("address_mismatch".to_string(), 0);
@@ -132,7 +134,6 @@ impl Engine {
         }
         Ok(Self {
             cfg,
-            nic,
             groups,
             v4,
             v6,
@@ -170,21 +171,24 @@ impl Engine {
         let mut tracking = Some(tracking);
         // Groups that resume keep forwarding and their addresses; of the
         // others, a predecessor killed while master may have left the VIPs
-        // behind.
+        // and server addresses behind.
         let mut stale = Vec::new();
         for i in 0..self.groups.len() {
             if self.resumes(i) {
                 self.groups[i].forwarding = Some(true);
             } else {
-                stale.extend(self.groups[i].cfg.addresses.clone());
+                stale.extend(self.groups[i].placements.clone());
             }
         }
         self.update_forwarding();
-        if let Err(e) = self.effects.withdraw(&stale) {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "withdrawing stale VIPs at startup"
-            );
+        for p in &stale {
+            if let Err(e) = self.effects.withdraw(&p.nic, &p.addrs) {
+                tracing::warn!(
+                    interface = %p.nic.name,
+                    error = format!("{e:#}"),
+                    "withdrawing stale addresses at startup"
+                );
+            }
         }
         if let Some(t) = &mut tracking {
             self.tracking = t.borrow_and_update().clone();
@@ -345,18 +349,26 @@ impl Engine {
                         priority = g.machine.priority(),
                         "VRRP transition"
                     );
-                    let addrs = g.cfg.addresses.clone();
+                    let placements = g.placements.clone();
                     if to == State::Master {
                         self.update_forwarding();
-                        if let Err(e) = self.effects.assign(&addrs) {
-                            tracing::error!(error = format!("{e:#}"), "assigning VIPs");
+                        for p in &placements {
+                            if let Err(e) = self.effects.assign(&p.nic, &p.addrs) {
+                                tracing::error!(interface = %p.nic.name,
+                                    error = format!("{e:#}"), "assigning addresses");
+                            }
                         }
-                        self.announce(&addrs);
+                        for p in &placements {
+                            self.announce(p);
+                        }
                     } else if from == State::Master || to == State::Init {
                         // Stop forwarding before the addresses go.
                         self.update_forwarding();
-                        if let Err(e) = self.effects.withdraw(&addrs) {
-                            tracing::error!(error = format!("{e:#}"), "withdrawing VIPs");
+                        for p in &placements {
+                            if let Err(e) = self.effects.withdraw(&p.nic, &p.addrs) {
+                                tracing::error!(interface = %p.nic.name,
+                                    error = format!("{e:#}"), "withdrawing addresses");
+                            }
                         }
                     }
                 }
@@ -413,8 +425,10 @@ impl Engine {
         }
     }
 
-    /// Gratuitous ARP / unsolicited NA, `garp_repeat` times, in the background.
-    fn announce(&self, addrs: &[IpAddr]) {
+    /// Gratuitous ARP / unsolicited NA for `p`'s addresses out of its NIC,
+    /// `garp_repeat` times, in the background.
+    fn announce(&self, p: &Placement) {
+        let addrs = &p.addrs;
         let v4: Vec<Ipv4Addr> = addrs
             .iter()
             .filter_map(|a| match a {
@@ -429,7 +443,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let nic = self.nic.clone();
+        let nic = p.nic.clone();
         let repeat = self.cfg.garp_repeat;
         let gap = Duration::from_millis(u64::from(self.cfg.garp_interval_ms));
         tokio::task::spawn_blocking(move || {
