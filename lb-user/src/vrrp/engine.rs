@@ -146,6 +146,10 @@ impl Engine {
         })
     }
 
+    pub(super) fn peers(&self) -> &[IpAddr] {
+        &self.cfg.peers
+    }
+
     fn resumes(&self, i: usize) -> bool {
         self.resume.get(i).copied().unwrap_or(false)
     }
