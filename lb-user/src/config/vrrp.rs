@@ -603,6 +603,44 @@ mod tests {
         assert_eq!(v.track_address, Some("198.18.0.254".parse().unwrap()));
     }
 
+    #[test]
+    fn docs_peers_and_server_addresses_examples_are_valid() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let blocks: Vec<&str> = DOCS
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("peers = "))
+            .collect();
+        assert_eq!(
+            blocks.len(),
+            2,
+            "the peers and the server addresses examples"
+        );
+        let pair = Config::parse(blocks[0], "config.md").unwrap().vrrp.unwrap();
+        assert_eq!(
+            pair.peers,
+            ips(&["198.18.0.1", "fe80::1", "198.18.0.3", "fe80::3"])
+        );
+        let nat = Config::parse(blocks[1], "config.md").unwrap();
+        assert_eq!(nat.server_interface.as_deref(), Some("eth1"));
+        assert_eq!(
+            nat.vrrp.unwrap().groups[0].server_addresses,
+            ips(&["198.18.1.1", "fd00:19::1"])
+        );
+    }
+
+    #[test]
+    fn docs_peers_error_is_the_validators() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let errs = parse(&format!("[vrrp]\npeers = [\"198.18.0.3\"]\n{TWO_GROUPS}")).unwrap_err();
+        assert!(
+            DOCS.contains(&errs[0]),
+            "docs/config.md quotes {:?}",
+            errs[0]
+        );
+    }
+
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()
     }
