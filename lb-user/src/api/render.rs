@@ -189,6 +189,9 @@ fn render_health(h: &HealthStatus) -> String {
 impl VrrpStatus {
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "vrrp: tracking {}", self.tracking);
+        if !self.peers.is_empty() {
+            let _ = writeln!(out, "  peers {} (unicast)", self.peers.join(","));
+        }
         for g in &self.groups {
             let _ = writeln!(
                 out,
@@ -212,6 +215,9 @@ impl VrrpStatus {
                     t.ago_ms as f64 / 1000.0,
                     t.reason
                 );
+            }
+            if !g.server_addresses.is_empty() {
+                let _ = writeln!(out, "    server addresses {}", g.server_addresses.join(","));
             }
         }
         let list = self
@@ -426,6 +432,7 @@ mod tests {
                 advert_interval_cs: 20,
                 master: Some("198.18.0.1".into()),
                 vips: vec!["web4".into()],
+                server_addresses: vec!["198.18.1.1".into()],
                 adverts_sent: 10,
                 adverts_received: 2,
                 last_transition: Some(VrrpTransition {
@@ -438,6 +445,7 @@ mod tests {
             }],
             tracking: "ok".into(),
             counters: [("bad_ttl".to_string(), 1)].into_iter().collect(),
+            peers: vec!["198.18.0.3".into(), "fe80::3".into()],
         });
         let t = s.render();
         assert!(t.contains("vrid 51 (ipv4) MASTER"), "{t}");
@@ -447,6 +455,8 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("bad_ttl=1"), "{t}");
+        assert!(t.contains("peers 198.18.0.3,fe80::3 (unicast)"), "{t}");
+        assert!(t.contains("server addresses 198.18.1.1"), "{t}");
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }

@@ -231,6 +231,10 @@ pub struct VrrpStatus {
     pub tracking: String,
     /// Received packets: "accepted" and one counter per reason for ignoring one.
     pub counters: BTreeMap<String, u64>,
+    /// `vrrp.peers`: adverts go to them by unicast and only theirs are
+    /// accepted. Empty: multicast.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +251,9 @@ pub struct VrrpGroupStatus {
     /// The current master's address, if known (ours when master).
     pub master: Option<String>,
     pub vips: Vec<String>,
+    /// Held with the VIPs on `server_interface`; not in the adverts.
+    #[serde(default)]
+    pub server_addresses: Vec<String>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub last_transition: Option<VrrpTransition>,

@@ -242,7 +242,10 @@ impl Validator<'_> {
             None => default_state_dir(&interface),
         };
 
-        let vrrp = raw.vrrp.as_ref().map(|r| self.vrrp(r, &vips));
+        let vrrp = raw
+            .vrrp
+            .as_ref()
+            .map(|r| self.vrrp(r, &vips, server_interface.is_some()));
         let announce = raw
             .announce
             .as_ref()

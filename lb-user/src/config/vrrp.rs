@@ -36,6 +36,12 @@ pub struct VrrpConfig {
     pub track_fall: u32,
     /// Priority lowered by this much while tracking fails; 0 = go to FAULT.
     pub track_penalty: u8,
+    /// `peers`: the other nodes' addresses. Empty: adverts go to the
+    /// multicast group and are accepted from any source. Otherwise adverts
+    /// are accepted only from these sources and sent by unicast to each
+    /// peer of the group's family (IPv6 peers are link-local addresses,
+    /// the source of IPv6 adverts).
+    pub peers: Vec<IpAddr>,
     pub groups: Vec<VrrpGroup>,
 }
 
@@ -52,6 +58,10 @@ pub struct VrrpGroup {
     /// Their distinct addresses, in order: what the adverts list and what
     /// the master assigns to the NIC. All of one family.
     pub addresses: Vec<IpAddr>,
+    /// Addresses the master also holds, on `server_interface` (the
+    /// backends' gateway in a two-armed NAT pair). Either family; not
+    /// listed in the adverts.
+    pub server_addresses: Vec<IpAddr>,
 }
 
 impl VrrpGroup {
@@ -78,6 +88,8 @@ pub(super) struct RawVrrp {
     #[serde(default)]
     track_penalty: Option<Spanned<i64>>,
     #[serde(default)]
+    peers: Option<Spanned<Vec<Spanned<IpAddr>>>>,
+    #[serde(default)]
     group: Vec<Spanned<RawGroup>>,
 }
 
@@ -92,10 +104,19 @@ pub(super) struct RawGroup {
     #[serde(default)]
     advert_interval_cs: Option<Spanned<i64>>,
     vips: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    server_addresses: Option<Spanned<Vec<Spanned<IpAddr>>>>,
 }
 
 impl Validator<'_> {
-    pub(super) fn vrrp(&mut self, raw: &Spanned<RawVrrp>, vips: &[VipConfig]) -> VrrpConfig {
+    /// `server_interface`: whether the config has one (server addresses
+    /// need it).
+    pub(super) fn vrrp(
+        &mut self,
+        raw: &Spanned<RawVrrp>,
+        vips: &[VipConfig],
+        server_interface: bool,
+    ) -> VrrpConfig {
         let r = raw.get_ref();
         let garp_repeat = self.int_in(
             &r.garp_repeat,
@@ -141,6 +162,9 @@ impl Validator<'_> {
 
         let by_name: HashMap<&str, &VipConfig> =
             vips.iter().map(|v| (v.name.as_str(), v)).collect();
+        let peers = self.peers(r.peers.as_ref(), vips);
+        // Server address → (group index, index in its list).
+        let mut server_seen: HashMap<IpAddr, (usize, usize)> = HashMap::new();
         // (family is v6, vrid) → (group index, byte offset); VRIDs are per family.
         let mut seen_vrid: HashMap<(bool, u8), (usize, usize)> = HashMap::new();
         // VIP address → group index: ARP/ND is per address, so every VIP on
@@ -253,6 +277,20 @@ impl Validator<'_> {
             } else {
                 seen_vrid.insert((v6, vrid), (i, vrid_at));
             }
+            let server_addresses = match &g.server_addresses {
+                None => Vec::new(),
+                Some(list) => {
+                    if !server_interface {
+                        self.error(
+                            list.span(),
+                            format!("{p}.server_addresses"),
+                            "needs server_interface: server addresses are assigned on the \
+                             NIC towards the backends",
+                        );
+                    }
+                    self.server_addresses(i, list, vips, &mut server_seen)
+                }
+            };
             groups.push(VrrpGroup {
                 vrid,
                 priority,
@@ -260,7 +298,30 @@ impl Validator<'_> {
                 interval_cs,
                 vips: names,
                 addresses,
+                server_addresses,
             });
+        }
+        if let Some(list) = &r.peers
+            && !peers.is_empty()
+        {
+            for (v6, family) in [(false, "IPv4"), (true, "IPv6")] {
+                let without = groups
+                    .iter()
+                    .position(|g| !g.addresses.is_empty() && g.is_ipv6() == v6);
+                if let Some(k) = without
+                    && !peers.iter().any(|a| a.is_ipv6() == v6)
+                {
+                    self.error(
+                        list.span(),
+                        "vrrp.peers",
+                        format!(
+                            "no {family} peer, but vrrp.group[{k}] is an {family} group: \
+                             with peers, adverts go only to the listed peers, so it would \
+                             talk to nobody; list the {family} peers too"
+                        ),
+                    );
+                }
+            }
         }
         for v in vips {
             if !vip_group.contains_key(&v.name) {
@@ -282,8 +343,99 @@ impl Validator<'_> {
             track_interval_ms,
             track_fall,
             track_penalty,
+            peers,
             groups,
         }
+    }
+
+    /// `vrrp.peers`: unicast, no duplicates, no VIP addresses, IPv6 ones
+    /// link-local. What passes is returned.
+    fn peers(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<IpAddr>>>>,
+        vips: &[VipConfig],
+    ) -> Vec<IpAddr> {
+        let Some(list) = raw else {
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            self.error(
+                list.span(),
+                "vrrp.peers",
+                "is empty, which would accept no advert; leave it out to use multicast",
+            );
+        }
+        let mut peers: Vec<IpAddr> = Vec::new();
+        for (j, a) in list.get_ref().iter().enumerate() {
+            let field = format!("vrrp.peers[{j}]");
+            let addr = *a.get_ref();
+            let why = if let Err(why) = super::check_unicast(addr) {
+                Some(why.to_owned())
+            } else if let IpAddr::V6(v6) = addr
+                && !v6.is_unicast_link_local()
+            {
+                Some(
+                    "IPv6 adverts are sent from the link-local address (RFC 5798): \
+                     list the peer's fe80:: address (`ip -6 addr show dev IFACE scope link`)"
+                        .to_owned(),
+                )
+            } else if let Some(v) = vips.iter().find(|v| v.address == addr) {
+                Some(format!(
+                    "it is the address of VIP {:?}; a peer is another node's own address",
+                    v.name
+                ))
+            } else {
+                peers
+                    .iter()
+                    .position(|p| *p == addr)
+                    .map(|k| format!("duplicate of vrrp.peers[{k}]"))
+            };
+            match why {
+                Some(why) => self.error(a.span(), field, format!("{addr} cannot be a peer: {why}")),
+                None => peers.push(addr),
+            }
+        }
+        peers
+    }
+
+    /// `vrrp.group[i].server_addresses`: unicast, no VIP addresses, each
+    /// in one group only (`seen`, across groups).
+    fn server_addresses(
+        &mut self,
+        i: usize,
+        list: &Spanned<Vec<Spanned<IpAddr>>>,
+        vips: &[VipConfig],
+        seen: &mut HashMap<IpAddr, (usize, usize)>,
+    ) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for (j, a) in list.get_ref().iter().enumerate() {
+            let field = format!("vrrp.group[{i}].server_addresses[{j}]");
+            let addr = *a.get_ref();
+            let why = if let Err(why) = super::check_unicast(addr) {
+                Some(why.to_owned())
+            } else if let Some(v) = vips.iter().find(|v| v.address == addr) {
+                Some(format!(
+                    "it is the address of VIP {:?}; VIP addresses go on interface with \
+                     the group that carries them",
+                    v.name
+                ))
+            } else {
+                seen.get(&addr)
+                    .map(|&(k, l)| format!("already vrrp.group[{k}].server_addresses[{l}]"))
+            };
+            match why {
+                Some(why) => self.error(
+                    a.span(),
+                    field,
+                    format!("{addr} cannot be a server address: {why}"),
+                ),
+                None => {
+                    seen.insert(addr, (i, j));
+                    out.push(addr);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -348,6 +500,7 @@ mod tests {
                 track_interval_ms: DEFAULT_TRACK_INTERVAL_MS,
                 track_fall: DEFAULT_TRACK_FALL,
                 track_penalty: 60,
+                peers: Vec::new(),
                 groups: vec![
                     VrrpGroup {
                         vrid: 51,
@@ -357,6 +510,7 @@ mod tests {
                         vips: vec!["web4".into(), "ssh4".into()],
                         // Two VIPs on one address: listed once.
                         addresses: vec!["198.18.0.100".parse().unwrap()],
+                        server_addresses: Vec::new(),
                     },
                     // The same VRID is fine in the other address family.
                     VrrpGroup {
@@ -366,6 +520,7 @@ mod tests {
                         interval_cs: DEFAULT_INTERVAL_CS,
                         vips: vec!["web6".into()],
                         addresses: vec!["fd00:18::100".parse().unwrap()],
+                        server_addresses: Vec::new(),
                     },
                 ],
             }
@@ -446,6 +601,169 @@ mod tests {
         assert_eq!(v.groups[0].interval_cs, 20);
         assert!(v.groups[1].is_ipv6());
         assert_eq!(v.track_address, Some("198.18.0.254".parse().unwrap()));
+    }
+
+    #[test]
+    fn docs_peers_and_server_addresses_examples_are_valid() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let blocks: Vec<&str> = DOCS
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("[vrrp]") && b.contains("peers = "))
+            .collect();
+        assert_eq!(
+            blocks.len(),
+            2,
+            "the peers and the server addresses examples"
+        );
+        let pair = Config::parse(blocks[0], "config.md").unwrap().vrrp.unwrap();
+        assert_eq!(
+            pair.peers,
+            ips(&["198.18.0.1", "fe80::1", "198.18.0.3", "fe80::3"])
+        );
+        let nat = Config::parse(blocks[1], "config.md").unwrap();
+        assert_eq!(nat.server_interface.as_deref(), Some("eth1"));
+        assert_eq!(
+            nat.vrrp.unwrap().groups[0].server_addresses,
+            ips(&["198.18.1.1", "fd00:19::1"])
+        );
+    }
+
+    #[test]
+    fn docs_peers_error_is_the_validators() {
+        const DOCS: &str = include_str!("../../../docs/config.md");
+        let errs = parse(&format!("[vrrp]\npeers = [\"198.18.0.3\"]\n{TWO_GROUPS}")).unwrap_err();
+        assert!(
+            DOCS.contains(&errs[0]),
+            "docs/config.md quotes {:?}",
+            errs[0]
+        );
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    const TWO_GROUPS: &str = "[[vrrp.group]]\nvrid = 51\nvips = [\"web4\", \"ssh4\"]\n\
+        [[vrrp.group]]\nvrid = 52\nvips = [\"web6\"]\n";
+
+    #[test]
+    fn peers_of_both_families_parse() {
+        let c = parse(&format!(
+            "[vrrp]\npeers = [\"198.18.0.3\", \"fe80::3\", \"198.18.0.4\"]\n{TWO_GROUPS}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.vrrp.unwrap().peers,
+            ips(&["198.18.0.3", "fe80::3", "198.18.0.4"])
+        );
+    }
+
+    #[test]
+    fn bad_peers_are_refused_by_field() {
+        let errs = parse(&format!(
+            "[vrrp]\npeers = [\"198.18.0.3\", \"224.0.0.18\", \"fd00:18::3\", \
+             \"198.18.0.100\", \"198.18.0.3\", \"fe80::3\"]\n{TWO_GROUPS}"
+        ))
+        .unwrap_err();
+        let want = [
+            "xlb.toml:15:24: vrrp.peers[1]: 224.0.0.18 cannot be a peer: multicast address",
+            "xlb.toml:15:38: vrrp.peers[2]: fd00:18::3 cannot be a peer: IPv6 adverts are sent \
+             from the link-local address",
+            "xlb.toml:15:52: vrrp.peers[3]: 198.18.0.100 cannot be a peer: it is the address \
+             of VIP \"web4\"",
+            "xlb.toml:15:68: vrrp.peers[4]: 198.18.0.3 cannot be a peer: duplicate of vrrp.peers[0]",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn peers_without_a_family_a_group_uses_are_refused() {
+        // An IPv4 peer only, but VRID 52 is an IPv6 group: its adverts
+        // would go to nobody.
+        let errs = parse(&format!("[vrrp]\npeers = [\"198.18.0.3\"]\n{TWO_GROUPS}")).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "xlb.toml:15:9: vrrp.peers: no IPv6 peer, but vrrp.group[1] is an IPv6 group"
+            ),
+            "{errs:#?}"
+        );
+        // Only IPv4 groups: an IPv4 peer is all it needs.
+        let v4_only = "[vrrp]\npeers = [\"198.18.0.3\"]\n\
+            [[vrrp.group]]\nvrid = 51\nvips = [\"web4\", \"ssh4\", \"web6\"]\n";
+        let errs = parse(v4_only).unwrap_err();
+        assert!(
+            errs.iter().all(|e| !e.contains("peer")),
+            "the family mix is the error here, not the peers: {errs:#?}"
+        );
+        // An empty list is refused, not taken as "no filter".
+        let errs = parse(&format!("[vrrp]\npeers = []\n{TWO_GROUPS}")).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("xlb.toml:15:9: vrrp.peers: is empty")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn server_addresses_parse_with_a_server_interface() {
+        let c = Config::parse(
+            &format!(
+                "server_interface = \"eth1\"\n{VIPS}[vrrp]\n\
+                 [[vrrp.group]]\nvrid = 51\nvips = [\"web4\", \"ssh4\"]\n\
+                 server_addresses = [\"198.18.1.1\", \"fd00:19::1\"]\n\
+                 [[vrrp.group]]\nvrid = 52\nvips = [\"web6\"]\n"
+            ),
+            "xlb.toml",
+        )
+        .unwrap();
+        let v = c.vrrp.unwrap();
+        // Either family: the gateway of both, moving with the IPv4 group.
+        assert_eq!(
+            v.groups[0].server_addresses,
+            ips(&["198.18.1.1", "fd00:19::1"])
+        );
+        assert!(v.groups[1].server_addresses.is_empty());
+        // Not in the adverts: the group's addresses are its VIPs' only.
+        assert_eq!(v.groups[0].addresses, ips(&["198.18.0.100"]));
+    }
+
+    #[test]
+    fn bad_server_addresses_are_refused_by_field() {
+        let errs = parse(
+            "[vrrp]\n\
+             [[vrrp.group]]\nvrid = 51\nvips = [\"web4\", \"ssh4\"]\n\
+             server_addresses = [\"198.18.1.1\", \"198.18.0.100\", \"ff02::1\"]\n\
+             [[vrrp.group]]\nvrid = 52\nvips = [\"web6\"]\n\
+             server_addresses = [\"198.18.1.1\"]\n",
+        )
+        .unwrap_err();
+        let want = [
+            // No server_interface: said once per group that has them.
+            "xlb.toml:18:20: vrrp.group[0].server_addresses: needs server_interface",
+            "xlb.toml:18:35: vrrp.group[0].server_addresses[1]: 198.18.0.100 cannot be a server \
+             address: it is the address of VIP \"web4\"",
+            "xlb.toml:18:51: vrrp.group[0].server_addresses[2]: ff02::1 cannot be a server \
+             address: multicast address",
+            "xlb.toml:22:20: vrrp.group[1].server_addresses: needs server_interface",
+            "xlb.toml:22:21: vrrp.group[1].server_addresses[0]: 198.18.1.1 cannot be a server \
+             address: already vrrp.group[0].server_addresses[0]",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! A restarted control plane takes over what its predecessor left in the
 //! pinned maps instead of starting from nothing: every VIP with its index,
 //! every backend with its id, generation, MAC and runtime drain/weight,
-//! the retired backends with the end of their grace, and a digest of each
-//! installed ring. The first `apply` then writes only what the config
+//! the retired backends with the end of their grace, a digest of each
+//! installed ring, and the address marks of no VIP (VRRP server
+//! addresses). The first `apply` then writes only what the config
 //! changes: an unchanged config writes nothing, so traffic never notices
 //! the restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, ensure};
-use lb_common::{LB_F_FORWARDING, LB_F_NAT, OWNER_F_IN_USE, OWNER_F_RETIRED};
+use lb_common::{LB_F_FORWARDING, LB_F_NAT, OWNER_F_IN_USE, OWNER_F_RETIRED, VipKey};
 
 use super::{
     Controller,
@@ -25,6 +26,8 @@ pub struct Adopted {
     pub vips: usize,
     pub backends: usize,
     pub retired: usize,
+    /// `VIP_ADDRS` marks of no VIP (VRRP server addresses).
+    pub other_addrs: usize,
     /// `CONTROL_LEASE` as the predecessor left it (0: none).
     pub lease_until_ns: u64,
 }
@@ -84,6 +87,21 @@ impl<M: MapStore> Controller<M> {
         for r in self.retiring.unrecorded() {
             r.recorded = true;
         }
+        // Marks of no VIP: the server addresses of VRRP groups (kept; the
+        // first apply clears those the config no longer has).
+        let vip_addrs: BTreeSet<VipKey> = by_index
+            .values()
+            .filter(|v| v.addr_published)
+            .map(|v| v.key.address_only())
+            .collect();
+        let others: Vec<VipKey> = self
+            .maps
+            .vip_addrs()?
+            .into_iter()
+            .filter(|a| !vip_addrs.contains(a))
+            .collect();
+        found.other_addrs = others.len();
+        self.server_addrs.adopt(others);
         let indices: BTreeSet<u32> = by_index.keys().copied().collect();
         self.ids.adopt(&indices, &used, generations);
         found.vips = by_index.len();
@@ -93,6 +111,7 @@ impl<M: MapStore> Controller<M> {
                 vips = found.vips,
                 backends = found.backends,
                 retired = found.retired,
+                other_addresses = found.other_addrs,
                 "adopted the data plane's state"
             );
         }

@@ -25,6 +25,7 @@
 //! - `leftovers`: map entries of removed VIPs and backends still to clear.
 //! - `neighbours`: backend MACs from the neighbour table.
 //! - `runtime`: health results and `xlb backend drain|undrain|weight`.
+//! - `server`: VRRP's server addresses, marked with the VIP addresses.
 //! - `standby`: VRRP's per-VIP switch.
 //! - `status`: what `xlb status` shows.
 
@@ -35,6 +36,7 @@ mod leftovers;
 mod neighbours;
 mod retire;
 mod runtime;
+mod server;
 mod standby;
 mod status;
 mod sync;
@@ -62,6 +64,7 @@ use self::{
     ids::Ids,
     leftovers::Leftovers,
     retire::Retiring,
+    server::ServerAddresses,
     vip::{Vip, VipSettings},
 };
 use crate::{
@@ -102,6 +105,7 @@ pub struct Controller<M: MapStore> {
     standby: HashSet<String>,
     retiring: Retiring,
     leftovers: Leftovers,
+    server_addrs: ServerAddresses,
     /// Connection-table settings (timeouts; how long removed backends stay).
     conntrack: ConntrackConfig,
     /// Some VIP is in NAT mode.
@@ -129,6 +133,7 @@ impl<M: MapStore> Controller<M> {
             standby: HashSet::new(),
             retiring: Retiring::default(),
             leftovers: Leftovers::default(),
+            server_addrs: ServerAddresses::default(),
             conntrack: ConntrackConfig::default(),
             nat: false,
             one_nic: false,
@@ -173,7 +178,9 @@ impl<M: MapStore> Controller<M> {
             .map_err(ApplyError::Refused)?;
         let wanted: BTreeMap<VipKey, &VipConfig> =
             config.vips.iter().map(|v| (v.key(), v)).collect();
-        self.check_capacity(&wanted).map_err(ApplyError::Refused)?;
+        let servers = server::of_config(config);
+        self.check_capacity(&wanted, servers.len())
+            .map_err(ApplyError::Refused)?;
 
         // The connection-table settings first, with the flags as they are:
         // NAT's flag changes only once what it guards is rebuilt, or NAT
@@ -198,6 +205,10 @@ impl<M: MapStore> Controller<M> {
                 first_error.get_or_insert(e);
             }
         }
+        self.server_addrs.want(servers);
+        if let Err(e) = self.sync_server_addrs() {
+            first_error.get_or_insert(e);
+        }
         // Replies are looked up in NAT_REVERSE only while some VIP needs it.
         self.nat = config.vips.iter().any(|v| v.mode == Mode::Nat);
         if let Err(e) = self.write_lb_config() {
@@ -213,9 +224,10 @@ impl<M: MapStore> Controller<M> {
             .map_err(ApplyError::Incomplete)
     }
 
-    /// Refuses a configuration that needs more VIP indices or backend ids
-    /// than there are, counting what the VIPs it drops give back.
-    fn check_capacity(&self, wanted: &BTreeMap<VipKey, &VipConfig>) -> Result<()> {
+    /// Refuses a configuration that needs more VIP indices, backend ids or
+    /// address marks (VIP addresses and `servers` server addresses) than
+    /// there are, counting what the VIPs it drops give back.
+    fn check_capacity(&self, wanted: &BTreeMap<VipKey, &VipConfig>, servers: usize) -> Result<()> {
         let mut vips_needed = 0usize;
         let mut vips_freed = 0usize;
         let mut backends_needed = 0usize;
@@ -242,6 +254,14 @@ impl<M: MapStore> Controller<M> {
         let vips_free = self.ids.vips.available() + vips_freed;
         if vips_needed > vips_free {
             bail!("too many VIPs (limit {MAX_VIPS}): {vips_needed} new, {vips_free} free");
+        }
+        let addresses: HashSet<VipKey> = wanted.keys().map(VipKey::address_only).collect();
+        if addresses.len() + servers > MAX_VIPS as usize {
+            bail!(
+                "too many addresses (limit {MAX_VIPS}): {} VIP addresses and {servers} \
+                 VRRP server addresses",
+                addresses.len()
+            );
         }
         let backends_free = self.ids.backends.available() + backends_freed;
         if backends_needed > backends_free {
@@ -313,11 +333,21 @@ impl<M: MapStore> Controller<M> {
     }
 
     fn clear_leftovers(&mut self) -> Result<()> {
-        let vips = &self.vips;
+        let (vips, servers) = (&self.vips, &self.server_addrs);
         self.leftovers.clear(&mut self.maps, &mut self.ids, |a| {
-            vips.values()
-                .any(|v| v.addr_published && v.key.address_only() == *a)
+            servers.wants(a)
+                || vips
+                    .values()
+                    .any(|v| v.addr_published && v.key.address_only() == *a)
         })
+    }
+
+    /// Marks the config's server addresses, clears the marks of those it
+    /// dropped.
+    fn sync_server_addrs(&mut self) -> Result<()> {
+        let marked = self.server_addrs.sync(&mut self.maps, &mut self.leftovers);
+        let cleared = self.clear_leftovers();
+        marked.and(cleared)
     }
 
     /// Adds VIP `key` or brings it to `cfg`, then syncs it. The VIP is back
@@ -477,6 +507,11 @@ impl<M: MapStore> Controller<M> {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if self.server_addrs.unsynced()
+            && let Err(e) = self.sync_server_addrs()
+        {
+            first_error.get_or_insert(e);
         }
         if !self.leftovers.is_empty()
             && let Err(e) = self.clear_leftovers()

@@ -821,3 +821,101 @@ fn sync_in_the_config_turns_the_reports_on() {
     c.apply(&config(&[(11, 1)]), &mut n).unwrap();
     assert_eq!(c.maps().config.flags & lb_common::LB_F_SYNC, 0);
 }
+
+// ---------------------------------------------------------------------------
+// VRRP server addresses in VIP_ADDRS.
+
+/// VIP "web" in a VRRP group whose master also holds `servers` on
+/// `server_interface` (no `[vrrp]` at all when `None`).
+fn with_servers(servers: Option<&[&str]>) -> Config {
+    let mut text = String::from(
+        "interface = \"eth0\"\nserver_interface = \"eth1\"\n\
+         [[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\nring_size = 13\n\
+         [[vip.backend]]\naddress = \"198.18.0.11\"\n",
+    );
+    if let Some(servers) = servers {
+        let list: Vec<String> = servers.iter().map(|a| format!("{a:?}")).collect();
+        text.push_str(&format!(
+            "[vrrp]\n[[vrrp.group]]\nvrid = 51\nvips = [\"web\"]\nserver_addresses = [{}]\n",
+            list.join(", ")
+        ));
+    }
+    Config::parse(&text, "test.toml").expect("valid test config")
+}
+
+fn marks(c: &Controller<MemoryMaps>) -> Vec<VipKey> {
+    c.maps().vip_addrs.iter().copied().collect()
+}
+
+fn marked(addrs: &[&str]) -> Vec<VipKey> {
+    let mut v: Vec<VipKey> = addrs
+        .iter()
+        .map(|a| VipKey::new(a.parse().unwrap(), 0, 0))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn server_addresses_are_marked_with_the_vip_addresses() {
+    let mut c = controller();
+    let mut n = table(&[11]);
+    c.apply(&with_servers(Some(&["198.18.1.1", "fd00:19::1"])), &mut n)
+        .unwrap();
+    // Marked whatever the VRRP state: the mark matters only once the lease
+    // has run out.
+    assert_eq!(
+        marks(&c),
+        marked(&["198.18.0.100", "198.18.1.1", "fd00:19::1"])
+    );
+    // A reload that drops one clears its mark, and only its.
+    c.apply(&with_servers(Some(&["198.18.1.1"])), &mut n)
+        .unwrap();
+    assert_eq!(marks(&c), marked(&["198.18.0.100", "198.18.1.1"]));
+    c.apply(&with_servers(None), &mut n).unwrap();
+    assert_eq!(marks(&c), marked(&["198.18.0.100"]));
+    assert!(c.leftovers.is_empty());
+}
+
+#[test]
+fn a_restart_keeps_the_server_address_marks_and_clears_dropped_ones() {
+    let both = with_servers(Some(&["198.18.1.1", "fd00:19::1"]));
+    let mut n = table(&[11]);
+    let mut c = controller();
+    c.apply(&both, &mut n).unwrap();
+    // The same config: adopted as they are, nothing written, nothing
+    // removed in between.
+    let (mut next, found) = restarted(&c);
+    assert_eq!(found.other_addrs, 2);
+    assert_eq!(marks(&next), marks(&c));
+    next.apply(&both, &mut n).unwrap();
+    assert_eq!(next.maps().writes, 0, "{:?}", next.maps());
+    assert_eq!(marks(&next), marks(&c));
+    // A restart with one address fewer clears its mark at the first apply.
+    let (mut next, _) = restarted(&c);
+    next.apply(&with_servers(Some(&["fd00:19::1"])), &mut n)
+        .unwrap();
+    assert_eq!(marks(&next), marked(&["198.18.0.100", "fd00:19::1"]));
+}
+
+#[test]
+fn a_failed_server_address_mark_is_written_by_the_next_refresh() {
+    let cfg = with_servers(Some(&["198.18.1.1"]));
+    let mut n = table(&[11]);
+    let mut clean = controller();
+    clean.apply(&cfg, &mut n).unwrap();
+    let mut writes = 0;
+    loop {
+        let mut c = controller();
+        c.maps_mut().fail_after(writes);
+        let failed = c.apply(&cfg, &mut n).is_err();
+        c.maps_mut().heal();
+        if !failed {
+            break;
+        }
+        c.refresh_neighbours(&mut n).unwrap();
+        assert_eq!(marks(&c), marks(&clean), "failing after {writes} writes");
+        writes += 1;
+    }
+    assert!(writes > 0);
+}

@@ -7,7 +7,8 @@ use crate::{config::Config, netlink, state::StateDir, vrrp};
 
 /// Removes the data plane `config` describes: unpins its links (the
 /// program detaches) and maps, removes the state directory, and with VRRP
-/// takes the VIP addresses off the NIC (a master that died leaves them),
+/// takes the VIP addresses off the NIC and the server addresses off
+/// `server_interface` (a master that died leaves them),
 /// and with `[announce]` withdraws the announcements.
 /// Says what it did.
 pub fn down_offline(config: &Config) -> Result<String> {
@@ -55,6 +56,22 @@ pub fn down_offline(config: &Config) -> Result<String> {
             addrs.len(),
             config.interface
         ));
+        let server: Vec<_> = v
+            .groups
+            .iter()
+            .flat_map(|g| g.server_addresses.clone())
+            .collect();
+        if let Some(name) = &config.server_interface
+            && !server.is_empty()
+        {
+            let iface = netlink::interface_by_name(name)
+                .with_context(|| format!("server_interface {name}"))?;
+            vrrp::withdraw_addresses(iface.index, &server)?;
+            done.push(format!(
+                "{} VRRP server addresses withdrawn from {name}",
+                server.len()
+            ));
+        }
     }
     Ok(format!("down: {}", done.join("; ")))
 }

@@ -185,13 +185,25 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 index: iface.index,
                 mac: iface.mac,
             };
+            let server = match &config.server_interface {
+                Some(name) => {
+                    let s = netlink::interface_by_name(name)
+                        .with_context(|| format!("server_interface {name}"))?;
+                    Some(vrrp::Nic {
+                        name: s.name,
+                        index: s.index,
+                        mac: s.mac,
+                    })
+                }
+                None => None,
+            };
             let effects = Box::new(DaemonEffects {
                 controller: controller.clone(),
-                ifindex: iface.index,
             });
             let engine = vrrp::Engine::new(
                 vc.clone(),
                 nic.clone(),
+                server,
                 effects,
                 vrrp_status.clone(),
                 resume,
@@ -596,10 +608,9 @@ async fn handle_request(
 }
 
 /// VRRP's effects on this node: the per-VIP standby flag in the maps and
-/// the VIP addresses on the NIC.
+/// the groups' addresses on the NICs.
 struct DaemonEffects {
     controller: Arc<Mutex<Controller>>,
-    ifindex: u32,
 }
 
 impl vrrp::Effects for DaemonEffects {
@@ -607,12 +618,12 @@ impl vrrp::Effects for DaemonEffects {
         lock(&self.controller).set_standby(vips, !on)
     }
 
-    fn assign(&mut self, addrs: &[IpAddr]) -> Result<()> {
-        vrrp::assign_addresses(self.ifindex, addrs)
+    fn assign(&mut self, nic: &vrrp::Nic, addrs: &[IpAddr]) -> Result<()> {
+        vrrp::assign_addresses(nic.index, addrs).with_context(|| format!("on {}", nic.name))
     }
 
-    fn withdraw(&mut self, addrs: &[IpAddr]) -> Result<()> {
-        vrrp::withdraw_addresses(self.ifindex, addrs)
+    fn withdraw(&mut self, nic: &vrrp::Nic, addrs: &[IpAddr]) -> Result<()> {
+        vrrp::withdraw_addresses(nic.index, addrs).with_context(|| format!("on {}", nic.name))
     }
 }
 

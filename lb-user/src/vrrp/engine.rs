@@ -1,7 +1,7 @@
 //! The engine: one state machine per `[[vrrp.group]]`, fed with adverts,
 //! timers and tracking verdicts; what they decide is carried out here
 //! (forwarding switched, addresses assigned or withdrawn, gratuitous ARP /
-//! unsolicited NA sent, adverts sent).
+//! unsolicited NA sent, adverts sent to the group or to each peer).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -17,13 +17,15 @@ use super::receive::classify;
 use super::socket::{Received, VrrpSocket};
 use super::state::{Action, Event, Machine, Params, State};
 use super::track::Tracking;
-use super::{Effects, Nic, announce, primary_addresses};
+use super::{Effects, Nic, Placement, announce, placements, primary_addresses};
 use crate::api::VrrpStatus;
 use crate::config::{VrrpConfig, VrrpGroup};
 
 pub(super) struct Group {
     pub(super) cfg: VrrpGroup,
     pub(super) machine: Machine,
+    /// The addresses its master holds, by NIC.
+    placements: Vec<Placement>,
     /// What the data plane was last told for this group's VIPs.
     forwarding: Option<bool>,
     pub(super) sent: u64,
@@ -33,7 +35,6 @@ pub(super) struct Group {
 
 pub struct Engine {
     cfg: VrrpConfig,
-    nic: Nic,
     pub(super) groups: Vec<Group>,
     v4: Option<Arc<VrrpSocket>>,
     v6: Option<Arc<VrrpSocket>>,
@@ -62,9 +63,12 @@ pub enum Stop {
 
 impl Engine {
     /// Opens the sockets the groups need. Does not change anything yet.
+    /// `server` is the `server_interface`, where groups' server addresses
+    /// go.
     pub fn new(
         cfg: VrrpConfig,
         nic: Nic,
+        server: Option<Nic>,
         effects: Box<dyn Effects>,
         status: Arc<Mutex<VrrpStatus>>,
         resume: Vec<bool>,
@@ -99,30 +103,28 @@ impl Engine {
                     .with_context(|| format!("opening the IPv6 VRRP socket on {}", nic.name))?,
             )),
         };
-        let groups = cfg
-            .groups
-            .iter()
-            .map(|g| {
-                let primary = if g.is_ipv6() {
-                    p6.map(IpAddr::from)
-                } else {
-                    p4.map(IpAddr::from)
-                };
-                Group {
-                    machine: Machine::new(Params {
-                        priority: g.priority,
-                        preempt: g.preempt,
-                        interval_cs: g.interval_cs,
-                        primary: primary.expect("checked above"),
-                    }),
-                    cfg: g.clone(),
-                    forwarding: None,
-                    sent: 0,
-                    received: 0,
-                    last_at_unix_ms: 0,
-                }
-            })
-            .collect();
+        let mut groups = Vec::with_capacity(cfg.groups.len());
+        for g in &cfg.groups {
+            let primary = if g.is_ipv6() {
+                p6.map(IpAddr::from)
+            } else {
+                p4.map(IpAddr::from)
+            };
+            groups.push(Group {
+                machine: Machine::new(Params {
+                    priority: g.priority,
+                    preempt: g.preempt,
+                    interval_cs: g.interval_cs,
+                    primary: primary.expect("checked above"),
+                }),
+                placements: placements(g, &nic, server.as_ref())?,
+                cfg: g.clone(),
+                forwarding: None,
+                sent: 0,
+                received: 0,
+                last_at_unix_ms: 0,
+            });
+        }
         let mut counters = BTreeMap::new();
         counters.insert("accepted".to_string(), 0);
         counters.insert("address_mismatch".to_string(), 0);
@@ -132,7 +134,6 @@ impl Engine {
         }
         Ok(Self {
             cfg,
-            nic,
             groups,
             v4,
             v6,
@@ -143,6 +144,10 @@ impl Engine {
             status,
             resume,
         })
+    }
+
+    pub(super) fn peers(&self) -> &[IpAddr] {
+        &self.cfg.peers
     }
 
     fn resumes(&self, i: usize) -> bool {
@@ -170,21 +175,24 @@ impl Engine {
         let mut tracking = Some(tracking);
         // Groups that resume keep forwarding and their addresses; of the
         // others, a predecessor killed while master may have left the VIPs
-        // behind.
+        // and server addresses behind.
         let mut stale = Vec::new();
         for i in 0..self.groups.len() {
             if self.resumes(i) {
                 self.groups[i].forwarding = Some(true);
             } else {
-                stale.extend(self.groups[i].cfg.addresses.clone());
+                stale.extend(self.groups[i].placements.clone());
             }
         }
         self.update_forwarding();
-        if let Err(e) = self.effects.withdraw(&stale) {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "withdrawing stale VIPs at startup"
-            );
+        for p in &stale {
+            if let Err(e) = self.effects.withdraw(&p.nic, &p.addrs) {
+                tracing::warn!(
+                    interface = %p.nic.name,
+                    error = format!("{e:#}"),
+                    "withdrawing stale addresses at startup"
+                );
+            }
         }
         if let Some(t) = &mut tracking {
             self.tracking = t.borrow_and_update().clone();
@@ -321,7 +329,13 @@ impl Engine {
             .iter()
             .map(|g| (g.cfg.vrid, g.cfg.is_ipv6()))
             .collect();
-        classify(r, v6, sock.as_ref().map(|s| s.source()), &groups)
+        classify(
+            r,
+            v6,
+            sock.as_ref().map(|s| s.source()),
+            &self.cfg.peers,
+            &groups,
+        )
     }
 
     fn apply(&mut self, i: usize, actions: Vec<Action>) {
@@ -339,18 +353,26 @@ impl Engine {
                         priority = g.machine.priority(),
                         "VRRP transition"
                     );
-                    let addrs = g.cfg.addresses.clone();
+                    let placements = g.placements.clone();
                     if to == State::Master {
                         self.update_forwarding();
-                        if let Err(e) = self.effects.assign(&addrs) {
-                            tracing::error!(error = format!("{e:#}"), "assigning VIPs");
+                        for p in &placements {
+                            if let Err(e) = self.effects.assign(&p.nic, &p.addrs) {
+                                tracing::error!(interface = %p.nic.name,
+                                    error = format!("{e:#}"), "assigning addresses");
+                            }
                         }
-                        self.announce(&addrs);
+                        for p in &placements {
+                            self.announce(p);
+                        }
                     } else if from == State::Master || to == State::Init {
                         // Stop forwarding before the addresses go.
                         self.update_forwarding();
-                        if let Err(e) = self.effects.withdraw(&addrs) {
-                            tracing::error!(error = format!("{e:#}"), "withdrawing VIPs");
+                        for p in &placements {
+                            if let Err(e) = self.effects.withdraw(&p.nic, &p.addrs) {
+                                tracing::error!(interface = %p.nic.name,
+                                    error = format!("{e:#}"), "withdrawing addresses");
+                            }
                         }
                     }
                 }
@@ -391,15 +413,26 @@ impl Engine {
             interval_cs: g.cfg.interval_cs,
             addresses: g.cfg.addresses.clone(),
         };
-        let bytes = advert.encode(sock.source(), sock.group());
-        match sock.send(&bytes) {
-            Ok(()) => g.sent += 1,
-            Err(e) => tracing::warn!(vrid = g.cfg.vrid, error = %e, "sending VRRP advert"),
+        let mut sent = false;
+        for to in destinations(&self.cfg.peers, sock.source(), sock.group()) {
+            // The checksum covers the destination: one message per peer.
+            let bytes = advert.encode(sock.source(), to);
+            match sock.send(&bytes, to) {
+                Ok(()) => sent = true,
+                Err(e) => {
+                    tracing::warn!(vrid = g.cfg.vrid, %to, error = %e, "sending VRRP advert");
+                }
+            }
+        }
+        if sent {
+            g.sent += 1;
         }
     }
 
-    /// Gratuitous ARP / unsolicited NA, `garp_repeat` times, in the background.
-    fn announce(&self, addrs: &[IpAddr]) {
+    /// Gratuitous ARP / unsolicited NA for `p`'s addresses out of its NIC,
+    /// `garp_repeat` times, in the background.
+    fn announce(&self, p: &Placement) {
+        let addrs = &p.addrs;
         let v4: Vec<Ipv4Addr> = addrs
             .iter()
             .filter_map(|a| match a {
@@ -414,7 +447,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let nic = self.nic.clone();
+        let nic = p.nic.clone();
         let repeat = self.cfg.garp_repeat;
         let gap = Duration::from_millis(u64::from(self.cfg.garp_interval_ms));
         tokio::task::spawn_blocking(move || {
@@ -447,5 +480,54 @@ async fn next_verdict(rx: &mut Option<watch::Receiver<Tracking>>) -> Option<Trac
             Err(_) => None,
         },
         None => std::future::pending().await,
+    }
+}
+
+/// Where an advert from `source` goes: without peers, to `group`; with
+/// peers, to each peer of `source`'s family but this node itself (so that
+/// every node can carry the same list).
+fn destinations(peers: &[IpAddr], source: IpAddr, group: IpAddr) -> Vec<IpAddr> {
+    if peers.is_empty() {
+        return vec![group];
+    }
+    peers
+        .iter()
+        .copied()
+        .filter(|p| p.is_ipv6() == source.is_ipv6() && *p != source)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::packet::{GROUP_V4, GROUP_V6};
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn adverts_go_to_the_group_or_to_each_peer_of_the_family() {
+        let (src4, src6) = ("198.18.0.1".parse().unwrap(), "fe80::1".parse().unwrap());
+        assert_eq!(
+            destinations(&[], src4, GROUP_V4.into()),
+            vec![IpAddr::from(GROUP_V4)]
+        );
+        // One list on every node: the node's own address is skipped.
+        let peers = ips(&[
+            "198.18.0.1",
+            "198.18.0.3",
+            "fe80::1",
+            "fe80::3",
+            "198.18.0.4",
+        ]);
+        assert_eq!(
+            destinations(&peers, src4, GROUP_V4.into()),
+            ips(&["198.18.0.3", "198.18.0.4"])
+        );
+        assert_eq!(
+            destinations(&peers, src6, GROUP_V6.into()),
+            ips(&["fe80::3"])
+        );
     }
 }

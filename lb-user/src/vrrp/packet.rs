@@ -65,6 +65,8 @@ pub enum Reject {
     BadInterval,
     #[error("sent by this node")]
     OwnAddress,
+    #[error("source is not in vrrp.peers")]
+    NotAPeer,
     #[error("no group with this VRID")]
     UnknownVrid,
 }
@@ -80,11 +82,12 @@ impl Reject {
             Reject::BadChecksum => "bad_checksum",
             Reject::BadInterval => "bad_interval",
             Reject::OwnAddress => "own_address",
+            Reject::NotAPeer => "not_a_peer",
             Reject::UnknownVrid => "unknown_vrid",
         }
     }
 
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Malformed,
         Reject::BadTtl,
         Reject::BadVersion,
@@ -92,6 +95,7 @@ impl Reject {
         Reject::BadChecksum,
         Reject::BadInterval,
         Reject::OwnAddress,
+        Reject::NotAPeer,
         Reject::UnknownVrid,
     ];
 }

@@ -31,6 +31,12 @@ impl Engine {
                     advert_interval_cs: g.cfg.interval_cs,
                     master: m.master().map(|a| a.to_string()),
                     vips: g.cfg.vips.clone(),
+                    server_addresses: g
+                        .cfg
+                        .server_addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                     adverts_sent: g.sent,
                     adverts_received: g.received,
                     last_transition: m.last_transition().map(|(_, from, to, reason)| {
@@ -49,6 +55,7 @@ impl Engine {
             groups,
             tracking: self.tracking.failing.clone().unwrap_or_else(|| "ok".into()),
             counters: self.counters.clone(),
+            peers: self.peers().iter().map(ToString::to_string).collect(),
         };
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }

@@ -7,12 +7,17 @@ use super::packet::{self, Advert, Reject};
 use super::socket::Received;
 
 /// The strict receive path, pure: a datagram from the IPv4 (IP header
-/// included) or IPv6 socket, our own source address, and the groups as
-/// (VRID, is IPv6). Ok: the index of the group, the sender, the advert.
+/// included) or IPv6 socket, our own source address, `vrrp.peers` (empty:
+/// any source), and the groups as (VRID, is IPv6). Ok: the index of the
+/// group, the sender, the advert.
+///
+/// With peers, a source not among them is refused before anything of the
+/// packet is looked at: like a firewall rule, whatever it claims.
 pub fn classify(
     r: &Received,
     v6: bool,
     own: Option<IpAddr>,
+    peers: &[IpAddr],
     groups: &[(u8, bool)],
 ) -> Result<(usize, IpAddr, Advert), Reject> {
     let (src, dst, ttl, msg) = if v6 {
@@ -23,6 +28,9 @@ pub fn classify(
     };
     if own == Some(src) {
         return Err(Reject::OwnAddress);
+    }
+    if !peers.is_empty() && !peers.contains(&src) {
+        return Err(Reject::NotAPeer);
     }
     let advert = Advert::decode(msg, src, dst, ttl)?;
     let i = groups
@@ -44,12 +52,17 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// An IPv4 datagram as the raw socket delivers it.
+    /// An IPv4 datagram to the VRRP group as the raw socket delivers it.
     fn v4_datagram(src: &str, ttl: u8, advert: &Advert) -> Received {
-        let msg = advert.encode(ip(src), packet::GROUP_V4.into());
+        v4_datagram_to(src, packet::GROUP_V4, ttl, advert)
+    }
+
+    /// An IPv4 datagram to `dst` (the group, or a unicast address).
+    fn v4_datagram_to(src: &str, dst: Ipv4Addr, ttl: u8, advert: &Advert) -> Received {
+        let msg = advert.encode(ip(src), dst.into());
         let mut b = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, packet::IPPROTO_VRRP, 0, 0];
         b.extend_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
-        b.extend_from_slice(&packet::GROUP_V4.octets());
+        b.extend_from_slice(&dst.octets());
         b.extend_from_slice(&msg);
         let len = b.len() as u16;
         b[2..4].copy_from_slice(&len.to_be_bytes());
@@ -62,11 +75,15 @@ mod tests {
     }
 
     fn v6_datagram(src: &str, hop_limit: u8, advert: &Advert) -> Received {
+        v6_datagram_to(src, packet::GROUP_V6.into(), hop_limit, advert)
+    }
+
+    fn v6_datagram_to(src: &str, dst: IpAddr, hop_limit: u8, advert: &Advert) -> Received {
         Received {
             src: ip(src),
-            dst: packet::GROUP_V6.into(),
+            dst,
             ttl: hop_limit,
-            bytes: advert.encode(ip(src), packet::GROUP_V6.into()),
+            bytes: advert.encode(ip(src), dst),
         }
     }
 
@@ -88,13 +105,15 @@ mod tests {
             &v4_datagram("198.18.0.3", 255, &a),
             false,
             Some(ip("198.18.0.1")),
+            &[],
             &GROUPS,
         )
         .unwrap();
         assert_eq!((i, from, got), (0, ip("198.18.0.3"), a));
         // VRID 51 over IPv6 is the third group, not the IPv4 one.
         let a6 = advert(51, &["fd00:18::100"]);
-        let (i, _, _) = classify(&v6_datagram("fe80::3", 255, &a6), true, None, &GROUPS).unwrap();
+        let (i, _, _) =
+            classify(&v6_datagram("fe80::3", 255, &a6), true, None, &[], &GROUPS).unwrap();
         assert_eq!(i, 2);
     }
 
@@ -102,7 +121,7 @@ mod tests {
     fn refuses_own_foreign_and_unrouted_adverts() {
         let own = Some(ip("198.18.0.1"));
         let a = advert(51, &["198.18.0.100"]);
-        let r = |d: &Received, v6| classify(d, v6, own, &GROUPS).map(|_| ()).unwrap_err();
+        let r = |d: &Received, v6| classify(d, v6, own, &[], &GROUPS).map(|_| ()).unwrap_err();
         assert_eq!(
             r(&v4_datagram("198.18.0.1", 255, &a), false),
             Reject::OwnAddress
@@ -131,5 +150,104 @@ mod tests {
         let mut short = v4_datagram("198.18.0.3", 255, &a);
         short.bytes.truncate(10);
         assert_eq!(r(&short, false), Reject::Malformed);
+    }
+
+    const PEERS: [&str; 2] = ["198.18.0.3", "fe80::3"];
+
+    fn peers() -> Vec<IpAddr> {
+        PEERS.iter().map(|p| ip(p)).collect()
+    }
+
+    #[test]
+    fn with_peers_accepts_their_adverts_multicast_and_unicast() {
+        let own = ip("198.18.0.1");
+        let a = advert(51, &["198.18.0.100"]);
+        for d in [
+            v4_datagram("198.18.0.3", 255, &a),
+            // keepalived's unicast_peer and xlb's peers send to our address.
+            v4_datagram_to("198.18.0.3", Ipv4Addr::new(198, 18, 0, 1), 255, &a),
+        ] {
+            let (i, from, _) = classify(&d, false, Some(own), &peers(), &GROUPS).unwrap();
+            assert_eq!((i, from), (0, ip("198.18.0.3")));
+        }
+        let a6 = advert(52, &["fd00:18::100"]);
+        for d in [
+            v6_datagram("fe80::3", 255, &a6),
+            v6_datagram_to("fe80::3", ip("fe80::1"), 255, &a6),
+        ] {
+            let (i, _, _) = classify(&d, true, Some(ip("fe80::1")), &peers(), &GROUPS).unwrap();
+            assert_eq!(i, 1);
+        }
+    }
+
+    #[test]
+    fn with_peers_refuses_any_other_source_whatever_it_claims() {
+        let own = Some(ip("198.18.0.1"));
+        // A forged takeover: valid, priority 254, the real VRID.
+        let forged = Advert {
+            priority: 254,
+            ..advert(51, &["198.18.0.100"])
+        };
+        let r = |d: &Received, v6| {
+            classify(d, v6, own, &peers(), &GROUPS)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        assert_eq!(
+            r(&v4_datagram("198.18.0.66", 255, &forged), false),
+            Reject::NotAPeer
+        );
+        assert_eq!(
+            r(
+                &v4_datagram_to("198.18.0.66", Ipv4Addr::new(198, 18, 0, 1), 255, &forged),
+                false
+            ),
+            Reject::NotAPeer
+        );
+        // Refused before it is decoded: a non-peer's garbage counts as
+        // not_a_peer, not as malformed.
+        let mut garbage = v4_datagram("198.18.0.66", 64, &forged);
+        garbage.bytes.truncate(24);
+        garbage.bytes[2..4].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(r(&garbage, false), Reject::NotAPeer);
+        // IPv6: a peer's global address is not its link-local source.
+        let a6 = Advert {
+            priority: 254,
+            ..advert(52, &["fd00:18::100"])
+        };
+        assert_eq!(
+            r(&v6_datagram("fe80::66", 255, &a6), true),
+            Reject::NotAPeer
+        );
+        assert_eq!(
+            r(&v6_datagram("fd00:18::3", 255, &a6), true),
+            Reject::NotAPeer
+        );
+        // Our own adverts stay own_address; a peer's bad TTL stays bad_ttl.
+        assert_eq!(
+            r(&v4_datagram("198.18.0.1", 255, &forged), false),
+            Reject::OwnAddress
+        );
+        assert_eq!(
+            r(&v4_datagram("198.18.0.3", 64, &forged), false),
+            Reject::BadTtl
+        );
+    }
+
+    #[test]
+    fn without_peers_the_same_forged_advert_is_accepted() {
+        let forged = Advert {
+            priority: 254,
+            ..advert(51, &["198.18.0.100"])
+        };
+        let (i, from, got) = classify(
+            &v4_datagram("198.18.0.66", 255, &forged),
+            false,
+            Some(ip("198.18.0.1")),
+            &[],
+            &GROUPS,
+        )
+        .unwrap();
+        assert_eq!((i, from, got.priority), (0, ip("198.18.0.66"), 254));
     }
 }

@@ -1,7 +1,9 @@
 //! The thin shell around the VRRP raw sockets: one per address family,
 //! bound to the NIC, joined to the VRRP group, sending with TTL / hop limit
-//! 255, received from on tokio's reactor. Everything it receives goes
-//! through [`super::packet`] unchanged.
+//! 255 to the group or (with `vrrp.peers`) to each peer, received from on
+//! tokio's reactor. A raw socket of protocol 112 gets both the group's
+//! adverts and those sent to the node's own address. Everything it
+//! receives goes through [`super::packet`] unchanged.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
@@ -59,6 +61,8 @@ impl VrrpSocket {
         // of multicast sends; bind() would also filter what we receive.
         s.set_multicast_if_v4(&src)?;
         s.set_multicast_ttl_v4(u32::from(REQUIRED_TTL))?;
+        // Unicast adverts (to peers) too.
+        s.set_ttl_v4(u32::from(REQUIRED_TTL))?;
         // Our own adverts would only be counted as "own address" drops.
         s.set_multicast_loop_v4(false)?;
         Ok(Self {
@@ -81,6 +85,7 @@ impl VrrpSocket {
         s.join_multicast_v6(&GROUP_V6, ifindex)?;
         s.set_multicast_if_v6(ifindex)?;
         s.set_multicast_hops_v6(u32::from(REQUIRED_TTL))?;
+        s.set_unicast_hops_v6(u32::from(REQUIRED_TTL))?;
         s.set_multicast_loop_v6(false)?;
         // IPv6 raw sockets do not deliver the IP header: ask for the hop
         // limit and the destination as ancillary data.
@@ -105,18 +110,43 @@ impl VrrpSocket {
         }
     }
 
-    /// Sends one VRRP message to the group. The socket does not block: an
-    /// advert that finds the send buffer full fails with `WouldBlock` (the
-    /// next one goes out an interval later, as after any send error).
-    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+    /// Sends one VRRP message to `to`: the group, or a peer (an IPv6 peer
+    /// is link-local, on this NIC). The message's checksum must have been
+    /// computed for [`VrrpSocket::source`] and `to`. The socket does not
+    /// block: an advert that finds the send buffer full fails with
+    /// `WouldBlock` (the next one goes out an interval later, as after any
+    /// send error).
+    pub fn send(&self, msg: &[u8], to: IpAddr) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
         let iov = [IoSlice::new(msg)];
-        match self.src {
-            IpAddr::V4(_) => {
+        match (self.src, to) {
+            (IpAddr::V4(_), IpAddr::V4(GROUP_V4)) => {
+                // The source is the socket's multicast interface address.
                 let to = SockaddrIn::from(SocketAddrV4::new(GROUP_V4, 0));
                 sendmsg(fd, &iov, &[], MsgFlags::empty(), Some(&to)).map_err(nix_err)?;
             }
-            IpAddr::V6(src) => {
+            (IpAddr::V4(src), IpAddr::V4(peer)) => {
+                // Unicast: the route would pick the source; pin it (the
+                // socket is unbound, so that it receives the group's
+                // adverts as well as ours).
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: self.ifindex as libc::c_int,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(src).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let to = SockaddrIn::from(SocketAddrV4::new(peer, 0));
+                sendmsg(
+                    fd,
+                    &iov,
+                    &[ControlMessage::Ipv4PacketInfo(&info)],
+                    MsgFlags::empty(),
+                    Some(&to),
+                )
+                .map_err(nix_err)?;
+            }
+            (IpAddr::V6(src), IpAddr::V6(to)) => {
                 // The checksum was computed over this source: pin it.
                 let info = libc::in6_pktinfo {
                     ipi6_addr: libc::in6_addr {
@@ -124,7 +154,7 @@ impl VrrpSocket {
                     },
                     ipi6_ifindex: self.ifindex,
                 };
-                let to = SockaddrIn6::from(SocketAddrV6::new(GROUP_V6, 0, 0, self.ifindex));
+                let to = SockaddrIn6::from(SocketAddrV6::new(to, 0, 0, self.ifindex));
                 sendmsg(
                     fd,
                     &iov,
@@ -133,6 +163,12 @@ impl VrrpSocket {
                     Some(&to),
                 )
                 .map_err(nix_err)?;
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{to} is not of the family of the socket from {}", self.src),
+                ));
             }
         }
         Ok(())

@@ -164,6 +164,8 @@ pub struct Vrrp {
     pub track_fall: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_penalty: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<IpAddr>>,
     #[serde(rename = "group", skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<VrrpGroup>,
 }
@@ -179,6 +181,8 @@ pub struct VrrpGroup {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advert_interval_cs: Option<u16>,
     pub vips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_addresses: Option<Vec<IpAddr>>,
 }
 
 impl XlbConfig {
@@ -380,7 +384,13 @@ impl VrrpGroup {
             preempt: None,
             advert_interval_cs: None,
             vips: vips.iter().map(|v| (*v).to_owned()).collect(),
+            server_addresses: None,
         }
+    }
+
+    pub fn server_addresses(mut self, addrs: &[IpAddr]) -> Self {
+        self.server_addresses = Some(addrs.to_vec());
+        self
     }
 
     pub fn priority(mut self, priority: u8) -> Self {

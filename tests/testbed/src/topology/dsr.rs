@@ -240,6 +240,36 @@ impl Topology {
         Ok(())
     }
 
+    /// One more host on the segment that the topology knows nothing of
+    /// (a stranger: e.g. one that forges VRRP adverts): namespace and NIC
+    /// `<p><name>`, 198.18.0.`host`/24 and fd00:18::`host`/64 besides its
+    /// link-local address. `host` must not be one of the topology's (1, 2,
+    /// 3, 11..=30). Removed when dropped (drop it before the topology, or
+    /// the namespace outlives its link).
+    pub fn attach_host(&self, name: &str, host: u8) -> anyhow::Result<NetNs> {
+        ensure!(
+            !matches!(host, 0..=3 | 10..=30 | 100 | 255),
+            "host number {host} is taken by the topology"
+        );
+        let p = self.prefix();
+        let ns = NetNs::create(&format!("{p}{name}"))?;
+        ip(&ns, "link set lo up")?;
+        ns.sysctl(&[
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ])?;
+        let (inner, peer) = (format!("{p}{name}"), format!("{p}p{name}"));
+        add_veth(self.switch(), &format!("{p}br"), &ns, &inner, &peer)
+            .with_context(|| format!("attaching {inner} to the segment"))?;
+        ip(&ns, &format!("addr add {}/24 dev {inner}", addr4(host)))?;
+        ip(
+            &ns,
+            &format!("addr add {}/64 dev {inner} nodad", addr6(host)),
+        )?;
+        ip(&ns, &format!("link set {inner} up"))?;
+        Ok(ns)
+    }
+
     fn all_ns(&self) -> impl Iterator<Item = &NetNs> {
         self.hosts.all_ns().chain(self.lb2.iter())
     }
