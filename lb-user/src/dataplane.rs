@@ -213,6 +213,13 @@ impl Dataplane {
             .expect("program was checked at load")
     }
 
+    /// A map [`Maps`] does not hold (the flow reports and their counters,
+    /// which the sync opens from their pins), for benchmarks and tests of
+    /// a data plane loaded without pins.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
+    }
+
     fn program_mut(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM_NAME)

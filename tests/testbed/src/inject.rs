@@ -126,3 +126,43 @@ pub fn spoofed_udp(
         Ok(())
     })
 }
+
+/// A packet socket bound to `ifname` in a namespace, opened once: sends
+/// prebuilt frames one `send` each, from whichever thread calls it (the
+/// socket stays on its namespace's interface), so that a caller can time
+/// a single frame without a thread hop or a socket set-up in the way.
+pub struct FrameSender {
+    socket: Socket,
+}
+
+impl FrameSender {
+    /// Opens the socket on `ifname` in `ns`.
+    pub fn open(ns: &NetNs, ifname: &str) -> anyhow::Result<FrameSender> {
+        let ifname = ifname.to_owned();
+        ns.in_ns(move || {
+            let socket =
+                Socket::new(Domain::PACKET, Type::RAW, None).context("AF_PACKET socket")?;
+            let link = nix::ifaddrs::getifaddrs()
+                .context("getifaddrs")?
+                .filter(|i| i.interface_name == ifname)
+                .find_map(|i| i.address?.as_link_addr().copied())
+                .with_context(|| format!("no link address for {ifname}"))?;
+            nix::sys::socket::bind(socket.as_raw_fd(), &link)
+                .with_context(|| format!("binding to {ifname}"))?;
+            Ok(FrameSender { socket })
+        })
+    }
+
+    /// Sends `frame` (retrying while the device queue is full).
+    pub fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
+        loop {
+            match self.socket.send(frame) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(e) => return Err(e).context("sending a frame"),
+            }
+        }
+    }
+}

@@ -118,3 +118,31 @@ pub fn sync_stat(state: &Path, index: u32) -> anyhow::Result<u64> {
     let values = per_cpu::<u64>(state, names::SYNC_STATS)?.get(&index, 0)?;
     Ok(values.iter().sum())
 }
+
+/// The pinned connection table, opened once: for reading many keys, or
+/// one key many times, without reopening the pin for each.
+pub struct Flows {
+    map: aya::maps::HashMap<MapData, FlowKey, FlowState>,
+}
+
+impl Flows {
+    pub fn open(state: &Path) -> anyhow::Result<Flows> {
+        Ok(Flows {
+            map: flow_table(state)?,
+        })
+    }
+
+    /// The entry of `key`, if any.
+    pub fn get(&self, key: &FlowKey) -> anyhow::Result<Option<FlowState>> {
+        match self.map.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading FLOWS"),
+        }
+    }
+
+    /// Every entry.
+    pub fn all(&self) -> Vec<(FlowKey, FlowState)> {
+        self.map.iter().filter_map(Result::ok).collect()
+    }
+}

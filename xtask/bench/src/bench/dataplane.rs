@@ -19,7 +19,7 @@ use lb_common::addr_bytes;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
-    LB_F_FORWARDING, LbConfig, MODE_DSR, VipKey, VipMeta, ct,
+    LB_F_FORWARDING, LB_F_SYNC, LbConfig, MODE_DSR, VipKey, VipMeta, ct, map_names, sync_stat,
 };
 use lb_user::{
     dataplane::Dataplane,
@@ -101,7 +101,21 @@ pub struct Case {
     pub conntrack: Conntrack,
     /// The connection table filled to its size with other flows first.
     pub table_full: bool,
+    /// Connection sync on (`LB_F_SYNC`): inserts and closings are reported
+    /// through the ring buffer.
+    pub sync: Sync,
     pub verdict: u32,
+}
+
+/// Connection sync in a case.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sync {
+    Off,
+    /// On, a thread reading the ring buffer as the sync does.
+    Drained,
+    /// On, nobody reading: the ring is full, every report is lost (for a
+    /// hit, which reports nothing: sync on, no reader).
+    Full,
 }
 
 impl Case {
@@ -114,6 +128,7 @@ impl Case {
             backends: scale.1,
             conntrack: Conntrack::None,
             table_full: false,
+            sync: Sync::Off,
             verdict,
         }
     }
@@ -130,6 +145,10 @@ impl Case {
             table_full: true,
             ..self
         }
+    }
+
+    fn sync(self, sync: Sync) -> Case {
+        Case { sync, ..self }
     }
 }
 
@@ -178,6 +197,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         backends: 0,
         conntrack: Conntrack::None,
         table_full: false,
+        sync: Sync::Off,
         verdict: XDP_TX,
     }];
     for scale in scales {
@@ -189,6 +209,10 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss),
         Case::dsr(MISS6, Packet::Udp6Vip, small, Conntrack::Miss),
         Case::dsr(MISS4, Packet::Tcp4Vip, large, Conntrack::Miss),
+        // A hit reports nothing: no reader thread to disturb the figure.
+        Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).sync(Sync::Full),
+        Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).sync(Sync::Drained),
+        Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).sync(Sync::Full),
         Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).full(),
         Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).full(),
         Case::xlb(
@@ -262,6 +286,8 @@ struct Fixture {
     family: u8,
     reschedule: bool,
     table_full: bool,
+    /// Each sync case gets its own fixture: it takes the ring buffer out.
+    sync: Sync,
 }
 
 impl Fixture {
@@ -272,6 +298,7 @@ impl Fixture {
             family: case.packet.family(),
             reschedule: case.conntrack == Conntrack::Miss,
             table_full: case.table_full,
+            sync: case.sync,
         }
     }
 }
@@ -309,12 +336,17 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
         family,
         reschedule,
         table_full,
+        sync,
     } = f;
     let (dp, mut maps) = Dataplane::load()?;
     let m = &mut maps;
     m.set_config(&LbConfig {
         mac: LB_MAC,
-        flags: LB_F_FORWARDING,
+        flags: if sync != Sync::Off {
+            LB_F_FORWARDING | LB_F_SYNC
+        } else {
+            LB_F_FORWARDING
+        },
         ..Default::default()
     })?;
     let port = if family == FAMILY_V4 { PORT4 } else { PORT6 };
@@ -427,6 +459,65 @@ fn measure(prog: &Xdp, frame: &[u8], want: u32, trials: usize) -> Result<f64> {
     Ok(median(&mut ns))
 }
 
+/// [`measure`] with connection sync on: a thread reads the ring buffer
+/// as the sync does (`Sync::Drained`), or nobody does and it stays full
+/// (`Sync::Full`). Fails unless the report counters prove it: nearly
+/// every insert reported, or nearly every one lost.
+fn measure_sync(dp: &mut Dataplane, case: &Case, frame: &[u8], trials: usize) -> Result<f64> {
+    use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut ring = match dp.take_map(map_names::FLOW_EVENTS) {
+        Some(Map::RingBuf(m)) => RingBuf::try_from(Map::RingBuf(m))?,
+        _ => return Err(anyhow!("no FLOW_EVENTS ring buffer")),
+    };
+    let stats: PerCpuArray<MapData, u64> = match dp.take_map(map_names::SYNC_STATS) {
+        Some(m) => PerCpuArray::try_from(m)?,
+        None => return Err(anyhow!("no SYNC_STATS")),
+    };
+    let stat = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
+    // Full: fill the ring before measuring.
+    if case.sync == Sync::Full {
+        measure(dp.program(), frame, case.verdict, 1)?;
+    }
+    let (lost0, reported0) = (
+        stat(sync_stat::EVENTS_LOST)?,
+        stat(sync_stat::EVENTS_REPORTED)?,
+    );
+    let stop = AtomicBool::new(false);
+    let ns = std::thread::scope(|s| {
+        if case.sync == Sync::Drained {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    while ring.next().is_some() {}
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let ns = measure(dp.program(), frame, case.verdict, trials);
+        stop.store(true, Ordering::Relaxed);
+        ns
+    })?;
+    let lost = stat(sync_stat::EVENTS_LOST)? - lost0;
+    let reported = stat(sync_stat::EVENTS_REPORTED)? - reported0;
+    let inserts = lost + reported;
+    if case.conntrack == Conntrack::Miss {
+        let runs = trials as u64 * u64::from(REPEAT);
+        let (seen, what) = match case.sync {
+            Sync::Full => (lost, "lost"),
+            _ => (reported, "reported"),
+        };
+        ensure!(
+            seen as f64 >= 0.99 * runs as f64,
+            "{:?}: {seen} of {runs} inserts {what} ({inserts} reports in all)",
+            case.sync
+        );
+    } else {
+        // A hit reports nothing (the first run's insert at most).
+        ensure!(inserts <= 1, "{inserts} reports from conntrack hits");
+    }
+    Ok(ns)
+}
+
 /// BPF_PROG_TEST_RUN calls per case; the report takes their median.
 pub fn trials(quick: bool) -> usize {
     if quick { 3 } else { 7 }
@@ -455,9 +546,12 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
                     drop(current.take()); // free the old maps first
                     current = Some((key, fixture(key)?));
                 }
-                let (_, (dp, maps)) = current.as_ref().expect("set above");
+                let (_, (dp, maps)) = current.as_mut().expect("set above");
                 let before = maps.conntrack_stats()?;
-                let ns = measure(dp.program(), &f, case.verdict, trials);
+                let ns = match case.sync {
+                    Sync::Off => measure(dp.program(), &f, case.verdict, trials),
+                    Sync::Drained | Sync::Full => measure_sync(dp, &case, &f, trials),
+                };
                 check_conntrack(&case, &before, &maps.conntrack_stats()?, trials)?;
                 ns
             }
@@ -493,9 +587,23 @@ mod tests {
             assert_eq!(c[0].program, Program::Floor);
             let hits = c
                 .iter()
-                .filter(|c| c.conntrack == Conntrack::Hit && !c.table_full)
+                .filter(|c| c.conntrack == Conntrack::Hit && !c.table_full && c.sync == Sync::Off)
                 .count();
             assert_eq!(hits, if quick { 6 } else { 18 });
+            // Sync on: a hit, a miss with the reports read, one with the ring full.
+            let sync: Vec<(Conntrack, Sync)> = c
+                .iter()
+                .filter(|c| c.sync != Sync::Off)
+                .map(|c| (c.conntrack, c.sync))
+                .collect();
+            assert_eq!(
+                sync,
+                [
+                    (Conntrack::Hit, Sync::Full),
+                    (Conntrack::Miss, Sync::Drained),
+                    (Conntrack::Miss, Sync::Full)
+                ]
+            );
             assert!(
                 c.iter()
                     .any(|c| c.conntrack == Conntrack::Miss && c.table_full)

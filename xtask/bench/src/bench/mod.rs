@@ -16,6 +16,9 @@
 //!   long-lived connections that survived.
 //! * [`restart`]: connections lost and the longest pause through a
 //!   restart, a crash and an upgrade of `xlb`, next to a cold restart.
+//! * [`sync`]: connection sync in a VRRP pair: the lag from a flow's
+//!   first packet to its entry on the peer, and the flows per second one
+//!   node sends and the other installs during a flood of new flows.
 //! * [`e2e`]: packets per second through veth, xlb DSR against nftables
 //!   DNAT, with a live-frames XDP generator; [`nat_pps`] the same through
 //!   xlb NAT, two-armed.
@@ -41,6 +44,7 @@ pub mod node_loss;
 pub mod plot;
 mod report;
 pub mod restart;
+pub mod sync;
 mod topo;
 
 use std::path::PathBuf;
@@ -61,6 +65,7 @@ pub enum Section {
     Vrrp,
     NodeLoss,
     Restart,
+    Sync,
     Pps,
     Http,
     NatPps,
@@ -123,6 +128,10 @@ pub fn run(opts: &Options) -> Result<()> {
     if wanted(Section::Restart) {
         say("control plane: restart, crash and upgrade under load");
         report.restart = restart::run(&opts.xlb_exe, opts.quick).context("restart benchmark")?;
+    }
+    if wanted(Section::Sync) {
+        say("control plane: connection sync, VRRP pair");
+        report.sync = Some(sync::run(&opts.xlb_exe, opts.quick).context("sync benchmark")?);
     }
     if wanted(Section::Pps) || wanted(Section::Http) {
         say("end to end: topology");

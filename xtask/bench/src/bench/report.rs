@@ -6,7 +6,9 @@ use std::time::Duration;
 use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
-use super::{controlplane, dataplane, e2e, failover, health, http, nat_cost, node_loss, restart};
+use super::{
+    controlplane, dataplane, e2e, failover, health, http, nat_cost, node_loss, restart, sync,
+};
 
 pub struct Report {
     pub machine: Machine,
@@ -22,6 +24,8 @@ pub struct Report {
     pub failover: Vec<failover::Row>,
     /// Connections through restarts, crashes and upgrades.
     pub restart: Vec<restart::Row>,
+    /// Connection sync in a VRRP pair: lag and throughput.
+    pub sync: Option<sync::Results>,
     pub pps: Vec<e2e::Row>,
     /// Packets per second through xlb NAT and nftables DNAT, two-armed.
     pub nat_pps: Vec<e2e::Row>,
@@ -61,6 +65,7 @@ impl Report {
             health: None,
             failover: Vec::new(),
             restart: Vec::new(),
+            sync: None,
             pps: Vec::new(),
             nat_pps: Vec::new(),
             http: Vec::new(),
@@ -125,6 +130,7 @@ impl Report {
         self.health_section(&mut s);
         self.failover_section(&mut s);
         self.restart_section(&mut s);
+        self.sync_section(&mut s);
         self.pps_section(&mut s);
         self.http_section(&mut s);
         self.nat_http_section(&mut s);
@@ -149,7 +155,12 @@ impl Report {
              for a miss every run, the backends are flagged `on_down = \"reschedule\"` so \
              that the entry the previous run made is rejected and Maglev chooses and \
              inserts again (one read of the backend entry more than a first packet pays). \
-             The connection-table counters are checked to prove each case hit or missed.\n",
+             The connection-table counters are checked to prove each case hit or missed. \
+             With connection sync on, every insert is reported through the ring buffer: \
+             either a thread reads it as fast as it can (so that every report also wakes \
+             the reader: the most a report costs; the sync's reader, woken through epoll, \
+             drains many reports per wake-up under load), or nobody does and every report \
+             is lost (counted); the report counters prove which. A hit reports nothing.\n",
             thousands(f64::from(dataplane::REPEAT)),
             dataplane::trials(self.quick),
             thousands(f64::from(DEFAULT_RING_SIZE))
@@ -168,7 +179,7 @@ impl Report {
                     thousands(f64::from(n))
                 }
             };
-            let table = match (c.conntrack, c.table_full) {
+            let mut table = match (c.conntrack, c.table_full) {
                 (dataplane::Conntrack::None, _) => "–".to_owned(),
                 (_, false) => "this flow only".to_owned(),
                 (_, true) => format!(
@@ -176,6 +187,14 @@ impl Report {
                     thousands(f64::from(lb_common::DEFAULT_FLOW_TABLE_SIZE))
                 ),
             };
+            match (c.sync, c.conntrack) {
+                (dataplane::Sync::Off, _) => {}
+                (dataplane::Sync::Drained, _) => table.push_str("; sync on, reports read"),
+                (dataplane::Sync::Full, dataplane::Conntrack::Miss) => {
+                    table.push_str("; sync on, report ring full")
+                }
+                (dataplane::Sync::Full, _) => table.push_str("; sync on"),
+            }
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {:.0} | {:.2} |",
@@ -451,6 +470,161 @@ impl Report {
             );
         }
         s.push('\n');
+    }
+
+    fn sync_section(&self, s: &mut String) {
+        let Some(r) = &self.sync else { return };
+        let (lag, f) = (&r.lag, &r.flood);
+        let _ = writeln!(
+            s,
+            "## Control plane: connection sync\n\n\
+             The real `xlb run` on the two nodes of a VRRP pair in the DSR topology ({} \
+             backends): node 1 master, node 2 backup, `[sync]` unicast between their own \
+             addresses, `refresh_s = {}` (every {} s each node sends again the flows seen \
+             since its last sweep: how the reports its ring buffer lost still reach the \
+             peer), `new_flows_per_cpu = 0` (every new flow gets an entry, so every one is \
+             reported), VRRP adverts every {} ms. Each node's sync is one task of its own \
+             `xlb run` process, so it runs on one core at a time; this machine has {} cores \
+             (as probed), which both nodes, the generator, the veths and this benchmark's \
+             polling share. **Lag**: {} single new flows, one SYN each written onto the \
+             client's segment (AF_PACKET) from an address off the segment with a source \
+             port of its own, one every {} ms; each is timed from just before its frame is \
+             sent to the first read of node 2's pinned `FLOWS` (busy-polled for its key) \
+             that finds it: client → bridge → node 1's XDP program → ring buffer → node \
+             1's sync → UDP → node 2's sync → node 2's table. Node 1's own figure (its \
+             status's `lag_us`: first packet to entry sent) is over the same flows. \
+             **Throughput**: {} SYNs from as many source (address, port) pairs off the \
+             segment, started right after one of node 1's sweeps; node 1's `flows_sent` \
+             and `sweeps` and node 2's `flows_installed` are read over the control sockets \
+             every {} ms until node 2's table holds every flood flow node 1's holds (looked \
+             up key by key, once node 2's install counter says it can) or {} s pass. Until \
+             node 1's next sweep the counters move with the ring buffer's reports alone; \
+             from it on, with the sweep. A rate is a counter's change between the first \
+             and the last sample that saw it move, over the time between them; the data \
+             plane's rate is node 1's new entries over the time the generator took.\n",
+            failover::BACKENDS,
+            sync::REFRESH_S,
+            sync::REFRESH_S,
+            u32::from(sync::ADVERT_CS) * 10,
+            self.machine.cores,
+            thousands(lag.flows as f64),
+            sync::LAG_GAP.as_millis(),
+            thousands(f.asked as f64),
+            sync::SAMPLE_EVERY.as_millis(),
+            sync::CONVERGE_TIMEOUT.as_secs()
+        );
+        let us = |v: f64| format!("{} µs", thousands(v));
+        let opt_us = |v: Option<u64>| v.map_or_else(|| "–".to_owned(), |v| us(v as f64));
+        let _ = writeln!(
+            s,
+            "| Lag | Flows | Median | p99 | Max |\n|---|--:|--:|--:|--:|\n\
+             | first packet (sent by the client) → entry in node 2's table | {} of {} | {} | {} | {} |\n\
+             | first packet on node 1 → entry sent (node 1's status, over {} reports) | – | {} | {} | – |\n",
+            lag.seen,
+            lag.flows,
+            us(lag.median_us),
+            us(lag.p99_us),
+            us(lag.max_us),
+            thousands(lag.sender_reports as f64),
+            opt_us(lag.sender_median_us),
+            opt_us(lag.sender_p99_us)
+        );
+        let _ = writeln!(
+            s,
+            "| Throughput | Flows | Over | Flows/s |\n|---|--:|--:|--:|"
+        );
+        let ms = |d: std::time::Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+        let _ = writeln!(
+            s,
+            "| generator: SYNs written | {} of {} | {} | {} |",
+            thousands(f.sent as f64),
+            thousands(f.asked as f64),
+            ms(f.took),
+            thousands(f.sent as f64 / f.took.as_secs_f64())
+        );
+        let _ = writeln!(
+            s,
+            "| node 1's data plane: new entries (conntrack `insert`) | {} | {} | {} |",
+            thousands(f.inserted as f64),
+            ms(f.took),
+            thousands(f.inserted as f64 / f.took.as_secs_f64())
+        );
+        for (what, rate) in [
+            (
+                "node 1's sync: flows sent, ring-buffer reports",
+                f.live_sent,
+            ),
+            (
+                "node 2's sync: flows installed, from those",
+                f.live_installed,
+            ),
+            ("node 1's sync: flows sent again by the sweep", f.sweep_sent),
+            (
+                "node 2's sync: flows received from the sweep (installed, or already held)",
+                f.sweep_received,
+            ),
+        ] {
+            let Some(r) = rate else {
+                // The sweep's rows are there only if it came before the
+                // end.
+                if what.contains("sweep") {
+                    continue;
+                }
+                let _ = writeln!(s, "| {what} | 0 | – | – |");
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "| {what} | {} | {} | {} |",
+                thousands(r.total as f64),
+                ms(r.over),
+                thousands(r.per_s)
+            );
+        }
+        let converged = match f.converged {
+            Some((t, by_counter)) => format!(
+                "Node 2 held all {} flood flows of node 1's table {:.2} s after the flood \
+                 began ({}; {} sweep{} of node 1 meanwhile).",
+                thousands(f.want as f64),
+                t.as_secs_f64(),
+                if by_counter {
+                    "the first sample of its install counter that counted them all, \
+                     before any sweep, confirmed key by key"
+                } else {
+                    "when the key-by-key look into its table found the last of them"
+                },
+                f.sweeps,
+                if f.sweeps == 1 { "" } else { "s" }
+            ),
+            None => format!(
+                "Node 2 held {} of the {} flood flows of node 1's table after {} s.",
+                thousands(f.have as f64),
+                thousands(f.want as f64),
+                sync::CONVERGE_TIMEOUT.as_secs()
+            ),
+        };
+        let limit = if f.lost > 0 {
+            "The ring buffer overflowed: node 1's sync read the reports more slowly than \
+             its data plane made them, so the lost ones waited for the sweep."
+        } else {
+            "No report was lost: node 1's sync kept up with its data plane, so the \
+             generator and the path to node 1 set the pace of the live rows."
+        };
+        let _ = writeln!(
+            s,
+            "\nNode 1's data plane queued {} reports on the ring buffer and lost {} (ring \
+             full); its sync read {}. {limit} {converged}\n",
+            thousands(f.reported as f64),
+            thousands(f.lost as f64),
+            thousands(f.read as f64)
+        );
+        if !r.notes.is_empty() {
+            let _ = writeln!(s, "Seen during the run:\n");
+            for n in &r.notes {
+                let _ = writeln!(s, "* {n}");
+            }
+            s.push('\n');
+        }
     }
 
     fn http_section(&self, s: &mut String) {
