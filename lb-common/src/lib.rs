@@ -247,10 +247,15 @@ pub mod flow_event {
     pub const NEW: u8 = 1;
     /// A tracked TCP flow saw its first FIN or RST.
     pub const CLOSING: u8 = 2;
+    /// A NAT packet found no resolved neighbour for its next hop: the
+    /// control plane should resolve it. `key.dst` is the next hop's
+    /// address, `backend` the interface it is on.
+    pub const NEIGH: u8 = 3;
 }
 
 /// A record of `FLOW_EVENTS`: the data plane tells the control plane about
-/// a flow, so that it can send the flow to its peers (connection sync).
+/// a flow, so that it can send the flow to its peers (connection sync), or
+/// asks it to resolve a next hop (`flow_event::NEIGH`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowEvent {

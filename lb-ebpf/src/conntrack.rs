@@ -147,24 +147,65 @@ fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8, now: u64) {
     if cfg.flags & LB_F_SYNC == 0 {
         return;
     }
-    let event = FlowEvent {
+    let closing = if kind == flow_event::CLOSING {
+        FLOW_F_CLOSING
+    } else {
+        0
+    };
+    // Written in place in the ring: the program has no stack to spare
+    // for a copy.
+    let Some(mut slot) = FLOW_EVENTS.reserve(0) else {
+        stats::sync(sync_stat::EVENTS_LOST);
+        return;
+    };
+    slot.write(FlowEvent {
         key: flow.key,
         backend: state.backend,
         generation: state.generation,
-        flags: state.flags
-            | if kind == flow_event::CLOSING {
-                FLOW_F_CLOSING
-            } else {
-                0
-            },
+        flags: state.flags | closing,
         kind,
         family: flow.family,
         _pad: [0; 6],
         at: now,
+    });
+    slot.submit(0);
+    stats::sync(sync_stat::EVENTS_REPORTED);
+}
+
+/// Asks the control plane (while it reads the reports: `LB_F_SYNC`) to
+/// resolve next hop `addr` (`FlowKey` words) on interface `ifindex`: a
+/// node that took NAT flows over from a peer has no neighbour entries for
+/// them yet, and the kernel would drop a translated reply it is handed
+/// (its source is a local address).
+#[inline(always)]
+pub fn want_neighbour(family: u8, ifindex: u32, addr: [u32; 4]) {
+    let Some(cfg) = crate::maps::LB_CONFIG.get(0) else {
+        return;
     };
-    if FLOW_EVENTS.output(event, 0).is_ok() {
-        stats::sync(sync_stat::EVENTS_REPORTED);
-    } else {
-        stats::sync(sync_stat::EVENTS_LOST);
+    if cfg.flags & LB_F_SYNC == 0 {
+        return;
     }
+    let Some(mut slot) = FLOW_EVENTS.reserve(0) else {
+        stats::sync(sync_stat::EVENTS_LOST);
+        return;
+    };
+    slot.write(FlowEvent {
+        key: lb_common::FlowKey {
+            src: [0; 4],
+            dst: addr,
+            sport: 0,
+            dport: 0,
+            proto: 0,
+            _pad: [0; 3],
+        },
+        backend: ifindex,
+        generation: 0,
+        flags: 0,
+        kind: flow_event::NEIGH,
+        family,
+        _pad: [0; 6],
+        at: now(),
+    });
+    slot.submit(0);
+    stats::sync(sync_stat::EVENTS_REPORTED);
 }

@@ -232,7 +232,11 @@ pub fn icmp_to_backend(
 /// Sends the (rewritten) packet towards `key.dst` by the kernel's routes
 /// and neighbours: XDP_TX out of the same NIC, XDP_REDIRECT to another
 /// NIC of `TX_PORTS`, or the kernel itself when the neighbour is not
-/// resolved yet (it resolves it and forwards the packet; never a silent drop).
+/// resolved yet. The kernel forwards a translated request (resolving the
+/// backend's neighbour), but drops a translated reply, whose source is a
+/// local address (the VIP): with `LB_F_SYNC` the control plane is asked
+/// to resolve the next hop (`conntrack::want_neighbour`), and the
+/// client's retransmission goes through.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, key: &FlowKey) -> u32 {
     // SAFETY: all-zero is a valid value of this plain C struct.
@@ -273,6 +277,16 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, key: &FlowKey) -> u32 {
     if rc != FIB_SUCCESS {
         if rc == FIB_NO_NEIGH {
             stats::conntrack(ct::NAT_NO_NEIGH);
+            // The lookup left the next hop and its interface in `p`.
+            let hop = if flow.family == FAMILY_V4 {
+                // SAFETY: the IPv4 member of the union, which the helper
+                // wrote for an AF_INET lookup.
+                [unsafe { p.__bindgen_anon_4.ipv4_dst }, 0, 0, 0]
+            } else {
+                // SAFETY: the IPv6 member, written for AF_INET6.
+                unsafe { p.__bindgen_anon_4.ipv6_dst }
+            };
+            crate::conntrack::want_neighbour(flow.family, p.ifindex, hop);
         }
         return xdp_action::XDP_PASS;
     }

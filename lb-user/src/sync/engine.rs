@@ -43,6 +43,8 @@ const FULL_TABLE_EVERY: Duration = Duration::from_secs(2);
 const DIRECTORY_MISS_EVERY: Duration = Duration::from_millis(100);
 const DIRECTORY_EVERY: Duration = Duration::from_secs(1);
 const SOCKET_BUFFER: usize = 8 << 20;
+/// A next hop the data plane asks for is probed at most this often.
+const NEIGHBOUR_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Asks the controller for its VIPs and backends (it owns the ids).
 pub type DirectorySource = Arc<dyn Fn() -> Directory + Send + Sync>;
@@ -407,6 +409,7 @@ pub fn start(s: Start<'_>) -> Result<Running> {
         directory: s.directory,
         replay: Replay::default(),
         full_sent: HashMap::new(),
+        probed: HashMap::new(),
         state_dir: s.state_dir,
     };
     tracing::info!(mode, port = s.config.port, epoch, "sync started");
@@ -431,6 +434,8 @@ struct Engine {
     dir: Dir,
     directory: DirectorySource,
     replay: Replay,
+    /// Next hops (interface, address) probed, and when.
+    probed: HashMap<(u32, IpAddr), Instant>,
     /// When each peer (and which epoch of it) last got the whole table.
     full_sent: HashMap<IpAddr, (u64, Instant)>,
     state_dir: PathBuf,
@@ -489,10 +494,13 @@ impl Engine {
         let mut entries = Vec::with_capacity(events.len());
         let mut lags = Vec::with_capacity(events.len());
         for ev in events {
-            let event = if ev.kind == flow_event::CLOSING {
-                Event::Closing
-            } else {
-                Event::New
+            let event = match ev.kind {
+                flow_event::CLOSING => Event::Closing,
+                flow_event::NEIGH => {
+                    self.resolve(ev);
+                    continue;
+                }
+                _ => Event::New,
             };
             let state = FlowState {
                 backend: ev.backend,
@@ -522,6 +530,39 @@ impl Engine {
                 s.lags_us.pop_front();
             }
             s.lags_us.push_back(lag);
+        }
+    }
+
+    /// The data plane found no neighbour for a NAT packet's next hop (a
+    /// node that took NAT flows over): ask the kernel to resolve it, once
+    /// a second per hop at most.
+    fn resolve(&mut self, ev: &FlowEvent) {
+        self.shared.bump("neighbour_requests", 1);
+        let bytes = lb_common::words_to_bytes(&ev.key.dst);
+        let hop: IpAddr = if ev.family == lb_common::FAMILY_V4 {
+            IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        } else {
+            IpAddr::from(bytes)
+        };
+        let key = (ev.backend, hop);
+        if self
+            .probed
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < NEIGHBOUR_PROBE_EVERY)
+        {
+            return;
+        }
+        self.probed.insert(key, Instant::now());
+        match crate::netlink::probe_neighbour(ev.backend, hop) {
+            Ok(()) => self.shared.bump("neighbour_probes", 1),
+            Err(e) => {
+                self.shared.bump("neighbour_probe_errors", 1);
+                tracing::debug!(error = %e, %hop, ifindex = ev.backend, "sync: probing a next hop failed");
+            }
+        }
+        if self.probed.len() > 4096 {
+            self.probed
+                .retain(|_, t| t.elapsed() < NEIGHBOUR_PROBE_EVERY);
         }
     }
 
