@@ -21,7 +21,7 @@ use xlb_testbed::inject;
 use xlb_testbed::netns::NetNs;
 use xlb_testbed::pinned;
 use xlb_testbed::running::{require_root, xlb_exe};
-use xlb_testbed::topology::{Topology, VIP_PORT, VIP4, Xlb};
+use xlb_testbed::topology::{NatTopology, Topology, VIP_PORT, VIP4, Xlb};
 use xlb_testbed::traffic::Traffic;
 
 const INTERVAL_CS: u16 = 20;
@@ -689,4 +689,163 @@ fn a_joining_node_gets_the_whole_table() {
         report.summary(),
         report.errors(5)
     );
+}
+
+/// The NAT VRRP pair with sync between the nodes' server-side addresses:
+/// node 1 master (VIPs and the backends' gateway), node 2 backup, both
+/// tracking their links.
+fn nat_pair(topo: &NatTopology) -> (Xlb, Xlb) {
+    let key_file = write_key(topo.dir());
+    let (gw4, gw6) = topo.gateway();
+    let backends = [(1, 1), (2, 1), (3, 1)];
+    let config = |n: usize, priority: u8| {
+        let mut v = vrrp(priority);
+        v.track_link = Some(true);
+        v.groups[0] = v.groups[0].clone().server_addresses(&[gw4.into()]);
+        v.groups[1] = v.groups[1].clone().server_addresses(&[gw6.into()]);
+        let peer = topo.node_server_addr4(3 - n).into();
+        topo.node_config(n, &backends)
+            .vrrp(v)
+            .sync(sync_section(&key_file, peer, 10))
+    };
+    let x1 = start(
+        config(1, MASTER_PRIORITY),
+        topo.dir().join("xlb1.toml"),
+        |p| topo.start_node(1, &xlb_exe(), p).expect("start node 1"),
+    );
+    wait_state(&x1, "master", Duration::from_secs(10));
+    let x2 = start(
+        config(2, BACKUP_PRIORITY),
+        topo.dir().join("xlb2.toml"),
+        |p| topo.start_node(2, &xlb_exe(), p).expect("start node 2"),
+    );
+    wait_state(&x2, "backup", Duration::from_secs(10));
+    (x1, x2)
+}
+
+/// How node 1 fails in a NAT failover test.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    /// SIGKILL of its `xlb`: its data plane goes on until node 2's
+    /// gratuitous ARPs move clients and backends.
+    Kill,
+    /// Both its links cut (the bridge-side ends set down): nothing of it
+    /// is reachable any more.
+    CutLinks,
+}
+
+/// NAT two-armed, VRRP pair: 50 connections sending every 50 ms, then
+/// node 1 fails; node 2 takes the VIPs and the gateway over and every
+/// connection goes on, on its backend, its replies translated from the
+/// entries node 1 synced.
+fn nat_failover(failure: Failure) {
+    let topo = NatTopology::vrrp_pair(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let (x1, x2) = nat_pair(&topo);
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let traffic = Traffic::start(topo.client(), vip, SENDING, PERIOD, None).expect("traffic");
+    let s2 = wait_sync(
+        &x2,
+        "the 50 flows installed on node 2",
+        Duration::from_secs(10),
+        |s| sync_counter(s, "flows_installed") >= SENDING as u64,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "node 2 before the failover: {:?}",
+        s2.sync
+    );
+    let state2 = topo.state_dir("lb2");
+    match failure {
+        Failure::Kill => x1.kill_now().expect("SIGKILL node 1"),
+        Failure::CutLinks => {
+            let (c, s) = topo.node_peer_ifnames(1);
+            for link in [c, s] {
+                topo.switch()
+                    .ip(["link", "set", &link, "down"])
+                    .expect("cut a link of node 1");
+            }
+        }
+    }
+    wait_state(&x2, "master", failover_bound());
+    std::thread::sleep(Duration::from_secs(1));
+    let report = traffic.stop();
+    let s2 = x2.status().expect("status");
+    let _ = writeln!(
+        std::io::stderr(),
+        "NAT pair, {failure:?} of node 1: {}; node 2 conntrack {:?}",
+        report.summary(),
+        s2.conntrack
+    );
+    for c in &report.connections {
+        let reply = key4(
+            topo.backend_addr4(backend_of(c)),
+            topo.client_addr4(),
+            xlb_testbed::topology::BACKEND_PORT,
+            c.port,
+            IPPROTO_TCP,
+        );
+        assert!(
+            pinned::nat_reverse(&state2, &reply)
+                .expect("read NAT_REVERSE")
+                .is_some(),
+            "no reverse entry on node 2 for the connection from port {}",
+            c.port
+        );
+    }
+    assert_eq!(
+        report.survivors(),
+        SENDING,
+        "{}: {:?}",
+        report.summary(),
+        report.errors(5)
+    );
+    // Node 2 served every packet from the synced entries: it never had
+    // to choose a backend or make a reverse entry of its own.
+    let ct = |name: &str| s2.conntrack.get(name).copied().unwrap_or(0);
+    assert!(
+        ct("nat_reply") > 0,
+        "node 2 translated no reply: {:?}",
+        s2.conntrack
+    );
+    assert!(ct("hit") > 0, "{:?}", s2.conntrack);
+    assert_eq!(
+        (ct("miss"), ct("insert")),
+        (0, 0),
+        "node 2 missed synced flows: {:?}",
+        s2.conntrack
+    );
+    // A reply whose next hop node 2 had not resolved was reported, and
+    // node 2 asked the kernel to resolve it.
+    if ct("nat_no_neigh") > 0 {
+        assert!(
+            sync_counter(&s2, "neighbour_probes") > 0,
+            "unresolved next hops, no probe: {:?}",
+            s2.sync
+        );
+    }
+    drop(x1);
+}
+
+/// The backend (1..) that answered a connection ("backend-N").
+fn backend_of(c: &xlb_testbed::traffic::Connection) -> usize {
+    let name = c.served_by.iter().next().expect("answered at least once");
+    name.trim_start_matches("backend-")
+        .parse()
+        .unwrap_or_else(|_| panic!("answer {name:?}"))
+}
+
+#[test]
+fn nat_pair_sigkill_of_the_master_keeps_every_connection() {
+    if !require_root("nat_pair_sigkill_of_the_master_keeps_every_connection") {
+        return;
+    }
+    nat_failover(Failure::Kill);
+}
+
+#[test]
+fn nat_pair_links_of_the_master_cut_keeps_every_connection() {
+    if !require_root("nat_pair_links_of_the_master_cut_keeps_every_connection") {
+        return;
+    }
+    nat_failover(Failure::CutLinks);
 }
