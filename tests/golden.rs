@@ -718,3 +718,78 @@ impl Harness {
 fn harness(test: &str) -> Option<Harness> {
     xlb_testbed::require_root(test).then(Harness::new)
 }
+
+/// With connection sync on (`LB_F_SYNC`), the data plane reports each new
+/// flow and each flow's first FIN or RST into `FLOW_EVENTS`, once, with
+/// its key, backend and generation; hits report nothing, and the packets
+/// are forwarded exactly as without sync.
+#[test]
+fn with_sync_each_new_and_closing_flow_is_reported_once() {
+    use aya::maps::{Map, RingBuf};
+    use lb_common::{FLOW_F_CLOSING, FlowEvent, LB_F_SYNC, flow_event, map_names};
+    let Some(mut h) = harness("with_sync_each_new_and_closing_flow_is_reported_once") else {
+        return;
+    };
+    h.maps
+        .set_config(&LbConfig {
+            mac: LB_MAC,
+            flags: LB_F_FORWARDING | LB_F_SYNC,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut ring = match h.dp.take_map(map_names::FLOW_EVENTS) {
+        Some(m @ Map::RingBuf(_)) => RingBuf::try_from(m).unwrap(),
+        other => panic!("FLOW_EVENTS is {other:?}"),
+    };
+    // (what, client port, TCP flags, the report it makes)
+    let rows: [(&str, u16, &str, Option<u8>); 6] = [
+        ("a SYN: a new flow", 40000, "S", Some(flow_event::NEW)),
+        ("its next segment: a hit", 40000, "A", None),
+        (
+            "its FIN: the flow starts closing",
+            40000,
+            "AF",
+            Some(flow_event::CLOSING),
+        ),
+        ("a second FIN: already closing", 40000, "AF", None),
+        (
+            "another client port: a new flow",
+            40001,
+            "S",
+            Some(flow_event::NEW),
+        ),
+        ("its RST: closing", 40001, "AR", Some(flow_event::CLOSING)),
+    ];
+    for (what, port, flags, report) in rows {
+        let key = key4(CLIENT4, VIP4, port, 80, IPPROTO_TCP);
+        let case = h.forwarded(what, tcp4_flags(VIP4, port, 80, flags), 0, key);
+        let Counts::Forward { backend, .. } = case.counts else {
+            unreachable!("a forward")
+        };
+        h.check(&case);
+        let mut got = Vec::new();
+        while let Some(item) = ring.next() {
+            got.push(FlowEvent::from_bytes(&item).expect("a FlowEvent record"));
+        }
+        match report {
+            None => assert!(got.is_empty(), "{what}: reported {got:?}"),
+            Some(kind) => {
+                assert_eq!(got.len(), 1, "{what}: {got:?}");
+                let e = got[0];
+                assert_eq!(
+                    (e.kind, e.key, e.backend, e.family),
+                    (kind, key, backend, 4),
+                    "{what}"
+                );
+                assert_eq!(
+                    e.generation,
+                    h.maps.backend(backend).unwrap().generation,
+                    "{what}"
+                );
+                let closing = kind == flow_event::CLOSING;
+                assert_eq!(e.flags & FLOW_F_CLOSING != 0, closing, "{what}: flags");
+                assert!(e.at > 0, "{what}: time");
+            }
+        }
+    }
+}
