@@ -749,10 +749,18 @@ fn nat_failover(failure: Failure) {
         Duration::from_secs(10),
         |s| sync_counter(s, "flows_installed") >= SENDING as u64,
     );
+    let sync_lines = |s: &Status| {
+        s.render()
+            .lines()
+            .skip_while(|l| !l.starts_with("sync:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let _ = writeln!(
         std::io::stderr(),
-        "node 2 before the failover: {:?}",
-        s2.sync
+        "before the failover, node 1:\n{}\nnode 2:\n{}",
+        sync_lines(&x1.status().expect("status")),
+        sync_lines(&s2)
     );
     let state2 = topo.state_dir("lb2");
     match failure {
