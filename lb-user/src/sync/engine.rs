@@ -591,6 +591,10 @@ impl Engine {
             match read {
                 Ok(entries) => {
                     shared.bump(counter, 1);
+                    if entries.is_empty() && since_ns == 0 {
+                        // An empty table still answers: the peer hears us.
+                        sender.send(Kind::Flows, &[], &to).await;
+                    }
                     sender.send_all(&entries, &to).await;
                 }
                 Err(e) => {
