@@ -857,3 +857,75 @@ fn nat_pair_links_of_the_master_cut_keeps_every_connection() {
     }
     nat_failover(Failure::CutLinks);
 }
+
+/// Sync over a multicast group instead of a peer list: the backup
+/// installs the master's flows. A reload without `[sync]` stops it (the
+/// status loses its sync part); one with it back starts it again, with a
+/// new epoch, and the master answers the new epoch's hello.
+#[test]
+fn multicast_sync_and_reloads_that_stop_and_restart_it() {
+    if !require_root("multicast_sync_and_reloads_that_stop_and_restart_it") {
+        return;
+    }
+    const CONNECTIONS: usize = 10;
+    let topo = Topology::vrrp_pair(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let group: IpAddr = "239.18.0.81".parse().unwrap();
+    let multicast = |mut c: XlbConfig| {
+        let s = c.sync.as_mut().expect("sync");
+        s.peers = None;
+        s.group = Some(group);
+        c
+    };
+    let (x1, x2) = dsr_pair(&topo, &[1, 1, 1], 3600, multicast);
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let traffic = Traffic::start(topo.client(), vip, CONNECTIONS, PERIOD, None).expect("traffic");
+    let s2 = wait_sync(
+        &x2,
+        "the flows over multicast",
+        Duration::from_secs(10),
+        |s| sync_counter(s, "flows_installed") >= CONNECTIONS as u64,
+    );
+    let sync2 = s2.sync.as_ref().expect("sync");
+    assert_eq!(sync2.mode, "multicast");
+    assert!(
+        sync2
+            .peers
+            .iter()
+            .any(|p| p.address == topo.node_addr4(1).to_string()),
+        "node 1 heard as a peer: {sync2:?}"
+    );
+
+    // Without [sync]: stopped.
+    let path = topo.dir().join("xlb2.toml");
+    let key_file = topo.dir().join("sync.key");
+    let mut off = topo.node_config(2, &[1, 1, 1]).vrrp(vrrp(BACKUP_PRIORITY));
+    off.sync = None;
+    off.write(&path).expect("write");
+    x2.reload().expect("reload");
+    x2.wait_status("sync stopped", Duration::from_secs(5), |s| s.sync.is_none())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // With it again: a new epoch, and the whole table from node 1.
+    let epoch = sync2.epoch;
+    multicast(
+        topo.node_config(2, &[1, 1, 1])
+            .vrrp(vrrp(BACKUP_PRIORITY))
+            .sync(sync_section(&key_file, topo.node_addr4(1).into(), 3600)),
+    )
+    .write(&path)
+    .expect("write");
+    x2.reload().expect("reload");
+    let s2 = wait_sync(
+        &x2,
+        "sync restarted with the table",
+        Duration::from_secs(10),
+        |s| {
+            s.sync.as_ref().is_some_and(|y| y.epoch != epoch)
+                && sync_counter(s, "flows_installed") + sync_counter(s, "flows_kept_newer_local")
+                    >= CONNECTIONS as u64
+        },
+    );
+    assert!(s2.sync.as_ref().unwrap().epoch > epoch);
+    let report = traffic.stop();
+    assert_eq!(report.survivors(), CONNECTIONS, "{}", report.summary());
+    drop(x1);
+}

@@ -159,8 +159,9 @@ impl Report {
              With connection sync on, every insert is reported through the ring buffer: \
              either a thread reads it as fast as it can (so that every report also wakes \
              the reader: the most a report costs; the sync's reader, woken through epoll, \
-             drains many reports per wake-up under load), or nobody does and every report \
-             is lost (counted); the report counters prove which. A hit reports nothing.\n",
+             drains many reports per wake-up under load; the share of reports that found \
+             room is shown), or nobody does and every report is lost (counted); the \
+             report counters prove which. A hit reports nothing.\n",
             thousands(f64::from(dataplane::REPEAT)),
             dataplane::trials(self.quick),
             thousands(f64::from(DEFAULT_RING_SIZE))
@@ -189,7 +190,10 @@ impl Report {
             };
             match (c.sync, c.conntrack) {
                 (dataplane::Sync::Off, _) => {}
-                (dataplane::Sync::Drained, _) => table.push_str("; sync on, reports read"),
+                (dataplane::Sync::Drained, _) => {
+                    let share = r.reported.unwrap_or(0.0) * 100.0;
+                    table.push_str(&format!("; sync on, reports read ({share:.1}% reported)"))
+                }
                 (dataplane::Sync::Full, dataplane::Conntrack::Miss) => {
                     table.push_str("; sync on, report ring full")
                 }
