@@ -1,6 +1,5 @@
-//! Descriptors on tokio's reactor: the one place a `socket2::Socket` (the
-//! VRRP and ICMP health-check sockets) or a BPF ring buffer (the sync's
-//! flow reports) is handed to [`AsyncFd`].
+//! Raw sockets on tokio's reactor: the one place a `socket2::Socket` is
+//! handed to [`AsyncFd`], for the VRRP and ICMP health-check sockets.
 
 use std::io;
 
@@ -19,13 +18,4 @@ use tokio::io::unix::AsyncFd;
 #[allow(deprecated)]
 pub fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     AsyncFd::new(socket)
-}
-
-/// Registers the flow-report ring buffer. As for sockets: a `RingBuf`
-/// owns its map's descriptor for its whole life and never swaps it.
-#[allow(deprecated)]
-pub fn register_ring(
-    ring: aya::maps::RingBuf<aya::maps::MapData>,
-) -> io::Result<AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>> {
-    AsyncFd::new(ring)
 }

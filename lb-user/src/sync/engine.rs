@@ -19,7 +19,6 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use lb_common::{FlowEvent, FlowKey, FlowState, VipKey, flow_event, map_names as names, sync_stat};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
 use super::auth::Key;
@@ -31,8 +30,11 @@ use crate::config::{SyncConfig, SyncPeers};
 
 /// Lag samples kept for the median and p99.
 const LAG_SAMPLES: usize = 4096;
-/// Ring-buffer reports taken per wake-up before the socket gets a turn.
+/// How often the report ring is read: the most a report waits.
+const RING_POLL: Duration = Duration::from_millis(1);
+/// Ring-buffer reports sent per batch of reads, and batches per poll.
 const EVENTS_PER_TURN: usize = 4096;
+const TURNS_PER_POLL: usize = 8;
 /// Full tables and sweeps go out at most this many messages per
 /// millisecond (20 flows each): a peer's socket buffer is not flooded.
 const PACE_MESSAGES_PER_MS: usize = 8;
@@ -364,7 +366,6 @@ pub fn start(s: Start<'_>) -> Result<Running> {
         MapData::from_pin(&ring_pin).with_context(|| format!("opening {}", ring_pin.display()))?;
     let ring = RingBuf::try_from(Map::RingBuf(ring_data))
         .with_context(|| format!("{} is not a ring buffer", ring_pin.display()))?;
-    let ring = crate::async_socket::register_ring(ring).context("polling the flow reports")?;
     let stats_pin = s.state_dir.join(names::SYNC_STATS);
     let stats_data = MapData::from_pin(&stats_pin)
         .with_context(|| format!("opening {}", stats_pin.display()))?;
@@ -442,27 +443,29 @@ struct Engine {
 }
 
 impl Engine {
-    async fn run(mut self, mut ring: AsyncFd<RingBuf<MapData>>) {
+    async fn run(mut self, mut ring: RingBuf<MapData>) {
         self.sender.send(Kind::Hello, &[], &self.dests).await;
         let mut buf = vec![0u8; wire::MAX_LEN + 1];
         let refresh = Duration::from_secs(u64::from(self.cfg.refresh_s));
         let mut next_sweep = tokio::time::Instant::now() + refresh;
         let mut swept_to_ns = monotonic_ns();
         let mut directory_tick = tokio::time::interval(DIRECTORY_EVERY);
+        let mut ring_tick = tokio::time::interval(RING_POLL);
+        ring_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                ready = ring.readable_mut() => {
-                    let Ok(mut guard) = ready else {
-                        tracing::error!("sync: the flow reports cannot be polled; reports stop");
-                        return;
-                    };
-                    let (events, emptied) = drain(guard.get_inner_mut());
-                    // The producer wakes us only once we have caught up:
-                    // stay ready while reports are left.
-                    if emptied {
-                        guard.clear_ready();
+                // The data plane submits without waking us (a wake-up costs
+                // it an interrupt per report): the ring is polled.
+                _ = ring_tick.tick() => {
+                    // Bounded, so that a flood cannot starve the socket: what
+                    // is left waits for the next tick.
+                    for _ in 0..TURNS_PER_POLL {
+                        let (events, emptied) = drain(&mut ring);
+                        self.report(&events).await;
+                        if emptied {
+                            break;
+                        }
                     }
-                    self.report(&events).await;
                 }
                 got = self.socket.recv_from(&mut buf) => match got {
                     Ok((n, from)) => self.receive(&buf[..n], from).await,
