@@ -113,6 +113,7 @@ pub(super) fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> Confi
     }
     // No span: the error is about the document as a whole.
     let mut field = span
+        .clone()
         .and_then(|span| field_at(text, &span))
         .unwrap_or_default();
     // serde reports a missing field against the table that lacks it.
@@ -121,6 +122,19 @@ pub(super) fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> Confi
     {
         field = join_path(&field, name);
         message = "required field is missing".to_owned();
+    }
+    // Say what was found when the message does not (std's address parse
+    // errors, for one, never name the text).
+    if let Some(found) = span
+        .as_ref()
+        .and_then(|s| text.get(s.clone()))
+        .map(str::trim)
+        .filter(|f| !f.is_empty() && f.len() <= 80 && !f.contains('\n'))
+        && message != "required field is missing"
+        && !message.contains(found)
+        && !message.contains(found.trim_matches('"'))
+    {
+        message = format!("{message} (found {found})");
     }
     ConfigError {
         origin: origin.to_owned(),

@@ -895,3 +895,13 @@ fn state_dir_defaults_per_interface_and_must_be_absolute() {
         "{e}"
     );
 }
+
+#[test]
+fn a_value_that_does_not_parse_is_shown() {
+    let text = "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.1000\"\n";
+    let err = Config::parse(text, "xlb.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "xlb.toml:4:11: vip[0].address: invalid IP address syntax (found \"198.18.0.1000\")"
+    );
+}

@@ -16,6 +16,11 @@ use crate::{
     maglev,
 };
 
+/// Neighbour refreshes (200 ms apart while a MAC is unknown) a backend
+/// that was never resolved may take before its VIP having no usable
+/// backend is an error rather than a start-up.
+pub(super) const RESOLVE_GRACE: u32 = 10;
+
 #[derive(Debug)]
 pub(super) struct Backend {
     pub(super) config: BackendConfig,
@@ -26,6 +31,9 @@ pub(super) struct Backend {
     /// Consecutive refreshes that found no usable neighbour entry while a
     /// MAC was known.
     pub(super) missing: u32,
+    /// Consecutive refreshes that found no MAC while none was known: a
+    /// new backend is still being resolved for [`RESOLVE_GRACE`] of them.
+    pub(super) unresolved_for: u32,
     /// `None`: not health-checked.
     pub(super) health: Option<Tracker>,
     pub(super) drained: bool,
@@ -56,6 +64,7 @@ impl Backend {
             generation,
             mac,
             missing: 0,
+            unresolved_for: 0,
             drained: false,
             weight_override: None,
             reset_counters: true,
@@ -90,6 +99,7 @@ impl Backend {
             generation: owner.generation,
             mac: active.then_some(info.mac),
             missing: 0,
+            unresolved_for: 0,
             health: None,
             drained: owner.flags & OWNER_F_DRAINED != 0,
             weight_override: (owner.flags & OWNER_F_WEIGHT != 0).then_some(owner.weight_override),

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{Context as _, Result};
 
-use super::Controller;
+use super::{Controller, backend::RESOLVE_GRACE};
 use crate::{config::Mode, maps::MapStore};
 
 /// Where neighbour MACs come from: the kernel (netlink) in production, a
@@ -59,8 +59,15 @@ impl<M: MapStore> Controller<M> {
                 continue;
             }
             let mut changed = false;
+            let mut grace_ran_out = false;
             for b in &mut vip.backends {
                 let seen = table.get(&b.config.address).copied();
+                if seen.is_none() && b.mac.is_none() {
+                    b.unresolved_for = b.unresolved_for.saturating_add(1);
+                    grace_ran_out |= b.unresolved_for == RESOLVE_GRACE;
+                } else {
+                    b.unresolved_for = 0;
+                }
                 let mac = match (seen, b.mac) {
                     (Some(m), _) => {
                         b.missing = 0;
@@ -93,6 +100,9 @@ impl<M: MapStore> Controller<M> {
                 if let Err(e) = vip.sync(&mut self.maps, standby) {
                     first_error.get_or_insert(e);
                 }
+            } else if grace_ran_out && vip.usable_backends() == 0 {
+                // Start-up is over for this VIP and it still cannot serve.
+                vip.report_unusable();
             }
         }
         if let Err(e) = self.resync() {

@@ -53,6 +53,16 @@ impl<M: MapStore> Controller<M> {
             .with_context(|| format!("taking backend {bname} {to}"))
     }
 
+    /// Backends whose drain or weight was set at runtime (`xlb backend`),
+    /// which the next apply of the file resets.
+    pub fn runtime_overrides(&self) -> usize {
+        self.vips
+            .values()
+            .flat_map(|v| v.backends.iter())
+            .filter(|b| b.drained || b.weight_override.is_some())
+            .count()
+    }
+
     /// Applies a runtime drain/undrain/weight to backend `backend` (its name,
     /// or its address) of VIP `vip` (its name). Lasts until undone or until a
     /// reload applies the file. Returns a sentence saying what was done.

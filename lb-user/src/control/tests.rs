@@ -919,3 +919,48 @@ fn a_failed_server_address_mark_is_written_by_the_next_refresh() {
     }
     assert!(writes > 0);
 }
+
+#[test]
+fn a_start_waiting_for_macs_or_first_checks_is_not_an_error_until_its_grace_runs_out() {
+    let mut c = controller();
+    let mut nobody = table(&[]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut nobody).unwrap();
+    let vip = |c: &Controller<MemoryMaps>| c.vips[&key()].only_starting();
+    assert!(vip(&c), "no MAC yet, right after the start");
+    // apply() itself read the neighbour table once.
+    for _ in 2..super::backend::RESOLVE_GRACE {
+        c.refresh_neighbours(&mut nobody).unwrap();
+    }
+    assert!(vip(&c), "still within the grace");
+    c.refresh_neighbours(&mut nobody).unwrap();
+    assert!(!vip(&c), "the grace ran out: an error now");
+    // A weight of 0 is the operator's doing, never a start-up.
+    let mut c = controller();
+    c.apply(&config(&[(11, 0)]), &mut nobody).unwrap();
+    assert!(!vip(&c));
+    // Health checks not in yet: starting; one says down: not.
+    let mut c = controller();
+    let mut n = table(&[11]);
+    let checked = config_with(&[(11, 1)], "[vip.health]\ntype = \"tcp\"\n");
+    c.apply(&checked, &mut n).unwrap();
+    assert!(vip(&c), "first checks not in");
+    for _ in 0..5 {
+        c.record_check(&key(), ip(11), outcome(false)).unwrap();
+    }
+    assert!(!vip(&c), "checked down");
+}
+
+#[test]
+fn runtime_overrides_are_counted_until_a_reload_resets_them() {
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    assert_eq!(c.runtime_overrides(), 0);
+    c.backend_action("web", "b11", BackendAction::Drain)
+        .unwrap();
+    c.backend_action("web", "b12", BackendAction::Weight(5))
+        .unwrap();
+    assert_eq!(c.runtime_overrides(), 2);
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    assert_eq!(c.runtime_overrides(), 0);
+}

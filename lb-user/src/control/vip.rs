@@ -14,9 +14,10 @@ use lb_common::{
     VipKey, VipMeta,
 };
 
-use super::backend::Backend;
+use super::backend::{Backend, RESOLVE_GRACE};
 use crate::{
     config::{Affinity, Mode, OnDown, Protocol, VipConfig},
+    health::Health,
     maglev,
     maps::MapStore,
 };
@@ -294,18 +295,43 @@ impl Vip {
         tracing::info!(vip = %self.name(), backends = usable.len(), slots = input.size,
             "Maglev table installed");
         if usable.is_empty() && !self.backends.is_empty() {
-            let count =
-                |f: &dyn Fn(&Backend) -> bool| self.backends.iter().filter(|b| f(b)).count();
-            tracing::error!(vip = %self.name(), backends = self.backends.len(),
-                unhealthy = count(&|b| !b.health_up()),
-                weight_zero = count(&|b| b.weight() == 0),
-                unresolved = count(&|b| !b.reachable(mode)),
-                "no usable backend: new connections to this VIP are dropped (counted as no_backend)");
+            self.report_unusable();
         } else if !usable.is_empty() && !had_members && self.ring.is_some() {
-            tracing::info!(vip = %self.name(), backends = usable.len(), "VIP has usable backends again");
+            tracing::info!(vip = %self.name(), backends = usable.len(), "VIP has usable backends");
         }
         self.ring = Some(input);
         Ok(())
+    }
+
+    /// Whether a VIP without usable backends is only starting: every
+    /// backend that is out is out for no reason of its own yet (no MAC
+    /// within its grace, no health verdict yet).
+    pub(super) fn only_starting(&self) -> bool {
+        let mode = self.settings.mode;
+        self.backends.iter().all(|b| {
+            let checked_down = b.health.as_ref().is_some_and(|t| t.state() == Health::Down);
+            let lost = !b.reachable(mode) && b.unresolved_for >= RESOLVE_GRACE;
+            b.weight() > 0 && !checked_down && !lost
+        })
+    }
+
+    /// Says why the VIP has no usable backend: at INFO while it is only
+    /// starting ([`Vip::only_starting`]), an ERROR otherwise.
+    pub(super) fn report_unusable(&self) {
+        let mode = self.settings.mode;
+        let count = |f: &dyn Fn(&Backend) -> bool| self.backends.iter().filter(|b| f(b)).count();
+        let unhealthy = count(&|b| !b.health_up());
+        let weight_zero = count(&|b| b.weight() == 0);
+        let unresolved = count(&|b| !b.reachable(mode));
+        if self.only_starting() {
+            tracing::info!(vip = %self.name(), backends = self.backends.len(), unresolved,
+                unchecked = unhealthy,
+                "VIP not serving yet: waiting for backend MACs and first health checks");
+        } else {
+            tracing::error!(vip = %self.name(), backends = self.backends.len(), unhealthy,
+                weight_zero, unresolved,
+                "no usable backend: new connections to this VIP are dropped (counted as no_backend)");
+        }
     }
 
     /// Writes the `VIPS` entry if it differs from the published one, and

@@ -50,6 +50,7 @@ pub(super) fn reload(
         tracing::error!("{message}");
         return Reply::Error { message };
     }
+    let overrides = lock(controller).runtime_overrides();
     let result = lock(controller).apply(&new, neighbours);
     match result {
         Err(ApplyError::Refused(e)) => {
@@ -80,9 +81,14 @@ pub(super) fn reload(
     checks.reconcile(&new);
     *running = new;
     tracing::info!(vips = running.vips.len(), "configuration reloaded");
+    let reset = match overrides {
+        0 => String::new(),
+        1 => "; 1 runtime drain/weight setting was reset to the file's".to_owned(),
+        n => format!("; {n} runtime drain/weight settings were reset to the file's"),
+    };
     Reply::Ok {
         message: format!(
-            "reloaded {}: {} VIPs, {} health checks; runtime drain/weight settings were reset",
+            "reloaded {}: {} VIPs, {} health checks{reset}",
             path.display(),
             running.vips.len(),
             checks.len()
