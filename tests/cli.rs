@@ -167,3 +167,49 @@ fn check_refuses_more_backends_than_the_data_plane_has_ids() {
     assert!(err.contains("cannot be served"), "{err}");
     assert!(err.contains("too many backends (limit 65535)"), "{err}");
 }
+
+/// Logs written to a pipe (a file, the journal) carry no colour codes;
+/// `--log-format json` (or `XLB_LOG_FORMAT=json`) writes one JSON object
+/// per line, with the level, the message and the fields.
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let path = write("logs.toml", GOOD);
+    let plain = xlb()
+        .args(["check", "--config"])
+        .arg(path.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plain.stderr);
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in piped logs: {text:?}"
+    );
+
+    let by_flag = xlb()
+        .args(["--log-format", "json", "check", "--config"])
+        .arg(path.path())
+        .output()
+        .unwrap();
+    let by_env = xlb()
+        .env("XLB_LOG_FORMAT", "json")
+        .args(["check", "--config"])
+        .arg(path.path())
+        .output()
+        .unwrap();
+    for out in [by_flag, by_env] {
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines.is_empty(), "no log lines");
+        for line in lines {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+        }
+        assert!(
+            text.contains(r#""message":"VIP added","vip":"web""#),
+            "{text}"
+        );
+    }
+}
