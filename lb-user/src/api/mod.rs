@@ -5,6 +5,8 @@
 //! them.
 
 pub mod render;
+#[cfg(test)]
+mod schema_tests;
 pub mod status;
 
 use serde::{Deserialize, Serialize};

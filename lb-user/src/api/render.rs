@@ -68,7 +68,12 @@ impl Status {
                 );
             }
             for b in &v.backends {
-                let mac = b.mac.as_deref().unwrap_or("mac ?");
+                // NAT forwards by the kernel's routes: no backend MAC.
+                let mac = match (&b.mac, v.mode.as_str()) {
+                    (Some(m), _) => m.as_str(),
+                    (None, "nat") => "routed",
+                    (None, _) => "mac ?",
+                };
                 let _ = writeln!(
                     out,
                     "  -> {:<44} {:<10} {:>7} {:>12} {:>14}",
@@ -267,6 +272,7 @@ mod tests {
 
     fn sample() -> Status {
         Status {
+            version: STATUS_VERSION,
             interface: "eth0".into(),
             xdp_mode: "native".into(),
             forwarding: true,

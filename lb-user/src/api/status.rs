@@ -146,8 +146,17 @@ fn yes() -> bool {
     true
 }
 
+/// The version of the `xlb status --json` schema (docs/operations.md):
+/// raised when a key changes meaning or goes away; new keys may appear
+/// within a version.
+pub const STATUS_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// [`STATUS_VERSION`] of the daemon that answered (0: one older than
+    /// the field).
+    #[serde(default)]
+    pub version: u32,
     pub interface: String,
     pub xdp_mode: String,
     /// Whether the data plane is switched on (per-VIP VRRP standby is in

@@ -24,6 +24,7 @@ impl<M: MapStore> Controller<M> {
         let conntrack = self.maps.conntrack_stats()?;
         let configured = self.maps.config()?.flags & LB_F_FORWARDING != 0;
         Ok(Status {
+            version: crate::api::status::STATUS_VERSION,
             interface: self.node.interface.clone(),
             xdp_mode: self
                 .attached
