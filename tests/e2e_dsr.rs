@@ -177,3 +177,52 @@ fn lb_node_own_address_still_answers() {
     }
     assert!(running.xlb.is_running(), "xlb exited during the test");
 }
+
+/// The first-run trap of a veth whose peer runs no XDP program: native
+/// XDP_TX frames are dropped by the veth. xlb says so (an ERROR naming the
+/// NIC, the counts and the fix) instead of counting them as forwarded in
+/// silence; and a normal start logs no ERROR at all.
+#[test]
+fn a_veth_peer_that_cannot_receive_xdp_frames_is_reported() {
+    if !require_root("a_veth_peer_that_cannot_receive_xdp_frames_is_reported") {
+        return;
+    }
+    let mut topo = xlb_testbed::topology::Topology::dsr(WEIGHTS.len())
+        .unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let xlb = xlb_testbed::running::start_xlb(&topo, &WEIGHTS);
+    xlb_testbed::running::wait_ready(&xlb);
+    let started = xlb.log();
+    assert!(
+        !started.lines().any(|l| l.contains(" ERROR ")),
+        "a start that converges logged an error:\n{started}"
+    );
+    topo.strip_peer_xdp().expect("strip the peer's XDP");
+    let vip = SocketAddr::new(topo.vip4().into(), VIP_PORT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let wanted = "the NIC drops what the data plane forwards";
+    while !xlb.log().contains(wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report of the blackhole; lb link: {}\nlog:\n{}",
+            topo.lb()
+                .ip(["-s", "-s", "-d", "link", "show", &topo.lb_ifname()])
+                .unwrap_or_default(),
+            xlb.log()
+        );
+        // Each attempt's SYN is forwarded and dropped by the veth.
+        let _ =
+            xlb_testbed::topology::http_get(topo.client(), vip, "/", Duration::from_millis(300));
+    }
+    let line = xlb
+        .log()
+        .lines()
+        .find(|l| l.contains(wanted))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains(" ERROR ")
+            && line.contains(&format!("interface={}", topo.lb_ifname()))
+            && line.contains("its peer runs an XDP program"),
+        "{line}"
+    );
+}

@@ -180,6 +180,39 @@ pub fn carrier(ifindex: u32) -> Result<bool, NetlinkError> {
     Ok(link.header.flags.contains(LinkFlags::Up) && link.header.flags.contains(LinkFlags::LowerUp))
 }
 
+/// What the data plane's delivery depends on: whether the NIC is a veth
+/// (whose XDP_TX and XDP_REDIRECT frames reach the peer only if the peer
+/// runs an XDP program or has GRO on) and how many frames it failed to
+/// send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub veth: bool,
+    pub tx_dropped: u64,
+}
+
+pub fn link_facts(ifindex: u32) -> Result<LinkFacts, NetlinkError> {
+    use netlink_packet_route::link::{InfoKind, LinkInfo};
+    let op = format!("RTM_GETLINK for interface index {ifindex}");
+    let mut conn = Connection::open(&op)?;
+    let link = link_by_index(&mut conn, ifindex)?;
+    let mut facts = LinkFacts {
+        veth: false,
+        tx_dropped: 0,
+    };
+    for attr in link.attributes {
+        match attr {
+            LinkAttribute::Stats64(s) => facts.tx_dropped = s.tx_dropped,
+            LinkAttribute::LinkInfo(infos) => {
+                facts.veth |= infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+            }
+            _ => {}
+        }
+    }
+    Ok(facts)
+}
+
 /// An address configured on an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfAddress {

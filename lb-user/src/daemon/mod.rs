@@ -5,6 +5,7 @@
 //! - `start`: bring-up against the pinned state.
 //! - `reload`: SIGHUP and `xlb reload`.
 //! - `down`: taking the node out, also without a running process.
+//! - `delivery`: frames forwarded that the NIC cannot send.
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+mod delivery;
 mod down;
 mod reload;
 mod start;
@@ -264,6 +266,15 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let renew_every = lease.map(|l| (l / 4).max(Duration::from_millis(20)));
     let mut last_renew = tokio::time::Instant::now();
     let mut down: Option<oneshot::Sender<Reply>> = None;
+    let mut delivery: Vec<delivery::DeliveryWatch> = Vec::new();
+    let nics: Vec<(String, u32)> = std::iter::once(&running.interface)
+        .chain(running.server_interface.as_ref())
+        .filter_map(|n| {
+            netlink::interface_by_name(n)
+                .ok()
+                .map(|i| (i.name, i.index))
+        })
+        .collect();
     loop {
         let tick = if lock(&controller).has_unresolved() {
             NEIGHBOUR_REFRESH_UNRESOLVED
@@ -331,6 +342,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 if let Err(e) = lock(&controller).refresh_neighbours(&mut neighbours) {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }
+                watch_delivery(&mut delivery, &controller, &nics);
             }
             _ = tokio::time::sleep(ANNOUNCE_TICK), if announce_on => {}
         }
@@ -421,6 +433,36 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Compares what the data plane forwarded with what each NIC failed to
+/// send since the last turn (see `delivery`).
+fn watch_delivery(
+    watches: &mut Vec<delivery::DeliveryWatch>,
+    controller: &Mutex<Controller>,
+    nics: &[(String, u32)],
+) {
+    use crate::maps::MapStore as _;
+    let Ok(globals) = lock(controller).maps().globals() else {
+        return;
+    };
+    let forwarded = globals[lb_common::global::FORWARD as usize].packets;
+    watches.resize_with(nics.len(), Default::default);
+    for ((name, index), w) in nics.iter().zip(watches.iter_mut()) {
+        let Ok(facts) = netlink::link_facts(*index) else {
+            continue;
+        };
+        if let Some(b) = w.observe(forwarded, facts.tx_dropped, std::time::Instant::now()) {
+            let hint = if facts.veth {
+                "a veth delivers XDP_TX/XDP_REDIRECT frames only if its peer runs an XDP \
+                 program (or has GRO on: ethtool -K PEER gro on); or set xdp_mode = \"generic\""
+            } else {
+                "check the driver's XDP transmit support (ethtool -S)"
+            };
+            tracing::error!(interface = %name, forwarded = b.forwarded, tx_dropped = b.dropped,
+                "the NIC drops what the data plane forwards: {hint}");
+        }
+    }
 }
 
 fn lock_announcing(

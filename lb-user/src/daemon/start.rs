@@ -153,6 +153,18 @@ pub(super) fn bring_up(
     for (role, ifname) in &links {
         let linked = dp.attach_pinned(ifname, &state.link_pin(*role), native, generic)?;
         tracing::info!(interface = %ifname, ?linked, "XDP link");
+        let native_now = match linked {
+            Linked::Created(mode) => mode == Attached::Native,
+            _ => running_mode == Some(Attached::Native),
+        };
+        if native_now
+            && let Ok(index) = netlink::interface_by_name(ifname).map(|i| i.index)
+            && netlink::link_facts(index).is_ok_and(|f| f.veth)
+        {
+            tracing::info!(interface = %ifname,
+                "native XDP on a veth: forwarded frames reach the peer only if it runs an XDP \
+                 program (or has GRO on); xlb reports it if the NIC drops what it forwards");
+        }
         if let Linked::Created(mode) = linked {
             meta.xdp_flags = mode.flags();
         }

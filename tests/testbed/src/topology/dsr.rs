@@ -390,6 +390,18 @@ impl Topology {
             .vip(vip("web6", VIP6.into(), &|i| self.backend_addr6(i).into()))
     }
 
+    /// Takes away what makes XDP_TX into the xlb node's veth deliver: the
+    /// peer's XDP program and its GRO. Frames xlb sends back out of its
+    /// NIC are then dropped by the veth (the first-run trap of a user who
+    /// follows the docs on veths).
+    pub fn strip_peer_xdp(&mut self) -> anyhow::Result<()> {
+        self.peer_xdp.clear();
+        ethtool(
+            self.switch(),
+            &format!("-K {} gro off", self.lb_peer_ifname()),
+        )
+    }
+
     /// Counters of the xlb node's NIC.
     pub fn lb_link_stats(&self) -> anyhow::Result<LinkStats> {
         link_stats(self.lb(), &self.lb_ifname())
