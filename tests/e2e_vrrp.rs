@@ -586,29 +586,38 @@ fn vrrp_tracking_failure_hands_over() {
 
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
-/// Starts keepalived (VRRP only, version 3, VRID 51 with the IPv4 VIP and
-/// VRID 52 with the IPv6 one) on node 2
-/// with every file it writes inside the topology's temp dir. Killed by PID
-/// (SIGTERM, then SIGKILL) when the returned guard drops.
+/// keepalived's configuration as docs/operations.md gives it ("keepalived
+/// as a peer"), on node 2's NIC at `priority`: the example runs as
+/// written.
+fn documented_keepalived_conf(topo: &Topology, priority: u64) -> String {
+    const DOCS: &str = include_str!("../docs/operations.md");
+    let from = DOCS
+        .find("### keepalived as a peer")
+        .expect("the keepalived section of docs/operations.md");
+    let block = &DOCS[from..];
+    let start = block.find("```\n").expect("its config block") + 4;
+    let conf = &block[start..start + block[start..].find("```").expect("closed")];
+    assert!(
+        conf.contains(&format!("{}/32", topo.vip4()))
+            && conf.contains(&format!("{}/128", topo.vip6()))
+            && conf.contains(&format!("advert_int {}", f64::from(INTERVAL_CS) / 100.0)),
+        "the documented example no longer matches the test topology:\n{conf}"
+    );
+    conf.replace(
+        "interface eth0",
+        &format!("interface {}", topo.node_ifname(2)),
+    )
+    .replace("priority 100", &format!("priority {priority}"))
+}
+
+/// Starts keepalived (VRRP only) on node 2 with the documented
+/// configuration, every file it writes inside the topology's temp dir.
+/// Killed by PID (SIGTERM, then SIGKILL) when the returned guard drops.
 fn start_keepalived(topo: &Topology, priority: u64, run: usize) -> ManagedChild {
     let dir = topo.dir().join(format!("keepalived-{run}"));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("keepalived.conf");
-    let interval = INTERVAL_CS as f64 / 100.0;
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n  router_id xlb-interop\n  vrrp_version 3\n}}\n\
-             vrrp_instance VI_4 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 51\n  \
-             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip}/32\n  }}\n}}\n\
-             vrrp_instance VI_6 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 52\n  \
-             priority {priority}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip6}/128\n  }}\n}}\n",
-            ifname = topo.node_ifname(2),
-            vip = topo.vip4(),
-            vip6 = topo.vip6(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, documented_keepalived_conf(topo, priority)).unwrap();
     let log = std::fs::File::create(dir.join("keepalived.log")).unwrap();
     let mut cmd = topo.node(2).exec([KEEPALIVED]);
     cmd.arg("--dont-fork")
@@ -626,6 +635,18 @@ fn start_keepalived(topo: &Topology, priority: u64, run: usize) -> ManagedChild 
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     ManagedChild::spawn("keepalived", &mut cmd).expect("start keepalived")
+}
+
+/// The documented example runs without a warning from keepalived.
+fn assert_no_keepalived_warnings(log: &str) {
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("warning") || l.contains("should be link local")
+        })
+        .collect();
+    assert!(warned.is_empty(), "keepalived warned: {warned:#?}");
 }
 
 fn keepalived_log(topo: &Topology, run: usize) -> String {
@@ -735,6 +756,7 @@ fn vrrp_interop_xlb_higher_priority_than_keepalived() {
     let x1 = start_xlb();
     wait_state(&x1, "master", Duration::from_secs(10));
     wait_vip(&topo, 2, false, Duration::from_secs(5), &ka_log);
+    assert_no_keepalived_warnings(&ka_log());
     drop(ka);
 }
 
@@ -784,6 +806,7 @@ fn vrrp_interop_keepalived_higher_priority_than_xlb() {
     wait_state(&x1, "master", Duration::from_secs(2));
     assert_serves(&topo, vip4(&topo), 10);
     assert_serves(&topo, vip6(&topo), 10);
+    assert_no_keepalived_warnings(&ka_log());
     drop(ka);
 }
 

@@ -70,6 +70,27 @@ impl VrrpGroup {
     }
 }
 
+/// Link-local (fe80::/10).
+fn is_link_local(a: std::net::Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The link-local address of an IPv6 group without `link_local`: the
+/// EUI-64 address of VRRP's IPv6 virtual MAC 00:00:5e:00:02:<vrid>
+/// (RFC 5798 7.3), e.g. fe80::200:5eff:fe00:234 for VRID 52.
+pub fn default_link_local(vrid: u8) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        0x0200,
+        0x5eff,
+        0xfe00,
+        0x0200 | u16::from(vrid),
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVrrp {
@@ -106,6 +127,8 @@ pub(super) struct RawGroup {
     vips: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     server_addresses: Option<Spanned<Vec<Spanned<IpAddr>>>>,
+    #[serde(default)]
+    link_local: Option<Spanned<std::net::Ipv6Addr>>,
 }
 
 impl Validator<'_> {
@@ -250,6 +273,30 @@ impl Validator<'_> {
                     addresses.push(vip.address);
                 }
             }
+            let v6 = addresses.first().is_some_and(IpAddr::is_ipv6);
+            // RFC 5798 5.2.9: an IPv6 advert's first address is the virtual
+            // router's link-local address (keepalived warns otherwise).
+            match (&g.link_local, v6) {
+                (Some(ll), false) => self.error(
+                    ll.span(),
+                    format!("{p}.link_local"),
+                    "only IPv6 groups have a link-local address",
+                ),
+                (Some(ll), true) if !is_link_local(*ll.get_ref()) => self.error(
+                    ll.span(),
+                    format!("{p}.link_local"),
+                    format!("{} is not a link-local address (fe80::/10)", ll.get_ref()),
+                ),
+                _ => {}
+            }
+            if v6 {
+                let ll = g
+                    .link_local
+                    .as_ref()
+                    .map_or_else(|| default_link_local(vrid), |l| *l.get_ref());
+                addresses.retain(|a| *a != IpAddr::V6(ll));
+                addresses.insert(0, IpAddr::V6(ll));
+            }
             // The advert's address count is one byte.
             if addresses.len() > MAX_GROUP_ADDRESSES {
                 self.error(
@@ -262,7 +309,6 @@ impl Validator<'_> {
                     ),
                 );
             }
-            let v6 = addresses.first().is_some_and(IpAddr::is_ipv6);
             let vrid_at = g.vrid.span().start;
             if let Some(&(k, at)) = seen_vrid.get(&(v6, vrid)) {
                 let l = self.line(at);
@@ -482,6 +528,37 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_group_advertises_its_link_local_address_first() {
+        assert_eq!(
+            default_link_local(52),
+            "fe80::200:5eff:fe00:234"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
+        let c = parse(
+            "[vrrp]\n[[vrrp.group]]\nvrid = 51\nvips = [\"web4\", \"ssh4\"]\n\
+             [[vrrp.group]]\nvrid = 52\nlink_local = \"fe80::52\"\nvips = [\"web6\"]\n",
+        )
+        .unwrap();
+        let want: Vec<IpAddr> = vec!["fe80::52".parse().unwrap(), "fd00:18::100".parse().unwrap()];
+        assert_eq!(c.vrrp.unwrap().groups[1].addresses, want);
+        let errs = parse(
+            "[vrrp]\n[[vrrp.group]]\nvrid = 52\nlink_local = \"fd00::1\"\nvips = [\"web6\"]\n\
+             [[vrrp.group]]\nvrid = 51\nlink_local = \"fe80::1\"\nvips = [\"web4\"]\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            errs.contains("vrrp.group[0].link_local: fd00::1 is not a link-local address"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("vrrp.group[1].link_local: only IPv6 groups"),
+            "{errs}"
+        );
+    }
+
+    #[test]
     fn full_section_parses_with_defaults_filled_in() {
         let c = parse(
             "[vrrp]\ntrack_address = \"198.18.0.254\"\ntrack_penalty = 60\n\
@@ -519,7 +596,10 @@ mod tests {
                         preempt: false,
                         interval_cs: DEFAULT_INTERVAL_CS,
                         vips: vec!["web6".into()],
-                        addresses: vec!["fd00:18::100".parse().unwrap()],
+                        addresses: vec![
+                            "fe80::200:5eff:fe00:233".parse().unwrap(),
+                            "fd00:18::100".parse().unwrap()
+                        ],
                         server_addresses: Vec::new(),
                     },
                 ],

@@ -75,7 +75,9 @@ pub fn primary_addresses(
         _ => None,
     });
     let v6 = addrs.iter().find_map(|a| match a.addr {
-        IpAddr::V6(v) if a.link_scope => Some(v),
+        // Not the group's virtual link-local address, which the master
+        // holds too.
+        IpAddr::V6(v) if a.link_scope && !vips.contains(&a.addr) => Some(v),
         _ => None,
     });
     Ok((v4, v6))
