@@ -824,14 +824,18 @@ fn link_local(ns: &NetNs, ifname: &str) -> Ipv6Addr {
         .unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     // `ip -j` leaves `{}` where the filter dropped an address.
+    // Not a group's virtual link-local address, which a master holds too.
+    let virtual_ll: Vec<Ipv6Addr> = [51, 52]
+        .into_iter()
+        .map(lb_user::config::default_link_local)
+        .collect();
     v[0]["addr_info"]
         .as_array()
         .into_iter()
         .flatten()
-        .find_map(|a| a["local"].as_str())
+        .filter_map(|a| a["local"].as_str()?.parse::<Ipv6Addr>().ok())
+        .find(|a| !virtual_ll.contains(a))
         .unwrap_or_else(|| panic!("no link-local address on {ifname}: {out}"))
-        .parse()
-        .unwrap()
 }
 
 /// [`vrrp_config`] with `peers`: both nodes' IPv4 and link-local

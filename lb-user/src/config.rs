@@ -41,7 +41,7 @@ pub use announce::AnnounceConfig;
 pub use conntrack::ConntrackConfig;
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
 pub use sync::{SyncConfig, SyncPeers};
-pub use vrrp::{VrrpConfig, VrrpGroup};
+pub use vrrp::{VrrpConfig, VrrpGroup, default_link_local};
 
 /// Where the control socket lives unless `control_socket` says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
