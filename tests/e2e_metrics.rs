@@ -7,7 +7,7 @@
 //! alert rules of docs/operations.md, checked by promtool and loaded into
 //! Prometheus, must see it. Needs root.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
 use xlb_testbed::counting::{Hook, PacketCounter};
 use xlb_testbed::prometheus::{self, Prometheus, Scrape, sample_time, sample_value};
 use xlb_testbed::running::{require_root, wait_ready, xlb_exe};
-use xlb_testbed::topology::{Topology, VIP_PORT};
+use xlb_testbed::topology::{Topology, VIP_PORT, http_get};
 use xlb_testbed::traffic::Traffic;
 
 /// xlb's metrics and Prometheus's API, both on the xlb node's loopback.
@@ -191,6 +191,22 @@ fn prometheus_sees_backend_rates_that_match_the_traffic_and_a_stopped_backend_do
         Some(1.0),
         "prometheus scrapes xlb"
     );
+    // The info type is read as such: the build's series, with the tag of
+    // the program xlb status names.
+    let build = prom.query(ns, "xlb_build_info", None).unwrap();
+    let tag = xlb_testbed::running::status(&xlb)
+        .dataplane
+        .expect("the data plane's status")
+        .program_tag;
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert_eq!(
+        build[0]["metric"]["program_tag"].as_str(),
+        Some(tag.as_str())
+    );
+    assert!(
+        build[0]["metric"]["version"].as_str().is_some(),
+        "{build:?}"
+    );
     let samples = prom
         .query(
             ns,
@@ -340,4 +356,97 @@ fn prometheus_sees_backend_rates_that_match_the_traffic_and_a_stopped_backend_do
         assert_eq!((*vip, *backend), (want, "backend-2"), "{alerts:?}");
         assert!(matches!(*state, "pending" | "firing"), "{alerts:?}");
     }
+}
+
+/// `GET /metrics` on `addr` in the xlb node's namespace: the status, or
+/// the error (a refused connection when nothing listens).
+fn scrape(topo: &Topology, addr: &str) -> anyhow::Result<u16> {
+    http_get(
+        topo.lb(),
+        addr.parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(3),
+    )
+    .map(|(code, _)| code)
+}
+
+/// Polls until `scrape` of `addr` answers 200 (`up`) or is refused.
+fn wait_serving(topo: &Topology, addr: &str, up: bool) {
+    let start = Instant::now();
+    loop {
+        let got = scrape(topo, addr);
+        if got.as_ref().is_ok_and(|c| *c == 200) == up {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{addr}: still {got:?} after 10 s, want {}",
+            if up { "200" } else { "refused" }
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_taken_port_stops_xlb_before_the_data_plane_and_reloads_move_or_remove_the_server() {
+    if !require_root(
+        "a_taken_port_stops_xlb_before_the_data_plane_and_reloads_move_or_remove_the_server",
+    ) {
+        return;
+    }
+    let topo = Topology::dsr(1).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let with = |listen: Option<&str>| {
+        let c = topo.xlb_config(&[1]);
+        let c = match listen {
+            Some(l) => c.metrics(l.parse().unwrap()),
+            None => c,
+        };
+        c.write(&topo.config_path()).expect("write config")
+    };
+    let path = with(Some(METRICS));
+
+    let squatter = topo
+        .lb()
+        .in_ns(|| TcpListener::bind(METRICS))
+        .expect("binding the metrics port first");
+    let refused = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
+    let start = Instant::now();
+    while refused.is_running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "xlb runs with its metrics port taken:\n{}",
+            refused.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = refused.log();
+    assert!(
+        log.contains("metrics.listen 127.0.0.1:9477: cannot listen"),
+        "{log}"
+    );
+    let state = topo.state_dir("lb");
+    assert!(
+        std::fs::read_dir(&state).map_or(true, |mut d| d.next().is_none()),
+        "the refused start pinned state in {}",
+        state.display()
+    );
+    drop(refused);
+    drop(squatter);
+
+    let xlb = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
+    wait_ready(&xlb);
+    wait_serving(&topo, METRICS, true);
+
+    let moved = "127.0.0.1:9478";
+    with(Some(moved));
+    xlb.reload().unwrap();
+    wait_serving(&topo, moved, true);
+    wait_serving(&topo, METRICS, false);
+
+    with(None);
+    xlb.reload().unwrap();
+    wait_serving(&topo, moved, false);
+    assert!(xlb.is_running(), "{}", xlb.log_tail(20));
+    let log = xlb.log();
+    assert!(log.contains("metrics: [metrics] removed, stopped"), "{log}");
 }
