@@ -28,6 +28,7 @@ mod checks;
 mod conntrack;
 mod errors;
 mod health;
+mod metrics;
 mod sync;
 mod validate;
 mod vrrp;
@@ -40,6 +41,7 @@ use validate::{RawConfig, Validator};
 pub use announce::AnnounceConfig;
 pub use conntrack::ConntrackConfig;
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
+pub use metrics::MetricsConfig;
 pub use sync::{SyncConfig, SyncPeers};
 pub use vrrp::{VrrpConfig, VrrpGroup, default_link_local};
 
@@ -89,6 +91,8 @@ pub struct Config {
     pub announce: Option<AnnounceConfig>,
     /// `[sync]`: share the connection table with the other nodes.
     pub sync: Option<SyncConfig>,
+    /// `[metrics]`: serve Prometheus metrics over HTTP. Off without it.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// How the XDP program is attached.

@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod health;
 pub mod maglev;
 pub mod maps;
+pub mod metrics;
 pub mod netlink;
 pub mod state;
 pub mod sync;

@@ -38,6 +38,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // BIRD 2 and with FRR.
     ("bird2", "/usr/sbin/bird"),
     ("frr", "/usr/lib/frr/bgpd"),
+    // The metrics test scrapes xlb with a real Prometheus and checks the
+    // documented alert rules with promtool (same package).
+    ("prometheus", "/usr/bin/prometheus"),
     // Must match xlb-bench's plot font (xtask/bench/src/bench/plot.rs).
     (
         "fonts-dejavu-core",
@@ -330,6 +333,7 @@ fn ensure_packages() -> Result<()> {
         ("haproxy", "haproxy"),
         ("bird2", "bird"),
         ("frr", "frr"),
+        ("prometheus", "prometheus"),
     ] {
         if missing.contains(&pkg) {
             let mut stop = Command::new("systemctl");

@@ -50,6 +50,16 @@ pub enum BackendState {
 }
 
 impl BackendState {
+    /// Every state, in the order `xlb status` explains them.
+    pub const ALL: [BackendState; 6] = [
+        BackendState::Active,
+        BackendState::Draining,
+        BackendState::Unresolved,
+        BackendState::Down,
+        BackendState::Pending,
+        BackendState::Removed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackendState::Active => "active",

@@ -149,6 +149,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
         vrrp: None,
         announce: None,
         sync: None,
+        metrics: None,
     };
     assert_eq!(config, expected);
 }

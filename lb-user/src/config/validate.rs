@@ -17,7 +17,7 @@ use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
     MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, announce, conntrack, default_state_dir,
-    health, sync, vrrp,
+    health, metrics, sync, vrrp,
 };
 use crate::maglev;
 
@@ -46,6 +46,8 @@ pub(super) struct RawConfig {
     announce: Option<Spanned<announce::RawAnnounce>>,
     #[serde(default)]
     sync: Option<Spanned<sync::RawSync>>,
+    #[serde(default)]
+    metrics: Option<Spanned<metrics::RawMetrics>>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +253,7 @@ impl Validator<'_> {
             .as_ref()
             .map(|r| self.announce(r, &vips, vrrp.is_some()));
         let sync = raw.sync.as_ref().map(|r| self.sync(r));
+        let metrics = raw.metrics.as_ref().and_then(|r| self.metrics(r));
         Config {
             state_dir,
             interface,
@@ -262,6 +265,7 @@ impl Validator<'_> {
             vrrp,
             announce,
             sync,
+            metrics,
         }
     }
 

@@ -8,7 +8,7 @@ use super::{Controller, backend::Backend, vip::Vip};
 use crate::{
     api::{BackendState, BackendStatus, Health, Status, VipStatus},
     dataplane::Attached,
-    health::Tracker,
+    health::{CheckTally, Tracker},
     maps::MapStore,
     netlink::format_mac,
 };
@@ -55,6 +55,24 @@ impl<M: MapStore> Controller<M> {
             dataplane: None,
             sync: None,
         })
+    }
+
+    /// The results of every checked backend's checks so far (metrics; the
+    /// status shows only the last result). Reads no map.
+    pub fn check_tallies(&self) -> Vec<CheckTally> {
+        let mut out = Vec::new();
+        for vip in self.vips.values() {
+            for b in &vip.backends {
+                if let Some(t) = &b.health {
+                    out.push(CheckTally {
+                        vip: vip.settings.name.clone(),
+                        backend: b.config.name.clone(),
+                        tally: t.tally().clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     fn vip_status(&self, vip: &Vip) -> Result<VipStatus> {

@@ -524,6 +524,32 @@ fn a_failing_check_takes_a_backend_out_and_reschedule_flags_its_entry() {
 }
 
 #[test]
+fn check_tallies_count_every_result_by_vip_and_backend_name() {
+    let health = "[vip.health]\ntype = \"tcp\"\nrise = 2\nfall = 2";
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&config_with(&[(11, 1), (12, 1)], health), &mut n)
+        .unwrap();
+    for ok in [true, true, false] {
+        c.record_check(&key(), ip(11), outcome(ok)).unwrap();
+    }
+    c.record_check(&key(), ip(12), outcome(false)).unwrap();
+    let mut got: Vec<(String, String, u64, u64)> = c
+        .check_tallies()
+        .into_iter()
+        .map(|t| (t.vip, t.backend, t.tally.passed, t.tally.failed))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("web".to_owned(), "b11".to_owned(), 2, 1),
+            ("web".to_owned(), "b12".to_owned(), 0, 1)
+        ]
+    );
+}
+
+#[test]
 fn runtime_drain_and_weight_last_until_a_reload() {
     let mut c = controller();
     let mut n = table(&[11, 12]);

@@ -23,6 +23,7 @@ use tokio::{
 
 mod delivery;
 mod down;
+mod metrics;
 mod reload;
 mod start;
 
@@ -31,7 +32,7 @@ pub use start::Options;
 
 use crate::{
     announce::{Announcer, KernelAddresses},
-    api::{DataplaneStatus, Reply, Request, VrrpStatus},
+    api::{Reply, Request, VrrpStatus},
     config::Config,
     control::{self, Adopted, Neighbours},
     ctl,
@@ -109,6 +110,11 @@ fn lease(config: &Config) -> Option<Duration> {
 
 pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    // Bound first: a taken port stops xlb before it touches the data plane.
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(metrics::listen(m).await?),
+        None => None,
+    };
     let iface = netlink::interface_by_name(&config.interface).with_context(|| {
         format!(
             "interface {} from {}",
@@ -217,37 +223,32 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         None => None,
     };
     let has_vrrp = vrrp_task.is_some();
+    let sources = Arc::new(metrics::Sources {
+        controller: controller.clone(),
+        vrrp: has_vrrp.then(|| vrrp_status.clone()),
+        announcing: announcing.clone(),
+        syncing: syncing.clone(),
+        dataplane,
+    });
+    let mut metrics_server = match (config.metrics, metrics_listener) {
+        (Some(cfg), Some(listener)) => {
+            Some(metrics::start(cfg, listener, sources.clone(), state.path()))
+        }
+        _ => None,
+    };
     let socket = config.control_socket.clone();
-    let served = controller.clone();
-    let served_vrrp = vrrp_status.clone();
-    let served_announce = announcing.clone();
-    let served_sync = syncing.clone();
     // A reload needs the running config and the checks, and `down` the
     // data plane, which this loop owns: the socket hands them over and
     // waits for the answer.
     let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
     let mut server = tokio::spawn({
         let socket = socket.clone();
+        let sources = sources.clone();
         async move {
             ctl::serve(&socket, move |req| {
-                let served = served.clone();
-                let served_vrrp = has_vrrp.then(|| served_vrrp.clone());
+                let sources = sources.clone();
                 let command_tx = command_tx.clone();
-                let dataplane = dataplane.clone();
-                let served_announce = served_announce.clone();
-                let served_sync = served_sync.clone();
-                async move {
-                    handle_request(
-                        req,
-                        &served,
-                        served_vrrp.as_deref(),
-                        &served_announce,
-                        &served_sync,
-                        &dataplane,
-                        &command_tx,
-                    )
-                    .await
-                }
+                async move { handle_request(req, &sources, &command_tx).await }
             })
             .await
         }
@@ -291,6 +292,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 let _ = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
                 reannounce(&announcing, &running);
                 resync(&syncing, &running, state.path(), &controller);
+                metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
             }
             Some((command, reply)) = command_rx.recv() => match command {
                 Command::Reload => {
@@ -298,6 +300,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     let answer = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
                     reannounce(&announcing, &running);
                     resync(&syncing, &running, state.path(), &controller);
+                    metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
                     let _ = reply.send(answer);
                 }
                 Command::Down => {
@@ -373,6 +376,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
     }
     server.abort();
+    metrics_server.take();
     // The reports stop with the sync; the ring buffer stays with the
     // data plane (a full one only counts lost reports).
     lock_syncing(&syncing).take();
@@ -599,11 +603,7 @@ fn check_forwarding(config: &Config) -> Result<()> {
 
 async fn handle_request(
     req: Request,
-    controller: &Mutex<Controller>,
-    vrrp_status: Option<&Mutex<VrrpStatus>>,
-    announcing: &Announcing,
-    syncing: &Syncing,
-    dataplane: &DataplaneStatus,
+    sources: &metrics::Sources,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
 ) -> Reply {
     let error = |e: anyhow::Error| Reply::Error {
@@ -611,30 +611,16 @@ async fn handle_request(
     };
     let command = match req {
         Request::Status => {
-            // One lock at a time: the loop takes the announcer's, then the
-            // controller's.
-            let status = lock(controller).status();
-            return match status {
-                Ok(mut s) => {
-                    s.vrrp = vrrp_status.map(vrrp::status_now);
-                    s.dataplane = Some(dataplane.clone());
-                    s.sync = lock_syncing(syncing).as_ref().map(|r| r.shared.status());
-                    if let Some(a) = lock_announcing(announcing).as_ref() {
-                        for v in &mut s.vips {
-                            v.announce = a.status(&v.name);
-                        }
-                    }
-                    Reply::Status(Box::new(s))
-                }
-                Err(e) => error(e),
-            };
+            return sources
+                .status()
+                .map_or_else(error, |s| Reply::Status(Box::new(s)));
         }
         Request::Backend {
             vip,
             backend,
             action,
         } => {
-            return lock(controller)
+            return lock(&sources.controller)
                 .backend_action(&vip, &backend, action)
                 .map_or_else(error, |message| Reply::Ok { message });
         }

@@ -331,3 +331,66 @@ fn reset(map: &mut PerCpuArray<MapData, Counters>, index: u32) -> Result<()> {
     map.set(index, zeros, 0)
         .with_context(|| format!("resetting counters at {index}"))
 }
+
+/// The connection tables (`FLOWS`, `NAT_REVERSE`), opened from their pins
+/// for counting their entries apart from the controller, so that a walk
+/// over a quarter of a million keys holds no lock the control plane needs.
+pub struct ConnectionTables {
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    nat_reverse: HashMap<MapData, FlowKey, VipKey>,
+    /// `max_entries` of each.
+    capacity: (u64, u64),
+}
+
+/// Entries in use and room of one connection table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableUse {
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+fn open_lru<V: aya::Pod>(pin: &std::path::Path) -> Result<(HashMap<MapData, FlowKey, V>, u64)> {
+    let what = || format!("opening {}", pin.display());
+    let capacity = aya::maps::MapInfo::from_pin(pin)
+        .with_context(what)?
+        .max_entries();
+    let data = MapData::from_pin(pin).with_context(what)?;
+    let map = HashMap::try_from(aya::maps::Map::LruHashMap(data))
+        .with_context(|| format!("{} has an unexpected layout", pin.display()))?;
+    Ok((map, u64::from(capacity)))
+}
+
+impl ConnectionTables {
+    pub fn open(state_dir: &std::path::Path) -> Result<Self> {
+        let (flows, f) = open_lru(&state_dir.join(names::FLOWS))?;
+        let (nat_reverse, r) = open_lru(&state_dir.join(names::NAT_REVERSE))?;
+        Ok(Self {
+            flows,
+            nat_reverse,
+            capacity: (f, r),
+        })
+    }
+
+    /// `FLOWS` and `NAT_REVERSE`, counted by walking their keys: one system
+    /// call per entry, no value copied. Entries that come and go during the
+    /// walk may be missed or (the kernel restarts a walk whose last key
+    /// vanished) counted twice; the count stops at the capacity.
+    pub fn count(&self) -> (TableUse, TableUse) {
+        fn walk<V: aya::Pod>(map: &HashMap<MapData, FlowKey, V>, capacity: u64) -> TableUse {
+            let mut entries = 0;
+            for key in map.keys() {
+                if key.is_ok() {
+                    entries += 1;
+                }
+                if entries >= capacity {
+                    break;
+                }
+            }
+            TableUse { entries, capacity }
+        }
+        (
+            walk(&self.flows, self.capacity.0),
+            walk(&self.nat_reverse, self.capacity.1),
+        )
+    }
+}

@@ -10,7 +10,7 @@ mod memory;
 use anyhow::Result;
 use lb_common::{BackendInfo, BackendOwner, Counters, LbConfig, VipKey, VipMeta, ct, drop, global};
 
-pub use kernel::Maps;
+pub use kernel::{ConnectionTables, Maps, TableUse};
 pub use memory::MemoryMaps;
 
 /// What the controller reads and writes. Every write replaces a whole

@@ -23,6 +23,8 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 4] = [State::Init, State::Backup, State::Master, State::Fault];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Init => "init",

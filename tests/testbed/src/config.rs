@@ -36,6 +36,15 @@ pub struct XlbConfig {
     pub announce: Option<Announce>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<ConnSync>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    /// `address:port`, as in the file.
+    pub listen: String,
 }
 
 /// `[sync]`.
@@ -236,6 +245,14 @@ impl XlbConfig {
 
     pub fn sync(mut self, sync: ConnSync) -> Self {
         self.sync = Some(sync);
+        self
+    }
+
+    /// `[metrics] listen = "<listen>"`.
+    pub fn metrics(mut self, listen: std::net::SocketAddr) -> Self {
+        self.metrics = Some(Metrics {
+            listen: listen.to_string(),
+        });
         self
     }
 

@@ -18,10 +18,14 @@
 //! - [`inject`]: bounded SYN floods and spoofed datagrams written onto a
 //!   segment from a test namespace.
 //! - [`pinned`]: an xlb node's pinned state read (and spoiled) directly.
+//! - [`prometheus`]: a real Prometheus scraping xlb, and its query API.
+//! - [`counting`]: packets to an address counted by nftables in a
+//!   namespace, apart from xlb's own counters.
 //! - [`running`]: the short helpers end-to-end tests start from.
 //! - [`demo`]: `xlb-demo`, what `cargo xtask run` runs without arguments.
 
 pub mod config;
+pub mod counting;
 pub mod demo;
 pub mod fakes;
 pub mod frames;
@@ -29,6 +33,7 @@ pub mod inject;
 pub mod lb;
 pub mod netns;
 pub mod pinned;
+pub mod prometheus;
 pub mod running;
 pub mod topology;
 pub mod traffic;

@@ -195,7 +195,7 @@ fn add_veth(
 /// `ip netns exec`, which also makes a private mount namespace: xlb's
 /// pinned state must be on the bpffs every restart sees, as it is on a
 /// real node.
-fn spawn_xlb(
+pub fn spawn_xlb(
     ns: &NetNs,
     what: &str,
     xlb_exe: &Path,
@@ -419,10 +419,21 @@ pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Status> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run `{line}`"))?;
+    // Read while it runs: the status of a thousand backends is more than a
+    // pipe holds, and a child blocked writing it never exits.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().context("stdout piped")?));
+    let stderr = drain(Box::new(child.stderr.take().context("stderr piped")?));
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -430,19 +441,19 @@ pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Status> {
             bail!("`{line}` timed out");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
         bail!(
-            "`{line}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "`{line}` failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
         );
     }
-    serde_json::from_slice(&out.stdout).with_context(|| {
+    serde_json::from_slice(&stdout).with_context(|| {
         format!(
             "`{line}` printed invalid JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&stdout)
         )
     })
 }

@@ -419,7 +419,12 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
 
 /// Fails unless the connection-table counters show that (nearly) every
 /// run of a hit or miss case was a hit or a miss.
-fn check_conntrack(case: &Case, before: &[u64], after: &[u64], trials: usize) -> Result<()> {
+pub(super) fn check_conntrack(
+    case: &Case,
+    before: &[u64],
+    after: &[u64],
+    trials: usize,
+) -> Result<()> {
     let counter = match case.conntrack {
         Conntrack::None => return Ok(()),
         Conntrack::Hit => ct::HIT,
@@ -438,7 +443,7 @@ fn check_conntrack(case: &Case, before: &[u64], after: &[u64], trials: usize) ->
 
 /// Median over `trials` of the kernel's average ns per run; fails if the
 /// program's verdict is not `want`.
-fn measure(prog: &Xdp, frame: &[u8], want: u32, trials: usize) -> Result<f64> {
+pub(super) fn measure(prog: &Xdp, frame: &[u8], want: u32, trials: usize) -> Result<f64> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut ns = Vec::with_capacity(trials);
     for _ in 0..trials {
@@ -531,6 +536,14 @@ fn measure_sync(
         ),
     }
     Ok((ns, Some(share)))
+}
+
+/// The IPv4 TCP conntrack-hit case at `scale` (VIPs, backends), loaded:
+/// the case, its frame, the program and its maps.
+pub(super) fn hit4(scale: (u32, u32)) -> Result<(Case, Vec<u8>, Dataplane, Maps)> {
+    let case = Case::dsr(HIT4, Packet::Tcp4Vip, scale, Conntrack::Hit);
+    let (dp, maps) = fixture(Fixture::of(&case))?;
+    Ok((case.clone(), frame(&case), dp, maps))
 }
 
 /// BPF_PROG_TEST_RUN calls per case; the report takes their median.

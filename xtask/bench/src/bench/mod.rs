@@ -9,6 +9,8 @@
 //! * [`controlplane`]: Maglev table build and install time, flows moved
 //!   when one backend leaves.
 //! * [`health`]: 1,000 HTTP health checks a second on one thread.
+//! * [`metrics`]: what scraping `/metrics` once a second costs the health
+//!   checker of the real `xlb run` (1,000 backends) and the data plane.
 //! * [`failover`]: time from a backend's death to its removal, and VRRP
 //!   failover time, with the real `xlb run` in namespaces.
 //! * [`node_loss`]: an active node cut off, VRRP pair against ECMP nodes
@@ -35,6 +37,7 @@ pub mod failover;
 pub mod health;
 pub mod http;
 mod machine;
+pub mod metrics;
 pub mod nat_cost;
 pub mod nat_e2e;
 pub mod nat_pps;
@@ -61,6 +64,7 @@ pub enum Section {
     Dataplane,
     Controlplane,
     Health,
+    Metrics,
     Removal,
     Vrrp,
     NodeLoss,
@@ -104,6 +108,11 @@ pub fn run(opts: &Options) -> Result<()> {
     if wanted(Section::Health) {
         say("control plane: health checker, 1,000 backends");
         report.health = Some(health::run(opts.quick).context("health-checker benchmark")?);
+    }
+    if wanted(Section::Metrics) {
+        say("control plane: scraping /metrics, 1,000 backends");
+        report.metrics =
+            Some(metrics::run(&opts.xlb_exe, opts.quick).context("metrics benchmark")?);
     }
     if wanted(Section::Removal) {
         say("control plane: a backend's death to its removal");

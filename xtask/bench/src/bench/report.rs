@@ -7,7 +7,8 @@ use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
 use super::{
-    controlplane, dataplane, e2e, failover, health, http, nat_cost, node_loss, restart, sync,
+    controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss, restart,
+    sync,
 };
 
 pub struct Report {
@@ -20,6 +21,8 @@ pub struct Report {
     /// Time to install an empty ring (see `controlplane::Results`).
     pub empty_ring_ms: f64,
     pub health: Option<health::Results>,
+    /// The health checker and the data plane with and without scraping.
+    pub metrics: Option<metrics::Results>,
     /// Removal and VRRP failover times.
     pub failover: Vec<failover::Row>,
     /// Connections through restarts, crashes and upgrades.
@@ -63,6 +66,7 @@ impl Report {
             maglev: Vec::new(),
             empty_ring_ms: 0.0,
             health: None,
+            metrics: None,
             failover: Vec::new(),
             restart: Vec::new(),
             sync: None,
@@ -128,6 +132,7 @@ impl Report {
         self.nat_section(&mut s);
         self.maglev_section(&mut s);
         self.health_section(&mut s);
+        self.metrics_section(&mut s);
         self.failover_section(&mut s);
         self.restart_section(&mut s);
         self.sync_section(&mut s);
@@ -318,6 +323,67 @@ impl Report {
             h.drift_ms.1,
             h.drift_ms.2
         );
+    }
+
+    fn metrics_section(&self, s: &mut String) {
+        let Some(m) = &self.metrics else { return };
+        let _ = writeln!(
+            s,
+            "## Control plane: scraping metrics\n\n\
+             The real `xlb run` in a private namespace, one NAT VIP over {} backends checked \
+             over HTTP every {} ms (a small HTTP server in the benchmark answers them and notes \
+             when each arrives). One run alternates phases without scraping and with one \
+             `GET /metrics` a second; each row sums the phases of its kind. The period error \
+             is how far the time between two checks of one backend strayed from the interval; \
+             xlb's CPU is every thread of the process (the checks, the control plane and the \
+             scrapes). A scrape's time is the benchmark's `GET`, from connect to the last \
+             byte.\n",
+            thousands(metrics::BACKENDS as f64),
+            metrics::INTERVAL_MS
+        );
+        let _ = writeln!(
+            s,
+            "| Scraping | Run | Checks/s | xlb CPU (% of a core) | Period error p50 | p99 | max | Scrape p50 | Scrape max | Page |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for r in &m.health {
+            let (p50, max, page) = match r.scrape_ms {
+                Some((p50, max)) => (
+                    format!("{p50:.1} ms"),
+                    format!("{max:.1} ms"),
+                    format!("{} KiB", thousands(r.page_bytes as f64 / 1024.0)),
+                ),
+                None => ("–".into(), "–".into(), "–".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} s | {} | {:.1} % | {:.1} ms | {:.1} ms | {:.1} ms | {p50} | {max} | {page} |",
+                if r.scraping { "1 scrape/s" } else { "none" },
+                r.run.as_secs_f64(),
+                thousands(r.checks as f64 / r.run.as_secs_f64()),
+                r.cpu_percent,
+                r.drift_ms.0,
+                r.drift_ms.1,
+                r.drift_ms.2,
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nThe data plane: reading per-CPU maps from user space is a map lookup that \
+             does not run on the XDP program's path. The conntrack-hit case of the \
+             data-plane section (IPv4 TCP, {} backends; BPF_PROG_TEST_RUN, median of the \
+             calls' averages) while another thread reads every counter a scrape reads (the \
+             VIP's, each backend's, the global ones, the drops, the connection table's):\n",
+            thousands(f64::from(m.dataplane_backends))
+        );
+        let _ = writeln!(
+            s,
+            "| Counters read by | Reads/s | ns/packet |\n|---|--:|--:|"
+        );
+        for r in &m.dataplane {
+            let _ = writeln!(s, "| {} | {:.1} | {:.1} |", r.reading, r.reads_per_s, r.ns);
+        }
+        s.push('\n');
     }
 
     /// The removal and failover table.
