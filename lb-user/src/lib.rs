@@ -4,6 +4,7 @@ pub mod announce;
 pub mod api;
 mod async_socket;
 pub mod checksum;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod ctl;

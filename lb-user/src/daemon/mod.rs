@@ -89,12 +89,7 @@ enum Command {
     Down,
 }
 
-/// Monotonic nanoseconds, the clock `bpf_ktime_get_ns` reads.
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
-}
+use crate::clock::monotonic_ns;
 
 /// How long the control plane vouches for a VRRP master's VIPs: its own
 /// master-down interval, the time a backup waits before taking over. A

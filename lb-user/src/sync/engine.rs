@@ -26,6 +26,7 @@ use super::replay::{Replay, Verdict};
 use super::table::{self, Directory, FlowTable, Installed, NotSent};
 use super::wire::{self, Entry, Event, Header, Kind, MAX_ENTRIES};
 use crate::api::{SyncPeerStatus, SyncStatus};
+use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{SyncConfig, SyncPeers};
 
 /// Lag samples kept for the median and p99.
@@ -50,18 +51,6 @@ const NEIGHBOUR_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Asks the controller for its VIPs and backends (it owns the ids).
 pub type DirectorySource = Arc<dyn Fn() -> Directory + Send + Sync>;
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
-}
 
 #[derive(Debug, Default, Clone, Copy)]
 struct PeerStats {
@@ -406,8 +395,7 @@ pub fn start(s: Start<'_>) -> Result<Running> {
         sender,
         shared: shared.clone(),
         table,
-        dir: Dir::new(s.directory.clone()),
-        directory: s.directory,
+        dir: Dir::new(s.directory),
         replay: Replay::default(),
         full_sent: HashMap::new(),
         probed: HashMap::new(),
@@ -433,7 +421,6 @@ struct Engine {
     shared: Arc<Shared>,
     table: KernelTable,
     dir: Dir,
-    directory: DirectorySource,
     replay: Replay,
     /// Next hops (interface, address) probed, and when.
     probed: HashMap<(u32, IpAddr), Instant>,
@@ -574,7 +561,7 @@ impl Engine {
     fn spawn_table(&self, since_ns: u64, to: Vec<SocketAddr>, counter: &'static str) {
         let sender = self.sender.clone();
         let state_dir = self.state_dir.clone();
-        let directory = self.directory.clone();
+        let directory = self.dir.source.clone();
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || {

@@ -1,17 +1,11 @@
 //! VRRP's part of `xlb status`: the engine publishes a snapshot after every
 //! event; the control socket reads it.
 
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::engine::Engine;
 use crate::api::{VrrpGroupStatus, VrrpStatus, VrrpTransition};
+use std::sync::Mutex;
 
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(super) use crate::clock::unix_ms;
 
 impl Engine {
     /// Replaces the shared snapshot with the engine's state now.
