@@ -23,7 +23,7 @@ use crate::config::{Backend, Vip, Vrrp, XlbConfig};
 
 use super::{
     CLIENT_HOST, Hosts, LB_HOST, LinkStats, VIP_PORT, VIP4, VIP6, Xlb, add_veth, addr4, addr6,
-    attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, nginx, spawn_xlb,
+    attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, nginx, spawn_node,
 };
 use crate::netns::{ManagedChild, NetNs};
 
@@ -337,22 +337,13 @@ impl Topology {
     /// Starts `xlb run --config CONFIG` on xlb node `n`; its output goes to
     /// `<dir>/xlb<n>-<k>.log` (k counts restarts).
     pub fn start_node(&self, n: usize, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
-        let mut k = 1;
-        let log = loop {
-            let log = self.dir().join(format!("xlb{n}-{k}.log"));
-            if !log.exists() {
-                break log;
-            }
-            k += 1;
-        };
-        spawn_xlb(
+        spawn_node(
+            self.dir(),
             self.node(n),
-            &format!("xlb node {n}"),
+            n,
             xlb_exe,
             config,
-            &[],
             &self.node_socket(n),
-            log,
         )
     }
 

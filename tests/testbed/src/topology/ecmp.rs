@@ -26,7 +26,7 @@ use serde_json::Value;
 use super::routing::{self, Daemon, NodePeering, RouterPeering, Stack};
 use super::{
     Hosts, VIP_PORT, VIP4, VIP6, Xlb, add_veth, attach_xdp_pass, backend_host, ethtool, http_get,
-    ip, net_addr4, net_addr6, nginx, spawn_xlb,
+    ip, net_addr4, net_addr6, nginx, spawn_node,
 };
 use crate::config::{Announce, Backend, Vip, XlbConfig};
 use crate::netns::{ManagedChild, NetNs};
@@ -439,22 +439,13 @@ impl EcmpTopology {
     /// Starts `xlb run --config CONFIG` on node `n`; its output goes to
     /// `<dir>/xlb<n>-<k>.log` (k counts starts).
     pub fn start_node(&self, n: usize, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
-        let mut k = 1;
-        let log = loop {
-            let log = self.dir().join(format!("xlb{n}-{k}.log"));
-            if !log.exists() {
-                break log;
-            }
-            k += 1;
-        };
-        spawn_xlb(
+        spawn_node(
+            self.dir(),
             self.node(n),
-            &format!("xlb node {n}"),
+            n,
             xlb_exe,
             config,
-            &[],
             &self.node_socket(n),
-            log,
         )
     }
 

@@ -405,6 +405,31 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Starts `xlb run --config CONFIG` as node `n` in `ns`, its output in
+/// `<dir>/xlb<n>-<k>.log` (k counts the node's starts).
+pub(crate) fn spawn_node(
+    dir: &Path,
+    ns: &NetNs,
+    n: usize,
+    xlb_exe: &Path,
+    config: &Path,
+    socket: &Path,
+) -> anyhow::Result<Xlb> {
+    let log = (1..)
+        .map(|k| dir.join(format!("xlb{n}-{k}.log")))
+        .find(|log| !log.exists())
+        .expect("some start number is free");
+    spawn_xlb(
+        ns,
+        &format!("xlb node {n}"),
+        xlb_exe,
+        config,
+        &[],
+        socket,
+        log,
+    )
+}
+
 /// Runs `xlb status --socket SOCK --json` (bounded to 5 s) and parses it.
 pub fn xlb_status(xlb_exe: &Path, socket: &Path) -> anyhow::Result<Status> {
     let mut cmd = Command::new(xlb_exe);

@@ -48,7 +48,7 @@ use crate::config::{Backend, Vip, XlbConfig};
 use super::{
     CLIENT_HOST, CLIENT_NET, Hosts, LB_HOST, LinkStats, SERVER_NET, VIP_PORT, VIP4, VIP6, Xlb,
     add_veth, attach_xdp_pass, backend_host, ethtool, http_get, ip, link_stats, net_addr4,
-    net_addr6, nginx, spawn_xlb,
+    net_addr6, nginx, spawn_node,
 };
 use crate::netns::{ManagedChild, NetNs};
 
@@ -495,22 +495,13 @@ impl NatTopology {
     /// Starts `xlb run --config CONFIG` on node `n`; its output goes to
     /// `<dir>/xlb<n>-<k>.log` (k counts restarts).
     pub fn start_node(&self, n: usize, xlb_exe: &Path, config: &Path) -> anyhow::Result<Xlb> {
-        let mut k = 1;
-        let log = loop {
-            let log = self.dir().join(format!("xlb{n}-{k}.log"));
-            if !log.exists() {
-                break log;
-            }
-            k += 1;
-        };
-        spawn_xlb(
+        spawn_node(
+            self.dir(),
             self.node(n),
-            &format!("xlb node {n}"),
+            n,
             xlb_exe,
             config,
-            &[],
             &self.node_socket(n),
-            log,
         )
     }
 
