@@ -29,7 +29,7 @@ pub use start::Options;
 
 use crate::{
     announce::{Announcer, KernelAddresses},
-    api::{DataplaneStatus, Reply, Request, VrrpStatus},
+    api::{DataplaneStatus, Reply, Request, TraceInterface, VrrpStatus},
     config::Config,
     control::{self, Adopted, Neighbours},
     ctl,
@@ -84,6 +84,16 @@ fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 enum Command {
     Reload,
     Down,
+}
+
+/// What the control socket answers with that is fixed at start: the data
+/// plane's status, and what a trace's reader needs besides the
+/// controller's answer (where the records are pinned, the interfaces by
+/// index).
+struct Fixed {
+    dataplane: DataplaneStatus,
+    state_dir: PathBuf,
+    interfaces: Vec<TraceInterface>,
 }
 
 /// Monotonic nanoseconds, the clock `bpf_ktime_get_ns` reads.
@@ -215,6 +225,23 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         None => None,
     };
     let has_vrrp = vrrp_task.is_some();
+    let mut interfaces = vec![TraceInterface {
+        ifindex: iface.index,
+        name: iface.name.clone(),
+    }];
+    if let Some(name) = &config.server_interface
+        && let Ok(s) = netlink::interface_by_name(name)
+    {
+        interfaces.push(TraceInterface {
+            ifindex: s.index,
+            name: s.name,
+        });
+    }
+    let fixed = Arc::new(Fixed {
+        dataplane,
+        state_dir: state.path().to_owned(),
+        interfaces,
+    });
     let socket = config.control_socket.clone();
     let served = controller.clone();
     let served_vrrp = vrrp_status.clone();
@@ -231,7 +258,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 let served = served.clone();
                 let served_vrrp = has_vrrp.then(|| served_vrrp.clone());
                 let command_tx = command_tx.clone();
-                let dataplane = dataplane.clone();
+                let fixed = fixed.clone();
                 let served_announce = served_announce.clone();
                 let served_sync = served_sync.clone();
                 async move {
@@ -241,7 +268,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                         served_vrrp.as_deref(),
                         &served_announce,
                         &served_sync,
-                        &dataplane,
+                        &fixed,
                         &command_tx,
                     )
                     .await
@@ -328,6 +355,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 if let Err(e) = lock(&controller).expire_retired(std::time::Instant::now()) {
                     tracing::warn!(error = format!("{e:#}"), "freeing removed backends failed");
                 }
+                if let Err(e) = lock(&controller).expire_trace(std::time::Instant::now()) {
+                    tracing::warn!(error = format!("{e:#}"), "ending a trace failed");
+                }
                 if let Err(e) = lock(&controller).refresh_neighbours(&mut neighbours) {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }
@@ -361,6 +391,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
     }
     server.abort();
+    if let Err(e) = lock(&controller).end_tracing() {
+        tracing::warn!(error = format!("{e:#}"), "ending the trace failed");
+    }
     // The reports stop with the sync; the ring buffer stays with the
     // data plane (a full one only counts lost reports).
     lock_syncing(&syncing).take();
@@ -561,7 +594,7 @@ async fn handle_request(
     vrrp_status: Option<&Mutex<VrrpStatus>>,
     announcing: &Announcing,
     syncing: &Syncing,
-    dataplane: &DataplaneStatus,
+    fixed: &Fixed,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
 ) -> Reply {
     let error = |e: anyhow::Error| Reply::Error {
@@ -575,7 +608,7 @@ async fn handle_request(
             return match status {
                 Ok(mut s) => {
                     s.vrrp = vrrp_status.map(vrrp::status_now);
-                    s.dataplane = Some(dataplane.clone());
+                    s.dataplane = Some(fixed.dataplane.clone());
                     s.sync = lock_syncing(syncing).as_ref().map(|r| r.shared.status());
                     if let Some(a) = lock_announcing(announcing).as_ref() {
                         for v in &mut s.vips {
@@ -595,6 +628,27 @@ async fn handle_request(
             return lock(controller)
                 .backend_action(&vip, &backend, action)
                 .map_or_else(error, |message| Reply::Ok { message });
+        }
+        Request::Trace(spec) => {
+            let started =
+                lock(controller).start_trace(&spec, std::time::Instant::now(), monotonic_ns());
+            return match started {
+                Ok(mut t) => {
+                    let pin = |name: &str| fixed.state_dir.join(name).display().to_string();
+                    t.ring_pin = pin(lb_common::map_names::TRACE_EVENTS);
+                    t.stats_pin = pin(lb_common::map_names::TRACE_STATS);
+                    t.interfaces = fixed.interfaces.clone();
+                    Reply::Trace(Box::new(t))
+                }
+                Err(e) => error(e),
+            };
+        }
+        Request::TraceStop { id } => {
+            return lock(controller)
+                .stop_trace(id)
+                .map_or_else(error, |()| Reply::Ok {
+                    message: format!("trace {id} stopped"),
+                });
         }
         Request::Reload => Command::Reload,
         Request::Down => Command::Down,
