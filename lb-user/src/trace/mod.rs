@@ -74,6 +74,10 @@ pub fn run(socket: &Path, opts: &Options, out: &mut dyn Write) -> Result<Summary
         Reply::Error { message } => bail!("daemon: {message}"),
         other => bail!("daemon: unexpected reply {other:?}"),
     };
+    eprintln!(
+        "xlb trace: tracing {} (trace {}) for {} s or {} packets; Ctrl-C stops",
+        started.filter, started.id, opts.spec.seconds, opts.count
+    );
     let result = follow(&started, opts, out);
     // Ended now rather than at its deadline; if this fails, the deadline
     // still ends it.
