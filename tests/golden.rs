@@ -793,3 +793,288 @@ fn with_sync_each_new_and_closing_flow_is_reported_once() {
         }
     }
 }
+
+/// With a trace on (`LB_F_TRACE` and a filter), the data plane records
+/// each matching packet with what it decided for it: the client's flow,
+/// the VIP, the connection table's outcome (a miss, then a hit; expired
+/// and stale entries), the backend, the verdict and why (drop and pass
+/// reasons), the length and the first bytes as sent on. The verdicts and
+/// output frames are those of the untraced program, and a packet the
+/// filter does not take is not recorded.
+#[test]
+fn a_trace_records_each_decision_with_its_reason() {
+    use aya::maps::{Map, RingBuf};
+    use lb_common::{
+        FlowState, LB_F_TRACE, TRACE_CAPTURE, TraceFilter, TraceRecord, map_names, trace,
+    };
+    let Some(mut h) = harness("a_trace_records_each_decision_with_its_reason") else {
+        return;
+    };
+    h.maps
+        .set_config(&LbConfig {
+            mac: LB_MAC,
+            flags: LB_F_FORWARDING | LB_F_TRACE,
+            tcp_timeout: 60,
+            ..Default::default()
+        })
+        .unwrap();
+    let filter = TraceFilter {
+        until: monotonic_ns() + 60_000_000_000,
+        ..TraceFilter::default()
+    };
+    h.maps.set_trace_filter(&filter).unwrap();
+    let mut ring = match h.dp.take_map(map_names::TRACE_EVENTS) {
+        Some(m @ Map::RingBuf(_)) => RingBuf::try_from(m).unwrap(),
+        other => panic!("TRACE_EVENTS is {other:?}"),
+    };
+    let key = key4(CLIENT4, VIP4, 40000, 80, IPPROTO_TCP);
+    let id = h.predict(0, &key);
+    // An entry idle past the 60 s timeout, and one made for a previous
+    // owner of its backend id (another generation).
+    let expired_key = key4(CLIENT4, VIP4, 40001, 80, IPPROTO_TCP);
+    let stale_key = key4(CLIENT4, VIP4, 40002, 80, IPPROTO_TCP);
+    let old = FlowState {
+        backend: h.predict(0, &expired_key),
+        last_seen: 1,
+        ..Default::default()
+    };
+    h.maps.set_flow(&expired_key, &old).unwrap();
+    let stale = FlowState {
+        backend: h.predict(0, &stale_key),
+        generation: 7,
+        last_seen: monotonic_ns(),
+        ..Default::default()
+    };
+    h.maps.set_flow(&stale_key, &stale).unwrap();
+    let no = trace::NO_REASON;
+    let nv = trace::NO_VIP;
+    let flow = trace::KIND_FLOW;
+    let (tcp, v4) = (IPPROTO_TCP, FAMILY_V4);
+    // (case, key the record must hold, family, kind, VIP, conntrack, backend, reason)
+    type Row = (Case, FlowKey, u8, u8, u32, u8, u32, u8);
+    let rows: Vec<Row> = vec![
+        (
+            h.forwarded("a SYN: a miss", tcp4(VIP4, 40000, 80), 0, key),
+            key,
+            v4,
+            flow,
+            0,
+            trace::CT_MISS,
+            id,
+            no,
+        ),
+        (
+            h.forwarded(
+                "its next segment: a hit",
+                tcp4_flags(VIP4, 40000, 80, "A"),
+                0,
+                key,
+            ),
+            key,
+            v4,
+            flow,
+            0,
+            trace::CT_HIT,
+            id,
+            no,
+        ),
+        (
+            h.forwarded(
+                "an entry idle too long",
+                tcp4(VIP4, 40001, 80),
+                0,
+                expired_key,
+            ),
+            expired_key,
+            v4,
+            flow,
+            0,
+            trace::CT_EXPIRED,
+            h.predict(0, &expired_key),
+            no,
+        ),
+        (
+            h.forwarded(
+                "an entry of another generation",
+                tcp4(VIP4, 40002, 80),
+                0,
+                stale_key,
+            ),
+            stale_key,
+            v4,
+            flow,
+            0,
+            trace::CT_STALE,
+            h.predict(0, &stale_key),
+            no,
+        ),
+        (
+            h.forwarded(
+                "IPv6 UDP: a miss",
+                udp6(VIP6, 5353, 53),
+                1,
+                key6(CLIENT6, VIP6, 5353, 53, IPPROTO_UDP),
+            ),
+            key6(CLIENT6, VIP6, 5353, 53, IPPROTO_UDP),
+            FAMILY_V6,
+            flow,
+            1,
+            trace::CT_MISS,
+            h.predict(1, &key6(CLIENT6, VIP6, 5353, 53, IPPROTO_UDP)),
+            no,
+        ),
+        (
+            Case {
+                what: "a VIP without backends: dropped, no_backend".into(),
+                input: tcp4(VIP4_EMPTY, 40000, 80),
+                verdict: XDP_DROP,
+                output: tcp4(VIP4_EMPTY, 40000, 80),
+                counts: Counts::VipDrop {
+                    vip: 4,
+                    reason: drop::NO_BACKEND,
+                },
+            },
+            key4(CLIENT4, VIP4_EMPTY, 40000, 80, tcp),
+            v4,
+            flow,
+            4,
+            trace::CT_MISS,
+            0,
+            drop::NO_BACKEND as u8,
+        ),
+        (
+            passed(
+                "another port: to the kernel, not_vip",
+                tcp4(VIP4, 40000, 81),
+            ),
+            key4(CLIENT4, VIP4, 40000, 81, tcp),
+            v4,
+            flow,
+            nv,
+            trace::CT_NONE,
+            0,
+            trace::pass::NOT_VIP,
+        ),
+        (
+            dropped(
+                "IHL 4: dropped, ipv4_bad_header",
+                with_bad_ihl(tcp4(VIP4, 40000, 80)),
+                drop::IPV4_BAD_HEADER,
+            ),
+            FlowKey::default(),
+            0,
+            trace::KIND_MALFORMED,
+            nv,
+            trace::CT_NONE,
+            0,
+            drop::IPV4_BAD_HEADER as u8,
+        ),
+        (
+            passed("ARP for the VIP: the kernel answers", arp_request(VIP4)),
+            FlowKey {
+                dst: key.dst,
+                ..FlowKey::default()
+            },
+            v4,
+            trace::KIND_NEIGHBOUR,
+            nv,
+            trace::CT_NONE,
+            0,
+            trace::pass::NEIGHBOUR,
+        ),
+    ];
+    for (case, key, family, kind, vip, ct, backend, reason) in rows {
+        let what = &case.what;
+        h.check(&case);
+        let mut got = Vec::new();
+        while let Some(item) = ring.next() {
+            got.push(TraceRecord::from_bytes(&item).expect("a TraceRecord"));
+        }
+        assert_eq!(got.len(), 1, "{what}: {got:?}");
+        let r = got[0];
+        assert_eq!(
+            (r.key, r.family, r.kind),
+            (key, family, kind),
+            "{what}: flow"
+        );
+        assert_eq!(
+            (r.vip, r.conntrack, r.backend, r.verdict, r.reason),
+            (vip, ct, backend, case.verdict as u8, reason),
+            "{what}: decision"
+        );
+        assert_eq!((r.len as usize, r.ifindex), (case.input.len(), 1), "{what}");
+        let n = case.output.len().min(TRACE_CAPTURE);
+        assert_eq!(
+            to_hex(r.packet()),
+            to_hex(&case.output[..n]),
+            "{what}: bytes"
+        );
+        assert!(r.at > filter.until - 60_000_000_000, "{what}: time");
+    }
+
+    // A filter: only drops from this client; the rest is not recorded.
+    let (src, src_mask) = (key.src, [u32::MAX, 0, 0, 0]);
+    let drops = TraceFilter {
+        src,
+        src_mask,
+        flags: trace::F_DROPS_ONLY,
+        ..filter
+    };
+    h.maps.set_trace_filter(&drops).unwrap();
+    h.check(&h.forwarded(
+        "a hit, not a drop",
+        tcp4_flags(VIP4, 40000, 80, "A"),
+        0,
+        key,
+    ));
+    assert!(
+        ring.next().is_none(),
+        "a forward recorded under a drops filter"
+    );
+    let other_client = Frame::new(CLIENT_MAC, LB_MAC, Ipv4Addr::new(198, 18, 0, 9), VIP4_EMPTY)
+        .tcp(40000, 80, "S", REQUEST);
+    h.check(&Case {
+        what: "a drop from another client".into(),
+        output: other_client.clone(),
+        input: other_client,
+        verdict: XDP_DROP,
+        counts: Counts::VipDrop {
+            vip: 4,
+            reason: drop::NO_BACKEND,
+        },
+    });
+    assert!(ring.next().is_none(), "another client's drop recorded");
+    h.check(&Case {
+        what: "a drop from this client".into(),
+        input: tcp4(VIP4_EMPTY, 40001, 80),
+        verdict: XDP_DROP,
+        output: tcp4(VIP4_EMPTY, 40001, 80),
+        counts: Counts::VipDrop {
+            vip: 4,
+            reason: drop::NO_BACKEND,
+        },
+    });
+    let r = TraceRecord::from_bytes(&ring.next().expect("the drop recorded")).unwrap();
+    assert_eq!(
+        (r.verdict, r.reason),
+        (XDP_DROP as u8, drop::NO_BACKEND as u8)
+    );
+    // Past the filter's deadline nothing is recorded, flag or not.
+    h.maps
+        .set_trace_filter(&TraceFilter {
+            until: monotonic_ns() - 1,
+            ..drops
+        })
+        .unwrap();
+    h.check(&Case {
+        what: "a drop after the deadline".into(),
+        input: tcp4(VIP4_EMPTY, 40002, 80),
+        verdict: XDP_DROP,
+        output: tcp4(VIP4_EMPTY, 40002, 80),
+        counts: Counts::VipDrop {
+            vip: 4,
+            reason: drop::NO_BACKEND,
+        },
+    });
+    assert!(ring.next().is_none(), "recorded past the deadline");
+}

@@ -32,9 +32,14 @@ pub mod map_names {
     pub const XLB_STATE: &str = "XLB_STATE";
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
     pub const SYNC_STATS: &str = "SYNC_STATS";
+    pub const TRACE_FILTER: &str = "TRACE_FILTER";
+    pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
+    pub const TRACE_STATS: &str = "TRACE_STATS";
+    pub const TRACE_NOTE: &str = "TRACE_NOTE";
+    pub const TRACE_PROGS: &str = "TRACE_PROGS";
 
     /// Every map, in the order the control plane checks and pins them.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 25] = [
         XLB_STATE,
         VIPS,
         VIP_ADDRS,
@@ -55,13 +60,19 @@ pub mod map_names {
         RING_INPUTS,
         FLOW_EVENTS,
         SYNC_STATS,
+        TRACE_FILTER,
+        TRACE_EVENTS,
+        TRACE_STATS,
+        TRACE_NOTE,
+        TRACE_PROGS,
     ];
 }
 
 /// The meaning of the pinned maps' contents. Bumped whenever a key or value
-/// of a pinned map changes meaning or layout, or a map is added or
-/// removed: a control plane finds the pinned state's version in
-/// `XLB_STATE` and adopts only its own.
+/// of a pinned map changes meaning or layout, or a map is removed: a
+/// control plane finds the pinned state's version in `XLB_STATE` and
+/// adopts only its own. A map the state lacks (one added since) is created
+/// when the state is adopted, so adding a map keeps the version.
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// `StateMeta::magic`: "xlbS".
@@ -129,6 +140,9 @@ pub const OWNER_F_DOWN: u16 = 1 << 5;
 
 /// Name of the XDP entry point in the object file.
 pub const PROGRAM_NAME: &str = "xlb";
+/// The trace's recorder, which the entry point tail-calls (through
+/// `TRACE_PROGS`) for a packet a trace records.
+pub const TRACE_PROGRAM_NAME: &str = "xlb_trace";
 
 /// Most VIPs (address, port, protocol) one instance serves.
 pub const MAX_VIPS: u32 = 16_384;
@@ -236,6 +250,11 @@ pub const LB_F_OWN_MAC: u32 = 1 << 2;
 /// Connection sync: report new and closing flows in `FLOW_EVENTS`.
 pub const LB_F_SYNC: u32 = 1 << 3;
 
+/// `LbConfig::flags`: a packet trace runs (`xlb trace`): packets that
+/// match `TRACE_FILTER` are recorded in `TRACE_EVENTS`. Off, tracing costs
+/// the data plane this one flag test per packet.
+pub const LB_F_TRACE: u32 = 1 << 4;
+
 /// Bytes of the `FLOW_EVENTS` ring buffer (a power-of-two number of pages):
 /// 14,563 events (64 bytes and the kernel's 8-byte header) queued before
 /// reports are lost (counted in `SYNC_STATS`).
@@ -321,6 +340,258 @@ pub mod sync_stat {
     /// Room to grow without changing the map's size.
     pub const COUNT: u32 = 8;
     pub const NAMES: [&str; 2] = ["events_lost", "events_reported"];
+}
+
+/// Bytes of the `TRACE_EVENTS` ring buffer (a power-of-two number of
+/// pages): 1,260 records (200 bytes and the kernel's 8-byte header)
+/// queued before records are lost (counted in `TRACE_STATS`).
+pub const TRACE_EVENTS_BYTES: u32 = 1 << 18;
+/// Bytes of a packet a `TraceRecord` holds: its first `TRACE_CAPTURE`.
+pub const TRACE_CAPTURE: usize = 128;
+
+/// What a packet trace records (`TraceRecord`) and how it is filtered
+/// (`TraceFilter`).
+pub mod trace {
+    /// `TraceRecord::kind`: a TCP or UDP packet (to a VIP or not).
+    pub const KIND_FLOW: u8 = 0;
+    /// An ICMP "fragmentation needed" / "packet too big" about a VIP's
+    /// packet: the record's key is the client's flow it quotes.
+    pub const KIND_ICMP_ERROR: u8 = 1;
+    /// A NAT backend's reply: the record's key is the client's flow it
+    /// belongs to (client → VIP), not the reply's own addresses.
+    pub const KIND_NAT_REPLY: u8 = 2;
+    /// An ARP request or IPv6 neighbour solicitation: the key's `dst` is
+    /// the address asked for.
+    pub const KIND_NEIGHBOUR: u8 = 3;
+    /// An IP header too broken to read addresses from: the key is zero.
+    pub const KIND_MALFORMED: u8 = 4;
+    pub const KIND_NAMES: [&str; 5] = ["flow", "icmp_error", "nat_reply", "neighbour", "malformed"];
+
+    /// `TraceRecord::conntrack`: the connection table was not consulted.
+    pub const CT_NONE: u8 = 0;
+    /// The flow was in the table, its backend still valid.
+    pub const CT_HIT: u8 = 1;
+    /// Not in the table: Maglev chose.
+    pub const CT_MISS: u8 = 2;
+    /// In the table, idle past its timeout: Maglev chose.
+    pub const CT_EXPIRED: u8 = 3;
+    /// In the table, its backend removed, replaced or rescheduled: Maglev
+    /// chose.
+    pub const CT_STALE: u8 = 4;
+    pub const CT_NAMES: [&str; 5] = ["-", "hit", "miss", "expired", "stale"];
+
+    /// `TraceRecord::vip` of a packet that matched no VIP.
+    pub const NO_VIP: u32 = u32::MAX;
+    /// `TraceRecord::reason` of a packet forwarded.
+    pub const NO_REASON: u8 = u8::MAX;
+
+    /// Why a packet went to the kernel (`TraceRecord::reason` of an
+    /// `XDP_PASS`; a drop's reason is a `drop::*`).
+    pub mod pass {
+        /// No VIP at this address, port and protocol.
+        pub const NOT_VIP: u8 = 0;
+        /// The control plane has not switched forwarding on.
+        pub const NOT_FORWARDING: u8 = 1;
+        /// The VIP's VRRP group is mastered by another node.
+        pub const STANDBY: u8 = 2;
+        /// The frame is addressed to another host's MAC (`LB_F_OWN_MAC`).
+        pub const OTHER_MAC: u8 = 3;
+        /// The rewrite did not fit the frame.
+        pub const REWRITE_FAILED: u8 = 4;
+        /// NAT: the kernel routes it (next hop not resolved yet, or the
+        /// route is not one XDP can send on).
+        pub const NAT_TO_KERNEL: u8 = 5;
+        /// An ICMP error that quotes no flow of a backend.
+        pub const NO_FLOW: u8 = 6;
+        /// An ARP or neighbour query: the kernel answers.
+        pub const NEIGHBOUR: u8 = 7;
+        pub const COUNT: u8 = 8;
+        pub const NAMES: [&str; COUNT as usize] = [
+            "not_vip",
+            "not_forwarding",
+            "standby",
+            "other_mac",
+            "rewrite_failed",
+            "nat_to_kernel",
+            "no_flow",
+            "neighbour",
+        ];
+    }
+
+    /// `TraceFilter::flags`: only dropped packets.
+    pub const F_DROPS_ONLY: u8 = 1 << 0;
+
+    /// Indices of `TRACE_STATS` (per-CPU counts).
+    pub mod stat {
+        /// A record queued for the reader.
+        pub const RECORDED: u32 = 0;
+        /// A matching packet whose record did not fit the ring buffer.
+        pub const LOST: u32 = 1;
+        /// Room to grow without changing the map's size.
+        pub const COUNT: u32 = 4;
+    }
+
+    /// A decision, packed into the one value the data plane's decision
+    /// returns to its exit, which hands it on to the recorder: bits 0..8
+    /// the verdict, 8..12 the connection-table outcome, 12..16 the kind,
+    /// 16..24 the reason, 24..28 the family, and the flags below. The
+    /// recorder finds the VIP index and the backend id again from the
+    /// packet and the maps: carrying them would cost the decision stack
+    /// it does not have.
+    pub type Decision = u64;
+
+    /// The packet matched a VIP.
+    pub const MATCHED_VIP: Decision = 1 << 28;
+    /// A backend was chosen for it.
+    pub const CHOSE_BACKEND: Decision = 1 << 29;
+    /// NAT rewrote the packet before its verdict: its addresses are no
+    /// longer the client's flow.
+    pub const TRANSLATED: Decision = 1 << 30;
+    /// The decision is for the trace (a trace runs).
+    pub const NOTED: Decision = 1 << 31;
+
+    /// What a decision site knows before the verdict.
+    #[inline(always)]
+    pub const fn what(kind: u8, family: u8, conntrack: u8, reason: u8) -> Decision {
+        ((conntrack as u64) & 0xf) << 8
+            | ((kind as u64) & 0xf) << 12
+            | (reason as u64) << 16
+            | ((family as u64) & 0xf) << 24
+            | NOTED
+    }
+
+    pub const fn verdict(d: Decision) -> u32 {
+        (d & 0xff) as u32
+    }
+    pub const fn conntrack(d: Decision) -> u8 {
+        ((d >> 8) & 0xf) as u8
+    }
+    pub const fn kind(d: Decision) -> u8 {
+        ((d >> 12) & 0xf) as u8
+    }
+    pub const fn reason(d: Decision) -> u8 {
+        (d >> 16) as u8
+    }
+    pub const fn family(d: Decision) -> u8 {
+        ((d >> 24) & 0xf) as u8
+    }
+}
+
+/// Value of the single-entry `TRACE_FILTER` array: which packets a trace
+/// records. Read by the data plane only while `LB_F_TRACE` is set. A
+/// packet matches when its key (the client's flow: `TraceRecord::key`)
+/// passes every test: `src & src_mask == src` (userspace stores `src`
+/// masked), the same for `dst`, and each nonzero field below.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceFilter {
+    /// Client address words (as in `FlowKey`) and mask: a prefix.
+    pub src: [u32; 4],
+    pub src_mask: [u32; 4],
+    /// Destination (VIP) address words and mask.
+    pub dst: [u32; 4],
+    pub dst_mask: [u32; 4],
+    /// Records stop at this `bpf_ktime_get_ns`, whatever the flag says:
+    /// a trace whose control plane is gone still ends.
+    pub until: u64,
+    /// Either port (network byte order); 0: any.
+    pub port: u16,
+    /// The destination port (network byte order); 0: any.
+    pub dst_port: u16,
+    /// IP protocol; 0: any.
+    pub proto: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`; 0: any.
+    pub family: u8,
+    /// `trace::F_*`.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// A record of `TRACE_EVENTS`: one packet and what the data plane decided
+/// for it. Written in place in the ring (the program has no stack for a
+/// copy); read by `xlb trace`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// `bpf_ktime_get_ns` of the packet (CLOCK_MONOTONIC).
+    pub at: u64,
+    /// The client's flow (see `trace::KIND_*` for what it holds when the
+    /// packet is not a plain flow packet).
+    pub key: FlowKey,
+    /// `VipMeta::index`, or `trace::NO_VIP`.
+    pub vip: u32,
+    /// Backend id chosen; 0: none.
+    pub backend: u32,
+    /// The interface the packet arrived on.
+    pub ifindex: u32,
+    /// The packet's length on arrival.
+    pub len: u32,
+    /// The XDP action returned (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3,
+    /// `XDP_REDIRECT` 4).
+    pub verdict: u8,
+    /// `trace::CT_*`.
+    pub conntrack: u8,
+    /// A drop's `drop::*`, a pass's `trace::pass::*`, else `NO_REASON`.
+    pub reason: u8,
+    /// `FAMILY_V4`, `FAMILY_V6`, or 0 (not known).
+    pub family: u8,
+    /// `trace::KIND_*`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// Bytes of `data` that hold the packet's first bytes (as it
+    /// arrived: before any rewrite).
+    pub captured: u16,
+    pub data: [u8; TRACE_CAPTURE],
+}
+
+#[cfg(feature = "user")]
+impl TraceRecord {
+    /// Size of a record in `TRACE_EVENTS`.
+    pub const SIZE: usize = 200;
+
+    /// Reads a record of `TRACE_EVENTS` (native byte order, as the
+    /// program wrote it); `None` if it is not one.
+    pub fn from_bytes(b: &[u8]) -> Option<TraceRecord> {
+        if b.len() != Self::SIZE {
+            return None;
+        }
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let words = |o: usize| [u32_at(o), u32_at(o + 4), u32_at(o + 8), u32_at(o + 12)];
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&b[0..8]);
+        let mut data = [0u8; TRACE_CAPTURE];
+        data.copy_from_slice(&b[72..72 + TRACE_CAPTURE]);
+        Some(TraceRecord {
+            at: u64::from_ne_bytes(at),
+            key: FlowKey {
+                src: words(8),
+                dst: words(24),
+                sport: u16_at(40),
+                dport: u16_at(42),
+                proto: b[44],
+                _pad: [0; 3],
+            },
+            vip: u32_at(48),
+            backend: u32_at(52),
+            ifindex: u32_at(56),
+            len: u32_at(60),
+            verdict: b[64],
+            conntrack: b[65],
+            reason: b[66],
+            family: b[67],
+            kind: b[68],
+            _pad: 0,
+            // Never more than was reserved, whatever the bytes say.
+            captured: u16_at(70).min(TRACE_CAPTURE as u16),
+            data,
+        })
+    }
+
+    /// The packet bytes captured.
+    pub fn packet(&self) -> &[u8] {
+        &self.data[..usize::from(self.captured)]
+    }
 }
 
 /// Value of the single-entry `LB_CONFIG` array.
@@ -570,6 +841,8 @@ mod pod {
     unsafe impl aya::Pod for super::StateMeta {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BackendOwner {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TraceFilter {}
 }
 
 #[cfg(test)]
@@ -618,6 +891,80 @@ mod tests {
         assert_eq!(core::mem::offset_of!(FlowEvent, kind), 48);
     }
 
+    /// The record as the program lays it out: `#[repr(C)]` fields in
+    /// order, native byte order; a `captured` past the buffer is capped.
+    #[cfg(feature = "user")]
+    #[test]
+    fn trace_records_read_back_field_by_field() {
+        let mut b = [0u8; TraceRecord::SIZE];
+        b[0..8].copy_from_slice(&0x0102_0304_0506_0708u64.to_ne_bytes());
+        for i in 0..8u32 {
+            let o = 8 + i as usize * 4;
+            b[o..o + 4].copy_from_slice(&(i + 1).to_ne_bytes());
+        }
+        b[40..42].copy_from_slice(&0x1234u16.to_ne_bytes());
+        b[42..44].copy_from_slice(&0x5678u16.to_ne_bytes());
+        b[44] = IPPROTO_UDP;
+        b[48..52].copy_from_slice(&7u32.to_ne_bytes());
+        b[52..56].copy_from_slice(&77u32.to_ne_bytes());
+        b[56..60].copy_from_slice(&3u32.to_ne_bytes());
+        b[60..64].copy_from_slice(&1500u32.to_ne_bytes());
+        b[64..70].copy_from_slice(&[3, trace::CT_STALE, trace::NO_REASON, FAMILY_V6, 2, 0]);
+        b[70..72].copy_from_slice(&60u16.to_ne_bytes());
+        b[72] = 0xaa;
+        b[199] = 0xbb;
+        let r = TraceRecord::from_bytes(&b).expect("a record");
+        assert_eq!(r.at, 0x0102_0304_0506_0708);
+        assert_eq!((r.key.src, r.key.dst), ([1, 2, 3, 4], [5, 6, 7, 8]));
+        assert_eq!(
+            (r.key.sport, r.key.dport, r.key.proto),
+            (0x1234, 0x5678, IPPROTO_UDP)
+        );
+        assert_eq!((r.vip, r.backend, r.ifindex, r.len), (7, 77, 3, 1500));
+        assert_eq!(
+            (r.verdict, r.conntrack, r.reason, r.family, r.kind),
+            (
+                3,
+                trace::CT_STALE,
+                trace::NO_REASON,
+                FAMILY_V6,
+                trace::KIND_NAT_REPLY
+            )
+        );
+        assert_eq!(r.packet().len(), 60);
+        assert_eq!((r.data[0], r.data[127]), (0xaa, 0xbb));
+        b[70..72].copy_from_slice(&1000u16.to_ne_bytes());
+        assert_eq!(
+            TraceRecord::from_bytes(&b).unwrap().packet().len(),
+            TRACE_CAPTURE
+        );
+        assert_eq!(TraceRecord::from_bytes(&b[..199]), None);
+        assert_eq!(core::mem::offset_of!(TraceRecord, key), 8);
+        assert_eq!(core::mem::offset_of!(TraceRecord, verdict), 64);
+        assert_eq!(core::mem::offset_of!(TraceRecord, captured), 70);
+        assert_eq!(core::mem::offset_of!(TraceRecord, data), 72);
+    }
+
+    #[test]
+    fn trace_decisions_pack_into_one_value_and_back() {
+        use trace::*;
+        let d = what(KIND_ICMP_ERROR, FAMILY_V6, CT_EXPIRED, 5) | TRANSLATED | 3;
+        assert_eq!(verdict(d), 3);
+        assert_eq!(conntrack(d), CT_EXPIRED);
+        assert_eq!(kind(d), KIND_ICMP_ERROR);
+        assert_eq!(reason(d), 5);
+        assert_eq!(family(d), FAMILY_V6);
+        assert_ne!(d & NOTED, 0);
+        assert_eq!(d & (MATCHED_VIP | CHOSE_BACKEND), 0);
+        let d = what(KIND_FLOW, FAMILY_V4, CT_HIT, NO_REASON) | MATCHED_VIP | CHOSE_BACKEND;
+        assert_eq!(
+            (reason(d), family(d), kind(d)),
+            (NO_REASON, FAMILY_V4, KIND_FLOW)
+        );
+        assert_eq!(verdict(d), 0);
+        assert_ne!(d & MATCHED_VIP, 0);
+    }
+
     #[test]
     fn address_words_and_bytes_round_trip() {
         let v4 = [198u8, 18, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -656,5 +1003,7 @@ mod tests {
         assert_eq!(size_of::<StateMeta>(), 40);
         assert_eq!(size_of::<FlowEvent>(), 64);
         assert_eq!(size_of::<BackendOwner>(), 40);
+        assert_eq!(size_of::<TraceFilter>(), 80);
+        assert_eq!(size_of::<TraceRecord>(), 200);
     }
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FLOW_F_CLOSING, FLOW_TOUCH_NS, FlowEvent,
-    FlowState, IPPROTO_TCP, LB_F_SYNC, LbConfig, ct, flow_event, sync_stat,
+    FlowState, IPPROTO_TCP, LB_F_SYNC, LbConfig, ct, flow_event, sync_stat, trace,
 };
 
 use crate::{
@@ -40,15 +40,16 @@ fn timeout_ns(cfg: &LbConfig, proto: u8, flags: u16) -> u64 {
 }
 
 /// The backend remembered for this flow, if the entry is live and its
-/// backend is still the one it was made for and still takes old flows.
+/// backend is still the one it was made for and still takes old flows;
+/// else why not (`trace::CT_MISS`, `CT_EXPIRED`, `CT_STALE`).
 #[inline(always)]
-pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Option<(u32, BackendInfo)> {
+pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Result<(u32, BackendInfo), u8> {
     let Some(entry) = FLOWS.get_ptr_mut(flow.key) else {
         stats::conntrack(ct::MISS);
         if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_SYN == 0 {
             stats::conntrack(ct::MISS_MIDFLOW);
         }
-        return None;
+        return Err(trace::CT_MISS);
     };
     // SAFETY: pointer from a successful lookup; the value is plain data.
     // Concurrent writers (other CPUs, same flow) only store whole
@@ -58,7 +59,7 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Option<(u32, BackendInfo
     if timeout != 0 && now.saturating_sub(state.last_seen) > timeout {
         stats::conntrack(ct::EXPIRED);
         stats::conntrack(ct::MISS);
-        return None;
+        return Err(trace::CT_EXPIRED);
     }
     let backend = BACKENDS.get(state.backend).copied();
     let Some(info) = backend.filter(|b| {
@@ -68,7 +69,7 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Option<(u32, BackendInfo
     }) else {
         stats::conntrack(ct::STALE_BACKEND);
         stats::conntrack(ct::MISS);
-        return None;
+        return Err(trace::CT_STALE);
     };
     let closing_now = closing(flow) && state.flags & FLOW_F_CLOSING == 0;
     if closing_now || now.saturating_sub(state.last_seen) > FLOW_TOUCH_NS {
@@ -84,7 +85,7 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Option<(u32, BackendInfo
         report(cfg, flow, &state, flow_event::CLOSING, now);
     }
     stats::conntrack(ct::HIT);
-    Some((state.backend, info))
+    Ok((state.backend, info))
 }
 
 /// Whether this CPU may insert another entry now (token bucket, one
@@ -143,8 +144,9 @@ pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u
 /// `bpf_ringbuf_submit` flag: do not wake the reader. A wake-up is an
 /// interrupt-work item (a self-IPI): measured at about 6 µs per report on
 /// a virtual machine, when the reader keeps up and every report would
-/// wake it. The sync polls the ring every millisecond instead.
-const BPF_RB_NO_WAKEUP: u64 = 1;
+/// wake it. The sync polls the ring every millisecond instead, and `xlb
+/// trace` every few.
+pub const BPF_RB_NO_WAKEUP: u64 = 1;
 
 /// Tells the control plane about a flow for its peers (`LB_F_SYNC`). A
 /// full ring buffer loses the report, counted; it never holds the packet.

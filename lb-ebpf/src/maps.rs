@@ -1,14 +1,16 @@
 //! Every map of the data plane, in one place. Names match `lb_common::map_names`.
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{
+        Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
     macros::btf_map,
 };
 use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FLOW_EVENTS_BYTES, FlowBudget, FlowEvent, FlowKey, FlowState, LbConfig,
-    MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, StateMeta, VipKey, VipMeta, ct, drop,
-    global, sync_stat,
+    MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, StateMeta, TRACE_EVENTS_BYTES,
+    TraceFilter, TraceRecord, VipKey, VipMeta, ct, drop, global, sync_stat, trace,
 };
 
 /// One Maglev ring per VIP: element 0 holds the ring size, elements
@@ -94,6 +96,29 @@ pub static FLOW_EVENTS: RingBuf<FlowEvent, { FLOW_EVENTS_BYTES as usize }> = Rin
 
 #[btf_map]
 pub static SYNC_STATS: PerCpuArray<u64, { sync_stat::COUNT as usize }> = PerCpuArray::new();
+
+/// Which packets a trace records; read only while `LB_F_TRACE` is set.
+#[btf_map]
+pub static TRACE_FILTER: Array<TraceFilter, 1> = Array::new();
+
+/// The packets a trace matched and what was decided for each, for `xlb
+/// trace` to read. Full, records are lost and counted: the data plane
+/// never waits for the reader.
+#[btf_map]
+pub static TRACE_EVENTS: RingBuf<TraceRecord, { TRACE_EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Per CPU: the decision of the packet being traced (`trace::Decision`),
+/// from the program's exit to the recorder it tail-calls.
+#[btf_map]
+pub static TRACE_NOTE: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Slot 0: the recorder (`xlb_trace`), set by the control plane when it
+/// loads the program. A tail call gives the recorder a stack of its own.
+#[btf_map]
+pub static TRACE_PROGS: ProgramArray<1> = ProgramArray::new();
+
+#[btf_map]
+pub static TRACE_STATS: PerCpuArray<u64, { trace::stat::COUNT as usize }> = PerCpuArray::new();
 
 // Control-plane bookkeeping, never read by the program: declared here so
 // that it is pinned, and checked for compatibility, with the maps it

@@ -2,7 +2,9 @@
 
 use lb_common::Counters;
 
-use crate::maps::{BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, SYNC_STATS, VIP_STATS};
+use crate::maps::{
+    BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, SYNC_STATS, TRACE_STATS, VIP_STATS,
+};
 
 #[inline(always)]
 fn bump(c: Option<*mut Counters>, bytes: u64) {
@@ -52,6 +54,14 @@ pub fn conntrack(event: u32) {
 #[inline(always)]
 pub fn sync(event: u32) {
     if let Some(c) = SYNC_STATS.get_ptr_mut(event) {
+        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn trace(event: u32) {
+    if let Some(c) = TRACE_STATS.get_ptr_mut(event) {
         // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
         unsafe { *c += 1 };
     }

@@ -11,7 +11,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use lb_common::{PROGRAM_NAME, map_names as names};
+use lb_common::{PROGRAM_NAME, TRACE_PROGRAM_NAME, map_names as names};
 
 use crate::{EBPF_OBJECT, maps::Maps, state::StateDir};
 
@@ -141,6 +141,7 @@ impl Dataplane {
         program
             .load()
             .context("the kernel rejected the XDP program")?;
+        Self::load_recorder(&mut ebpf)?;
         let maps = Maps::from_ebpf(&mut ebpf)?;
         Ok((
             Self {
@@ -149,6 +150,32 @@ impl Dataplane {
             },
             maps,
         ))
+    }
+
+    /// Loads the trace's recorder and puts it in `TRACE_PROGS`, where the
+    /// program tail-calls it for the packets a trace records.
+    fn load_recorder(ebpf: &mut Ebpf) -> Result<()> {
+        let recorder: &mut Xdp = ebpf
+            .program_mut(TRACE_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("program {TRACE_PROGRAM_NAME} missing from the object"))?
+            .try_into()
+            .context("the trace recorder is not XDP")?;
+        recorder
+            .load()
+            .context("the kernel rejected the trace recorder")?;
+        let fd = recorder
+            .fd()
+            .context("the trace recorder's descriptor")?
+            .try_clone()
+            .context("duplicating the trace recorder's descriptor")?;
+        let map = ebpf
+            .map_mut(names::TRACE_PROGS)
+            .ok_or_else(|| anyhow!("map {} missing from the object", names::TRACE_PROGS))?;
+        let mut progs = aya::maps::ProgramArray::try_from(map)
+            .with_context(|| format!("{} is not a program array", names::TRACE_PROGS))?;
+        progs
+            .set(0, &fd, 0)
+            .with_context(|| format!("installing the trace recorder in {}", names::TRACE_PROGS))
     }
 
     /// This program's kernel info (id, tag, load time).

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod state;
 pub mod sync;
+pub mod trace;
 pub mod vrrp;
 
 /// The compiled XDP object, built by `build.rs` from `lb-ebpf`.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use lb_user::{
-    api::{BackendAction, Reply, Request},
+    api::{BackendAction, Reply, Request, TraceSpec},
     config::{Config, DEFAULT_CONTROL_SOCKET},
     control::{Controller, NoNeighbours, Node},
     ctl,
@@ -82,6 +82,38 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Show what the data plane decides for each packet that matches, as it
+    /// happens: VIP, connection table (hit, miss, expired, stale), backend,
+    /// verdict and why. Stops after --count packets or --seconds, whichever
+    /// comes first (the running instance also ends the trace at that time
+    /// if this command dies). Needs root: it reads the pinned ring buffer.
+    Trace {
+        #[command(flatten)]
+        target: Target,
+        /// A VIP's name (its address, port and protocol), or an address
+        /// (every packet to it).
+        #[arg(long)]
+        vip: Option<String>,
+        /// The client's address or prefix (ADDR or ADDR/LEN).
+        #[arg(long)]
+        client: Option<String>,
+        /// Either port of the flow.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Only packets the data plane dropped.
+        #[arg(long)]
+        drops: bool,
+        /// Stop after this many packets.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Stop after this many seconds (at most 3600).
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Also write the packets (their first 128 bytes, as xlb sent them
+        /// on) to this pcapng file, the decision as each packet's comment.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+    },
     /// Validate a config file without touching anything: parse and check
     /// it, then apply it to maps held in memory, which refuse what the
     /// kernel's would (more VIPs or backends than there are ids).
@@ -139,7 +171,7 @@ fn command(socket: &std::path::Path, request: &Request) -> Result<()> {
             Ok(())
         }
         Reply::Error { message } => Err(anyhow!("daemon: {message}")),
-        Reply::Status(_) => Err(anyhow!("daemon: unexpected status reply")),
+        Reply::Status(_) | Reply::Trace(_) => Err(anyhow!("daemon: unexpected reply")),
     }
 }
 
@@ -247,7 +279,33 @@ fn real_main(cli: Cli) -> Result<()> {
                 Reply::Status(s) => print!("{}", s.render()),
                 Reply::Error { message } => return Err(anyhow!("daemon: {message}")),
                 Reply::Ok { message } => println!("{message}"),
+                Reply::Trace(_) => return Err(anyhow!("daemon: unexpected reply")),
             }
+            Ok(())
+        }
+        Command::Trace {
+            target,
+            vip,
+            client,
+            port,
+            drops,
+            count,
+            seconds,
+            pcap,
+        } => {
+            let opts = lb_user::trace::Options {
+                spec: TraceSpec {
+                    vip,
+                    client,
+                    port,
+                    drops_only: drops,
+                    seconds,
+                },
+                count,
+                pcap,
+            };
+            let summary = lb_user::trace::run(&target.socket()?, &opts, &mut std::io::stdout())?;
+            eprintln!("{}", lb_user::trace::summary_line(&summary, &opts));
             Ok(())
         }
         Command::Check { config } => {

@@ -8,12 +8,16 @@ pub mod render;
 #[cfg(test)]
 mod schema_tests;
 pub mod status;
+pub mod trace;
 
 use serde::{Deserialize, Serialize};
 
 pub use status::{
     AnnounceStatus, BackendState, BackendStatus, DataplaneStatus, Health, HealthStatus, Status,
     SyncPeerStatus, SyncStatus, VipStatus, VrrpGroupStatus, VrrpStatus, VrrpTransition,
+};
+pub use trace::{
+    MAX_TRACE_SECONDS, TraceBackend, TraceInterface, TraceSpec, TraceStarted, TraceVip,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,12 +35,21 @@ pub enum Request {
     /// Take the node out: resign VRRP, withdraw its addresses, detach the
     /// program, remove the pinned state, exit.
     Down,
+    /// Start a packet trace (`xlb trace`); it ends by itself after
+    /// `seconds`.
+    Trace(TraceSpec),
+    /// End trace `id` before its time.
+    TraceStop {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {
     Status(Box<Status>),
+    /// A trace started: where to read it.
+    Trace(Box<TraceStarted>),
     /// The request was carried out; `message` says what happened.
     Ok {
         message: String,
@@ -69,6 +82,20 @@ mod tests {
             (Request::Status, r#"{"cmd":"status"}"#),
             (Request::Reload, r#"{"cmd":"reload"}"#),
             (Request::Down, r#"{"cmd":"down"}"#),
+            (
+                Request::Trace(TraceSpec {
+                    vip: Some("web".into()),
+                    client: None,
+                    port: Some(80),
+                    drops_only: true,
+                    seconds: 30,
+                }),
+                r#"{"cmd":"trace","vip":"web","port":80,"drops_only":true,"seconds":30}"#,
+            ),
+            (
+                Request::TraceStop { id: 7 },
+                r#"{"cmd":"trace_stop","id":7}"#,
+            ),
             (
                 Request::Backend {
                     vip: "web".into(),

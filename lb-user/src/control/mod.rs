@@ -28,6 +28,7 @@
 //! - `server`: VRRP's server addresses, marked with the VIP addresses.
 //! - `standby`: VRRP's per-VIP switch.
 //! - `status`: what `xlb status` shows.
+//! - `trace`: `xlb trace`'s filter and flag, and their deadline.
 
 mod adopt;
 mod backend;
@@ -40,6 +41,7 @@ mod server;
 mod standby;
 mod status;
 mod sync;
+mod trace;
 mod vip;
 
 #[cfg(test)]
@@ -53,7 +55,8 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use lb_common::{
-    LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, LB_F_SYNC, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey,
+    LB_F_FORWARDING, LB_F_NAT, LB_F_OWN_MAC, LB_F_SYNC, LB_F_TRACE, LbConfig, MAX_BACKENDS,
+    MAX_VIPS, VipKey,
 };
 
 pub use adopt::Adopted;
@@ -65,6 +68,7 @@ use self::{
     leftovers::Leftovers,
     retire::Retiring,
     server::ServerAddresses,
+    trace::Tracing,
     vip::{Vip, VipSettings},
 };
 use crate::{
@@ -116,6 +120,10 @@ pub struct Controller<M: MapStore> {
     /// `[sync]`: the data plane reports new and closing flows
     /// (`LB_F_SYNC`).
     sync: bool,
+    /// A packet trace runs (`LB_F_TRACE`), until its deadline.
+    trace: Option<Tracing>,
+    /// Traces started so far (the last one's id).
+    trace_ids: u64,
     /// The `LB_CONFIG` the data plane has, `None` before the first write.
     lb_config: Option<LbConfig>,
 }
@@ -138,6 +146,8 @@ impl<M: MapStore> Controller<M> {
             nat: false,
             one_nic: false,
             sync: false,
+            trace: None,
+            trace_ids: 0,
             lb_config: None,
         }
     }
@@ -276,8 +286,8 @@ impl<M: MapStore> Controller<M> {
     }
 
     /// Writes `LB_CONFIG` if what it should say changed: our MAC, the
-    /// node's flags (configured; some VIP in NAT mode) and the
-    /// connection-table settings.
+    /// node's flags (configured; some VIP in NAT mode; sync; a trace) and
+    /// the connection-table settings.
     fn write_lb_config(&mut self) -> Result<()> {
         let ct = &self.conntrack;
         let mut flags = LB_F_FORWARDING;
@@ -289,6 +299,9 @@ impl<M: MapStore> Controller<M> {
         }
         if self.sync {
             flags |= LB_F_SYNC;
+        }
+        if self.trace.is_some() {
+            flags |= LB_F_TRACE;
         }
         let cfg = LbConfig {
             mac: self.node.mac,

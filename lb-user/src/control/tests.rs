@@ -990,3 +990,105 @@ fn runtime_overrides_are_counted_until_a_reload_resets_them() {
     c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
     assert_eq!(c.runtime_overrides(), 0);
 }
+
+// ---------------------------------------------------------------------------
+// Packet traces.
+
+fn trace_spec(vip: Option<&str>, seconds: u32) -> crate::api::TraceSpec {
+    crate::api::TraceSpec {
+        vip: vip.map(str::to_owned),
+        seconds,
+        ..Default::default()
+    }
+}
+
+/// A trace writes its filter, then sets `LB_F_TRACE` beside the node's
+/// other flags; it names the VIPs and backends records carry by number.
+#[test]
+fn a_trace_writes_its_filter_and_flag_and_names_what_records_number() {
+    let mut c = controller();
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut table(&[11, 12]))
+        .unwrap();
+    let flags = c.maps().config.flags;
+    let now = Instant::now();
+    let t = c
+        .start_trace(&trace_spec(Some("web"), 30), now, 1_000)
+        .unwrap();
+    assert_eq!(c.maps().config.flags, flags | lb_common::LB_F_TRACE);
+    let f = c.maps().trace_filter;
+    assert_eq!(f.until, 1_000 + 30_000_000_000);
+    assert_eq!((f.dst_port, f.proto), (80u16.to_be(), 6));
+    assert_eq!(
+        (t.since_ns, t.until_ns, t.filter.as_str()),
+        (1_000, f.until, "VIP web")
+    );
+    assert_eq!(t.vips.len(), 1);
+    assert_eq!(t.vips[0].name, "web");
+    let names: Vec<(&str, &str)> = t
+        .backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.address.as_str()))
+        .collect();
+    assert_eq!(names, [("b11", "198.18.0.11"), ("b12", "198.18.0.12")]);
+    assert!(t.backends.iter().all(|b| b.id != 0 && b.vip == "web"));
+    assert!(c.tracing());
+}
+
+/// One trace at a time (one ring, one reader); a stop names its trace;
+/// the deadline ends a trace whose reader is gone, and only then.
+#[test]
+fn traces_run_one_at_a_time_and_end_when_stopped_or_at_their_deadline() {
+    let mut c = controller();
+    c.apply(&config(&[(11, 1)]), &mut table(&[11])).unwrap();
+    let flags = c.maps().config.flags;
+    let now = Instant::now();
+    let first = c.start_trace(&trace_spec(None, 10), now, 0).unwrap();
+    let e = c
+        .start_trace(&trace_spec(None, 10), now + Duration::from_secs(1), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("trace {} runs for 9 s more", first.id)),
+        "{e}"
+    );
+    assert!(c.stop_trace(first.id + 1).is_err(), "another trace's id");
+    c.stop_trace(first.id).unwrap();
+    assert_eq!(c.maps().config.flags, flags);
+    assert_eq!(c.maps().trace_filter, lb_common::TraceFilter::default());
+    assert!(c.stop_trace(first.id).is_err(), "stopped already");
+
+    let second = c.start_trace(&trace_spec(None, 10), now, 0).unwrap();
+    assert!(second.id > first.id);
+    c.expire_trace(now + Duration::from_secs(9)).unwrap();
+    assert!(c.tracing(), "before its deadline");
+    c.expire_trace(now + Duration::from_secs(10)).unwrap();
+    assert!(!c.tracing());
+    assert_eq!(c.maps().config.flags, flags);
+    // A reload keeps a running trace's flag.
+    c.start_trace(&trace_spec(None, 10), now, 0).unwrap();
+    c.apply(&config(&[(11, 2)]), &mut table(&[11])).unwrap();
+    assert_ne!(c.maps().config.flags & lb_common::LB_F_TRACE, 0);
+    c.end_tracing().unwrap();
+    assert_eq!(c.maps().config.flags & lb_common::LB_F_TRACE, 0);
+}
+
+#[test]
+fn traces_that_cannot_end_or_match_are_refused_and_change_nothing() {
+    let mut c = controller();
+    c.apply(&config(&[(11, 1)]), &mut table(&[11])).unwrap();
+    let before = c.maps().clone();
+    let now = Instant::now();
+    for (spec, want) in [
+        (trace_spec(None, 0), "1 to 3600 seconds, not 0"),
+        (trace_spec(None, 3601), "not 3601"),
+        (
+            trace_spec(Some("nope"), 5),
+            "no VIP named \"nope\" (VIPs: web)",
+        ),
+    ] {
+        let e = c.start_trace(&spec, now, 0).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    assert_eq!(c.maps(), &before);
+    assert!(!c.tracing());
+}

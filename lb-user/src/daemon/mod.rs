@@ -32,7 +32,7 @@ pub use start::Options;
 
 use crate::{
     announce::{Announcer, KernelAddresses},
-    api::{Reply, Request, VrrpStatus},
+    api::{Reply, Request, TraceInterface, VrrpStatus},
     config::Config,
     control::{self, Adopted, Neighbours},
     ctl,
@@ -90,6 +90,13 @@ enum Command {
 }
 
 use crate::clock::monotonic_ns;
+
+/// What a trace's reader needs besides the controller's answer, fixed at
+/// start: where the records are pinned, the interfaces by index.
+struct TraceSite {
+    state_dir: PathBuf,
+    interfaces: Vec<TraceInterface>,
+}
 
 /// How long the control plane vouches for a VRRP master's VIPs: its own
 /// master-down interval, the time a backup waits before taking over. A
@@ -231,6 +238,22 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
         _ => None,
     };
+    let mut interfaces = vec![TraceInterface {
+        ifindex: iface.index,
+        name: iface.name.clone(),
+    }];
+    if let Some(name) = &config.server_interface
+        && let Ok(s) = netlink::interface_by_name(name)
+    {
+        interfaces.push(TraceInterface {
+            ifindex: s.index,
+            name: s.name,
+        });
+    }
+    let trace_site = Arc::new(TraceSite {
+        state_dir: state.path().to_owned(),
+        interfaces,
+    });
     let socket = config.control_socket.clone();
     // A reload needs the running config and the checks, and `down` the
     // data plane, which this loop owns: the socket hands them over and
@@ -243,7 +266,8 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             ctl::serve(&socket, move |req| {
                 let sources = sources.clone();
                 let command_tx = command_tx.clone();
-                async move { handle_request(req, &sources, &command_tx).await }
+                let trace_site = trace_site.clone();
+                async move { handle_request(req, &sources, &trace_site, &command_tx).await }
             })
             .await
         }
@@ -337,6 +361,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 if let Err(e) = lock(&controller).expire_retired(std::time::Instant::now()) {
                     tracing::warn!(error = format!("{e:#}"), "freeing removed backends failed");
                 }
+                if let Err(e) = lock(&controller).expire_trace(std::time::Instant::now()) {
+                    tracing::warn!(error = format!("{e:#}"), "ending a trace failed");
+                }
                 if let Err(e) = lock(&controller).refresh_neighbours(&mut neighbours) {
                     tracing::warn!(error = format!("{e:#}"), "neighbour refresh failed");
                 }
@@ -372,6 +399,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     }
     server.abort();
     metrics_server.take();
+    if let Err(e) = lock(&controller).end_tracing() {
+        tracing::warn!(error = format!("{e:#}"), "ending the trace failed");
+    }
     // The reports stop with the sync; the ring buffer stays with the
     // data plane (a full one only counts lost reports).
     lock_syncing(&syncing).take();
@@ -599,6 +629,7 @@ fn check_forwarding(config: &Config) -> Result<()> {
 async fn handle_request(
     req: Request,
     sources: &metrics::Sources,
+    trace_site: &TraceSite,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
 ) -> Reply {
     let error = |e: anyhow::Error| Reply::Error {
@@ -618,6 +649,30 @@ async fn handle_request(
             return lock(&sources.controller)
                 .backend_action(&vip, &backend, action)
                 .map_or_else(error, |message| Reply::Ok { message });
+        }
+        Request::Trace(spec) => {
+            let started = lock(&sources.controller).start_trace(
+                &spec,
+                std::time::Instant::now(),
+                monotonic_ns(),
+            );
+            return match started {
+                Ok(mut t) => {
+                    let pin = |name: &str| trace_site.state_dir.join(name).display().to_string();
+                    t.ring_pin = pin(lb_common::map_names::TRACE_EVENTS);
+                    t.stats_pin = pin(lb_common::map_names::TRACE_STATS);
+                    t.interfaces = trace_site.interfaces.clone();
+                    Reply::Trace(Box::new(t))
+                }
+                Err(e) => error(e),
+            };
+        }
+        Request::TraceStop { id } => {
+            return lock(&sources.controller)
+                .stop_trace(id)
+                .map_or_else(error, |()| Reply::Ok {
+                    message: format!("trace {id} stopped"),
+                });
         }
         Request::Reload => Command::Reload,
         Request::Down => Command::Down,

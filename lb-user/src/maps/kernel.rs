@@ -8,7 +8,7 @@ use aya::{
 };
 use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig,
-    MAX_BACKENDS, RING_FIRST_SLOT, StateMeta, VipKey, VipMeta, ct, drop, global,
+    MAX_BACKENDS, RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, ct, drop, global,
     map_names as names,
 };
 
@@ -21,6 +21,7 @@ pub struct Maps {
     rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     backends: Array<MapData, BackendInfo>,
     config: Array<MapData, LbConfig>,
+    trace_filter: Array<MapData, TraceFilter>,
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     drop_stats: PerCpuArray<MapData, u64>,
@@ -53,6 +54,7 @@ impl Maps {
             rings: take(ebpf, names::RINGS)?,
             backends: take(ebpf, names::BACKENDS)?,
             config: take(ebpf, names::LB_CONFIG)?,
+            trace_filter: take(ebpf, names::TRACE_FILTER)?,
             vip_stats: take(ebpf, names::VIP_STATS)?,
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
             drop_stats: take(ebpf, names::DROP_STATS)?,
@@ -125,6 +127,12 @@ impl MapStore for Maps {
 
     fn config(&self) -> Result<LbConfig> {
         self.config.get(&0, 0).context("reading LB_CONFIG")
+    }
+
+    fn set_trace_filter(&mut self, filter: &TraceFilter) -> Result<()> {
+        self.trace_filter
+            .set(0, filter, 0)
+            .context("writing TRACE_FILTER")
     }
 
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {

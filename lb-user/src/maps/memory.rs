@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail, ensure};
 use lb_common::{
-    BackendInfo, BackendOwner, Counters, LbConfig, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, ct,
-    drop, global,
+    BackendInfo, BackendOwner, Counters, LbConfig, MAX_BACKENDS, MAX_VIPS, TraceFilter, VipKey,
+    VipMeta, ct, drop, global,
 };
 
 use super::MapStore;
@@ -16,6 +16,7 @@ use super::MapStore;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryMaps {
     pub config: LbConfig,
+    pub trace_filter: TraceFilter,
     pub vips: BTreeMap<VipKey, VipMeta>,
     pub vip_addrs: BTreeSet<VipKey>,
     pub rings: BTreeMap<u32, Vec<u32>>,
@@ -99,6 +100,12 @@ impl MapStore for MemoryMaps {
 
     fn config(&self) -> Result<LbConfig> {
         Ok(self.config)
+    }
+
+    fn set_trace_filter(&mut self, filter: &TraceFilter) -> Result<()> {
+        self.write()?;
+        self.trace_filter = *filter;
+        Ok(())
     }
 
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {

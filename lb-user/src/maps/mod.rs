@@ -8,7 +8,9 @@ mod kernel;
 mod memory;
 
 use anyhow::Result;
-use lb_common::{BackendInfo, BackendOwner, Counters, LbConfig, VipKey, VipMeta, ct, drop, global};
+use lb_common::{
+    BackendInfo, BackendOwner, Counters, LbConfig, TraceFilter, VipKey, VipMeta, ct, drop, global,
+};
 
 pub use kernel::{ConnectionTables, Maps, TableUse};
 pub use memory::MemoryMaps;
@@ -20,6 +22,10 @@ pub trait MapStore {
     /// `LB_CONFIG`: the node-wide settings.
     fn set_config(&mut self, config: &LbConfig) -> Result<()>;
     fn config(&self) -> Result<LbConfig>;
+
+    /// `TRACE_FILTER`: which packets a trace records (read by the data
+    /// plane while `LB_F_TRACE` is set).
+    fn set_trace_filter(&mut self, filter: &TraceFilter) -> Result<()>;
 
     /// `VIPS`: publishes (or replaces) a VIP.
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()>;

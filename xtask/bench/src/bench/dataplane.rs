@@ -19,7 +19,8 @@ use lb_common::addr_bytes;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FAMILY_V4, FAMILY_V6, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
-    LB_F_FORWARDING, LB_F_SYNC, LbConfig, MODE_DSR, VipKey, VipMeta, ct, map_names, sync_stat,
+    LB_F_FORWARDING, LB_F_SYNC, LB_F_TRACE, LbConfig, MODE_DSR, TraceFilter, VipKey, VipMeta, ct,
+    map_names, sync_stat, trace,
 };
 use lb_user::{
     dataplane::Dataplane,
@@ -104,7 +105,21 @@ pub struct Case {
     /// Connection sync on (`LB_F_SYNC`): inserts and closings are reported
     /// through the ring buffer.
     pub sync: Sync,
+    /// A packet trace on (`LB_F_TRACE`).
+    pub trace: Trace,
     pub verdict: u32,
+}
+
+/// A packet trace in a case.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trace {
+    Off,
+    /// On, its filter taking other packets only (another client): the
+    /// flag, the hand-over to the recorder and the filter's test.
+    Filtered,
+    /// On, its filter taking the packet: every run is recorded, a thread
+    /// reading the ring as `xlb trace` does.
+    Recorded,
 }
 
 /// Connection sync in a case.
@@ -129,6 +144,7 @@ impl Case {
             conntrack: Conntrack::None,
             table_full: false,
             sync: Sync::Off,
+            trace: Trace::Off,
             verdict,
         }
     }
@@ -150,6 +166,10 @@ impl Case {
     fn sync(self, sync: Sync) -> Case {
         Case { sync, ..self }
     }
+
+    fn trace(self, trace: Trace) -> Case {
+        Case { trace, ..self }
+    }
 }
 
 pub struct Row {
@@ -159,7 +179,8 @@ pub struct Row {
     /// `ns` / the floor's `ns`.
     pub ratio: f64,
     /// Sync on, a miss: the share of inserts whose report reached the
-    /// ring (the rest were lost, the ring being full).
+    /// ring (the rest were lost, the ring being full); trace recorded:
+    /// the share of runs whose record did.
     pub reported: Option<f64>,
 }
 
@@ -201,6 +222,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         conntrack: Conntrack::None,
         table_full: false,
         sync: Sync::Off,
+        trace: Trace::Off,
         verdict: XDP_TX,
     }];
     for scale in scales {
@@ -216,6 +238,11 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).sync(Sync::Full),
         Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).sync(Sync::Drained),
         Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).sync(Sync::Full),
+        // Tracing off is every other row; on, filtering this packet out,
+        // then recording it.
+        Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).trace(Trace::Filtered),
+        Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).trace(Trace::Recorded),
+        Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).trace(Trace::Recorded),
         Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).full(),
         Case::dsr(MISS4, Packet::Tcp4Vip, small, Conntrack::Miss).full(),
         Case::xlb(
@@ -291,6 +318,8 @@ struct Fixture {
     table_full: bool,
     /// Each sync case gets its own fixture: it takes the ring buffer out.
     sync: Sync,
+    /// So does each trace case.
+    trace: Trace,
 }
 
 impl Fixture {
@@ -302,6 +331,7 @@ impl Fixture {
             reschedule: case.conntrack == Conntrack::Miss,
             table_full: case.table_full,
             sync: case.sync,
+            trace: case.trace,
         }
     }
 }
@@ -340,16 +370,32 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
         reschedule,
         table_full,
         sync,
+        trace,
     } = f;
     let (dp, mut maps) = Dataplane::load()?;
     let m = &mut maps;
+    let mut flags = LB_F_FORWARDING;
+    if sync != Sync::Off {
+        flags |= LB_F_SYNC;
+    }
+    if trace != Trace::Off {
+        flags |= LB_F_TRACE;
+        // Filtered: the packets of another client only.
+        let client = if trace == Trace::Filtered {
+            Ipv4Addr::new(198, 18, 0, 3)
+        } else {
+            CLIENT4
+        };
+        m.set_trace_filter(&TraceFilter {
+            src: [u32::from_ne_bytes(client.octets()), 0, 0, 0],
+            src_mask: [u32::MAX, 0, 0, 0],
+            until: u64::MAX,
+            ..Default::default()
+        })?;
+    }
     m.set_config(&LbConfig {
         mac: LB_MAC,
-        flags: if sync != Sync::Off {
-            LB_F_FORWARDING | LB_F_SYNC
-        } else {
-            LB_F_FORWARDING
-        },
+        flags,
         ..Default::default()
     })?;
     let port = if family == FAMILY_V4 { PORT4 } else { PORT6 };
@@ -546,6 +592,60 @@ pub(super) fn hit4(scale: (u32, u32)) -> Result<(Case, Vec<u8>, Dataplane, Maps)
     Ok((case.clone(), frame(&case), dp, maps))
 }
 
+/// [`measure`] with a trace on: filtered out, nothing may be recorded;
+/// recorded, a thread reads the ring as `xlb trace` does, and (nearly)
+/// every run must have made a record or counted a lost one. Returns the
+/// share of runs recorded.
+fn measure_trace(
+    dp: &mut Dataplane,
+    case: &Case,
+    frame: &[u8],
+    trials: usize,
+) -> Result<(f64, Option<f64>)> {
+    use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut ring = match dp.take_map(map_names::TRACE_EVENTS) {
+        Some(Map::RingBuf(m)) => RingBuf::try_from(Map::RingBuf(m))?,
+        _ => return Err(anyhow!("no TRACE_EVENTS ring buffer")),
+    };
+    let stats: PerCpuArray<MapData, u64> = match dp.take_map(map_names::TRACE_STATS) {
+        Some(m) => PerCpuArray::try_from(m)?,
+        None => return Err(anyhow!("no TRACE_STATS")),
+    };
+    let stat = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
+    let (recorded0, lost0) = (stat(trace::stat::RECORDED)?, stat(trace::stat::LOST)?);
+    let stop = AtomicBool::new(false);
+    let ns = std::thread::scope(|s| {
+        if case.trace == Trace::Recorded {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    while ring.next().is_some() {}
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let ns = measure(dp.program(), frame, case.verdict, trials);
+        stop.store(true, Ordering::Relaxed);
+        ns
+    })?;
+    let recorded = stat(trace::stat::RECORDED)? - recorded0;
+    let lost = stat(trace::stat::LOST)? - lost0;
+    if case.trace == Trace::Filtered {
+        ensure!(
+            recorded + lost == 0,
+            "{recorded} records of a filtered-out packet"
+        );
+        return Ok((ns, None));
+    }
+    let runs = trials as u64 * u64::from(REPEAT);
+    ensure!(
+        (recorded + lost) as f64 >= 0.99 * runs as f64,
+        "{} records for {runs} runs",
+        recorded + lost
+    );
+    Ok((ns, Some(recorded as f64 / (recorded + lost) as f64)))
+}
+
 /// BPF_PROG_TEST_RUN calls per case; the report takes their median.
 pub fn trials(quick: bool) -> usize {
     if quick { 3 } else { 7 }
@@ -577,10 +677,16 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
                 }
                 let (_, (dp, maps)) = current.as_mut().expect("set above");
                 let before = maps.conntrack_stats()?;
-                let ns = match case.sync {
-                    Sync::Off => measure(dp.program(), &f, case.verdict, trials),
-                    Sync::Drained | Sync::Full => {
+                let ns = match (case.sync, case.trace) {
+                    (Sync::Off, Trace::Off) => measure(dp.program(), &f, case.verdict, trials),
+                    (Sync::Drained | Sync::Full, _) => {
                         measure_sync(dp, &case, &f, trials).map(|(ns, share)| {
+                            reported = share;
+                            ns
+                        })
+                    }
+                    (Sync::Off, Trace::Filtered | Trace::Recorded) => {
+                        measure_trace(dp, &case, &f, trials).map(|(ns, share)| {
                             reported = share;
                             ns
                         })
@@ -622,7 +728,12 @@ mod tests {
             assert_eq!(c[0].program, Program::Floor);
             let hits = c
                 .iter()
-                .filter(|c| c.conntrack == Conntrack::Hit && !c.table_full && c.sync == Sync::Off)
+                .filter(|c| {
+                    c.conntrack == Conntrack::Hit
+                        && !c.table_full
+                        && c.sync == Sync::Off
+                        && c.trace == Trace::Off
+                })
                 .count();
             assert_eq!(hits, if quick { 6 } else { 18 });
             // Sync on: a hit, a miss with the reports read, one with the ring full.
@@ -643,6 +754,25 @@ mod tests {
                 c.iter()
                     .any(|c| c.conntrack == Conntrack::Miss && c.table_full)
             );
+            // Trace on: a hit filtered out, a hit and a miss recorded,
+            // beside the trace-off hit at the same scale.
+            let traced: Vec<(Conntrack, Trace)> = c
+                .iter()
+                .filter(|c| c.trace != Trace::Off)
+                .map(|c| (c.conntrack, c.trace))
+                .collect();
+            assert_eq!(
+                traced,
+                [
+                    (Conntrack::Hit, Trace::Filtered),
+                    (Conntrack::Hit, Trace::Recorded),
+                    (Conntrack::Miss, Trace::Recorded)
+                ]
+            );
+            assert!(c.iter().any(|c| c.name == HIT4
+                && (c.vips, c.backends) == (1, 3)
+                && c.trace == Trace::Off
+                && c.sync == Sync::Off));
         }
     }
 

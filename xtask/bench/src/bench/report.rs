@@ -166,7 +166,12 @@ impl Report {
              the reader: the most a report costs; the sync's reader, woken through epoll, \
              drains many reports per wake-up under load; the share of reports that found \
              room is shown), or nobody does and every report is lost (counted); the \
-             report counters prove which. A hit reports nothing.\n",
+             report counters prove which. A hit reports nothing. With a trace on \
+             (`xlb trace`), its filter either takes another client's packets only (the \
+             flag, the hand-over to the recorder and the filter's test), or takes the \
+             packet, which is then recorded every run while a thread reads the ring (the \
+             share of runs whose record found room is shown); the trace counters prove \
+             which. Every other row runs with tracing off.\n",
             thousands(f64::from(dataplane::REPEAT)),
             dataplane::trials(self.quick),
             thousands(f64::from(DEFAULT_RING_SIZE))
@@ -203,6 +208,14 @@ impl Report {
                     table.push_str("; sync on, report ring full")
                 }
                 (dataplane::Sync::Full, _) => table.push_str("; sync on"),
+            }
+            match c.trace {
+                dataplane::Trace::Off => {}
+                dataplane::Trace::Filtered => table.push_str("; trace on, filtered out"),
+                dataplane::Trace::Recorded => {
+                    let share = r.reported.unwrap_or(0.0) * 100.0;
+                    table.push_str(&format!("; trace on, recorded ({share:.1}% recorded)"))
+                }
             }
             let _ = writeln!(
                 s,

@@ -149,6 +149,7 @@ fn status(socket: &Path) -> Result<Status> {
         Reply::Ok { message } | Reply::Error { message } => {
             bail!("status on {}: {message}", socket.display())
         }
+        Reply::Trace(_) => bail!("status on {}: a trace reply", socket.display()),
     }
 }
 
