@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lb_common::{IPPROTO_TCP, sync_stat};
 use lb_user::api::Status;
 use lb_user::sync::{Key, wire};
-use xlb_testbed::config::{ConnSync, Conntrack, Vrrp, VrrpGroup, XlbConfig};
+use xlb_testbed::config::{ConnSync, Conntrack, XlbConfig};
 use xlb_testbed::frames::key4;
 use xlb_testbed::inject;
 use xlb_testbed::netns::NetNs;
@@ -23,34 +23,11 @@ use xlb_testbed::pinned;
 use xlb_testbed::running::{require_root, xlb_exe};
 use xlb_testbed::topology::{NatTopology, Topology, VIP_PORT, VIP4, Xlb};
 use xlb_testbed::traffic::Traffic;
+use xlb_testbed::vrrp_pair::{BACKUP_PRIORITY, MASTER_PRIORITY, failover_bound, vrrp_config};
 
-const INTERVAL_CS: u16 = 20;
-const MASTER_PRIORITY: u8 = 150;
-const BACKUP_PRIORITY: u8 = 100;
 const SENDING: usize = 50;
 const PERIOD: Duration = Duration::from_millis(50);
 const SYNC_PORT: u16 = 8849;
-
-/// 3 × advert interval + the backup's skew + 1 s (as in e2e_vrrp).
-fn failover_bound() -> Duration {
-    let (backup, interval) = (u64::from(BACKUP_PRIORITY), u64::from(INTERVAL_CS));
-    let skew_cs = (256 - backup) * interval / 256;
-    Duration::from_millis((3 * interval + skew_cs) * 10 + 1000)
-}
-
-fn vrrp(priority: u8) -> Vrrp {
-    let group = |vrid, vip| {
-        VrrpGroup::new(vrid, &[vip])
-            .priority(priority)
-            .interval_cs(INTERVAL_CS)
-    };
-    Vrrp {
-        garp_repeat: Some(3),
-        garp_interval_ms: Some(50),
-        groups: vec![group(51, "web4"), group(52, "web6")],
-        ..Vrrp::default()
-    }
-}
 
 /// A 64-character key in `dir`, readable by its owner only.
 fn write_key(dir: &Path) -> PathBuf {
@@ -122,7 +99,7 @@ fn dsr_pair(
         let peer = topo.node_addr4(3 - n).into();
         edit(
             topo.node_config(n, weights)
-                .vrrp(vrrp(priority))
+                .vrrp(vrrp_config(priority))
                 .sync(sync_section(&key_file, peer, refresh_s)),
         )
     };
@@ -193,7 +170,7 @@ fn dsr_pair_backend_added_then_failover_keeps_every_connection() {
     for (n, x, priority) in [(1, &x1, MASTER_PRIORITY), (2, &x2, BACKUP_PRIORITY)] {
         let peer = topo.node_addr4(3 - n).into();
         topo.node_config(n, &weights)
-            .vrrp(vrrp(priority))
+            .vrrp(vrrp_config(priority))
             .sync(sync_section(&key_file, peer, 10))
             .write(&topo.dir().join(format!("xlb{n}.toml")))
             .expect("rewrite config");
@@ -699,7 +676,7 @@ fn nat_pair(topo: &NatTopology) -> (Xlb, Xlb) {
     let (gw4, gw6) = topo.gateway();
     let backends = [(1, 1), (2, 1), (3, 1)];
     let config = |n: usize, priority: u8| {
-        let mut v = vrrp(priority);
+        let mut v = vrrp_config(priority);
         v.track_link = Some(true);
         v.groups[0] = v.groups[0].clone().server_addresses(&[gw4.into()]);
         v.groups[1] = v.groups[1].clone().server_addresses(&[gw6.into()]);
@@ -898,7 +875,9 @@ fn multicast_sync_and_reloads_that_stop_and_restart_it() {
     // Without [sync]: stopped.
     let path = topo.dir().join("xlb2.toml");
     let key_file = topo.dir().join("sync.key");
-    let mut off = topo.node_config(2, &[1, 1, 1]).vrrp(vrrp(BACKUP_PRIORITY));
+    let mut off = topo
+        .node_config(2, &[1, 1, 1])
+        .vrrp(vrrp_config(BACKUP_PRIORITY));
     off.sync = None;
     off.write(&path).expect("write");
     x2.reload().expect("reload");
@@ -908,7 +887,7 @@ fn multicast_sync_and_reloads_that_stop_and_restart_it() {
     let epoch = sync2.epoch;
     multicast(
         topo.node_config(2, &[1, 1, 1])
-            .vrrp(vrrp(BACKUP_PRIORITY))
+            .vrrp(vrrp_config(BACKUP_PRIORITY))
             .sync(sync_section(&key_file, topo.node_addr4(1).into(), 3600)),
     )
     .write(&path)

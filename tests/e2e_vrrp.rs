@@ -14,45 +14,20 @@ use lb_user::api::{Status, VrrpGroupStatus};
 use lb_user::vrrp::packet::{self, Advert};
 use serde_json::Value;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use xlb_testbed::config::{Vrrp, VrrpGroup};
+use xlb_testbed::config::Vrrp;
 use xlb_testbed::netns::{ManagedChild, NetNs};
 use xlb_testbed::pinned;
 use xlb_testbed::running::{WEIGHTS, require_root, xlb_exe};
 use xlb_testbed::topology::{Topology, VIP_PORT, Xlb, http_get_many};
 use xlb_testbed::traffic::Traffic;
+use xlb_testbed::vrrp_pair::{
+    BACKUP_PRIORITY, INTERVAL_CS, MASTER_PRIORITY, failover_bound, vrrp_config,
+};
 
-/// Advert interval of the tests, centiseconds.
-const INTERVAL_CS: u16 = 20;
-const MASTER_PRIORITY: u8 = 150;
-const BACKUP_PRIORITY: u8 = 100;
 const LONG_LIVED: usize = 50;
 /// Connections that keep sending (every `PERIOD`) through an event.
 const SENDING: usize = 50;
 const PERIOD: Duration = Duration::from_millis(50);
-
-/// The bound the issue sets: 3 × advert interval + skew + 1 s, with the
-/// backup's skew ((256 − priority) × interval / 256).
-fn failover_bound() -> Duration {
-    let (backup, interval) = (u64::from(BACKUP_PRIORITY), u64::from(INTERVAL_CS));
-    let skew_cs = (256 - backup) * interval / 256;
-    Duration::from_millis((3 * interval + skew_cs) * 10 + 1000)
-}
-
-/// The `[vrrp]` of the tests: VRID 51 with web4 and 52 with web6 (as
-/// keepalived's two instances in the interop tests), at `priority`.
-fn vrrp_config(priority: u8) -> Vrrp {
-    let group = |vrid, vip| {
-        VrrpGroup::new(vrid, &[vip])
-            .priority(priority)
-            .interval_cs(INTERVAL_CS)
-    };
-    Vrrp {
-        garp_repeat: Some(3),
-        garp_interval_ms: Some(50),
-        groups: vec![group(51, "web4"), group(52, "web6")],
-        ..Vrrp::default()
-    }
-}
 
 fn start_node(topo: &Topology, n: usize, vrrp: Vrrp) -> Xlb {
     let config = topo

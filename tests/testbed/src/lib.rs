@@ -37,6 +37,7 @@ pub mod prometheus;
 pub mod running;
 pub mod topology;
 pub mod traffic;
+pub mod vrrp_pair;
 pub mod xdp;
 
 pub use netns::require_root;
