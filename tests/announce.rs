@@ -11,13 +11,12 @@
 use std::fs;
 use std::io::Read as _;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lb_user::vrrp::announce::{garp_frame, send_garps};
 use nix::sched::{CloneFlags, unshare};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const ETH_P_ARP: u16 = 0x0806;
@@ -44,18 +43,7 @@ fn ip(args: &str) {
 
 /// A packet socket receiving the ARP frames that arrive on `ifname`.
 fn arp_capture(ifname: &str) -> Socket {
-    let s = Socket::new(
-        Domain::PACKET,
-        Type::RAW,
-        Some(Protocol::from(i32::from(ETH_P_ARP.to_be()))),
-    )
-    .expect("packet socket");
-    let link = nix::ifaddrs::getifaddrs()
-        .expect("getifaddrs")
-        .filter(|i| i.interface_name == ifname)
-        .find_map(|i| i.address?.as_link_addr().copied())
-        .unwrap_or_else(|| panic!("no link address for {ifname}"));
-    nix::sys::socket::bind(s.as_raw_fd(), &link).expect("bind the capture");
+    let s = xlb_testbed::inject::packet_socket(ifname, Some(ETH_P_ARP)).expect("the capture");
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("read timeout");
     s

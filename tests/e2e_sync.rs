@@ -7,7 +7,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -240,20 +239,7 @@ fn capture_sync_message(
     let ifname = ifname.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = ns.spawn(move || {
-        let s = socket2::Socket::new(
-            socket2::Domain::PACKET,
-            socket2::Type::RAW,
-            Some(socket2::Protocol::from(i32::from(
-                (libc::ETH_P_IP as u16).to_be(),
-            ))),
-        )
-        .expect("packet socket");
-        let link = nix::ifaddrs::getifaddrs()
-            .expect("getifaddrs")
-            .filter(|i| i.interface_name == ifname)
-            .find_map(|i| i.address?.as_link_addr().copied())
-            .expect("link address");
-        nix::sys::socket::bind(s.as_raw_fd(), &link).expect("bind");
+        let s = inject::packet_socket(&ifname, Some(libc::ETH_P_IP as u16)).expect("the capture");
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let _ = tx.send(());

@@ -29,6 +29,21 @@ pub fn mac_of(ns: &NetNs, ifname: &str) -> anyhow::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// A packet socket bound to `ifname` in the calling thread's namespace.
+/// With `ethertype` it receives that protocol's frames (and sends);
+/// without, it sends what it is given and receives nothing.
+pub fn packet_socket(ifname: &str, ethertype: Option<u16>) -> anyhow::Result<Socket> {
+    let protocol = ethertype.map(|t| Protocol::from(i32::from(t.to_be())));
+    let s = Socket::new(Domain::PACKET, Type::RAW, protocol).context("AF_PACKET socket")?;
+    let link = nix::ifaddrs::getifaddrs()
+        .context("getifaddrs")?
+        .filter(|i| i.interface_name == ifname)
+        .find_map(|i| i.address?.as_link_addr().copied())
+        .with_context(|| format!("no link address for {ifname}"))?;
+    nix::sys::socket::bind(s.as_raw_fd(), &link).with_context(|| format!("binding to {ifname}"))?;
+    Ok(s)
+}
+
 /// What a flood did.
 #[derive(Debug, Clone, Copy)]
 pub struct Flooded {
@@ -55,16 +70,7 @@ pub fn syn_flood(
     };
     let ifname = ifname.to_owned();
     ns.in_ns(move || {
-        // Bound to the interface, a packet socket of protocol 0 sends what
-        // it is given and receives nothing.
-        let s = Socket::new(Domain::PACKET, Type::RAW, None).context("AF_PACKET socket")?;
-        let link = nix::ifaddrs::getifaddrs()
-            .context("getifaddrs")?
-            .filter(|i| i.interface_name == ifname)
-            .find_map(|i| i.address?.as_link_addr().copied())
-            .with_context(|| format!("no link address for {ifname}"))?;
-        nix::sys::socket::bind(s.as_raw_fd(), &link)
-            .with_context(|| format!("binding to {ifname}"))?;
+        let s = packet_socket(&ifname, None)?;
         // Built first, so that the sending runs at the link's pace.
         let frames: Vec<Vec<u8>> = (0..count as u32)
             .map(|i| {
@@ -140,16 +146,9 @@ impl FrameSender {
     pub fn open(ns: &NetNs, ifname: &str) -> anyhow::Result<FrameSender> {
         let ifname = ifname.to_owned();
         ns.in_ns(move || {
-            let socket =
-                Socket::new(Domain::PACKET, Type::RAW, None).context("AF_PACKET socket")?;
-            let link = nix::ifaddrs::getifaddrs()
-                .context("getifaddrs")?
-                .filter(|i| i.interface_name == ifname)
-                .find_map(|i| i.address?.as_link_addr().copied())
-                .with_context(|| format!("no link address for {ifname}"))?;
-            nix::sys::socket::bind(socket.as_raw_fd(), &link)
-                .with_context(|| format!("binding to {ifname}"))?;
-            Ok(FrameSender { socket })
+            Ok(FrameSender {
+                socket: packet_socket(&ifname, None)?,
+            })
         })
     }
 
