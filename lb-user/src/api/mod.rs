@@ -6,6 +6,8 @@
 
 pub mod render;
 #[cfg(test)]
+mod samples;
+#[cfg(test)]
 mod schema_tests;
 pub mod status;
 pub mod trace;

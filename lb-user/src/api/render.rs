@@ -427,32 +427,7 @@ mod tests {
     #[test]
     fn vrrp_section_shows_state_master_and_last_transition() {
         let mut s = sample();
-        s.vrrp = Some(VrrpStatus {
-            groups: vec![VrrpGroupStatus {
-                vrid: 51,
-                family: "ipv4".into(),
-                state: "master".into(),
-                priority: 150,
-                configured_priority: 150,
-                preempt: true,
-                advert_interval_cs: 20,
-                master: Some("198.18.0.1".into()),
-                vips: vec!["web4".into()],
-                server_addresses: vec!["198.18.1.1".into()],
-                adverts_sent: 10,
-                adverts_received: 2,
-                last_transition: Some(VrrpTransition {
-                    from: "backup".into(),
-                    to: "master".into(),
-                    reason: "master down timer expired".into(),
-                    at_unix_ms: 1,
-                    ago_ms: 1500,
-                }),
-            }],
-            tracking: "ok".into(),
-            counters: [("bad_ttl".to_string(), 1)].into_iter().collect(),
-            peers: vec!["198.18.0.3".into(), "fe80::3".into()],
-        });
+        s.vrrp = Some(crate::api::samples::vrrp_master());
         let t = s.render();
         assert!(t.contains("vrid 51 (ipv4) MASTER"), "{t}");
         assert!(t.contains("master 198.18.0.1"), "{t}");

@@ -74,30 +74,7 @@ fn everything() -> Status {
         interface: "lo".into(),
         detail: "announced".into(),
     });
-    s.vrrp = Some(VrrpStatus {
-        groups: vec![VrrpGroupStatus {
-            vrid: 51,
-            family: "ipv4".into(),
-            state: "master".into(),
-            priority: 150,
-            configured_priority: 150,
-            preempt: true,
-            advert_interval_cs: 20,
-            master: Some("198.18.0.1".into()),
-            vips: vec!["web4".into()],
-            server_addresses: vec!["198.18.1.1".into()],
-            adverts_sent: 1,
-            adverts_received: 0,
-            last_transition: Some(VrrpTransition {
-                from: "backup".into(),
-                to: "master".into(),
-                reason: "r".into(),
-                at_unix_ms: 1,
-                ago_ms: 1,
-            }),
-        }],
-        ..VrrpStatus::default()
-    });
+    s.vrrp = Some(super::samples::vrrp_master());
     s.sync = Some(SyncStatus {
         peers: vec![SyncPeerStatus::default()],
         lag_us_median: Some(1),
