@@ -36,6 +36,7 @@ pub mod e2e;
 pub mod failover;
 pub mod health;
 pub mod http;
+mod cpu;
 mod machine;
 pub mod metrics;
 pub mod nat_cost;

@@ -481,10 +481,14 @@ impl Report {
                  bridge crossings, the backends' stacks), so the ratio understates the \
                  difference between the two load balancers themselves (compare xlb's cost \
                  per packet above). xlb's VIP counter is checked against the sinks, to prove \
-                 the frames went through it. {}\n",
+                 the frames went through it. The floor path's row is the load-balancer node \
+                 running `xdp-fwd` instead (every frame to backend 1: its MAC written in, \
+                 `XDP_TX`); only backend 1's NIC may count frames then, which proves the \
+                 node rewrote them. {}\n",
                 self.rounds_note()
             );
             pps_table(s, &self.pps);
+            cpu_table(s, &self.pps, "xlb DSR");
         }
         if !self.nat_pps.is_empty() {
             let _ = writeln!(
@@ -496,10 +500,14 @@ impl Report {
                  forwarded it. xlb runs NAT in native XDP mode on both NICs (VIP:9 to \
                  backend:9; `bpf_fib_lookup`, then `XDP_REDIRECT` to the server-side NIC); \
                  nftables DNAT does the same translation with a jhash map, through \
-                 conntrack and the node's forwarding path. Ratios are against xlb NAT. {}\n",
+                 conntrack and the node's forwarding path. Ratios are against xlb NAT. The \
+                 floor path's `xdp-fwd` writes backend 1's MAC and IPv4 address (and fixes \
+                 the header checksum) and redirects out of the server-side NIC, so that \
+                 backend 1's stack sees what a NAT hands it. {}\n",
                 self.rounds_note()
             );
             pps_table(s, &self.nat_pps);
+            cpu_table(s, &self.nat_pps, "xlb NAT");
         }
     }
 
@@ -776,6 +784,73 @@ fn pps_table(s: &mut String, rows: &[e2e::Row]) {
         );
     }
     s.push('\n');
+}
+
+/// How the CPU time per packet is measured (the text before every CPU
+/// table of the packets-per-second sections).
+const CPU_METHOD: &str = "CPU time per packet: every round then runs each setup again at one \
+     offered rate, half the round's lowest delivered rate above, so that no setup drops and \
+     all do the same work per second. The CPU time is the scheduler's run time, in ns, of \
+     every task the path runs in, over the measurement: this process (the generator, whose \
+     BPF_PROG_TEST_RUN calls carry the whole chain of softirqs the frames set off), every \
+     process in the run's namespaces (xlb, nginx) and the `ksoftirqd` threads (softirq work \
+     the kernel deferred), divided by the packets the sinks received; without IRQ time \
+     accounting the kernel charges softirq time to the task it ran in. Other work on the \
+     machine stays out of it, except what it defers to `ksoftirqd`. \"Over the floor\" is a \
+     setup's CPU time per packet minus the floor path's in the same round (median over \
+     rounds, with their range): what the load balancer itself adds to the path. The \
+     issue's target is xlb's at most 1/3 of nftables DNAT's.";
+
+/// CPU time per packet at the paced rate, against the floor path (the first
+/// row); `xlb` names the row whose cost is compared with nftables DNAT's.
+fn cpu_table(s: &mut String, rows: &[e2e::Row], xlb: &str) {
+    let _ = writeln!(
+        s,
+        "{CPU_METHOD}\n\n\
+         | Setup | Paced (pps) | Delivered / offered | CPU ns per packet | Rounds' range | \
+         Over the floor (ns per packet) | Rounds' range | vs nftables DNAT |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    let nft = rows
+        .iter()
+        .find(|r| r.setup.starts_with("nftables"))
+        .and_then(|r| r.marginal_ns)
+        .map(|m| m.0);
+    for r in rows {
+        let (over, over_range, vs) = match (r.marginal_ns, nft) {
+            (None, _) => ("—".to_owned(), "—".to_owned(), "—".to_owned()),
+            (Some((m, rg)), n) => (
+                format!("{m:.0}"),
+                format!("{:.0}–{:.0}", rg.0, rg.1),
+                n.map_or("—".to_owned(), |n| format!("{:.2}", m / n)),
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} % | {:.0} | {:.0}–{:.0} | {over} | {over_range} | {vs} |",
+            r.setup,
+            thousands(r.paced),
+            100.0 * r.paced_delivered,
+            r.cpu_ns,
+            r.cpu_range.0,
+            r.cpu_range.1,
+        );
+    }
+    s.push('\n');
+    let x = rows
+        .iter()
+        .find(|r| r.setup.starts_with(xlb))
+        .and_then(|r| r.marginal_ns)
+        .map(|m| m.0);
+    if let (Some(x), Some(n)) = (x, nft) {
+        let ratio = x / n;
+        let _ = writeln!(
+            s,
+            "{xlb} adds {x:.0} ns per packet to the path, nftables DNAT {n:.0} ns: a ratio of \
+             {ratio:.2}, {} the target of at most 0.33.\n",
+            if ratio <= 1.0 / 3.0 { "within" } else { "above" }
+        );
+    }
 }
 
 /// The wrk table: one row per setup and mode, ratios against the first setup.
