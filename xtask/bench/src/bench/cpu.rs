@@ -30,10 +30,37 @@ use xlb_testbed::netns::NetNs;
 pub struct CpuClock {
     /// Inodes of the run's network namespaces.
     namespaces: HashSet<u64>,
+    /// Processes in them counted apart (a load balancer's control plane:
+    /// a cost per second, not per packet).
+    apart: Vec<u32>,
+}
+
+/// CPU time so far: of the path's tasks, and of the processes counted
+/// apart.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reading {
+    pub path: Duration,
+    pub apart: Duration,
+}
+
+impl std::ops::Sub for Reading {
+    type Output = Reading;
+    fn sub(self, before: Reading) -> Reading {
+        Reading {
+            path: self.path.saturating_sub(before.path),
+            apart: self.apart.saturating_sub(before.apart),
+        }
+    }
 }
 
 impl CpuClock {
-    pub fn new<'a>(namespaces: impl IntoIterator<Item = &'a NetNs>) -> Result<CpuClock> {
+    /// A clock over the tasks of `namespaces` (and this process, its
+    /// children and `ksoftirqd`), with the processes `apart` (and their
+    /// threads) counted separately.
+    pub fn new<'a>(
+        namespaces: impl IntoIterator<Item = &'a NetNs>,
+        apart: &[u32],
+    ) -> Result<CpuClock> {
         let namespaces = namespaces
             .into_iter()
             .map(|ns| {
@@ -43,12 +70,16 @@ impl CpuClock {
                     .with_context(|| format!("stat {path}"))
             })
             .collect::<Result<_>>()?;
-        Ok(CpuClock { namespaces })
+        Ok(CpuClock {
+            namespaces,
+            apart: apart.to_vec(),
+        })
     }
 
     /// CPU time so far of every task counted (see the module docs).
-    pub fn now(&self) -> Result<Duration> {
+    pub fn now(&self) -> Result<Reading> {
         let mut ns = 0u64;
+        let mut apart = 0u64;
         for who in [UsageWho::RUSAGE_SELF, UsageWho::RUSAGE_CHILDREN] {
             let r = getrusage(who).context("getrusage")?;
             for t in [r.user_time(), r.system_time()] {
@@ -67,6 +98,10 @@ impl CpuClock {
             if pid == me {
                 continue;
             }
+            if self.apart.contains(&pid) {
+                apart += process_run_time(pid);
+                continue;
+            }
             // A process may exit while we look: it then counts nothing here
             // (and, if it was our child, in RUSAGE_CHILDREN once reaped).
             let counted = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -79,7 +114,10 @@ impl CpuClock {
                 ns += process_run_time(pid);
             }
         }
-        Ok(Duration::from_nanos(ns))
+        Ok(Reading {
+            path: Duration::from_nanos(ns),
+            apart: Duration::from_nanos(apart),
+        })
     }
 }
 

@@ -33,7 +33,7 @@ use xlb_testbed::netns::NetNs;
 use xlb_testbed::topology::{Xlb, link_stats, status_vip};
 
 use super::cpu::{CpuClock, machine_busy};
-use super::topo::{Bench, SINK_PORT, link};
+use super::topo::{Bench, SINK_PORT, ensure_no_xdp, link, stop_xlb, xdp_attached};
 use super::{median, say, spread};
 
 /// Frames per BPF_PROG_TEST_RUN call; the generator loops until its time
@@ -52,7 +52,7 @@ const GEN_FRAME_LEN: usize = 60;
 /// load drifting.
 const PACED_SHARE: f64 = 0.5;
 /// Frames per BPF_PROG_TEST_RUN call when paced.
-const PACED_CHUNK: u32 = 512;
+const PACED_CHUNK: u32 = 2_000;
 
 /// How fast the generator sends.
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +83,11 @@ pub struct Row {
     /// `cpu_ns` minus the floor path's in the same round (median, range);
     /// `None` for the floor path itself.
     pub marginal_ns: Option<(f64, (f64, f64))>,
+    /// The control plane's CPU time at the paced rate, as a share of one
+    /// core (median; 0 for setups without one).
+    pub control_share: f64,
+    /// CPU time per delivered packet when saturated, ns (median).
+    pub saturated_cpu_ns: f64,
 }
 
 /// Where a packets-per-second case runs: the generator's veth, the sinks,
@@ -166,11 +171,12 @@ impl PpsPath<'_> {
 
     /// The CPU time of the path's tasks: the generator (this process), and
     /// whatever runs in the client's, the node's and the sinks' namespaces.
-    fn cpu_clock(&self) -> Result<CpuClock> {
+    fn cpu_clock(&self, control: &[u32]) -> Result<CpuClock> {
         CpuClock::new(
             [self.client, self.lb]
                 .into_iter()
                 .chain(self.sinks.iter().map(|(ns, _)| *ns)),
+            control,
         )
     }
 
@@ -193,15 +199,18 @@ impl PpsPath<'_> {
 
     /// Generates for `duration` through the setup currently in place and
     /// counts what the sinks got; `extra` adds setup-specific state to the
-    /// error if the path is broken.
+    /// error if the path is broken. The CPU time of `control` (the pids of
+    /// a load balancer's control plane, whose work is per second, not per
+    /// packet) is counted apart from the path's.
     pub fn measure(
         &self,
         frame: &[u8],
         duration: Duration,
         load: Load,
+        control: &[u32],
         extra: &dyn Fn() -> String,
     ) -> Result<Sample> {
-        let clock = self.cpu_clock()?;
+        let clock = self.cpu_clock(control)?;
         self.generate(frame, WARMUP, load)?;
         std::thread::sleep(DRAIN);
         let before = self.sink_packets()?;
@@ -209,6 +218,7 @@ impl PpsPath<'_> {
         let (sent, elapsed) = self.generate(frame, duration, load)?;
         std::thread::sleep(DRAIN);
         let (cpu, busy) = (clock.now()? - cpu0, machine_busy()? - busy0);
+        let (cpu, control_cpu) = (cpu.path, cpu.apart);
         let per_sink: Vec<u64> = self
             .sink_packets()?
             .iter()
@@ -228,6 +238,7 @@ impl PpsPath<'_> {
             per_sink,
             elapsed,
             cpu,
+            control_cpu,
             machine_busy: busy,
         })
     }
@@ -247,6 +258,8 @@ pub struct Sample {
     /// CPU time of the path's tasks during the measurement (and the drain
     /// after it).
     cpu: Duration,
+    /// CPU time of the control-plane processes meanwhile.
+    control_cpu: Duration,
     /// The whole machine's busy time meanwhile, for context.
     machine_busy: Duration,
 }
@@ -258,6 +271,11 @@ impl Sample {
 
     fn cpu_ns_per_packet(&self) -> f64 {
         self.cpu.as_nanos() as f64 / self.delivered as f64
+    }
+
+    /// The control plane's CPU time, as a share of one core.
+    fn control_share(&self) -> f64 {
+        self.control_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
     }
 }
 
@@ -286,10 +304,12 @@ pub fn compare(quick: bool, floor: Setup, setups: &[Setup]) -> Result<Vec<Row>> 
             let s = measure(duration(quick), Load::Paced(rate))?;
             say(&format!(
                 "  {name:<28} paced at {rate:>8.0} pps: delivered {:>8.0} pps, {:>6.0} ns CPU \
-                 per packet ({:.0} % of the machine's busy time)",
+                 per packet ({:.0} % of the machine's busy time; control plane {:.2} % of a \
+                 core)",
                 s.rate(s.delivered),
                 s.cpu_ns_per_packet(),
-                100.0 * s.cpu.as_secs_f64() / s.machine_busy.as_secs_f64().max(1e-9)
+                100.0 * s.cpu.as_secs_f64() / s.machine_busy.as_secs_f64().max(1e-9),
+                100.0 * s.control_share()
             ));
             r.paced.push(s);
         }
@@ -322,6 +342,8 @@ fn rows(setups: Vec<(&'static str, Runs)>) -> Vec<Row> {
             let (offered, delivered) = (pps(sat, |s| s.sent), pps(sat, |s| s.delivered));
             let mut cpu: Vec<f64> = runs.paced.iter().map(Sample::cpu_ns_per_packet).collect();
             let marginal: Vec<f64> = cpu.iter().zip(&floor_cpu).map(|(c, f)| c - f).collect();
+            let mut control: Vec<f64> = runs.paced.iter().map(Sample::control_share).collect();
+            let mut sat_cpu: Vec<f64> = sat.iter().map(Sample::cpu_ns_per_packet).collect();
             let mut shares: Vec<f64> = runs
                 .paced
                 .iter()
@@ -337,14 +359,18 @@ fn rows(setups: Vec<(&'static str, Runs)>) -> Vec<Row> {
                 paced_delivered: median(&mut shares),
                 cpu_range: spread(&cpu),
                 cpu_ns: median(&mut cpu),
+                control_share: median(&mut control),
+                saturated_cpu_ns: median(&mut sat_cpu),
                 marginal_ns: (i > 0).then(|| {
                     let range = spread(&marginal);
                     (median(&mut marginal.clone()), range)
                 }),
             };
             say(&format!(
-                "  {setup:<28} offered {offered:>10.0} pps, delivered {delivered:>10.0} pps; \
-                 {:>6.0} ns CPU per packet, {:>6.0} over the floor (median of {})",
+                "  {setup:<28} offered {offered:>10.0} pps, delivered {delivered:>10.0} pps \
+                 ({:.0} ns CPU per packet); paced: {:>6.0} ns CPU per packet, {:>6.0} over the \
+                 floor (median of {})",
+                row.saturated_cpu_ns,
                 row.cpu_ns,
                 row.marginal_ns.map_or(0.0, |m| m.0),
                 sat.len()
@@ -407,7 +433,7 @@ fn through_floor(
     };
     let _attached = fwd.attach(t.lb(), &t.lb_ifname())?;
     let sample = path
-        .measure(frame, duration, load, &String::new)
+        .measure(frame, duration, load, &[], &String::new)
         .context("the floor path")?;
     check_floor(&sample)?;
     Ok(sample)
@@ -445,7 +471,21 @@ impl Forwarder {
                 .try_into()?;
             prog.load().context("loading xdp_fwd")?;
             prog.attach(ifname, aya::programs::XdpMode::Driver)
-                .with_context(|| format!("attaching xdp_fwd to {ifname} (native mode)"))?;
+                .with_context(|| {
+                    format!(
+                        "attaching xdp_fwd to {ifname} (native mode): {}",
+                        ns.ip(["-d", "link", "show", "dev", ifname])
+                            .unwrap_or_else(|e| format!("{e:#}"))
+                    )
+                })?;
+            Ok(ebpf)
+        })
+        .and_then(|ebpf| {
+            // The check the setups without a program rely on sees this one.
+            ensure!(
+                xdp_attached(ns, ifname)?,
+                "xdp_fwd attached to {ifname}, but `ip link` shows no XDP program"
+            );
             Ok(ebpf)
         })
     }
@@ -479,11 +519,11 @@ fn through_xlb(
 ) -> Result<Sample> {
     let xlb = b.start_xlb()?;
     let sample = path
-        .measure(frame, duration, load, &|| xlb.log_tail(20))
-        .context("xlb DSR")?;
-    check_forwarded(&xlb, "sink4", &sample)?;
-    xlb.stop(Duration::from_secs(3));
-    Ok(sample)
+        .measure(frame, duration, load, &[xlb.pid()], &|| xlb.log_tail(20))
+        .context("xlb DSR")
+        .and_then(|s| check_forwarded(&xlb, "sink4", &s).map(|()| s));
+    stop_xlb(xlb)?;
+    sample
 }
 
 /// Proof that the frames went through xlb and not around it (in DSR, a
@@ -507,7 +547,8 @@ fn through_dnat(
     duration: Duration,
     load: Load,
 ) -> Result<Sample> {
+    ensure_no_xdp(path.lb, &path.lb_ifnames, "nftables DNAT")?;
     let dnat = b.dnat()?;
-    path.measure(frame, duration, load, &|| dnat.listing())
+    path.measure(frame, duration, load, &[], &|| dnat.listing())
         .context("nftables DNAT")
 }

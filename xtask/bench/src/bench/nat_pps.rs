@@ -22,7 +22,7 @@ use super::e2e::{
     Forwarder, Load, PpsPath, Row, Sample, check_floor, check_forwarded, compare, sink_frame,
 };
 use super::nat_topo::NatBench;
-use super::topo::link;
+use super::topo::{ensure_no_xdp, link, stop_xlb};
 
 pub const FLOOR: &str = "floor: rewrite to backend 1, redirect";
 pub const SETUPS: [&str; 2] = ["xlb NAT (two-armed)", "nftables DNAT (two-armed)"];
@@ -65,7 +65,7 @@ fn through_floor(
     };
     let _attached = fwd.attach(t.lb(), &t.lb_ifname())?;
     let sample = path
-        .measure(frame, duration, load, &String::new)
+        .measure(frame, duration, load, &[], &String::new)
         .context("the floor path (two-armed)")?;
     check_floor(&sample)?;
     Ok(sample)
@@ -80,14 +80,14 @@ fn through_xlb(
 ) -> Result<Sample> {
     let xlb = b.start_xlb()?;
     let sample = path
-        .measure(frame, duration, load, &|| xlb.log_tail(20))
+        .measure(frame, duration, load, &[xlb.pid()], &|| xlb.log_tail(20))
         .and_then(|s| {
             check_forwarded(&xlb, "sink4", &s)?;
             check_not_passed(&xlb, &s)?;
             Ok(s)
         })
         .context("xlb NAT");
-    xlb.stop(Duration::from_secs(3));
+    stop_xlb(xlb)?;
     sample
 }
 
@@ -115,7 +115,8 @@ fn through_dnat(
     duration: Duration,
     load: Load,
 ) -> Result<Sample> {
+    ensure_no_xdp(path.lb, &path.lb_ifnames, "nftables DNAT (two-armed)")?;
     let dnat = b.dnat()?;
-    path.measure(frame, duration, load, &|| dnat.listing())
+    path.measure(frame, duration, load, &[], &|| dnat.listing())
         .context("nftables DNAT (two-armed)")
 }
