@@ -844,33 +844,59 @@ fn cpu_table(s: &mut String, rows: &[e2e::Row], xlb: &str) {
         .map(|m| m.0);
     if let (Some(x), Some(n)) = (x, nft) {
         let ratio = x / n;
+        let control = rows
+            .iter()
+            .find(|r| r.setup.starts_with(xlb))
+            .map_or(0.0, |r| r.control_share);
         let _ = writeln!(
             s,
             "{xlb} adds {x:.0} ns per packet to the path, nftables DNAT {n:.0} ns: a ratio of \
-             {ratio:.2}, {} the target of at most 0.33.\n",
-            if ratio <= 1.0 / 3.0 { "within" } else { "above" }
+             {ratio:.2}, {} the target of at most 0.33. (xlb's own process, counted apart: \
+             {:.2} % of a core meanwhile.)\n",
+            if ratio <= 1.0 / 3.0 { "within" } else { "above" },
+            100.0 * control
         );
     }
 }
 
-/// The wrk table: one row per setup and mode, ratios against the first setup.
+/// The wrk table: one row per setup and mode, ratios against xlb, CPU time
+/// per request against the floor path where the section has one.
 fn http_table(s: &mut String, rows: &[http::Row]) {
     let _ = writeln!(
         s,
-        "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb |\n\
-         |---|---|--:|--:|--:|--:|--:|"
+        "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb | \
+         CPU µs per request | Rounds' range | Over the floor (µs per request) | Rounds' range | \
+         vs nftables DNAT |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for r in rows {
+        let nft = rows
+            .iter()
+            .find(|n| n.setup.starts_with("nftables") && n.mode == r.mode)
+            .and_then(|n| n.marginal_us)
+            .map(|m| m.0);
+        let (over, over_range, vs) = match r.marginal_us {
+            None => ("—".to_owned(), "—".to_owned(), "—".to_owned()),
+            Some((m, rg)) => (
+                format!("{m:.1}"),
+                format!("{:.1}–{:.1}", rg.0, rg.1),
+                nft.map_or("—".to_owned(), |n| format!("{:.2}", m / n)),
+            ),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1}–{:.1} | {over} | {over_range} | \
+             {vs} |",
             r.setup,
             r.mode,
             thousands(r.requests_per_s),
             range(r.range),
             thousands(r.requests as f64),
             r.errors,
-            r.ratio
+            r.ratio,
+            r.cpu_us,
+            r.cpu_range.0,
+            r.cpu_range.1,
         );
     }
     s.push('\n');
