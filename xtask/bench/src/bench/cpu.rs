@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn reads_the_run_time_of_a_schedstat_line() {
-        assert_eq!(parse_schedstat("19268818516 42479045965 237649\n"), Some(19268818516));
+        assert_eq!(
+            parse_schedstat("19268818516 42479045965 237649\n"),
+            Some(19268818516)
+        );
         assert_eq!(parse_schedstat(""), None);
     }
 

@@ -298,7 +298,11 @@ pub fn compare(quick: bool, floor: Setup, setups: &[Setup]) -> Result<Vec<Row>> 
         let rate = PACED_SHARE
             * runs
                 .iter()
-                .map(|r| r.saturated.last().map_or(f64::INFINITY, |s| s.rate(s.delivered)))
+                .map(|r| {
+                    r.saturated
+                        .last()
+                        .map_or(f64::INFINITY, |s| s.rate(s.delivered))
+                })
                 .fold(f64::INFINITY, f64::min);
         for ((name, measure), r) in all.iter().zip(&mut runs) {
             let s = measure(duration(quick), Load::Paced(rate))?;
@@ -333,7 +337,12 @@ fn rows(setups: Vec<(&'static str, Runs)>) -> Vec<Row> {
     };
     let pps = |runs: &[Sample], count: fn(&Sample) -> u64| median(&mut rates(runs, count));
     let base = pps(&setups[1].1.saturated, |s| s.delivered);
-    let floor_cpu: Vec<f64> = setups[0].1.paced.iter().map(Sample::cpu_ns_per_packet).collect();
+    let floor_cpu: Vec<f64> = setups[0]
+        .1
+        .paced
+        .iter()
+        .map(Sample::cpu_ns_per_packet)
+        .collect();
     setups
         .iter()
         .enumerate()

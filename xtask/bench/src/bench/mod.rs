@@ -31,12 +31,12 @@
 //! cannot run (wrong verdict, nothing delivered, a tool missing) does.
 
 pub mod controlplane;
+mod cpu;
 pub mod dataplane;
 pub mod e2e;
 pub mod failover;
 pub mod health;
 pub mod http;
-mod cpu;
 mod machine;
 pub mod metrics;
 pub mod nat_cost;

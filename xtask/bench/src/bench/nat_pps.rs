@@ -36,7 +36,9 @@ pub fn run(b: &NatBench, quick: bool) -> Result<Vec<Row>> {
         (FLOOR, &|d, load| through_floor(b, &path, &frame, d, load)),
         &[
             (SETUPS[0], &|d, load| through_xlb(b, &path, &frame, d, load)),
-            (SETUPS[1], &|d, load| through_dnat(b, &path, &frame, d, load)),
+            (SETUPS[1], &|d, load| {
+                through_dnat(b, &path, &frame, d, load)
+            }),
         ],
     )
 }

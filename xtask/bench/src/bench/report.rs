@@ -853,7 +853,11 @@ fn cpu_table(s: &mut String, rows: &[e2e::Row], xlb: &str) {
             "{xlb} adds {x:.0} ns per packet to the path, nftables DNAT {n:.0} ns: a ratio of \
              {ratio:.2}, {} the target of at most 0.33. (xlb's own process, counted apart: \
              {:.2} % of a core meanwhile.)\n",
-            if ratio <= 1.0 / 3.0 { "within" } else { "above" },
+            if ratio <= 1.0 / 3.0 {
+                "within"
+            } else {
+                "above"
+            },
             100.0 * control
         );
     }

@@ -176,8 +176,8 @@ pub fn stop_xlb(xlb: Xlb) -> Result<()> {
 /// Whether an XDP program is attached to `ifname` in `ns`.
 pub fn xdp_attached(ns: &NetNs, ifname: &str) -> Result<bool> {
     let out = ns.ip(["-j", "link", "show", "dev", ifname])?;
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .with_context(|| format!("bad `ip -j link` output: {out}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("bad `ip -j link` output: {out}"))?;
     Ok(v[0].get("xdp").is_some())
 }
 
