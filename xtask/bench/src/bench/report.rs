@@ -479,9 +479,11 @@ impl Report {
                  as the path drains, so offered and delivered rates stay close: the figure \
                  is what the whole path sustains. The path is shared by both setups (two \
                  bridge crossings, the backends' stacks), so the ratio understates the \
-                 difference between the two load balancers themselves (compare xlb's cost \
-                 per packet above). xlb's VIP counter is checked against the sinks, to prove \
-                 the frames went through it. The floor path's row is the load-balancer node \
+                 difference between the two load balancers themselves: the second table \
+                 takes the path's cost out. xlb's VIP counter is checked against the sinks, \
+                 to prove the frames went through it; xlb leaves with `xlb down` (SIGTERM \
+                 would leave its program attached and forwarding), and before nftables runs \
+                 the node's NICs must carry no XDP program. The floor path's row is the load-balancer node \
                  running `xdp-fwd` instead (every frame to backend 1: its MAC written in, \
                  `XDP_TX`); only backend 1's NIC may count frames then, which proves the \
                  node rewrote them. {}\n",
@@ -735,8 +737,21 @@ impl Report {
              client, and HAProxy's own connections, draw source ports from ranges of their \
              own, so that no setup's new connections meet another's TIME_WAIT entries on \
              the backends (a SYN on such a 4-tuple from another peer waits out a 1 s \
-             retransmission about half the time). Where the setups come out alike, the limit is the backends or wrk, which share the \
-             machine's cores with the load balancer, not the load balancer. {}\n",
+             retransmission about half the time). Where the setups come out alike, the \
+             limit is the backends or wrk, which share the machine's cores with the load \
+             balancer, not the load balancer. The floor path runs `xdp-fwd` on the node \
+             (every frame to backend 1: its MAC written in, `XDP_TX`; ARP goes to the \
+             stack), and backend 1 answers the client directly; backends 2 and 3 must \
+             receive nothing meanwhile. xlb leaves with `xlb down`, and before HAProxy and \
+             nftables run the node's NIC must carry no XDP program. CPU time per request \
+             is the scheduler's run time of the path's tasks over each wrk run (wrk, \
+             nginx, HAProxy, and the softirqs they run; see the packets-per-second \
+             sections; xlb's own process is left out) divided by the requests done: per \
+             request rather than per packet, since a request is what the client pays for \
+             and HAProxy's two connections make more packets per request. wrk runs \
+             closed-loop, so each setup runs at its own rate. \"Over the floor\" is a \
+             setup's CPU time per request minus the floor path's in the same round and \
+             mode. {}\n",
             http::CONNECTIONS,
             self.rounds_note()
         );
@@ -756,7 +771,9 @@ impl Report {
              node routing between them, so every reply comes back through it. xlb runs \
              NAT in native XDP mode on both NICs; HAProxy (TCP mode) opens its own \
              connections to the backends; nftables DNAT (jhash over the client address \
-             and port, no masquerade) leaves the replies to conntrack. {}\n",
+             and port, no masquerade) leaves the replies to conntrack. CPU time per \
+             request as above; there is no floor path here, since a backend answers a \
+             VIP connection only after a translation both ways. {}\n",
             self.rounds_note()
         );
         http_table(s, &self.nat_http);
@@ -790,11 +807,13 @@ fn pps_table(s: &mut String, rows: &[e2e::Row]) {
 /// table of the packets-per-second sections).
 const CPU_METHOD: &str = "CPU time per packet: every round then runs each setup again at one \
      offered rate, half the round's lowest delivered rate above, so that no setup drops and \
-     all do the same work per second. The CPU time is the scheduler's run time, in ns, of \
+     all do the same work per second (\"Paced\" is the rate the generator reached; on a \
+     loaded machine it can fall short of the target). The CPU time is the scheduler's run time, in ns, of \
      every task the path runs in, over the measurement: this process (the generator, whose \
      BPF_PROG_TEST_RUN calls carry the whole chain of softirqs the frames set off), every \
-     process in the run's namespaces (xlb, nginx) and the `ksoftirqd` threads (softirq work \
-     the kernel deferred), divided by the packets the sinks received; without IRQ time \
+     process in the run's namespaces (nginx; xlb's own process, a cost per second and not per \
+     packet, is counted apart and given below the table) and the `ksoftirqd` threads \
+     (softirq work the kernel deferred), divided by the packets the sinks received; without IRQ time \
      accounting the kernel charges softirq time to the task it ran in. Other work on the \
      machine stays out of it, except what it defers to `ksoftirqd`. \"Over the floor\" is a \
      setup's CPU time per packet minus the floor path's in the same round (median over \
