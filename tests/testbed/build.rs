@@ -1,9 +1,9 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
-/// Builds the test XDP programs (`xlb-testbed-ebpf`: pass, floor, generator)
-/// for `bpfel-unknown-none` with the nightly toolchain and leaves them in
-/// OUT_DIR, where `include_bytes_aligned!` embeds them.
+/// Builds the test XDP programs (`xlb-testbed-ebpf`: pass, floor,
+/// end-to-end floor, generator) for `bpfel-unknown-none` with the nightly
+/// toolchain and leaves them in OUT_DIR, where `include_bytes_aligned!` embeds them.
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()

@@ -13,6 +13,11 @@ pub static XDP_PASS_OBJECT: &[u8] =
 pub static XDP_FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-floor"));
 
+/// The end-to-end benchmark's floor: every frame to one fixed backend (MAC
+/// rewrite, optionally the IPv4 destination too), `XDP_TX` or redirect.
+pub static XDP_FWD_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-fwd"));
+
 /// The benchmark's packet generator: XDP_TX of a template UDP frame with a
 /// random source port, run in BPF_PROG_TEST_RUN live-frames mode.
 pub static XDP_GEN_OBJECT: &[u8] =

@@ -6,6 +6,14 @@
 //! DNAT table is the only one: HAProxy's connections never meet them.
 //! Two runs per setup: keep-alive (requests/s) and `Connection: close`
 //! (one connection per request: connections/s).
+//!
+//! Every round also runs the floor path (the node runs `xdp-fwd`: every
+//! frame to backend 1, MAC rewrite, `XDP_TX`; backend 1 answers the client
+//! directly, as in DSR), and every run counts the CPU time of the path's
+//! tasks ([`super::cpu`]: wrk, nginx, HAProxy, the softirqs they set off)
+//! per request; a setup's CPU time per request minus the floor path's in
+//! the same mode is what the load balancer adds. wrk runs closed-loop, so
+//! each setup runs at the rate it sustains.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use xlb_testbed::netns::{ManagedChild, NetNs};
-use xlb_testbed::topology::{VIP_PORT, http_get};
+use xlb_testbed::topology::{VIP_PORT, http_get, link_stats};
 
-use super::topo::{Bench, run_bounded};
+use super::cpu::CpuClock;
+use super::e2e::Forwarder;
+use super::topo::{Bench, ensure_no_xdp, link, run_bounded, stop_xlb};
 use super::{median, say, spread};
 
 /// Concurrent connections of wrk (nginx allows 1,024 per backend).
@@ -36,12 +46,27 @@ pub struct Row {
     pub errors: u64,
     /// `requests_per_s` / xlb's in the same mode.
     pub ratio: f64,
+    /// CPU time of the path's tasks per request, µs (median, range).
+    pub cpu_us: f64,
+    pub cpu_range: (f64, f64),
+    /// `cpu_us` minus the floor path's in the same round and mode (median,
+    /// range); `None` for the floor path and where there is none.
+    pub marginal_us: Option<(f64, (f64, f64))>,
 }
 
 pub(super) struct Wrk {
     pub(super) requests_per_s: f64,
     pub(super) requests: u64,
     pub(super) errors: u64,
+    /// CPU time of the path's tasks over the run (set by
+    /// [`both_modes_at`]).
+    pub(super) cpu: Duration,
+}
+
+impl Wrk {
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests as f64
+    }
 }
 
 /// The numbers out of wrk's report.
@@ -68,6 +93,7 @@ fn parse_wrk(text: &str) -> Result<Wrk> {
         requests_per_s: rps.ok_or_else(|| anyhow!("no Requests/sec in wrk output:\n{text}"))?,
         requests: requests.ok_or_else(|| anyhow!("no request count in wrk output:\n{text}"))?,
         errors,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -168,36 +194,58 @@ pub(super) const MODES: [(&str, bool); 2] =
 /// for cold caches, neighbour resolution or nginx warming up.
 pub(super) const WARMUP: Duration = Duration::from_secs(1);
 
-fn both_modes(b: &Bench, setup: &str, duration: Duration) -> Result<Vec<Wrk>> {
+fn both_modes(b: &Bench, setup: &str, duration: Duration, clock: &CpuClock) -> Result<Vec<Wrk>> {
     let vip = SocketAddr::new(b.topo.vip4().into(), VIP_PORT);
-    both_modes_at(b.topo.client(), b.topo.dir(), vip, setup, duration)
+    both_modes_at(b.topo.client(), b.topo.dir(), vip, setup, duration, clock)
+}
+
+/// The CPU clock of a wrk run: the client's, the node's and the backends'
+/// namespaces (wrk, HAProxy, nginx), with `control` (xlb's pid) apart.
+pub(super) fn wrk_clock<'a>(
+    client: &'a NetNs,
+    lb: &'a NetNs,
+    backends: impl IntoIterator<Item = &'a NetNs>,
+    control: &[u32],
+) -> Result<CpuClock> {
+    CpuClock::new([client, lb].into_iter().chain(backends), control)
 }
 
 /// An unmeasured warm-up, then wrk in every mode of [`MODES`], from
-/// namespace `client` to `vip` through `setup`.
+/// namespace `client` to `vip` through `setup`, with the CPU time of each
+/// run on `clock`.
 pub(super) fn both_modes_at(
     client: &NetNs,
     dir: &Path,
     vip: SocketAddr,
     setup: &str,
     duration: Duration,
+    clock: &CpuClock,
 ) -> Result<Vec<Wrk>> {
     wait_serving_at(client, vip, Duration::from_secs(5))?;
     wrk_at(client, dir, vip, WARMUP, false).with_context(|| format!("warming up {setup}"))?;
     let mut out = Vec::new();
     for (mode, close) in MODES {
-        let w = wrk_at(client, dir, vip, duration, close)
+        let before = clock.now()?;
+        let mut w = wrk_at(client, dir, vip, duration, close)
             .with_context(|| format!("wrk through {setup}, {mode}"))?;
+        w.cpu = (clock.now()? - before).path;
         say(&format!(
-            "  {setup:<24} {mode:<28} {:>9.0} req/s, {} errors",
-            w.requests_per_s, w.errors
+            "  {setup:<24} {mode:<28} {:>9.0} req/s, {} errors, {:.1} µs CPU per request",
+            w.requests_per_s,
+            w.errors,
+            w.cpu_us_per_request()
         ));
         out.push(w);
     }
     Ok(out)
 }
 
-const SETUPS: [&str; 3] = ["xlb DSR", "HAProxy (TCP mode)", "nftables DNAT (jhash)"];
+const SETUPS: [&str; 4] = [
+    "floor: MAC rewrite to backend 1, XDP_TX",
+    "xlb DSR",
+    "HAProxy (TCP mode)",
+    "nftables DNAT (jhash)",
+];
 
 /// The client's source ports in each setup of [`SETUPS`], and the xlb
 /// node's (HAProxy's connections to the backends; the DNAT setup's client
@@ -219,23 +267,69 @@ fn port_range(ns: &NetNs, (lo, hi): (u16, u16)) -> Result<()> {
 
 /// One round: every setup in turn, both modes each; `[setup][mode]`.
 fn round(b: &Bench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
-    let (client, lb) = (b.topo.client(), b.topo.lb());
+    let t = &b.topo;
+    let (client, lb) = (t.client(), t.lb());
+    let backends = || (1..=t.backend_count()).map(|i| t.backend(i));
+    let clock = wrk_clock(client, lb, backends(), &[])?;
     port_range(lb, LB_PORTS)?;
+    // The floor path's connections are the client's to VIP:80, as xlb's:
+    // the same peer, so they may share a port range.
     port_range(client, CLIENT_PORTS[0])?;
+    let f = {
+        let (_, backend_mac) = link(t.backend(1), &t.backend_ifname(1))?;
+        let fwd = Forwarder {
+            dst_mac: backend_mac,
+            src_mac: b.lb_mac,
+            redirect: None,
+            daddr: None,
+        };
+        let _attached = fwd.attach(lb, &t.lb_ifname())?;
+        let before = backend_packets(b)?;
+        let f = both_modes(b, SETUPS[0], duration, &clock)?;
+        check_one_backend(&before, &backend_packets(b)?)?;
+        f
+    };
+
     let xlb = b.start_xlb()?;
-    let x = both_modes(b, SETUPS[0], duration)?;
-    xlb.stop(Duration::from_secs(3));
+    let xlb_clock = wrk_clock(client, lb, backends(), &[xlb.pid()])?;
+    let x = both_modes(b, SETUPS[1], duration, &xlb_clock);
+    stop_xlb(xlb)?;
+    let x = x?;
 
     port_range(client, CLIENT_PORTS[1])?;
+    ensure_no_xdp(lb, &[t.lb_ifname()], SETUPS[2])?;
     let haproxy = start_haproxy(b)?;
-    let h = both_modes(b, SETUPS[1], duration)?;
+    let h = both_modes(b, SETUPS[2], duration, &clock);
     haproxy.stop(Duration::from_secs(3));
+    let h = h?;
 
     port_range(client, CLIENT_PORTS[2])?;
+    ensure_no_xdp(lb, &[t.lb_ifname()], SETUPS[3])?;
     let dnat = b.dnat()?;
-    let n = both_modes(b, SETUPS[2], duration)?;
+    let n = both_modes(b, SETUPS[3], duration, &clock)?;
     drop(dnat);
-    Ok(vec![x, h, n])
+    Ok(vec![f, x, h, n])
+}
+
+/// Packets received by each backend's NIC so far.
+fn backend_packets(b: &Bench) -> Result<Vec<u64>> {
+    let t = &b.topo;
+    (1..=t.backend_count())
+        .map(|i| Ok(link_stats(t.backend(i), &t.backend_ifname(i))?.rx_packets))
+        .collect()
+}
+
+/// Proof that the floor program forwarded the requests: every frame to the
+/// VIP leaves the client addressed to the node's MAC, so backend 1 gets it
+/// only if the node rewrote it, and the others get none of it.
+fn check_one_backend(before: &[u64], after: &[u64]) -> Result<()> {
+    let got: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let others: u64 = got[1..].iter().sum();
+    ensure!(
+        got[0] > 0 && others as f64 <= 0.01 * got[0] as f64,
+        "the floor path sends everything to backend 1, but the backends got {got:?} packets"
+    );
+    Ok(())
 }
 
 /// Rounds of every setup in turn (so that drift on a shared machine hits
@@ -246,18 +340,33 @@ pub fn run(b: &Bench, quick: bool) -> Result<Vec<Row>> {
     for _ in 0..super::rounds(quick) {
         rounds.push(round(b, duration)?);
     }
-    Ok(rows(&SETUPS, &rounds))
+    Ok(rows(&SETUPS, &rounds, 1, Some(0)))
 }
 
 /// Rows (median over `rounds`, each `[setup][mode]`) for `setups`, every
-/// ratio against the first setup in the same mode.
-pub(super) fn rows(setups: &[&'static str], rounds: &[Vec<Vec<Wrk>>]) -> Vec<Row> {
+/// ratio against setup `base` in the same mode, CPU time per request
+/// against setup `floor` (if any) in the same round and mode.
+pub(super) fn rows(
+    setups: &[&'static str],
+    rounds: &[Vec<Vec<Wrk>>],
+    base: usize,
+    floor: Option<usize>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     for (si, setup) in setups.iter().enumerate() {
         for (mi, (mode, _)) in MODES.iter().enumerate() {
             let runs: Vec<&Wrk> = rounds.iter().map(|r| &r[si][mi]).collect();
             let mut rps: Vec<f64> = runs.iter().map(|w| w.requests_per_s).collect();
             let range = spread(&rps);
+            let mut cpu: Vec<f64> = runs.iter().map(|w| w.cpu_us_per_request()).collect();
+            let marginal_us = floor.filter(|&f| f != si).map(|f| {
+                let mut m: Vec<f64> = rounds
+                    .iter()
+                    .map(|r| r[si][mi].cpu_us_per_request() - r[f][mi].cpu_us_per_request())
+                    .collect();
+                let range = spread(&m);
+                (median(&mut m), range)
+            });
             rows.push(Row {
                 setup,
                 mode,
@@ -266,15 +375,19 @@ pub(super) fn rows(setups: &[&'static str], rounds: &[Vec<Vec<Wrk>>]) -> Vec<Row
                 requests: runs.iter().map(|w| w.requests).sum(),
                 errors: runs.iter().map(|w| w.errors).sum(),
                 ratio: 0.0,
+                cpu_range: spread(&cpu),
+                cpu_us: median(&mut cpu),
+                marginal_us,
             });
         }
     }
-    let base: Vec<f64> = rows[..MODES.len()]
+    let n = MODES.len();
+    let base: Vec<f64> = rows[base * n..(base + 1) * n]
         .iter()
         .map(|r| r.requests_per_s)
         .collect();
     for (i, r) in rows.iter_mut().enumerate() {
-        r.ratio = r.requests_per_s / base[i % MODES.len()];
+        r.ratio = r.requests_per_s / base[i % n];
     }
     rows
 }

@@ -31,6 +31,7 @@
 //! cannot run (wrong verdict, nothing delivered, a tool missing) does.
 
 pub mod controlplane;
+mod cpu;
 pub mod dataplane;
 pub mod e2e;
 pub mod failover;

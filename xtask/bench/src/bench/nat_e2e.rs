@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use xlb_testbed::topology::{BACKEND_PORT, VIP_PORT, backend_counters};
 
-use super::http::{Row, Wrk, both_modes_at, rows, spawn_haproxy};
+use super::http::{Row, Wrk, both_modes_at, rows, spawn_haproxy, wrk_clock};
 use super::nat_topo::NatBench;
-use super::topo::BACKENDS;
+use super::topo::{BACKENDS, ensure_no_xdp, stop_xlb};
 
 pub const SETUPS: [&str; 3] = [
     "xlb NAT (two-armed)",
@@ -28,10 +28,16 @@ fn round(b: &NatBench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
     let servers: Vec<SocketAddr> = (1..=BACKENDS)
         .map(|i| SocketAddr::new(t.backend_addr4(i).into(), BACKEND_PORT))
         .collect();
-    let (client, dir) = (t.client(), t.dir());
+    let (client, dir, lb) = (t.client(), t.dir(), t.lb());
+    let backends = || (1..=t.backend_count()).map(|i| t.backend(i));
+    let nics: Vec<String> = std::iter::once(t.lb_ifname())
+        .chain(t.lb_server_ifname())
+        .collect();
+    let clock = wrk_clock(client, lb, backends(), &[])?;
 
     let xlb = b.start_xlb()?;
-    let x = both_modes_at(client, dir, vip, SETUPS[0], duration).and_then(|x| {
+    let xlb_clock = wrk_clock(client, lb, backends(), &[xlb.pid()])?;
+    let x = both_modes_at(client, dir, vip, SETUPS[0], duration, &xlb_clock).and_then(|x| {
         // Proof that the XDP program translated the requests (the kernel
         // would have answered VIP:80 with a reset: nothing listens there).
         let packets: u64 = backend_counters(&xlb.status()?, "web4")?
@@ -45,16 +51,18 @@ fn round(b: &NatBench, duration: Duration) -> Result<Vec<Vec<Wrk>>> {
         );
         Ok(x)
     });
-    xlb.stop(Duration::from_secs(3));
+    stop_xlb(xlb)?;
     let x = x?;
 
-    let haproxy = spawn_haproxy(t.lb(), dir, vip, &servers)?;
-    let h = both_modes_at(client, dir, vip, SETUPS[1], duration);
+    ensure_no_xdp(lb, &nics, SETUPS[1])?;
+    let haproxy = spawn_haproxy(lb, dir, vip, &servers)?;
+    let h = both_modes_at(client, dir, vip, SETUPS[1], duration, &clock);
     haproxy.stop(Duration::from_secs(3));
     let h = h?;
 
+    ensure_no_xdp(lb, &nics, SETUPS[2])?;
     let dnat = b.dnat()?;
-    let n = both_modes_at(client, dir, vip, SETUPS[2], duration)?;
+    let n = both_modes_at(client, dir, vip, SETUPS[2], duration, &clock)?;
     drop(dnat);
     Ok(vec![x, h, n])
 }
@@ -67,5 +75,5 @@ pub fn run(b: &NatBench, quick: bool) -> Result<Vec<Row>> {
     for _ in 0..super::rounds(quick) {
         rounds.push(round(b, duration)?);
     }
-    Ok(rows(&SETUPS, &rounds))
+    Ok(rows(&SETUPS, &rounds, 0, None))
 }

@@ -479,12 +479,18 @@ impl Report {
                  as the path drains, so offered and delivered rates stay close: the figure \
                  is what the whole path sustains. The path is shared by both setups (two \
                  bridge crossings, the backends' stacks), so the ratio understates the \
-                 difference between the two load balancers themselves (compare xlb's cost \
-                 per packet above). xlb's VIP counter is checked against the sinks, to prove \
-                 the frames went through it. {}\n",
+                 difference between the two load balancers themselves: the second table \
+                 takes the path's cost out. xlb's VIP counter is checked against the sinks, \
+                 to prove the frames went through it; xlb leaves with `xlb down` (SIGTERM \
+                 would leave its program attached and forwarding), and before nftables runs \
+                 the node's NICs must carry no XDP program. The floor path's row is the load-balancer node \
+                 running `xdp-fwd` instead (every frame to backend 1: its MAC written in, \
+                 `XDP_TX`); only backend 1's NIC may count frames then, which proves the \
+                 node rewrote them. {}\n",
                 self.rounds_note()
             );
             pps_table(s, &self.pps);
+            cpu_table(s, &self.pps, "xlb DSR");
         }
         if !self.nat_pps.is_empty() {
             let _ = writeln!(
@@ -496,10 +502,14 @@ impl Report {
                  forwarded it. xlb runs NAT in native XDP mode on both NICs (VIP:9 to \
                  backend:9; `bpf_fib_lookup`, then `XDP_REDIRECT` to the server-side NIC); \
                  nftables DNAT does the same translation with a jhash map, through \
-                 conntrack and the node's forwarding path. Ratios are against xlb NAT. {}\n",
+                 conntrack and the node's forwarding path. Ratios are against xlb NAT. The \
+                 floor path's `xdp-fwd` writes backend 1's MAC and IPv4 address (and fixes \
+                 the header checksum) and redirects out of the server-side NIC, so that \
+                 backend 1's stack sees what a NAT hands it. {}\n",
                 self.rounds_note()
             );
             pps_table(s, &self.nat_pps);
+            cpu_table(s, &self.nat_pps, "xlb NAT");
         }
     }
 
@@ -727,8 +737,21 @@ impl Report {
              client, and HAProxy's own connections, draw source ports from ranges of their \
              own, so that no setup's new connections meet another's TIME_WAIT entries on \
              the backends (a SYN on such a 4-tuple from another peer waits out a 1 s \
-             retransmission about half the time). Where the setups come out alike, the limit is the backends or wrk, which share the \
-             machine's cores with the load balancer, not the load balancer. {}\n",
+             retransmission about half the time). Where the setups come out alike, the \
+             limit is the backends or wrk, which share the machine's cores with the load \
+             balancer, not the load balancer. The floor path runs `xdp-fwd` on the node \
+             (every frame to backend 1: its MAC written in, `XDP_TX`; ARP goes to the \
+             stack), and backend 1 answers the client directly; backends 2 and 3 must \
+             receive nothing meanwhile. xlb leaves with `xlb down`, and before HAProxy and \
+             nftables run the node's NIC must carry no XDP program. CPU time per request \
+             is the scheduler's run time of the path's tasks over each wrk run (wrk, \
+             nginx, HAProxy, and the softirqs they run; see the packets-per-second \
+             sections; xlb's own process is left out) divided by the requests done: per \
+             request rather than per packet, since a request is what the client pays for \
+             and HAProxy's two connections make more packets per request. wrk runs \
+             closed-loop, so each setup runs at its own rate. \"Over the floor\" is a \
+             setup's CPU time per request minus the floor path's in the same round and \
+             mode. {}\n",
             http::CONNECTIONS,
             self.rounds_note()
         );
@@ -748,7 +771,9 @@ impl Report {
              node routing between them, so every reply comes back through it. xlb runs \
              NAT in native XDP mode on both NICs; HAProxy (TCP mode) opens its own \
              connections to the backends; nftables DNAT (jhash over the client address \
-             and port, no masquerade) leaves the replies to conntrack. {}\n",
+             and port, no masquerade) leaves the replies to conntrack. CPU time per \
+             request as above; there is no floor path here, since a backend answers a \
+             VIP connection only after a translation both ways. {}\n",
             self.rounds_note()
         );
         http_table(s, &self.nat_http);
@@ -778,24 +803,123 @@ fn pps_table(s: &mut String, rows: &[e2e::Row]) {
     s.push('\n');
 }
 
-/// The wrk table: one row per setup and mode, ratios against the first setup.
+/// How the CPU time per packet is measured (the text before every CPU
+/// table of the packets-per-second sections).
+const CPU_METHOD: &str = "CPU time per packet: every round then runs each setup again at one \
+     offered rate, half the round's lowest delivered rate above, so that no setup drops and \
+     all do the same work per second (\"Paced\" is the rate the generator reached; on a \
+     loaded machine it can fall short of the target). The CPU time is the scheduler's run time, in ns, of \
+     every task the path runs in, over the measurement: this process (the generator, whose \
+     BPF_PROG_TEST_RUN calls carry the whole chain of softirqs the frames set off), every \
+     process in the run's namespaces (nginx; xlb's own process, a cost per second and not per \
+     packet, is counted apart and given below the table) and the `ksoftirqd` threads \
+     (softirq work the kernel deferred), divided by the packets the sinks received; without IRQ time \
+     accounting the kernel charges softirq time to the task it ran in. Other work on the \
+     machine stays out of it, except what it defers to `ksoftirqd`. \"Over the floor\" is a \
+     setup's CPU time per packet minus the floor path's in the same round (median over \
+     rounds, with their range): what the load balancer itself adds to the path. The \
+     issue's target is xlb's at most 1/3 of nftables DNAT's.";
+
+/// CPU time per packet at the paced rate, against the floor path (the first
+/// row); `xlb` names the row whose cost is compared with nftables DNAT's.
+fn cpu_table(s: &mut String, rows: &[e2e::Row], xlb: &str) {
+    let _ = writeln!(
+        s,
+        "{CPU_METHOD}\n\n\
+         | Setup | Paced (pps) | Delivered / offered | CPU ns per packet | Rounds' range | \
+         Over the floor (ns per packet) | Rounds' range | vs nftables DNAT |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    let nft = rows
+        .iter()
+        .find(|r| r.setup.starts_with("nftables"))
+        .and_then(|r| r.marginal_ns)
+        .map(|m| m.0);
+    for r in rows {
+        let (over, over_range, vs) = match (r.marginal_ns, nft) {
+            (None, _) => ("—".to_owned(), "—".to_owned(), "—".to_owned()),
+            (Some((m, rg)), n) => (
+                format!("{m:.0}"),
+                format!("{:.0}–{:.0}", rg.0, rg.1),
+                n.map_or("—".to_owned(), |n| format!("{:.2}", m / n)),
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} % | {:.0} | {:.0}–{:.0} | {over} | {over_range} | {vs} |",
+            r.setup,
+            thousands(r.paced),
+            100.0 * r.paced_delivered,
+            r.cpu_ns,
+            r.cpu_range.0,
+            r.cpu_range.1,
+        );
+    }
+    s.push('\n');
+    let x = rows
+        .iter()
+        .find(|r| r.setup.starts_with(xlb))
+        .and_then(|r| r.marginal_ns)
+        .map(|m| m.0);
+    if let (Some(x), Some(n)) = (x, nft) {
+        let ratio = x / n;
+        let control = rows
+            .iter()
+            .find(|r| r.setup.starts_with(xlb))
+            .map_or(0.0, |r| r.control_share);
+        let _ = writeln!(
+            s,
+            "{xlb} adds {x:.0} ns per packet to the path, nftables DNAT {n:.0} ns: a ratio of \
+             {ratio:.2}, {} the target of at most 0.33. (xlb's own process, counted apart: \
+             {:.2} % of a core meanwhile.)\n",
+            if ratio <= 1.0 / 3.0 {
+                "within"
+            } else {
+                "above"
+            },
+            100.0 * control
+        );
+    }
+}
+
+/// The wrk table: one row per setup and mode, ratios against xlb, CPU time
+/// per request against the floor path where the section has one.
 fn http_table(s: &mut String, rows: &[http::Row]) {
     let _ = writeln!(
         s,
-        "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb |\n\
-         |---|---|--:|--:|--:|--:|--:|"
+        "| Setup | Mode | Requests/s | Rounds' range | Requests (all rounds) | Errors | vs xlb | \
+         CPU µs per request | Rounds' range | Over the floor (µs per request) | Rounds' range | \
+         vs nftables DNAT |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for r in rows {
+        let nft = rows
+            .iter()
+            .find(|n| n.setup.starts_with("nftables") && n.mode == r.mode)
+            .and_then(|n| n.marginal_us)
+            .map(|m| m.0);
+        let (over, over_range, vs) = match r.marginal_us {
+            None => ("—".to_owned(), "—".to_owned(), "—".to_owned()),
+            Some((m, rg)) => (
+                format!("{m:.1}"),
+                format!("{:.1}–{:.1}", rg.0, rg.1),
+                nft.map_or("—".to_owned(), |n| format!("{:.2}", m / n)),
+            ),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1}–{:.1} | {over} | {over_range} | \
+             {vs} |",
             r.setup,
             r.mode,
             thousands(r.requests_per_s),
             range(r.range),
             thousands(r.requests as f64),
             r.errors,
-            r.ratio
+            r.ratio,
+            r.cpu_us,
+            r.cpu_range.0,
+            r.cpu_range.1,
         );
     }
     s.push('\n');

@@ -165,6 +165,36 @@ pub fn xlb_config(
     cfg
 }
 
+/// Stops `xlb` with `xlb down`, which removes its data plane. SIGTERM
+/// would leave the XDP program attached and forwarding with its pinned
+/// state (by design: a restart must not drop traffic), and the setups
+/// measured after it would still go through xlb.
+pub fn stop_xlb(xlb: Xlb) -> Result<()> {
+    xlb.down().map(drop).context("stopping xlb with `xlb down`")
+}
+
+/// Whether an XDP program is attached to `ifname` in `ns`.
+pub fn xdp_attached(ns: &NetNs, ifname: &str) -> Result<bool> {
+    let out = ns.ip(["-j", "link", "show", "dev", ifname])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("bad `ip -j link` output: {out}"))?;
+    Ok(v[0].get("xdp").is_some())
+}
+
+/// Proof that a setup without xlb runs without it: no XDP program on the
+/// node's NICs, where a left-over one would take the VIP's traffic first.
+pub fn ensure_no_xdp(ns: &NetNs, ifnames: &[String], setup: &str) -> Result<()> {
+    for nic in ifnames {
+        if xdp_attached(ns, nic)? {
+            bail!(
+                "{setup}: an XDP program is still attached to {nic}: {}",
+                ns.ip(["link", "show", "dev", nic]).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs `cmd` (a [`ManagedChild`], so Ctrl-C kills it) with stdout and
 /// stderr to `log`; SIGTERM/SIGKILL if it outlives `limit`. Returns the
 /// output; fails if the command fails or times out.
