@@ -527,7 +527,8 @@ fn ring(ids: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
+/// Backend `id` of VIP index `vip`.
+fn backend(addr: [u8; 16], family: u8, id: u32, vip: u32) -> BackendInfo {
     BackendInfo {
         addr,
         port: 0,
@@ -535,6 +536,7 @@ fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
         flags: BACKEND_F_ACTIVE,
         mac: backend_mac(id),
         generation: 0,
+        vip,
     }
 }
 
@@ -606,6 +608,11 @@ impl Harness {
     /// VIP index 2: VIP4_ALL_PORTS:*/tcp → backends 1,2,3
     /// VIP index 3: VIP4_AFFINITY:80/tcp, source affinity → backends 1,2,3
     /// VIP index 4: VIP4_EMPTY:80/tcp, empty ring
+    ///
+    /// Backends 1–3 belong to VIP 0 (`BackendInfo::vip`) and 4–6 to VIP 1,
+    /// so that hits on VIPs 0 and 1 find their VIP through the backend
+    /// (`VIP_SLOTS`), and hits on VIPs 2 and 3, whose backends name
+    /// another VIP, by `VIPS`, as every hit did before.
     fn new() -> Self {
         let (dp, mut maps) = Dataplane::load().expect("load XDP program");
         let m = &mut maps;
@@ -617,11 +624,11 @@ impl Harness {
         .unwrap();
         for id in 1..=3u32 {
             let addr = v4(Ipv4Addr::new(198, 18, 0, 10 + id as u8));
-            m.set_backend(id, &backend(addr, FAMILY_V4, id)).unwrap();
+            m.set_backend(id, &backend(addr, FAMILY_V4, id, 0)).unwrap();
         }
         for id in 4..=BACKENDS {
             let addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x10 + id as u16).octets();
-            m.set_backend(id, &backend(addr, FAMILY_V6, id)).unwrap();
+            m.set_backend(id, &backend(addr, FAMILY_V6, id, 1)).unwrap();
         }
         let vip = |key, flags, ring| Vip { key, flags, ring };
         let vips = vec![

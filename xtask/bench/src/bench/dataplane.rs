@@ -415,6 +415,8 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
                 },
                 mac: [0x02, 0, 0, 0x10, (id >> 8) as u8, id as u8],
                 generation: 0,
+                // The VIP under test: the only one that has a ring.
+                vip: target(vips),
             },
         )?;
         members.push(maglev::Member {
