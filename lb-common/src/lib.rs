@@ -657,8 +657,9 @@ pub struct FlowState {
     /// `BackendInfo::generation` when the entry was made.
     pub generation: u16,
     pub flags: u16,
-    /// `bpf_ktime_get_ns` of the last packet (refreshed at most every
-    /// `FLOW_TOUCH_NS`, to keep writes off the hot path).
+    /// CLOCK_MONOTONIC of the last packet (`bpf_ktime_get_coarse_ns`:
+    /// up to `COARSE_CLOCK_LAG_NS` early), refreshed at most every
+    /// `FLOW_TOUCH_NS`, to keep writes off the hot path.
     pub last_seen: u64,
 }
 
@@ -666,6 +667,10 @@ pub struct FlowState {
 pub const FLOW_F_CLOSING: u16 = 1 << 0;
 /// Minimum interval between `last_seen` refreshes of one entry.
 pub const FLOW_TOUCH_NS: u64 = 1_000_000_000;
+/// How far `FlowState::last_seen` may lag CLOCK_MONOTONIC: the data plane
+/// stamps it with `bpf_ktime_get_coarse_ns`, the time of the last tick
+/// (one tick: 10 ms at the lowest `CONFIG_HZ`, 100).
+pub const COARSE_CLOCK_LAG_NS: u64 = 10_000_000;
 
 /// Per-CPU token bucket for connection-table inserts.
 #[repr(C)]
@@ -729,7 +734,8 @@ impl Counters {
 
 /// Indices of `GLOBAL_STATS`.
 pub mod global {
-    /// Every packet the program saw.
+    /// Every packet the program saw: pass + forward + drop, added up by
+    /// userspace (the program leaves this slot at zero).
     pub const RX: u32 = 0;
     /// Passed to the kernel (not VIP traffic, or VIP traffic while not forwarding).
     pub const PASS: u32 = 1;

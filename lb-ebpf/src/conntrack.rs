@@ -2,7 +2,7 @@
 //! happens to the Maglev ring (backends added, removed, re-weighted,
 //! drained, config reloaded).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FLOW_F_CLOSING, FLOW_TOUCH_NS, FlowEvent,
     FlowState, IPPROTO_TCP, LB_F_SYNC, LbConfig, ct, flow_event, sync_stat, trace,
@@ -16,10 +16,22 @@ use crate::{
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
+/// CLOCK_MONOTONIC (`bpf_ktime_get_ns`): for what userspace compares
+/// with its own clock to the microsecond (report and trace times).
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: a helper without arguments or side effects.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// CLOCK_MONOTONIC as of the last tick (`bpf_ktime_get_coarse_ns`, at
+/// most `lb_common::COARSE_CLOCK_LAG_NS` behind [`now`]): enough for
+/// timeouts in seconds, and it reads a variable instead of the clock
+/// source.
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -125,7 +137,7 @@ pub fn check(
         }
     }
     if closing_now {
-        report(cfg, flow, &state, flow_event::CLOSING, now);
+        report(cfg, flow, &state, flow_event::CLOSING);
     }
     stats::conntrack(ct::HIT);
     Ok((state.backend, info))
@@ -180,7 +192,7 @@ pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u
     };
     if FLOWS.insert(flow.key, state, 0).is_ok() {
         stats::conntrack(ct::INSERT);
-        report(cfg, flow, &state, flow_event::NEW, now);
+        report(cfg, flow, &state, flow_event::NEW);
     }
 }
 
@@ -194,7 +206,7 @@ pub const BPF_RB_NO_WAKEUP: u64 = 1;
 /// Tells the control plane about a flow for its peers (`LB_F_SYNC`). A
 /// full ring buffer loses the report, counted; it never holds the packet.
 #[inline(always)]
-fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8, now: u64) {
+fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8) {
     if cfg.flags & LB_F_SYNC == 0 {
         return;
     }
@@ -217,7 +229,9 @@ fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8, now: u64) {
         kind,
         family: flow.family,
         _pad: [0; 6],
-        at: now,
+        // The sync measures its lag from this: the precise clock (only
+        // reports pay for it).
+        at: now(),
     });
     slot.submit(BPF_RB_NO_WAKEUP);
     stats::sync(sync_stat::EVENTS_REPORTED);

@@ -32,12 +32,12 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     // other instructions, the same behaviour.
     #[cfg(xlb_variant)]
     let len = core::hint::black_box(len);
-    stats::global(global::RX, len);
     let decision = process(&ctx, len);
     let action = tr::verdict(decision);
-    // Counted once, from the verdict, so that rx = pass + forward + drop
-    // even when a forward falls back to the kernel (next hop unresolved,
-    // a rewrite that did not fit).
+    // Counted once, from the verdict, even when a forward falls back to
+    // the kernel (next hop unresolved, a rewrite that did not fit). Every
+    // packet gets exactly one of the three, so rx is not counted here:
+    // userspace adds it up (`Maps::globals`).
     let outcome = match action {
         xdp_action::XDP_PASS => global::PASS,
         xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => global::FORWARD,
@@ -96,7 +96,9 @@ fn process(ctx: &XdpContext, len: u64) -> Decision {
             Some(backend) => lookup::vip_of_entry(&flow, backend),
             None => None,
         };
-        known.or_else(|| lookup::vip(&flow)).map(|meta| (meta, entry))
+        known
+            .or_else(|| lookup::vip(&flow))
+            .map(|meta| (meta, entry))
     } else {
         None
     };
@@ -118,7 +120,7 @@ fn process(ctx: &XdpContext, len: u64) -> Decision {
     stats::vip(meta.index, len);
     let nat = meta.mode == MODE_NAT;
     // Maglev only decides new flows.
-    let now = conntrack::now();
+    let now = conntrack::coarse_now();
     let (id, backend, ct) = match conntrack::check(entry, &flow, cfg, now) {
         Ok((id, backend)) => (id, backend, CT_HIT),
         Err(miss) => match lookup::backend(&meta, &flow.key) {
@@ -182,7 +184,7 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> Decision {
         return site.pass(pass::OTHER_MAC);
     }
     // The flow's backend: from the table, else where Maglev sends it.
-    let (found, ct) = match conntrack::lookup(flow, cfg, conntrack::now()) {
+    let (found, ct) = match conntrack::lookup(flow, cfg, conntrack::coarse_now()) {
         Ok(found) => (Some(found), CT_HIT),
         Err(miss) => (lookup::backend(&meta, &flow.key).ok(), miss),
     };
