@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, Counters, FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP,
-    IPPROTO_UDP, LB_F_FORWARDING, LB_F_OWN_MAC, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey,
-    VipMeta, ct, drop, flow_hash, global, source_hash,
+    IPPROTO_UDP, LB_F_FORWARDING, LB_F_OWN_MAC, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY,
+    VIP_F_STANDBY, VipKey, VipMeta, ct, drop, flow_hash, global, source_hash,
 };
 use lb_user::{
     dataplane::Dataplane,
@@ -457,6 +457,51 @@ fn backup_node_passes_vip_traffic_to_the_kernel() {
         })
         .unwrap();
     h.check(&passed("VIP traffic on a backup", tcp4(VIP4, 40000, 80)));
+}
+
+/// A connection-table hit finds its VIP through its backend
+/// (`BackendInfo::vip` → `VIP_SLOTS`), not by `VIPS`: it must still see
+/// every change to that VIP at once. Made standby, its flows go to the
+/// kernel; active again, they go on to their backend; removed, or its index
+/// given to another VIP, its packets are no VIP's, though their entries
+/// are still in the table; back, the entry serves again.
+#[test]
+fn a_conntrack_hit_sees_its_vip_go_standby_removed_or_its_index_reused() {
+    let Some(mut h) =
+        harness("a_conntrack_hit_sees_its_vip_go_standby_removed_or_its_index_reused")
+    else {
+        return;
+    };
+    let key = vip4(VIP4, 80, IPPROTO_TCP);
+    let meta = |flags| VipMeta {
+        index: 0,
+        mode: MODE_DSR,
+        flags,
+        _pad: 0,
+    };
+    let input = tcp4(VIP4, 41000, 80);
+    let flow = key4(CLIENT4, VIP4, 41000, 80, IPPROTO_TCP);
+    h.check(&h.forwarded("first packet (insert)", input.clone(), 0, flow));
+    h.check(&h.forwarded("second packet (hit)", input.clone(), 0, flow));
+    let hits = |h: &Harness| h.maps.conntrack_stats().unwrap()[ct::HIT as usize];
+    let before = hits(&h);
+
+    h.maps.set_vip(&key, &meta(VIP_F_STANDBY)).unwrap();
+    h.check(&passed("its VIP made standby", input.clone()));
+    h.maps.set_vip(&key, &meta(0)).unwrap();
+    h.check(&h.forwarded("its VIP active again", input.clone(), 0, flow));
+
+    h.maps.remove_vip(&key).unwrap();
+    h.check(&passed("its VIP removed", input.clone()));
+    // Index 0 given to another VIP on the same address.
+    let other = vip4(VIP4, 81, IPPROTO_TCP);
+    h.maps.set_vip(&other, &meta(0)).unwrap();
+    h.check(&passed("its VIP's index reused", input.clone()));
+    h.maps.remove_vip(&other).unwrap();
+    h.maps.set_vip(&key, &meta(0)).unwrap();
+    h.check(&h.forwarded("its VIP back", input, 0, flow));
+    // The entry served throughout: two hits while the VIP was there.
+    assert_eq!(hits(&h) - before, 2);
 }
 
 /// On a one-NIC node (`LB_F_OWN_MAC`), a VIP frame a switch flooded to

@@ -7,8 +7,8 @@ use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
 use super::{
-    code, controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss, restart,
-    sync,
+    code, controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss,
+    restart, sync,
 };
 
 pub struct Report {
