@@ -734,8 +734,7 @@ impl Counters {
 
 /// Indices of `GLOBAL_STATS`.
 pub mod global {
-    /// Every packet the program saw: pass + forward + drop, added up by
-    /// userspace (the program leaves this slot at zero).
+    /// Every packet the program saw.
     pub const RX: u32 = 0;
     /// Passed to the kernel (not VIP traffic, or VIP traffic while not forwarding).
     pub const PASS: u32 = 1;

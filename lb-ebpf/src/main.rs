@@ -32,12 +32,12 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     // other instructions, the same behaviour.
     #[cfg(xlb_variant)]
     let len = core::hint::black_box(len);
+    stats::global(global::RX, len);
     let decision = process(&ctx, len);
     let action = tr::verdict(decision);
-    // Counted once, from the verdict, even when a forward falls back to
-    // the kernel (next hop unresolved, a rewrite that did not fit). Every
-    // packet gets exactly one of the three, so rx is not counted here:
-    // userspace adds it up (`Maps::globals`).
+    // Counted once, from the verdict, so that rx = pass + forward + drop
+    // even when a forward falls back to the kernel (next hop unresolved,
+    // a rewrite that did not fit).
     let outcome = match action {
         xdp_action::XDP_PASS => global::PASS,
         xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => global::FORWARD,

@@ -356,22 +356,11 @@ impl MapStore for Maps {
         sum_u64(&self.drop_stats, "DROP_STATS")
     }
 
-    /// `rx` is the sum of the others: the program counts each packet once,
-    /// by its verdict, and leaves the `rx` slot alone.
     fn globals(&self) -> Result<[Counters; global::COUNT as usize]> {
         let mut out = [Counters::default(); global::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
-            if i as u32 != global::RX {
-                *slot = sum_counters(&self.global_stats, i as u32)?;
-            }
+            *slot = sum_counters(&self.global_stats, i as u32)?;
         }
-        let rx = [global::PASS, global::FORWARD, global::DROP]
-            .into_iter()
-            .fold(Counters::default(), |sum, i| Counters {
-                packets: sum.packets + out[i as usize].packets,
-                bytes: sum.bytes + out[i as usize].bytes,
-            });
-        out[global::RX as usize] = rx;
         Ok(out)
     }
 }

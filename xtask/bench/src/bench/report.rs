@@ -156,13 +156,16 @@ impl Report {
              reports whole nanoseconds per run. The floor is `xdp-floor`: swap the MAC \
              addresses, `XDP_TX`. Maps are filled as the control plane fills them; the VIP \
              under test has a {}-slot Maglev ring over all backends, the other VIPs are \
-             only in the VIP hash maps (the program reads only the ring of the VIP a \
-             packet hits; installing 10,000 rings takes minutes, see below). The \
+             only in the VIP maps (`VIPS`, `VIP_SLOTS`, `VIP_FILTER`, `VIP_ADDRS`): the \
+             program reads only the ring of the VIP a packet hits, and installing 10,000 \
+             rings takes minutes (see below). The \
              same frame is sent every run, so caches are warm: this is the program's cost, \
              not the cost of a cache miss. A conntrack hit is every run after the first; \
              for a miss every run, the backends are flagged `on_down = \"reschedule\"` so \
              that the entry the previous run made is rejected and Maglev chooses and \
-             inserts again (one read of the backend entry more than a first packet pays). \
+             inserts again; the stale entry's backend names the VIP, where a first \
+             packet, which has no entry, looks its VIP up in `VIPS` instead (one call \
+             more: `VIPS lookup`). \
              The connection-table counters are checked to prove each case hit or missed. \
              With connection sync on, every insert is reported through the ring buffer: \
              either a thread reads it as fast as it can (so that every report also wakes \
