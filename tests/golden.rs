@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, Counters, FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP,
-    IPPROTO_UDP, LB_F_FORWARDING, LB_F_OWN_MAC, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY, VipKey,
-    VipMeta, ct, drop, flow_hash, global, source_hash,
+    IPPROTO_UDP, LB_F_FORWARDING, LB_F_OWN_MAC, LbConfig, MODE_DSR, VIP_F_SOURCE_AFFINITY,
+    VIP_F_STANDBY, VipKey, VipMeta, ct, drop, flow_hash, global, source_hash,
 };
 use lb_user::{
     dataplane::Dataplane,
@@ -459,6 +459,51 @@ fn backup_node_passes_vip_traffic_to_the_kernel() {
     h.check(&passed("VIP traffic on a backup", tcp4(VIP4, 40000, 80)));
 }
 
+/// A connection-table hit finds its VIP through its backend
+/// (`BackendInfo::vip` → `VIP_SLOTS`), not by `VIPS`: it must still see
+/// every change to that VIP at once. Made standby, its flows go to the
+/// kernel; active again, they go on to their backend; removed, or its index
+/// given to another VIP, its packets are no VIP's, though their entries
+/// are still in the table; back, the entry serves again.
+#[test]
+fn a_conntrack_hit_sees_its_vip_go_standby_removed_or_its_index_reused() {
+    let Some(mut h) =
+        harness("a_conntrack_hit_sees_its_vip_go_standby_removed_or_its_index_reused")
+    else {
+        return;
+    };
+    let key = vip4(VIP4, 80, IPPROTO_TCP);
+    let meta = |flags| VipMeta {
+        index: 0,
+        mode: MODE_DSR,
+        flags,
+        _pad: 0,
+    };
+    let input = tcp4(VIP4, 41000, 80);
+    let flow = key4(CLIENT4, VIP4, 41000, 80, IPPROTO_TCP);
+    h.check(&h.forwarded("first packet (insert)", input.clone(), 0, flow));
+    h.check(&h.forwarded("second packet (hit)", input.clone(), 0, flow));
+    let hits = |h: &Harness| h.maps.conntrack_stats().unwrap()[ct::HIT as usize];
+    let before = hits(&h);
+
+    h.maps.set_vip(&key, &meta(VIP_F_STANDBY)).unwrap();
+    h.check(&passed("its VIP made standby", input.clone()));
+    h.maps.set_vip(&key, &meta(0)).unwrap();
+    h.check(&h.forwarded("its VIP active again", input.clone(), 0, flow));
+
+    h.maps.remove_vip(&key).unwrap();
+    h.check(&passed("its VIP removed", input.clone()));
+    // Index 0 given to another VIP on the same address.
+    let other = vip4(VIP4, 81, IPPROTO_TCP);
+    h.maps.set_vip(&other, &meta(0)).unwrap();
+    h.check(&passed("its VIP's index reused", input.clone()));
+    h.maps.remove_vip(&other).unwrap();
+    h.maps.set_vip(&key, &meta(0)).unwrap();
+    h.check(&h.forwarded("its VIP back", input, 0, flow));
+    // The entry served throughout: two hits while the VIP was there.
+    assert_eq!(hits(&h) - before, 2);
+}
+
 /// On a one-NIC node (`LB_F_OWN_MAC`), a VIP frame a switch flooded to
 /// this node for another host's MAC is not forwarded (every node that got
 /// the copy would forward it): it goes to the kernel, which drops it as
@@ -527,7 +572,8 @@ fn ring(ids: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
+/// Backend `id` of VIP index `vip`.
+fn backend(addr: [u8; 16], family: u8, id: u32, vip: u32) -> BackendInfo {
     BackendInfo {
         addr,
         port: 0,
@@ -535,6 +581,7 @@ fn backend(addr: [u8; 16], family: u8, id: u32) -> BackendInfo {
         flags: BACKEND_F_ACTIVE,
         mac: backend_mac(id),
         generation: 0,
+        vip,
     }
 }
 
@@ -606,6 +653,11 @@ impl Harness {
     /// VIP index 2: VIP4_ALL_PORTS:*/tcp → backends 1,2,3
     /// VIP index 3: VIP4_AFFINITY:80/tcp, source affinity → backends 1,2,3
     /// VIP index 4: VIP4_EMPTY:80/tcp, empty ring
+    ///
+    /// Backends 1–3 belong to VIP 0 (`BackendInfo::vip`) and 4–6 to VIP 1,
+    /// so that hits on VIPs 0 and 1 find their VIP through the backend
+    /// (`VIP_SLOTS`), and hits on VIPs 2 and 3, whose backends name
+    /// another VIP, by `VIPS`, as every hit did before.
     fn new() -> Self {
         let (dp, mut maps) = Dataplane::load().expect("load XDP program");
         let m = &mut maps;
@@ -617,11 +669,11 @@ impl Harness {
         .unwrap();
         for id in 1..=3u32 {
             let addr = v4(Ipv4Addr::new(198, 18, 0, 10 + id as u8));
-            m.set_backend(id, &backend(addr, FAMILY_V4, id)).unwrap();
+            m.set_backend(id, &backend(addr, FAMILY_V4, id, 0)).unwrap();
         }
         for id in 4..=BACKENDS {
             let addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x10 + id as u16).octets();
-            m.set_backend(id, &backend(addr, FAMILY_V6, id)).unwrap();
+            m.set_backend(id, &backend(addr, FAMILY_V6, id, 1)).unwrap();
         }
         let vip = |key, flags, ring| Vip { key, flags, ring };
         let vips = vec![

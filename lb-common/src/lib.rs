@@ -37,11 +37,15 @@ pub mod map_names {
     pub const TRACE_STATS: &str = "TRACE_STATS";
     pub const TRACE_NOTE: &str = "TRACE_NOTE";
     pub const TRACE_PROGS: &str = "TRACE_PROGS";
+    pub const VIP_SLOTS: &str = "VIP_SLOTS";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 
     /// Every map, in the order the control plane checks and pins them.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 27] = [
         XLB_STATE,
         VIPS,
+        VIP_SLOTS,
+        VIP_FILTER,
         VIP_ADDRS,
         RINGS,
         BACKENDS,
@@ -73,7 +77,10 @@ pub mod map_names {
 /// control plane finds the pinned state's version in `XLB_STATE` and
 /// adopts only its own. A map the state lacks (one added since) is created
 /// when the state is adopted, so adding a map keeps the version.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// 2: `BackendInfo::vip`, and `VIP_SLOTS` and `VIP_FILTER` beside `VIPS`
+/// (a state without them would send a VIP's packets to the kernel).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `StateMeta::magic`: "xlbS".
 pub const STATE_MAGIC: u32 = 0x786c_6253;
@@ -212,6 +219,31 @@ pub struct VipMeta {
     pub _pad: u32,
 }
 
+/// Value of the `VIP_SLOTS` array (indexed by `VipMeta::index`): the VIP
+/// that holds the index, as `VIPS` has it; all zero while none does. A
+/// connection-table hit finds its VIP here, from its backend's
+/// `BackendInfo::vip`, instead of by a hash lookup in `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipSlot {
+    pub key: VipKey,
+    pub meta: VipMeta,
+}
+
+/// Slots of `VIP_FILTER`: a power of two, four per VIP at most.
+pub const VIP_FILTER_SLOTS: u32 = 65_536;
+
+/// The `VIP_FILTER` slot of a destination address (`FlowKey` words): a
+/// packet whose slot counts no VIP is addressed to none, so it needs no
+/// hash lookup to tell.
+#[inline(always)]
+pub fn vip_filter_slot(addr: &[u32; 4]) -> u32 {
+    let folded =
+        addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24);
+    // Fibonacci hashing: the top bits of the product mix every input bit.
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_SLOTS.trailing_zeros())
+}
+
 /// `BackendInfo::flags`: the entry is in use.
 pub const BACKEND_F_ACTIVE: u8 = 1 << 0;
 /// `BackendInfo::flags`: established flows to this backend are not kept;
@@ -231,6 +263,8 @@ pub struct BackendInfo {
     /// Bumped each time the id is given to a different backend, so that a
     /// connection-table entry made for the previous owner no longer matches.
     pub generation: u16,
+    /// `VipMeta::index` of the VIP the id belongs to (`VIP_SLOTS`).
+    pub vip: u32,
 }
 
 /// `LbConfig::flags`: the control plane has configured the node, which may
@@ -623,8 +657,9 @@ pub struct FlowState {
     /// `BackendInfo::generation` when the entry was made.
     pub generation: u16,
     pub flags: u16,
-    /// `bpf_ktime_get_ns` of the last packet (refreshed at most every
-    /// `FLOW_TOUCH_NS`, to keep writes off the hot path).
+    /// CLOCK_MONOTONIC of the last packet (`bpf_ktime_get_coarse_ns`:
+    /// up to `COARSE_CLOCK_LAG_NS` early), refreshed at most every
+    /// `FLOW_TOUCH_NS`, to keep writes off the hot path.
     pub last_seen: u64,
 }
 
@@ -632,6 +667,10 @@ pub struct FlowState {
 pub const FLOW_F_CLOSING: u16 = 1 << 0;
 /// Minimum interval between `last_seen` refreshes of one entry.
 pub const FLOW_TOUCH_NS: u64 = 1_000_000_000;
+/// How far `FlowState::last_seen` may lag CLOCK_MONOTONIC: the data plane
+/// stamps it with `bpf_ktime_get_coarse_ns`, the time of the last tick
+/// (one tick: 10 ms at the lowest `CONFIG_HZ`, 100).
+pub const COARSE_CLOCK_LAG_NS: u64 = 10_000_000;
 
 /// Per-CPU token bucket for connection-table inserts.
 #[repr(C)]
@@ -826,6 +865,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::VipMeta {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipSlot {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::BackendInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LbConfig {}
@@ -994,7 +1035,8 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipMeta>(), 16);
-        assert_eq!(size_of::<BackendInfo>(), 28);
+        assert_eq!(size_of::<BackendInfo>(), 32);
+        assert_eq!(size_of::<VipSlot>(), 36);
         assert_eq!(size_of::<LbConfig>(), 32);
         assert_eq!(size_of::<FlowState>(), 16);
         assert_eq!(size_of::<FlowBudget>(), 16);

@@ -2,7 +2,7 @@
 //! happens to the Maglev ring (backends added, removed, re-weighted,
 //! drained, config reloaded).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, FLOW_F_CLOSING, FLOW_TOUCH_NS, FlowEvent,
     FlowState, IPPROTO_TCP, LB_F_SYNC, LbConfig, ct, flow_event, sync_stat, trace,
@@ -16,10 +16,22 @@ use crate::{
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
+/// CLOCK_MONOTONIC (`bpf_ktime_get_ns`): for what userspace compares
+/// with its own clock to the microsecond (report and trace times).
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: a helper without arguments or side effects.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// CLOCK_MONOTONIC as of the last tick (`bpf_ktime_get_coarse_ns`, at
+/// most `lb_common::COARSE_CLOCK_LAG_NS` behind [`now`]): enough for
+/// timeouts in seconds, and it reads a variable instead of the clock
+/// source.
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -39,21 +51,63 @@ fn timeout_ns(cfg: &LbConfig, proto: u8, flags: u16) -> u64 {
     secs as u64 * NS_PER_SEC
 }
 
+/// A connection-table entry as found, and its backend's entry as it was
+/// then (`None`: an id out of range).
+pub struct Entry {
+    ptr: *mut FlowState,
+    backend: Option<&'static BackendInfo>,
+}
+
+impl Entry {
+    #[inline(always)]
+    pub fn backend(&self) -> Option<&'static BackendInfo> {
+        self.backend
+    }
+}
+
+/// The flow's entry in the connection table, if it has one.
+#[inline(always)]
+pub fn find(flow: &Flow) -> Option<Entry> {
+    let ptr = FLOWS.get_ptr_mut(flow.key)?;
+    // SAFETY: pointer from a successful lookup; the value is plain data.
+    let id = unsafe { (*ptr).backend };
+    Some(Entry {
+        ptr,
+        backend: BACKENDS.get(id),
+    })
+}
+
 /// The backend remembered for this flow, if the entry is live and its
 /// backend is still the one it was made for and still takes old flows;
 /// else why not (`trace::CT_MISS`, `CT_EXPIRED`, `CT_STALE`).
 #[inline(always)]
-pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Result<(u32, BackendInfo), u8> {
-    let Some(entry) = FLOWS.get_ptr_mut(flow.key) else {
+pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Result<(u32, &'static BackendInfo), u8> {
+    check(find(flow), flow, cfg, now)
+}
+
+/// [`lookup`] of an entry already found (by [`find`]).
+#[inline(always)]
+pub fn check(
+    entry: Option<Entry>,
+    flow: &Flow,
+    cfg: &LbConfig,
+    now: u64,
+) -> Result<(u32, &'static BackendInfo), u8> {
+    let Some(Entry {
+        ptr: entry,
+        backend,
+    }) = entry
+    else {
         stats::conntrack(ct::MISS);
         if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_SYN == 0 {
             stats::conntrack(ct::MISS_MIDFLOW);
         }
         return Err(trace::CT_MISS);
     };
-    // SAFETY: pointer from a successful lookup; the value is plain data.
-    // Concurrent writers (other CPUs, same flow) only store whole
-    // timestamps and flag bits, so a stale read costs at most one touch.
+    // SAFETY: pointer from a successful lookup (`find`); the value is
+    // plain data. Concurrent writers (other CPUs, same flow) only store
+    // whole timestamps and flag bits, so a stale read costs at most one
+    // touch.
     let state = unsafe { *entry };
     let timeout = timeout_ns(cfg, flow.key.proto, state.flags);
     if timeout != 0 && now.saturating_sub(state.last_seen) > timeout {
@@ -61,7 +115,8 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Result<(u32, BackendInfo
         stats::conntrack(ct::MISS);
         return Err(trace::CT_EXPIRED);
     }
-    let backend = BACKENDS.get(state.backend).copied();
+    // Read in place, not copied: a copy would be no less torn by a
+    // concurrent rewrite from userspace, and costs stack.
     let Some(info) = backend.filter(|b| {
         b.flags & BACKEND_F_ACTIVE != 0
             && b.flags & BACKEND_F_RESCHEDULE == 0
@@ -73,7 +128,7 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Result<(u32, BackendInfo
     };
     let closing_now = closing(flow) && state.flags & FLOW_F_CLOSING == 0;
     if closing_now || now.saturating_sub(state.last_seen) > FLOW_TOUCH_NS {
-        // SAFETY: as above; field stores into the map value.
+        // SAFETY: as in `find`; field stores into the map value.
         unsafe {
             (*entry).last_seen = now;
             if closing_now {
@@ -82,7 +137,7 @@ pub fn lookup(flow: &Flow, cfg: &LbConfig, now: u64) -> Result<(u32, BackendInfo
         }
     }
     if closing_now {
-        report(cfg, flow, &state, flow_event::CLOSING, now);
+        report(cfg, flow, &state, flow_event::CLOSING);
     }
     stats::conntrack(ct::HIT);
     Ok((state.backend, info))
@@ -137,7 +192,7 @@ pub fn remember(flow: &Flow, id: u32, info: &BackendInfo, cfg: &LbConfig, now: u
     };
     if FLOWS.insert(flow.key, state, 0).is_ok() {
         stats::conntrack(ct::INSERT);
-        report(cfg, flow, &state, flow_event::NEW, now);
+        report(cfg, flow, &state, flow_event::NEW);
     }
 }
 
@@ -151,7 +206,7 @@ pub const BPF_RB_NO_WAKEUP: u64 = 1;
 /// Tells the control plane about a flow for its peers (`LB_F_SYNC`). A
 /// full ring buffer loses the report, counted; it never holds the packet.
 #[inline(always)]
-fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8, now: u64) {
+fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8) {
     if cfg.flags & LB_F_SYNC == 0 {
         return;
     }
@@ -174,7 +229,9 @@ fn report(cfg: &LbConfig, flow: &Flow, state: &FlowState, kind: u8, now: u64) {
         kind,
         family: flow.family,
         _pad: [0; 6],
-        at: now,
+        // The sync measures its lag from this: the precise clock (only
+        // reports pay for it).
+        at: now(),
     });
     slot.submit(BPF_RB_NO_WAKEUP);
     stats::sync(sync_stat::EVENTS_REPORTED);

@@ -2,13 +2,42 @@
 
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, FlowKey, NO_BACKEND, RING_FIRST_SLOT, VIP_F_SOURCE_AFFINITY,
-    VipKey, VipMeta, drop, flow_hash, source_hash, words_to_bytes,
+    VipKey, VipMeta, bytes_to_words, drop, flow_hash, source_hash, vip_filter_slot, words_to_bytes,
 };
 
 use crate::{
-    maps::{BACKENDS, RINGS, VIP_ADDRS, VIPS},
+    maps::{BACKENDS, RINGS, VIP_ADDRS, VIP_FILTER, VIP_SLOTS, VIPS},
     parse::Flow,
 };
+
+/// Whether the flow's destination address may carry a VIP: `false` means
+/// it carries none (`VIP_FILTER`, an array: no hash lookup).
+#[inline(always)]
+pub fn may_be_vip(flow: &Flow) -> bool {
+    VIP_FILTER
+        .get(vip_filter_slot(&flow.key.dst))
+        .is_some_and(|n| *n != 0)
+}
+
+/// The VIP of a connection-table entry for `flow`, found through its
+/// backend (`BackendInfo::vip` → `VIP_SLOTS`), if that slot holds exactly
+/// the flow's (address, port, protocol) VIP: then `VIPS` would give the
+/// same. `None` (the VIP was removed, its index reused, or it is an
+/// all-ports VIP, which an exact-port one added since would shadow):
+/// look it up with [`vip`].
+#[inline(always)]
+pub fn vip_of_entry(flow: &Flow, backend: &BackendInfo) -> Option<VipMeta> {
+    let slot = VIP_SLOTS.get(backend.vip)?;
+    // A slot userspace rewrites meanwhile may be read torn: a key half
+    // cleared or half another VIP's fails the test, and a VIP's own
+    // state is the old or the new either side of a change.
+    let k = &slot.key;
+    let same = k.port == flow.key.dport
+        && k.proto == flow.key.proto
+        && k.family == flow.family
+        && bytes_to_words(&k.addr) == flow.key.dst;
+    same.then(|| slot.meta)
+}
 
 #[inline(always)]
 fn vip_key(flow: &Flow, port: u16, proto: u8) -> VipKey {
@@ -57,7 +86,7 @@ pub fn is_vip_addr(addr: &[u32; 4], family: u8) -> bool {
 /// Backend for a flow of `meta`'s VIP: hash → ring slot → backend id →
 /// backend. Errors carry the drop reason.
 #[inline(always)]
-pub fn backend(meta: &VipMeta, key: &FlowKey) -> Result<(u32, BackendInfo), u32> {
+pub fn backend(meta: &VipMeta, key: &FlowKey) -> Result<(u32, &'static BackendInfo), u32> {
     let ring = RINGS.get(meta.index).ok_or(drop::NO_BACKEND)?;
     // Size and slots come from the same ring map, so they always match.
     let size = *ring.get(0).ok_or(drop::NO_BACKEND)?;
@@ -79,5 +108,5 @@ pub fn backend(meta: &VipMeta, key: &FlowKey) -> Result<(u32, BackendInfo), u32>
     if info.flags & BACKEND_F_ACTIVE == 0 {
         return Err(drop::BAD_BACKEND);
     }
-    Ok((id, *info))
+    Ok((id, info))
 }

@@ -86,7 +86,23 @@ fn process(ctx: &XdpContext, len: u64) -> Decision {
     if cfg.flags & LB_F_FORWARDING == 0 {
         return site.pass(pass::NOT_FORWARDING);
     }
-    let Some(meta) = lookup::vip(&flow) else {
+    // The connection table first: an entry names its backend, whose VIP
+    // index finds the VIP in an array (`VIP_SLOTS`); only a packet without
+    // one (a new flow, an all-ports VIP, a VIP changed since) looks the VIP
+    // up by hash, and only if `VIP_FILTER` does not rule it out first.
+    let found = if lookup::may_be_vip(&flow) {
+        let entry = conntrack::find(&flow);
+        let known = match entry.as_ref().and_then(|e| e.backend()) {
+            Some(backend) => lookup::vip_of_entry(&flow, backend),
+            None => None,
+        };
+        known
+            .or_else(|| lookup::vip(&flow))
+            .map(|meta| (meta, entry))
+    } else {
+        None
+    };
+    let Some((meta, entry)) = found else {
         if cfg.flags & LB_F_NAT != 0 {
             return nat_reply(ctx, cfg, &flow);
         }
@@ -103,15 +119,15 @@ fn process(ctx: &XdpContext, len: u64) -> Decision {
     }
     stats::vip(meta.index, len);
     let nat = meta.mode == MODE_NAT;
-    // The connection table first: Maglev only decides new flows.
-    let now = conntrack::now();
-    let (id, backend, ct) = match conntrack::lookup(&flow, cfg, now) {
+    // Maglev only decides new flows.
+    let now = conntrack::coarse_now();
+    let (id, backend, ct) = match conntrack::check(entry, &flow, cfg, now) {
         Ok((id, backend)) => (id, backend, CT_HIT),
         Err(miss) => match lookup::backend(&meta, &flow.key) {
             Ok((id, backend)) => {
                 // NAT cannot translate replies of a flow it does not
                 // remember, so NAT flows bypass the insert budget.
-                conntrack::remember(&flow, id, &backend, cfg, now, nat);
+                conntrack::remember(&flow, id, backend, cfg, now, nat);
                 (id, backend, miss)
             }
             Err(reason) => {
@@ -168,7 +184,7 @@ fn icmp_error(ctx: &XdpContext, flow: &parse::Flow, len: u64) -> Decision {
         return site.pass(pass::OTHER_MAC);
     }
     // The flow's backend: from the table, else where Maglev sends it.
-    let (found, ct) = match conntrack::lookup(flow, cfg, conntrack::now()) {
+    let (found, ct) = match conntrack::lookup(flow, cfg, conntrack::coarse_now()) {
         Ok(found) => (Some(found), CT_HIT),
         Err(miss) => (lookup::backend(&meta, &flow.key).ok(), miss),
     };

@@ -10,7 +10,8 @@ use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FLOW_EVENTS_BYTES, FlowBudget, FlowEvent, FlowKey, FlowState, LbConfig,
     MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, StateMeta, TRACE_EVENTS_BYTES,
-    TraceFilter, TraceRecord, VipKey, VipMeta, ct, drop, global, sync_stat, trace,
+    TraceFilter, TraceRecord, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, ct, drop, global,
+    sync_stat, trace,
 };
 
 /// One Maglev ring per VIP: element 0 holds the ring size, elements
@@ -22,6 +23,19 @@ pub type Ring =
 /// (address, port, protocol) → VIP.
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipMeta, { MAX_VIPS as usize }> = HashMap::new();
+
+/// VIP index → the VIP that holds it (`VipSlot`): how a connection-table
+/// hit finds its VIP (through its backend's `BackendInfo::vip`) without a
+/// hash lookup. Written by userspace together with `VIPS`.
+#[btf_map]
+pub static VIP_SLOTS: Array<VipSlot, { MAX_VIPS as usize }> = Array::new();
+
+/// `lb_common::vip_filter_slot` of a destination address → how many VIPs
+/// have an address in that slot. Zero: the packet is addressed to no VIP,
+/// which costs no hash lookup to tell. Raised before a VIP enters `VIPS`,
+/// lowered after it leaves.
+#[btf_map]
+pub static VIP_FILTER: Array<u32, { VIP_FILTER_SLOTS as usize }> = Array::new();
 
 /// Addresses that carry at least one VIP (value unused). Consulted only on
 /// exceptional paths (fragments, truncated L4) to tell VIP traffic, which is

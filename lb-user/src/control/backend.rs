@@ -177,8 +177,9 @@ impl Backend {
 
     /// The `BACKENDS` entry. A backend that is only unhealthy or drained
     /// keeps an active entry, so the flows the connection table already
-    /// tracks for it go on; an unreachable one gets an empty entry.
-    pub(super) fn info(&self, mode: Mode, on_down: OnDown) -> BackendInfo {
+    /// tracks for it go on; an unreachable one gets an empty entry. `vip`
+    /// is the index of the VIP it belongs to.
+    pub(super) fn info(&self, vip: u32, mode: Mode, on_down: OnDown) -> BackendInfo {
         if !self.reachable(mode) {
             return BackendInfo::default();
         }
@@ -190,6 +191,7 @@ impl Backend {
             flags: BACKEND_F_ACTIVE | self.reschedule_flag(on_down),
             mac: self.mac.unwrap_or_default(),
             generation: self.generation,
+            vip,
         }
     }
 

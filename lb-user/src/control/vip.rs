@@ -242,7 +242,7 @@ impl Vip {
     fn write_backends(&mut self, maps: &mut impl MapStore) -> Result<()> {
         let (mode, on_down, index) = (self.settings.mode, self.settings.on_down, self.index);
         for b in &mut self.backends {
-            let want = (b.info(mode, on_down), b.owner(index, b.usable(mode)));
+            let want = (b.info(index, mode, on_down), b.owner(index, b.usable(mode)));
             if b.written == Some(want) {
                 continue;
             }

@@ -8,8 +8,8 @@ use aya::{
 };
 use lb_common::{
     BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig,
-    MAX_BACKENDS, RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, ct, drop, global,
-    map_names as names,
+    MAX_BACKENDS, RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot,
+    bytes_to_words, ct, drop, global, map_names as names, vip_filter_slot,
 };
 
 use super::MapStore;
@@ -17,6 +17,8 @@ use super::MapStore;
 /// Handles to every map of the data plane.
 pub struct Maps {
     vips: HashMap<MapData, VipKey, VipMeta>,
+    vip_slots: Array<MapData, VipSlot>,
+    vip_filter: Array<MapData, u32>,
     vip_addrs: HashMap<MapData, VipKey, u32>,
     rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     backends: Array<MapData, BackendInfo>,
@@ -50,6 +52,8 @@ impl Maps {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
             vips: take(ebpf, names::VIPS)?,
+            vip_slots: take(ebpf, names::VIP_SLOTS)?,
+            vip_filter: take(ebpf, names::VIP_FILTER)?,
             vip_addrs: take(ebpf, names::VIP_ADDRS)?,
             rings: take(ebpf, names::RINGS)?,
             backends: take(ebpf, names::BACKENDS)?,
@@ -112,6 +116,32 @@ impl Maps {
         }
     }
 
+    /// Clears VIP slot `index` if it still names `key`.
+    fn clear_slot(&mut self, index: u32, key: &VipKey) -> Result<()> {
+        let slot = self
+            .vip_slots
+            .get(&index, 0)
+            .with_context(|| format!("reading VIP slot {index}"))?;
+        if slot.key != *key {
+            return Ok(());
+        }
+        self.vip_slots
+            .set(index, VipSlot::default(), 0)
+            .with_context(|| format!("clearing VIP slot {index}"))
+    }
+
+    /// Adds `by` to the count of `key`'s address in `VIP_FILTER`.
+    fn count_in_filter(&mut self, key: &VipKey, by: i32) -> Result<()> {
+        let slot = vip_filter_slot(&bytes_to_words(&key.addr));
+        let n = self
+            .vip_filter
+            .get(&slot, 0)
+            .with_context(|| format!("reading VIP filter slot {slot}"))?;
+        self.vip_filter
+            .set(slot, n.saturating_add_signed(by), 0)
+            .with_context(|| format!("writing VIP filter slot {slot}"))
+    }
+
     /// Lets NAT redirect packets out of interface `ifindex`.
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
         self.tx_ports
@@ -135,7 +165,25 @@ impl MapStore for Maps {
             .context("writing TRACE_FILTER")
     }
 
+    /// Besides `VIPS`: `VIP_FILTER` counts the VIP before a packet can
+    /// find it, and `VIP_SLOTS` names it at its index (the slot of an
+    /// index it left is cleared first).
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        match self.vip(key)? {
+            None => self.count_in_filter(key, 1)?,
+            Some(old) if old.index != meta.index => self.clear_slot(old.index, key)?,
+            Some(_) => {}
+        }
+        self.vip_slots
+            .set(
+                meta.index,
+                VipSlot {
+                    key: *key,
+                    meta: *meta,
+                },
+                0,
+            )
+            .with_context(|| format!("writing VIP slot {}", meta.index))?;
         self.vips
             .insert(key, meta, 0)
             .with_context(|| format!("inserting VIP {key:?}"))
@@ -149,10 +197,17 @@ impl MapStore for Maps {
         }
     }
 
+    /// `VIPS` first, then what [`set_vip`](MapStore::set_vip) wrote beside.
     fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        let old = self.vip(key)?;
         self.vips
             .remove(key)
-            .with_context(|| format!("removing VIP {key:?}"))
+            .with_context(|| format!("removing VIP {key:?}"))?;
+        if let Some(old) = old {
+            self.clear_slot(old.index, key)?;
+            self.count_in_filter(key, -1)?;
+        }
+        Ok(())
     }
 
     fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>> {

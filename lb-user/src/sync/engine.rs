@@ -174,8 +174,11 @@ impl FlowTable for KernelTable {
     }
 }
 
-/// Every connection-table entry last seen after `since_ns` (all: 0).
+/// Every connection-table entry last seen after `since_ns` (all: 0). The
+/// data plane's stamps lag the clock by up to `COARSE_CLOCK_LAG_NS`, so
+/// an entry touched just after `since_ns` may carry a stamp just before.
 fn read_flows(state_dir: &Path, since_ns: u64) -> Result<Vec<(FlowKey, FlowState)>> {
+    let since_ns = since_ns.saturating_sub(lb_common::COARSE_CLOCK_LAG_NS);
     let flows: BpfHashMap<MapData, FlowKey, FlowState> = open_lru(&state_dir.join(names::FLOWS))?;
     // Entries evicted while we walk are simply gone.
     Ok(flows

@@ -184,6 +184,53 @@ pub struct Row {
     pub reported: Option<f64>,
 }
 
+/// The calls the program makes on a case's path, in order: helpers, hash
+/// map operations (the verifier turns each into a call of the map's own
+/// function) and lookups in a Maglev ring (an inner map, which the
+/// verifier does not inline); array lookups it inlines are not calls.
+/// Read off the code path the case's counters prove; every kind of call
+/// named here is one of the loaded program's call sites ([`super::code`]).
+pub fn calls(case: &Case) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    match (case.program, case.packet) {
+        (Program::Floor, _) | (_, Packet::Ipv4BadIhl | Packet::Tcp4NotVip) => return out,
+        _ => {}
+    }
+    // The entry's backend names the VIP: no VIPS lookup, hit or miss.
+    out.extend(["FLOWS lookup", "bpf_ktime_get_coarse_ns"]);
+    if case.conntrack == Conntrack::Miss {
+        out.extend(["ring size lookup", "ring slot lookup", "FLOWS update"]);
+        match case.sync {
+            Sync::Off => {}
+            Sync::Drained => out.extend([
+                "bpf_ringbuf_reserve",
+                "bpf_ktime_get_ns",
+                "bpf_ringbuf_submit",
+            ]),
+            // Reserving fails: the report is lost.
+            Sync::Full => out.push("bpf_ringbuf_reserve"),
+        }
+    }
+    if case.trace != Trace::Off {
+        out.push("bpf_tail_call");
+    }
+    if case.trace == Trace::Recorded {
+        // The recorder finds the VIP and the backend again.
+        out.extend(["bpf_ktime_get_ns", "VIPS lookup"]);
+        if case.conntrack == Conntrack::Hit {
+            out.push("FLOWS lookup");
+        } else {
+            out.extend(["ring size lookup", "ring slot lookup"]);
+        }
+        out.extend([
+            "bpf_ringbuf_reserve",
+            "bpf_xdp_load_bytes",
+            "bpf_ringbuf_submit",
+        ]);
+    }
+    out
+}
+
 pub fn verdict_name(v: u32) -> &'static str {
     match v {
         XDP_DROP => "XDP_DROP",
@@ -415,6 +462,8 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
                 },
                 mac: [0x02, 0, 0, 0x10, (id >> 8) as u8, id as u8],
                 generation: 0,
+                // The VIP under test: the only one that has a ring.
+                vip: target(vips),
             },
         )?;
         members.push(maglev::Member {
@@ -651,8 +700,13 @@ pub fn trials(quick: bool) -> usize {
     if quick { 3 } else { 7 }
 }
 
-pub fn run(quick: bool) -> Result<Vec<Row>> {
+/// The cases' rows, and the code of the program they ran.
+pub fn run(quick: bool) -> Result<(Vec<Row>, super::code::Code)> {
     let trials = trials(quick);
+    let code = {
+        let (dp, _maps) = Dataplane::load()?;
+        super::code::inspect(dp.program()).context("inspecting the loaded program")?
+    };
     let mut floor_ebpf =
         aya::Ebpf::load(xlb_testbed::xdp::XDP_FLOOR_OBJECT).context("loading the floor object")?;
     let floor: &mut Xdp = floor_ebpf
@@ -714,7 +768,7 @@ pub fn run(quick: bool) -> Result<Vec<Row>> {
             reported,
         });
     }
-    Ok(rows)
+    Ok((rows, code))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! Benchmarks are not tests: no number fails the run, but a case that
 //! cannot run (wrong verdict, nothing delivered, a tool missing) does.
 
+pub mod code;
 pub mod controlplane;
 mod cpu;
 pub mod dataplane;
@@ -96,7 +97,9 @@ pub fn run(opts: &Options) -> Result<()> {
 
     if wanted(Section::Dataplane) {
         say("data plane: BPF_PROG_TEST_RUN");
-        report.dataplane = dataplane::run(opts.quick).context("data-plane benchmark")?;
+        let (rows, code) = dataplane::run(opts.quick).context("data-plane benchmark")?;
+        report.dataplane = rows;
+        report.code = Some(code);
         say("data plane: NAT, one packet per call");
         report.nat = nat_cost::run(opts.quick).context("NAT cost benchmark")?;
     }

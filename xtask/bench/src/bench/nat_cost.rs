@@ -81,6 +81,8 @@ pub struct Row {
     pub ns: f64,
     /// `ns` / the floor's, measured the same way.
     pub ratio: f64,
+    /// The calls on the row's path (as in `dataplane::calls`).
+    pub calls: &'static [&'static str],
 }
 
 /// Calls (one packet each) per case.
@@ -96,6 +98,35 @@ enum Path {
     Hit,
     /// A reply from the backend, rewritten back to the VIP.
     Reply,
+}
+
+impl Path {
+    /// The calls the program makes on this path, in order (see
+    /// `dataplane::calls`). The flow's entry names its backend and so its
+    /// VIP (no VIPS lookup); a reply's destination is no VIP's, which
+    /// `VIP_FILTER` tells without a lookup.
+    fn calls(self) -> &'static [&'static str] {
+        const FORWARD: [&str; 2] = ["bpf_fib_lookup", "bpf_redirect_map"];
+        match self {
+            Path::Miss => &[
+                "FLOWS lookup",
+                "bpf_ktime_get_coarse_ns",
+                "ring size lookup",
+                "ring slot lookup",
+                "FLOWS update",
+                "NAT_REVERSE update",
+                FORWARD[0],
+                FORWARD[1],
+            ],
+            Path::Hit => &[
+                "FLOWS lookup",
+                "bpf_ktime_get_coarse_ns",
+                FORWARD[0],
+                FORWARD[1],
+            ],
+            Path::Reply => &["NAT_REVERSE lookup", FORWARD[0], FORWARD[1]],
+        }
+    }
 }
 
 /// NAT needs no neighbour table of xlb's own (the FIB resolves next hops).
@@ -226,6 +257,7 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
         name: "floor: swap MACs, XDP_TX (one packet per call)",
         ns: floor_ns,
         ratio: 1.0,
+        calls: &[],
     }];
     let cases: [(&str, u32, Path, FrameOf); 5] = [
         (
@@ -288,6 +320,7 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
             name,
             ns,
             ratio: ns / floor_ns.max(1.0),
+            calls: path.calls(),
         });
     }
     Ok(rows)

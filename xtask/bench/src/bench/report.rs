@@ -7,8 +7,8 @@ use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
 use super::{
-    controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss, restart,
-    sync,
+    code, controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss,
+    restart, sync,
 };
 
 pub struct Report {
@@ -16,6 +16,8 @@ pub struct Report {
     pub quick: bool,
     pub elapsed: Duration,
     pub dataplane: Vec<dataplane::Row>,
+    /// The data-plane program as the kernel loaded it.
+    pub code: Option<code::Code>,
     pub nat: Vec<nat_cost::Row>,
     pub maglev: Vec<controlplane::Row>,
     /// Time to install an empty ring (see `controlplane::Results`).
@@ -62,6 +64,7 @@ impl Report {
             quick,
             elapsed: Duration::ZERO,
             dataplane: Vec::new(),
+            code: None,
             nat: Vec::new(),
             maglev: Vec::new(),
             empty_ring_ms: 0.0,
@@ -153,13 +156,16 @@ impl Report {
              reports whole nanoseconds per run. The floor is `xdp-floor`: swap the MAC \
              addresses, `XDP_TX`. Maps are filled as the control plane fills them; the VIP \
              under test has a {}-slot Maglev ring over all backends, the other VIPs are \
-             only in the VIP hash maps (the program reads only the ring of the VIP a \
-             packet hits; installing 10,000 rings takes minutes, see below). The \
+             only in the VIP maps (`VIPS`, `VIP_SLOTS`, `VIP_FILTER`, `VIP_ADDRS`): the \
+             program reads only the ring of the VIP a packet hits, and installing 10,000 \
+             rings takes minutes (see below). The \
              same frame is sent every run, so caches are warm: this is the program's cost, \
              not the cost of a cache miss. A conntrack hit is every run after the first; \
              for a miss every run, the backends are flagged `on_down = \"reschedule\"` so \
              that the entry the previous run made is rejected and Maglev chooses and \
-             inserts again (one read of the backend entry more than a first packet pays). \
+             inserts again; the stale entry's backend names the VIP, where a first \
+             packet, which has no entry, looks its VIP up in `VIPS` instead (one call \
+             more: `VIPS lookup`). \
              The connection-table counters are checked to prove each case hit or missed. \
              With connection sync on, every insert is reported through the ring buffer: \
              either a thread reads it as fast as it can (so that every report also wakes \
@@ -171,16 +177,26 @@ impl Report {
              flag, the hand-over to the recorder and the filter's test), or takes the \
              packet, which is then recorded every run while a thread reads the ring (the \
              share of runs whose record found room is shown); the trace counters prove \
-             which. Every other row runs with tracing off.\n",
+             which. Every other row runs with tracing off. *Above floor* is the row's \
+             ns/packet minus the floor's. *Calls* counts the calls on the row's path: \
+             helpers, hash-map operations (the verifier turns each into a call of the \
+             map's own function) and lookups in a Maglev ring (an inner map, which it \
+             does not inline), a tail call as one; array lookups, which the verifier \
+             inlines, are not calls. They are read off the code path the row's counters \
+             prove, and listed below the table with the call sites the kernel's \
+             translation of the loaded program holds.\n",
             thousands(f64::from(dataplane::REPEAT)),
             dataplane::trials(self.quick),
             thousands(f64::from(DEFAULT_RING_SIZE))
         );
         let _ = writeln!(
             s,
-            "| Case | VIPs | Backends | Connection table | Verdict | ns/packet | × floor |\n\
-             |---|--:|--:|---|---|--:|--:|"
+            "| Case | VIPs | Backends | Connection table | Verdict | ns/packet | × floor | \
+             Above floor (ns) | Calls |\n\
+             |---|--:|--:|---|---|--:|--:|--:|--:|"
         );
+        let floor_ns = self.dataplane.first().map_or(0.0, |r| r.ns);
+        let mut paths: Vec<(String, Vec<&str>)> = Vec::new();
         for r in &self.dataplane {
             let c = &r.case;
             let scale = |n: u32| {
@@ -217,23 +233,65 @@ impl Report {
                     table.push_str(&format!("; trace on, recorded ({share:.1}% recorded)"))
                 }
             }
+            let calls = dataplane::calls(c);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.0} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {} |",
                 c.name,
                 scale(c.vips),
                 scale(c.backends),
                 table,
                 dataplane::verdict_name(c.verdict),
                 r.ns,
-                r.ratio
+                r.ratio,
+                r.ns - floor_ns,
+                calls.len()
             );
+            if !paths.iter().any(|(_, p)| *p == calls) {
+                let label = match (c.sync, c.trace) {
+                    (dataplane::Sync::Drained, _) => format!("{}, sync on, reported", c.name),
+                    (dataplane::Sync::Full, _) => format!("{}, sync on, ring full", c.name),
+                    (_, dataplane::Trace::Filtered) => format!("{}, trace filtered out", c.name),
+                    (_, dataplane::Trace::Recorded) => format!("{}, trace recorded", c.name),
+                    _ => c.name.to_owned(),
+                };
+                paths.push((label, calls));
+            }
         }
         let _ = writeln!(
             s,
             "\nA malformed header is dropped before any map lookup, which can cost less \
-             than the floor's rewrite and transmit.\n"
+             than the floor's rewrite and transmit.\n\nCalls per path:\n"
         );
+        for (label, calls) in &paths {
+            let list = if calls.is_empty() {
+                "none".to_owned()
+            } else {
+                calls.join(", ")
+            };
+            let _ = writeln!(s, "- {label}: {list}");
+        }
+        if let Some(code) = &self.code {
+            let sites: Vec<String> = code
+                .calls
+                .iter()
+                .map(|(name, n)| format!("`{name}` ×{n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "\nThe program as loaded (`xlb`, without its trace recorder): the verifier \
+                 processed {} instructions over all its paths; the kernel's translation has \
+                 {} instructions, with these call sites (by the kernel function each calls, \
+                 from /proc/kallsyms; `__htab_map_lookup_elem` is every hash lookup, VIPS, \
+                 FLOWS and NAT_REVERSE alike): {}. Every path inlines its parsing, \
+                 checksum updates and counter updates (per-CPU array lookups the \
+                 verifier inlines), so a path's cost above the floor is mostly its calls.",
+                thousands(f64::from(code.verified)),
+                thousands(code.xlated as f64),
+                sites.join(", ")
+            );
+        }
+        let _ = writeln!(s);
     }
 
     fn nat_section(&self, s: &mut String) {
@@ -257,9 +315,25 @@ impl Report {
              flow and its reverse entry again.\n",
             thousands(nat_cost::calls(self.quick) as f64)
         );
-        let _ = writeln!(s, "| Case | ns/packet | × floor |\n|---|--:|--:|");
+        let _ = writeln!(
+            s,
+            "| Case | ns/packet | × floor | Above floor (ns) | Calls |\n|---|--:|--:|--:|--:|"
+        );
+        let floor_ns = self.nat.first().map_or(0.0, |r| r.ns);
         for r in &self.nat {
-            let _ = writeln!(s, "| {} | {:.0} | {:.2} |", r.name, r.ns, r.ratio);
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.2} | {:.0} | {} |",
+                r.name,
+                r.ns,
+                r.ratio,
+                r.ns - floor_ns,
+                r.calls.len()
+            );
+        }
+        let _ = writeln!(s, "\nCalls per path (counted as in the table above):\n");
+        for r in self.nat.iter().skip(1) {
+            let _ = writeln!(s, "- {}: {}", r.name, r.calls.join(", "));
         }
         let _ = writeln!(s);
     }
