@@ -59,6 +59,8 @@ const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
 /// Neighbour entries of the load balancer's NIC, from the kernel.
 pub struct KernelNeighbours {
     pub ifindex: u32,
+    /// One socket for every probe.
+    pub prober: netlink::Prober,
 }
 
 impl Neighbours for KernelNeighbours {
@@ -67,7 +69,7 @@ impl Neighbours for KernelNeighbours {
     }
 
     fn probe(&mut self, addr: IpAddr) -> Result<()> {
-        Ok(netlink::probe_neighbour(self.ifindex, addr)?)
+        Ok(self.prober.probe(self.ifindex, addr)?)
     }
 }
 
@@ -75,6 +77,9 @@ impl Neighbours for KernelNeighbours {
 /// while some backend is still unresolved.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 const NEIGHBOUR_REFRESH_UNRESOLVED: Duration = Duration::from_millis(200);
+
+/// Most health-check results applied under one hold of the controller.
+const HEALTH_BATCH: usize = 4096;
 
 fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     // A panic while holding the lock leaves the maps as they were written;
@@ -126,6 +131,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     })?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
+        prober: netlink::Prober::default(),
     };
     let lease = lease(&config);
     // Per VRRP group: resume as master (the node was master, and the
@@ -328,11 +334,21 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     break;
                 }
             },
-            Some(result) = results.recv() => {
-                if checks.is_current(&result)
-                    && let Err(e) = lock(&controller).record_check(&result.vip, result.addr, result.outcome)
+            Some(first) = results.recv() => {
+                // Together with every result that queued up meanwhile: one
+                // ring per VIP for all of them.
+                let mut batch = vec![first];
+                while batch.len() < HEALTH_BATCH
+                    && let Ok(r) = results.try_recv()
                 {
-                    tracing::warn!(error = format!("{e:#}"), "applying a health-check result failed");
+                    batch.push(r);
+                }
+                let current = batch
+                    .into_iter()
+                    .filter(|r| checks.is_current(r))
+                    .map(|r| (r.vip, r.addr, r.outcome));
+                if let Err(e) = lock(&controller).record_checks(current) {
+                    tracing::warn!(error = format!("{e:#}"), "applying health-check results failed");
                 }
             }
             res = async { vrrp_task.as_mut().expect("guarded").await }, if vrrp_task.is_some() => {
