@@ -98,13 +98,19 @@ impl Staged {
     }
 }
 
+/// The kernel keeps an array's elements 8-byte aligned: a u32 element
+/// takes 8 bytes, its value in the first 4.
+const ELEMENT_STRIDE: usize = 8;
+
 /// Writes the size and `slots` into `map` (an array of `entries` u32s made
 /// with `BPF_F_MMAPABLE`) through a shared mapping of it.
 fn fill_mapped(map: &MapData, entries: u32, size: u32, slots: &[u32]) -> Result<()> {
-    let len = entries as usize * size_of::<u32>();
+    let words = entries as usize * ELEMENT_STRIDE / size_of::<u32>();
+    let len = words * size_of::<u32>();
     let fd = map.fd().as_fd().as_raw_fd();
     // SAFETY: a fresh shared mapping of `len` bytes of an mmapable BPF
-    // array the kernel sized to at least `len`; nothing else maps it yet.
+    // array, whose value area the kernel sized to `entries` elements of
+    // `ELEMENT_STRIDE` bytes; nothing else maps it yet.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -119,11 +125,18 @@ fn fill_mapped(map: &MapData, entries: u32, size: u32, slots: &[u32]) -> Result<
         return Err(std::io::Error::last_os_error()).context("mapping a new ring");
     }
     // SAFETY: `addr` is a valid, page-aligned (so u32-aligned) writable
-    // mapping of `entries` u32s, alive until the munmap below, and only
-    // this slice refers to it.
-    let ring = unsafe { std::slice::from_raw_parts_mut(addr.cast::<u32>(), entries as usize) };
+    // mapping of `words` u32s, alive until the munmap below, and only this
+    // slice refers to it.
+    let ring = unsafe { std::slice::from_raw_parts_mut(addr.cast::<u32>(), words) };
+    let stride = ELEMENT_STRIDE / size_of::<u32>();
     ring[0] = size;
-    ring[RING_FIRST_SLOT as usize..].copy_from_slice(slots);
+    for (element, id) in ring
+        .chunks_exact_mut(stride)
+        .skip(RING_FIRST_SLOT as usize)
+        .zip(slots)
+    {
+        element[0] = *id;
+    }
     // SAFETY: unmaps exactly the mapping made above; `ring` is not used
     // after this.
     if unsafe { libc::munmap(addr, len) } != 0 {
