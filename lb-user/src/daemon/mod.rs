@@ -137,11 +137,10 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     // Per VRRP group: resume as master (the node was master, and the
     // predecessor's lease has not run out), or start as standby.
     let mut resume = Vec::new();
-    let up = start::bring_up(
+    let (controller, opened) = start::open(
         &config,
         config_path,
         opts,
-        &mut neighbours,
         |c: &mut Controller, adopted: &Adopted, was_running: bool| {
             let Some(v) = &config.vrrp else {
                 return Ok(());
@@ -169,17 +168,78 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             Ok(())
         },
     )?;
+    let controller = Arc::new(Mutex::new(controller));
+    let announcing: Arc<Announcing> = Arc::new(Mutex::new(None));
+    let syncing: Arc<Syncing> = Arc::new(Mutex::new(None));
+    let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
+    let has_vrrp = config.vrrp.is_some();
+    let sources = Arc::new(metrics::Sources {
+        controller: controller.clone(),
+        vrrp: has_vrrp.then(|| vrrp_status.clone()),
+        announcing: announcing.clone(),
+        syncing: syncing.clone(),
+        dataplane: Mutex::new(None),
+    });
+    let mut interfaces = vec![TraceInterface {
+        ifindex: iface.index,
+        name: iface.name.clone(),
+    }];
+    if let Some(name) = &config.server_interface
+        && let Ok(s) = netlink::interface_by_name(name)
+    {
+        interfaces.push(TraceInterface {
+            ifindex: s.index,
+            name: s.name,
+        });
+    }
+    let trace_site = Arc::new(TraceSite {
+        state_dir: opened.state_path().to_owned(),
+        interfaces,
+    });
+    let socket = config.control_socket.clone();
+    // The socket answers from here on, while the VIPs go in: `xlb status`
+    // shows them as they are published. A reload or `down` waits for the
+    // loop, which owns the running config (and, for `down`, the data
+    // plane): the socket hands them over and waits for the answer.
+    let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
+    let mut server = tokio::spawn({
+        let socket = socket.clone();
+        let sources = sources.clone();
+        async move {
+            ctl::serve(&socket, move |req| {
+                let sources = sources.clone();
+                let command_tx = command_tx.clone();
+                let trace_site = trace_site.clone();
+                async move { handle_request(req, &sources, &trace_site, &command_tx).await }
+            })
+            .await
+        }
+    });
+    let _socket_file = RemoveOnDrop(socket);
+
+    let mut opened = Some(opened);
+    let mut up = None;
+    if opened.as_ref().is_some_and(start::Opened::attach_first) {
+        let o = opened.take().expect("checked");
+        up = Some(start::attach(o, &mut lock(&controller), &config)?);
+    }
+    start::apply(&config, config_path, &controller, &mut neighbours).await?;
+    if let Some(o) = opened.take() {
+        up = Some(start::attach(o, &mut lock(&controller), &config)?);
+    }
     let start::Up {
         dp,
-        mut controller,
         state,
         status: dataplane,
-    } = up;
-    controller.renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
-    let announcing: Arc<Announcing> = Arc::new(Mutex::new(match &config.announce {
-        Some(a) => Some(Announcer::start(KernelAddresses, a)?),
-        None => None,
-    }));
+    } = up.expect("attached before or after the apply");
+    *sources
+        .dataplane
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(dataplane);
+    lock(&controller).renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
+    if let Some(a) = &config.announce {
+        *lock_announcing(&announcing) = Some(Announcer::start(KernelAddresses, a)?);
+    }
 
     let (mut checks, mut results) = Scheduler::new();
     checks.reconcile(&config);
@@ -187,12 +247,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         tracing::info!(checks = checks.len(), "health checks started");
     }
 
-    let controller = Arc::new(Mutex::new(controller));
-    let syncing: Arc<Syncing> = Arc::new(Mutex::new(None));
     if let Some(sc) = &config.sync {
         *lock_syncing(&syncing) = Some(start_sync(sc, &config, state.path(), &controller)?);
     }
-    let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
     let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(None);
     let mut vrrp_task = match &config.vrrp {
         Some(vc) => {
@@ -230,55 +287,12 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
         None => None,
     };
-    let has_vrrp = vrrp_task.is_some();
-    let sources = Arc::new(metrics::Sources {
-        controller: controller.clone(),
-        vrrp: has_vrrp.then(|| vrrp_status.clone()),
-        announcing: announcing.clone(),
-        syncing: syncing.clone(),
-        dataplane,
-    });
     let mut metrics_server = match (config.metrics, metrics_listener) {
         (Some(cfg), Some(listener)) => {
             Some(metrics::start(cfg, listener, sources.clone(), state.path()))
         }
         _ => None,
     };
-    let mut interfaces = vec![TraceInterface {
-        ifindex: iface.index,
-        name: iface.name.clone(),
-    }];
-    if let Some(name) = &config.server_interface
-        && let Ok(s) = netlink::interface_by_name(name)
-    {
-        interfaces.push(TraceInterface {
-            ifindex: s.index,
-            name: s.name,
-        });
-    }
-    let trace_site = Arc::new(TraceSite {
-        state_dir: state.path().to_owned(),
-        interfaces,
-    });
-    let socket = config.control_socket.clone();
-    // A reload needs the running config and the checks, and `down` the
-    // data plane, which this loop owns: the socket hands them over and
-    // waits for the answer.
-    let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
-    let mut server = tokio::spawn({
-        let socket = socket.clone();
-        let sources = sources.clone();
-        async move {
-            ctl::serve(&socket, move |req| {
-                let sources = sources.clone();
-                let command_tx = command_tx.clone();
-                let trace_site = trace_site.clone();
-                async move { handle_request(req, &sources, &trace_site, &command_tx).await }
-            })
-            .await
-        }
-    });
-    let _socket_file = RemoveOnDrop(socket);
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
