@@ -232,10 +232,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         state,
         status: dataplane,
     } = up.expect("attached before or after the apply");
-    *sources
-        .dataplane
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(dataplane);
+    *sources.dataplane.lock().unwrap_or_else(|e| e.into_inner()) = Some(dataplane);
     lock(&controller).renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
     if let Some(a) = &config.announce {
         *lock_announcing(&announcing) = Some(Announcer::start(KernelAddresses, a)?);

@@ -212,7 +212,11 @@ pub(super) async fn apply(
     lock(controller)
         .finish_apply(applying, neighbours)
         .map_err(what)?;
-    tracing::info!(vips, ms = started.elapsed().as_millis() as u64, "configuration applied");
+    tracing::info!(
+        vips,
+        ms = started.elapsed().as_millis() as u64,
+        "configuration applied"
+    );
     Ok(())
 }
 

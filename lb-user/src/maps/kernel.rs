@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
-    BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig, MAX_BACKENDS,
+    BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_VIPS,
     RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, ct, drop, global, map_names as names,
 };
 
@@ -296,6 +296,14 @@ impl MapStore for Maps {
         sum_counters(&self.backend_stats, id)
     }
 
+    fn all_vip_counters(&self) -> Result<Vec<Counters>> {
+        sum_all(&self.vip_stats, MAX_VIPS).context("reading VIP_STATS")
+    }
+
+    fn all_backend_counters(&self) -> Result<Vec<Counters>> {
+        sum_all(&self.backend_stats, MAX_BACKENDS).context("reading BACKEND_STATS")
+    }
+
     fn reset_vip_counters(&mut self, index: u32) -> Result<()> {
         reset(&mut self.vip_stats, index)
     }
@@ -341,6 +349,25 @@ fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> Result<Coun
         total.add(v);
     }
     Ok(total)
+}
+
+/// Every element of `map` (`entries` of them), summed over CPUs, with one
+/// batch lookup.
+fn sum_all(map: &PerCpuArray<MapData, Counters>, entries: u32) -> Result<Vec<Counters>> {
+    use aya::maps::IterableMap as _;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let fd = map.map().fd().as_fd();
+    let values = super::batch::lookup_percpu_array::<Counters>(fd, entries, cpus)?;
+    Ok(values
+        .chunks_exact(cpus)
+        .map(|per_cpu| {
+            let mut total = Counters::default();
+            for v in per_cpu {
+                total.add(v);
+            }
+            total
+        })
+        .collect())
 }
 
 fn reset(map: &mut PerCpuArray<MapData, Counters>, index: u32) -> Result<()> {

@@ -208,6 +208,22 @@ impl MapStore for MemoryMaps {
         Ok(self.lease)
     }
 
+    fn all_vip_counters(&self) -> Result<Vec<Counters>> {
+        let mut out = vec![Counters::default(); MAX_VIPS as usize];
+        for (i, c) in &self.vip_stats {
+            out[*i as usize] = *c;
+        }
+        Ok(out)
+    }
+
+    fn all_backend_counters(&self) -> Result<Vec<Counters>> {
+        let mut out = vec![Counters::default(); MAX_BACKENDS as usize];
+        for (i, c) in &self.backend_stats {
+            out[*i as usize] = *c;
+        }
+        Ok(out)
+    }
+
     fn stage_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
         vip_index(index)?;
         self.staged.insert(index, slots.to_vec());

@@ -4,6 +4,7 @@
 //! ([`MemoryMaps`]: `xlb check` dry-runs a config against it, and the
 //! controller's unit tests run on it without root).
 
+mod batch;
 mod kernel;
 mod memory;
 mod rings;
@@ -88,6 +89,11 @@ pub trait MapStore {
     /// Per-VIP and per-backend counters, summed over CPUs.
     fn vip_counters(&self, index: u32) -> Result<Counters>;
     fn backend_counters(&self, id: u32) -> Result<Counters>;
+    /// Every VIP's and every backend's counters, indexed by VIP index and
+    /// by backend id (`MAX_VIPS` and `MAX_BACKENDS` of them): what a
+    /// status of thousands of VIPs reads, in one go.
+    fn all_vip_counters(&self) -> Result<Vec<Counters>>;
+    fn all_backend_counters(&self) -> Result<Vec<Counters>>;
     /// Resets the counters of a slot reused for a new VIP or backend.
     fn reset_vip_counters(&mut self, index: u32) -> Result<()>;
     fn reset_backend_counters(&mut self, id: u32) -> Result<()>;

@@ -78,7 +78,7 @@ impl Staged {
             .iter()
             .map(|(_, m)| m.map().fd().as_fd().as_raw_fd() as u32)
             .collect();
-        let (done, result) = update_batch(&self.outer, &keys, &fds);
+        let (done, result) = super::batch::update(&self.outer, &keys, &fds);
         match result {
             Ok(()) => Ok(()),
             Err(e)
@@ -143,37 +143,4 @@ fn fill_mapped(map: &MapData, entries: u32, size: u32, slots: &[u32]) -> Result<
         bail!("unmapping a new ring: {}", std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// `BPF_MAP_UPDATE_BATCH` of u32 keys to u32 values (map descriptors for
-/// an array of maps). Returns how many elements the kernel updated, and
-/// the error that stopped it, if any.
-fn update_batch(map: &OwnedFd, keys: &[u32], values: &[u32]) -> (u32, std::io::Result<()>) {
-    use aya_obj::generated::{bpf_attr, bpf_cmd};
-    debug_assert_eq!(keys.len(), values.len());
-    // SAFETY: `bpf_attr` is plain integers; all zero is its empty value.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.batch.keys = keys.as_ptr() as u64;
-    attr.batch.values = values.as_ptr() as u64;
-    attr.batch.count = keys.len() as u32;
-    attr.batch.map_fd = map.as_raw_fd() as u32;
-    // SAFETY: `attr` is a valid `bpf_attr` for the batch command; `keys`
-    // and `values` hold `count` u32s each (the map's key and value size)
-    // and outlive the call, which only reads them and writes `count`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_MAP_UPDATE_BATCH as libc::c_long,
-            &mut attr as *mut bpf_attr,
-            size_of::<bpf_attr>() as libc::c_uint,
-        )
-    };
-    // SAFETY: the batch member is the one written above and by the kernel.
-    let done = unsafe { attr.batch.count };
-    let result = if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    };
-    (done, result)
 }

@@ -200,7 +200,11 @@ impl Report {
             "| BPF memory: every other map (fixed) | {:.0} MiB |",
             v.pinned_mib
         );
-        let _ = writeln!(s, "| Reload changing one backend of one VIP | {:.0} ms |\n", v.reload_ms);
+        let _ = writeln!(
+            s,
+            "| Reload changing one backend of one VIP | {:.0} ms |\n",
+            v.reload_ms
+        );
         let h = &r.health;
         let _ = writeln!(
             s,
