@@ -250,6 +250,9 @@ impl<M: MapStore> Controller<M> {
         }
         let mut pending = Vec::with_capacity(wanted.len());
         for (key, vip) in wanted {
+            if self.vips.get(&key).is_some_and(|v| v.unchanged_by(vip)) {
+                continue;
+            }
             match self.upsert_vip(key, vip, &table) {
                 Ok(()) => pending.push(key),
                 Err(e) => {
@@ -472,8 +475,12 @@ impl<M: MapStore> Controller<M> {
             }
         };
         let result = self.reconcile(&mut vip, cfg, neighbours);
-        if result.is_err() {
-            vip.synced = false;
+        match result {
+            Ok(()) => vip.applied = Some(cfg.clone()),
+            Err(_) => {
+                vip.synced = false;
+                vip.applied = None;
+            }
         }
         self.vips.insert(key, vip);
         result

@@ -1240,3 +1240,25 @@ fn a_refresh_probes_each_backend_address_once_whatever_the_vips() {
     c.refresh_neighbours(&mut n).unwrap();
     assert_eq!(n.1, HashMap::from([(ip(11), 1), (ip(12), 1)]));
 }
+
+#[test]
+fn a_reload_changing_one_vip_writes_only_that_vip() {
+    let mut c = controller();
+    let mut n = table(&[11, 12, 13, 14]);
+    c.apply(&many_vips(1000, &[11, 12, 13], 13, ""), &mut n)
+        .unwrap();
+    let mut text = many_vips(1000, &[11, 12, 13], 13, "");
+    let changed = text.vips[500].key();
+    text.vips[500].backends[2].address = ip(14);
+    text.vips[500].backends[2].name = "b14".into();
+    let (writes, installs) = (c.maps().writes, c.maps().ring_installs);
+    c.apply(&text, &mut n).unwrap();
+    assert_eq!(c.maps().ring_installs, installs + 1, "one new ring");
+    // The new backend's entry and owner, the ring, its digest, the
+    // removed backend's owner record (retired).
+    let written = c.maps().writes - writes;
+    assert!(written <= 8, "{written} writes for one changed backend");
+    let vip = &c.vips[&changed];
+    let addrs: Vec<IpAddr> = vip.backends.iter().map(|b| b.config.address).collect();
+    assert_eq!(addrs, [ip(11), ip(12), ip(14)]);
+}

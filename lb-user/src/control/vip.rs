@@ -114,6 +114,8 @@ pub(super) struct Vip {
     pub(super) adopted_ring: Option<u64>,
     /// Gone from the configuration, but unpublishing it failed: retried.
     pub(super) removing: bool,
+    /// The configuration the model was last brought to.
+    pub(super) applied: Option<VipConfig>,
 }
 
 impl Vip {
@@ -130,6 +132,7 @@ impl Vip {
             reset_counters: true,
             adopted_ring: None,
             removing: false,
+            applied: None,
         }
     }
 
@@ -179,7 +182,22 @@ impl Vip {
             reset_counters: false,
             adopted_ring: (ring_digest != 0).then_some(ring_digest),
             removing: false,
+            applied: None,
         }
+    }
+
+    /// Whether applying `cfg` would change nothing: the model is at `cfg`
+    /// and synced, and no runtime drain or weight (which an apply resets)
+    /// is set. A reload skips such a VIP, so that its cost follows what
+    /// changed rather than how many VIPs there are.
+    pub(super) fn unchanged_by(&self, cfg: &VipConfig) -> bool {
+        self.applied.as_ref() == Some(cfg)
+            && self.synced
+            && !self.removing
+            && self
+                .backends
+                .iter()
+                .all(|b| !b.drained && b.weight_override.is_none() && b.adopted.is_none())
     }
 
     pub(super) fn name(&self) -> &str {
