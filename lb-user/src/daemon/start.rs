@@ -206,7 +206,9 @@ pub(super) async fn apply(
         .begin_apply(config, neighbours)
         .map_err(what)?;
     while lock(controller).apply_step(&mut applying) {
-        tokio::task::yield_now().await;
+        // A moment for whoever waits for the controller (the lock is not
+        // fair: re-taken at once, it would starve the control socket).
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     let (vips, _) = applying.progress();
     lock(controller)

@@ -60,6 +60,9 @@ pub struct VipsRun {
     /// memlock of the pinned maps (everything but the rings).
     pub pinned_mib: f64,
     pub reload_ms: f64,
+    /// Of which reading the file and applying it, by xlb's log.
+    pub reload_read_ms: f64,
+    pub reload_apply_ms: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -317,7 +320,8 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
         "  {} VIPs × {BACKENDS_PER_VIP}: first serving {:.2} s, all {:.2} s after the spawn; \
          status: first answer {:.2} s, {} answers until all served (p50 {:.1} ms, p99 {:.1} ms, \
          max {:.1} ms), {} failed; idle CPU {:.2} % of a core over {:.0} s; RSS {:.0} MiB; \
-         ring {:.0} KiB each, other pinned maps {:.0} MiB; one-backend reload {:.0} ms",
+         ring {:.0} KiB each, other pinned maps {:.0} MiB; one-backend reload {:.0} ms (read {:.0} ms, \
+         apply {:.1} ms)",
         run.vips,
         run.first_serving_s,
         run.all_serving_s,
@@ -332,7 +336,9 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
         run.rss_mib,
         run.ring_kib,
         run.pinned_mib,
-        run.reload_ms
+        run.reload_ms,
+        run.reload_read_ms,
+        run.reload_apply_ms
     ));
     drop(ns);
     Ok(run)
@@ -438,6 +444,24 @@ fn measure_vips(
         .map(|&b| lb_common::addr_bytes(backend_addr(b).into()).0)
         .collect();
     ensure!(members == now, "the reloaded VIP's ring did not change");
+    let field = |name: &str| -> Result<f64> {
+        let log = xlb.log();
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("configuration reloaded"))
+            .ok_or_else(|| anyhow!("no reload logged"))?;
+        let at = line
+            .find(&format!("{name}="))
+            .ok_or_else(|| anyhow!("no {name} in {line:?}"))?;
+        let v = line[at + name.len() + 1..].trim_start_matches('"');
+        let end = v
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(v.len());
+        v[..end]
+            .parse()
+            .with_context(|| format!("{name} in {line:?}"))
+    };
+    let (reload_read_ms, reload_apply_ms) = (field("read_ms")?, field("apply_ms")?);
     Ok((
         first,
         all,
@@ -457,6 +481,8 @@ fn measure_vips(
             ring_kib: ring_bytes as f64 / 1024.0,
             pinned_mib: pinned as f64 / (1024.0 * 1024.0),
             reload_ms,
+            reload_read_ms,
+            reload_apply_ms,
         },
     ))
 }
