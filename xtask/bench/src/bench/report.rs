@@ -202,8 +202,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| Reload changing one backend of one VIP | {:.0} ms |\n",
-            v.reload_ms
+            "| Reload changing one backend of one VIP: request to reply (of which, by \
+             xlb's log, reading the file / applying it) | {:.0} ms ({:.0} / {:.1} ms) |\n",
+            v.reload_ms, v.reload_read_ms, v.reload_apply_ms
         );
         let h = &r.health;
         let _ = writeln!(
