@@ -46,7 +46,10 @@ pub(super) fn lookup_percpu_array<V: aya::Pod + Default>(
     entries: u32,
     cpus: usize,
 ) -> std::io::Result<Vec<V>> {
-    assert!(size_of::<V>() % 8 == 0, "per-CPU values are 8-byte aligned");
+    assert!(
+        size_of::<V>().is_multiple_of(8),
+        "per-CPU values are 8-byte aligned"
+    );
     let mut keys = vec![0u32; entries as usize];
     let mut values = vec![V::default(); entries as usize * cpus];
     let mut out_batch = 0u32;
