@@ -206,6 +206,27 @@ impl Report {
              xlb's log, reading the file / applying it) | {:.0} ms ({:.0} / {:.1} ms) |\n",
             v.reload_ms, v.reload_read_ms, v.reload_apply_ms
         );
+        if !r.flows.is_empty() {
+            let _ = writeln!(
+                s,
+                "Connection tables of other sizes (`[conntrack] size`): the program loaded \
+                 against a fresh state directory with each size, and the `memlock` the \
+                 kernel charges for its two tables (LRU hashes, preallocated: the memory is \
+                 taken at load whatever the number of flows).\n\n\
+                 | Entries | Load | `FLOWS` | `NAT_REVERSE` |\n|--:|--:|--:|--:|"
+            );
+            for f in &r.flows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.2} s | {:.0} MiB | {:.0} MiB |",
+                    thousands(f64::from(f.entries)),
+                    f.load_s,
+                    f.flows_mib,
+                    f.nat_reverse_mib
+                );
+            }
+            let _ = writeln!(s);
+        }
         let h = &r.health;
         let _ = writeln!(
             s,

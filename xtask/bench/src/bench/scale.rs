@@ -73,15 +73,72 @@ pub struct HealthRun {
     pub ring_installs: usize,
 }
 
+/// A connection-table size that loaded, and what its tables cost.
+#[derive(Debug, Clone)]
+pub struct FlowsRow {
+    pub entries: u32,
+    pub load_s: f64,
+    /// memlock of FLOWS and of NAT_REVERSE.
+    pub flows_mib: f64,
+    pub nat_reverse_mib: f64,
+}
+
 pub struct Results {
     pub vips: VipsRun,
     pub health: HealthRun,
+    pub flows: Vec<FlowsRow>,
 }
+
+/// The connection-table sizes loaded.
+pub const FLOW_SIZES: [u32; 2] = [4 << 20, 16 << 20];
 
 pub fn run(xlb_exe: &Path, quick: bool) -> Result<Results> {
     let vips = vips(xlb_exe, quick).context("10,000 VIPs")?;
     let health = health(xlb_exe).context("1,000 health-checked backends")?;
-    Ok(Results { vips, health })
+    let flows = FLOW_SIZES
+        .iter()
+        .map(|&n| flows(n).with_context(|| format!("a connection table of {n} entries")))
+        .collect::<Result<_>>()?;
+    Ok(Results {
+        vips,
+        health,
+        flows,
+    })
+}
+
+/// Loads the program with `entries`-entry connection tables against a
+/// fresh state directory (pinned, as `xlb run` does) and reads what the
+/// kernel charges for them.
+fn flows(entries: u32) -> Result<FlowsRow> {
+    let name = format!("xf{:05x}", std::process::id() & 0xf_ffff);
+    let dir = BpfDir::create(&name)?;
+    let state = lb_user::state::StateDir::open(dir.path())?;
+    let t0 = Instant::now();
+    let (dp, maps) =
+        lb_user::dataplane::Dataplane::open(lb_user::EBPF_OBJECT, &state, entries, &[])?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mib = |map: &str| -> Result<f64> {
+        let m = MapData::from_pin(state.map_pin(map))?;
+        ensure!(
+            aya::maps::MapInfo::from_pin(state.map_pin(map))?.max_entries() == entries,
+            "{map} has another size"
+        );
+        Ok(memlock(&m)? as f64 / (1024.0 * 1024.0))
+    };
+    let row = FlowsRow {
+        entries,
+        load_s,
+        flows_mib: mib(names::FLOWS)?,
+        nat_reverse_mib: mib(names::NAT_REVERSE)?,
+    };
+    drop((dp, maps));
+    state.reset()?;
+    say(&format!(
+        "  connection table of {entries} entries: loaded in {load_s:.2} s, FLOWS {:.0} MiB, \
+         NAT_REVERSE {:.0} MiB",
+        row.flows_mib, row.nat_reverse_mib
+    ));
+    Ok(row)
 }
 
 fn vip_addr(i: usize) -> Ipv4Addr {
