@@ -169,6 +169,9 @@ pub const MAX_RING_SIZE: u32 = 1_048_573;
 pub const RING_FIRST_SLOT: u32 = 1;
 /// `BPF_F_INNER_MAP`: lets inner rings of different sizes share one outer map.
 pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+/// `BPF_F_MMAPABLE`: an array the control plane fills through a memory
+/// mapping, at memory speed, instead of one system call per slot.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Address families, as stored in keys.
 pub const FAMILY_V4: u8 = 4;

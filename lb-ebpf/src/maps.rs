@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
+    BPF_F_INNER_MAP, BPF_F_MMAPABLE, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FLOW_EVENTS_BYTES, FlowBudget, FlowEvent, FlowKey, FlowState, LbConfig,
     MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, StateMeta, TRACE_EVENTS_BYTES,
     TraceFilter, TraceRecord, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, ct, drop, global,
@@ -16,9 +16,13 @@ use lb_common::{
 
 /// One Maglev ring per VIP: element 0 holds the ring size, elements
 /// `1..=size` hold backend ids. The template size is only a default:
-/// `BPF_F_INNER_MAP` lets userspace insert rings of any size.
-pub type Ring =
-    Array<u32, { (DEFAULT_RING_SIZE + RING_FIRST_SLOT) as usize }, { BPF_F_INNER_MAP as usize }>;
+/// `BPF_F_INNER_MAP` lets userspace insert rings of any size, and
+/// `BPF_F_MMAPABLE` lets it fill a new ring through a memory mapping.
+pub type Ring = Array<
+    u32,
+    { (DEFAULT_RING_SIZE + RING_FIRST_SLOT) as usize },
+    { (BPF_F_INNER_MAP | BPF_F_MMAPABLE) as usize },
+>;
 
 /// (address, port, protocol) → VIP.
 #[btf_map]

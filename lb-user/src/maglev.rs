@@ -43,7 +43,7 @@ use std::net::IpAddr;
 pub const EMPTY: u32 = u32::MAX;
 
 /// One candidate backend of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Member {
     /// Stable identity, see [`identity`]. Must be unique within one table.
     pub identity: [u8; 18],

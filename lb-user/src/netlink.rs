@@ -141,9 +141,35 @@ pub fn neighbours(ifindex: u32) -> Result<HashMap<IpAddr, [u8; 6]>, NetlinkError
 /// compare-and-set to close that window.
 pub fn probe_neighbour(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
     let op = format!("RTM_NEWNEIGH (NTF_USE) for {addr} on interface index {ifindex}");
-    let mut conn = Connection::open(&op)?;
+    probe_on(&mut Connection::open(&op)?, ifindex, addr)
+}
+
+/// [`probe_neighbour`] for many addresses over one netlink socket, opened
+/// on the first probe and kept (opened again after a probe that failed, so
+/// that a broken exchange cannot spill into the next).
+#[derive(Default)]
+pub struct Prober {
+    conn: Option<Connection>,
+}
+
+impl Prober {
+    pub fn probe(&mut self, ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => Connection::open("opening a netlink socket for neighbour probes")?,
+        };
+        let result = probe_on(&mut conn, ifindex, addr);
+        if result.is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+}
+
+fn probe_on(conn: &mut Connection, ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+    let op = format!("RTM_NEWNEIGH (NTF_USE) for {addr} on interface index {ifindex}");
     for _ in 0..PROBE_ATTEMPTS {
-        let existing = lookup_neighbour(&mut conn, ifindex, addr)?;
+        let existing = lookup_neighbour(conn, ifindex, addr)?;
         if let Some(state) = existing.filter(|&s| is_static(s)) {
             tracing::debug!(%addr, ifindex, %state, "static neighbour entry, not probing");
             return Ok(());

@@ -36,6 +36,7 @@ mod ids;
 mod leftovers;
 mod neighbours;
 mod retire;
+mod rings;
 mod runtime;
 mod server;
 mod standby;
@@ -88,6 +89,26 @@ pub enum ApplyError {
     /// failed; [`Controller::refresh_neighbours`] retries it.
     #[error("{0:#}")]
     Incomplete(anyhow::Error),
+}
+
+/// An apply under way ([`Controller::begin_apply`]).
+pub struct Applying {
+    /// The VIPs of the configuration, in the order they are written.
+    pending: Vec<VipKey>,
+    /// How many of `pending` are written.
+    done: usize,
+    servers: std::collections::BTreeSet<VipKey>,
+    nat: bool,
+    table: HashMap<IpAddr, [u8; 6]>,
+    tables: rings::Tables,
+    first_error: Option<anyhow::Error>,
+}
+
+impl Applying {
+    /// VIPs written so far, of how many.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.pending.len())
+    }
 }
 
 /// What the controller knows of the node it runs on.
@@ -179,6 +200,23 @@ impl<M: MapStore> Controller<M> {
         config: &Config,
         neighbours: &mut dyn Neighbours,
     ) -> Result<(), ApplyError> {
+        let mut applying = self.begin_apply(config, neighbours)?;
+        while self.apply_step(&mut applying) {}
+        self.finish_apply(applying, neighbours)
+    }
+
+    /// [`Controller::apply`] in steps, for a caller that lets others use
+    /// the controller in between (the control socket while thousands of
+    /// VIPs go in): checks the configuration and takes it into the model;
+    /// [`Controller::apply_step`] then writes a batch of VIPs at a time,
+    /// each serving as soon as its batch is in, and
+    /// [`Controller::finish_apply`] does the rest. Between steps the
+    /// model may be ahead of the maps for the VIPs still to write.
+    pub fn begin_apply(
+        &mut self,
+        config: &Config,
+        neighbours: &mut dyn Neighbours,
+    ) -> Result<Applying, ApplyError> {
         // Read once, before anything changes: new DSR backends start with
         // the MAC the kernel already knows, so a new VIP's first ring is
         // its real one (one install, no "no usable backend" in between).
@@ -210,17 +248,65 @@ impl<M: MapStore> Controller<M> {
                 first_error.get_or_insert(e);
             }
         }
+        let mut pending = Vec::with_capacity(wanted.len());
         for (key, vip) in wanted {
-            if let Err(e) = self.upsert_vip(key, vip, &table) {
-                first_error.get_or_insert(e);
+            if self.vips.get(&key).is_some_and(|v| v.unchanged_by(vip)) {
+                continue;
+            }
+            match self.upsert_vip(key, vip, &table) {
+                Ok(()) => pending.push(key),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        Ok(Applying {
+            pending,
+            done: 0,
+            servers,
+            nat: config.vips.iter().any(|v| v.mode == Mode::Nat),
+            table,
+            tables: rings::Tables::default(),
+            first_error,
+        })
+    }
+
+    /// Writes the next batch of VIPs of `applying`; `false` once none is
+    /// left.
+    pub fn apply_step(&mut self, applying: &mut Applying) -> bool {
+        let rest = &applying.pending[applying.done..];
+        if rest.is_empty() {
+            return false;
+        }
+        let rest = rest.to_vec();
+        let (taken, error) = self.sync_batch(&rest, &mut applying.tables);
+        applying.done += taken;
+        if let Some(e) = error {
+            applying.first_error.get_or_insert(e);
+        }
+        applying.done < applying.pending.len()
+    }
+
+    /// The end of an apply: the server addresses, NAT's flag, the retired
+    /// backends' records, and a neighbour refresh.
+    pub fn finish_apply(
+        &mut self,
+        applying: Applying,
+        neighbours: &mut dyn Neighbours,
+    ) -> Result<(), ApplyError> {
+        let Applying {
+            servers,
+            nat,
+            table,
+            mut first_error,
+            ..
+        } = applying;
         self.server_addrs.want(servers);
         if let Err(e) = self.sync_server_addrs() {
             first_error.get_or_insert(e);
         }
         // Replies are looked up in NAT_REVERSE only while some VIP needs it.
-        self.nat = config.vips.iter().any(|v| v.mode == Mode::Nat);
+        self.nat = nat;
         if let Err(e) = self.write_lb_config() {
             first_error.get_or_insert(e);
         }
@@ -363,8 +449,9 @@ impl<M: MapStore> Controller<M> {
         marked.and(cleared)
     }
 
-    /// Adds VIP `key` or brings it to `cfg`, then syncs it. The VIP is back
-    /// in the model whatever the maps said.
+    /// Adds VIP `key` or brings its model to `cfg` (synced later, in a
+    /// batch). The VIP is back in the model whatever happened; one whose
+    /// model could not be brought to `cfg` is left unsynced.
     fn upsert_vip(
         &mut self,
         key: VipKey,
@@ -388,10 +475,12 @@ impl<M: MapStore> Controller<M> {
             }
         };
         let result = self.reconcile(&mut vip, cfg, neighbours);
-        let standby = self.standby.contains(&cfg.name);
-        let result = result.and_then(|()| vip.sync(&mut self.maps, standby));
-        if result.is_err() {
-            vip.synced = false;
+        match result {
+            Ok(()) => vip.applied = Some(cfg.clone()),
+            Err(_) => {
+                vip.synced = false;
+                vip.applied = None;
+            }
         }
         self.vips.insert(key, vip);
         result
@@ -512,13 +601,18 @@ impl<M: MapStore> Controller<M> {
                 first_error.get_or_insert(e);
             }
         }
-        for vip in self.vips.values_mut().filter(|v| !v.synced) {
-            let standby = self.standby.contains(vip.name());
-            match vip.sync(&mut self.maps, standby) {
-                Ok(()) => tracing::info!(vip = %vip.name(), "VIP synced after an earlier failure"),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        let unsynced: Vec<VipKey> = self
+            .vips
+            .values()
+            .filter(|v| !v.synced)
+            .map(|v| v.key)
+            .collect();
+        if let Err(e) = self.sync_vips(&unsynced) {
+            first_error.get_or_insert(e);
+        }
+        for key in &unsynced {
+            if self.vips.get(key).is_some_and(|v| v.synced) {
+                tracing::info!(vip = %self.vips[key].name(), "VIP synced after an earlier failure");
             }
         }
         if self.server_addrs.unsynced()

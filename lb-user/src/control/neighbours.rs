@@ -12,7 +12,8 @@ use crate::{config::Mode, maps::MapStore};
 /// table in tests.
 pub trait Neighbours {
     fn lookup(&mut self) -> Result<HashMap<IpAddr, [u8; 6]>>;
-    /// Asks the kernel to resolve (or revalidate) `addr`.
+    /// Asks the kernel to resolve (or revalidate) `addr`; called once per
+    /// address per refresh, however many VIPs have it as a backend.
     fn probe(&mut self, addr: IpAddr) -> Result<()>;
 }
 
@@ -54,6 +55,9 @@ impl<M: MapStore> Controller<M> {
         neighbours: &mut dyn Neighbours,
     ) -> Result<()> {
         let mut first_error = None;
+        let mut changed_vips = Vec::new();
+        // Each address once, however many VIPs share it.
+        let mut probes = std::collections::BTreeSet::new();
         for vip in self.vips.values_mut() {
             if vip.settings.mode == Mode::Nat {
                 continue;
@@ -91,19 +95,22 @@ impl<M: MapStore> Controller<M> {
                     b.mac = mac;
                     changed = true;
                 }
-                if let Err(e) = neighbours.probe(b.config.address) {
-                    tracing::debug!(backend = %b.config.name, error = %e, "neighbour probe failed");
-                }
+                probes.insert(b.config.address);
             }
             if changed {
-                let standby = self.standby.contains(&vip.settings.name);
-                if let Err(e) = vip.sync(&mut self.maps, standby) {
-                    first_error.get_or_insert(e);
-                }
+                changed_vips.push(vip.key);
             } else if grace_ran_out && vip.usable_backends() == 0 {
                 // Start-up is over for this VIP and it still cannot serve.
                 vip.report_unusable();
             }
+        }
+        for addr in probes {
+            if let Err(e) = neighbours.probe(addr) {
+                tracing::debug!(backend = %addr, error = %e, "neighbour probe failed");
+            }
+        }
+        if let Err(e) = self.sync_vips(&changed_vips) {
+            first_error.get_or_insert(e);
         }
         if let Err(e) = self.resync() {
             first_error.get_or_insert(e);

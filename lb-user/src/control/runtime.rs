@@ -21,23 +21,50 @@ impl<M: MapStore> Controller<M> {
     /// it took, and takes the backend out of (or back into) the ring.
     /// Results for backends no longer configured are ignored.
     pub fn record_check(&mut self, vip: &VipKey, addr: IpAddr, outcome: Outcome) -> Result<()> {
+        self.record_checks([(*vip, addr, outcome)])
+    }
+
+    /// Feeds many health-check results at once (those that queued up while
+    /// the controller was busy): each VIP whose usable backends changed gets
+    /// one new ring for all of them, however many results changed it (the
+    /// first results of 1,000 backends of one VIP build one ring, not
+    /// 1,000), and the rings of all those VIPs are published together.
+    pub fn record_checks(
+        &mut self,
+        results: impl IntoIterator<Item = (VipKey, IpAddr, Outcome)>,
+    ) -> Result<()> {
+        let mut changed: Vec<VipKey> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (vip, addr, outcome) in results {
+            if self.observe_check(&vip, addr, outcome) && seen.insert(vip) {
+                changed.push(vip);
+            }
+        }
+        // With on_down = "reschedule" this also flags the backend entry, so
+        // its tracked flows are hashed again, onto the ring written here.
+        self.sync_vips(&changed)
+            .context("applying health-check results")
+    }
+
+    /// Feeds one result to its backend's tracker; whether its health
+    /// changed (logged here).
+    fn observe_check(&mut self, vip: &VipKey, addr: IpAddr, outcome: Outcome) -> bool {
         let Some(v) = self.vips.get_mut(vip) else {
-            return Ok(());
+            return false;
         };
-        let on_down = v.settings.on_down;
-        let vname = v.settings.name.clone();
+        let (on_down, vname) = (v.settings.on_down, v.settings.name.clone());
         let Some(b) = v.backend_mut(addr) else {
-            return Ok(());
+            return false;
         };
         let Some(tracker) = b.health.as_mut() else {
-            return Ok(());
+            return false;
         };
         let (detail, latency_ms) = (outcome.detail.clone(), outcome.latency.as_secs_f64() * 1e3);
         let Some((from, to)) = tracker.observe(outcome) else {
-            return Ok(());
+            return false;
         };
         let (consecutive, check) = (tracker.streak(), tracker.check().to_owned());
-        let bname = b.config.name.clone();
+        let bname = b.config.name.as_str();
         if to == Health::Up {
             tracing::info!(vip = %vname, backend = %bname, %from, %to, check, result = detail,
                 latency_ms = format!("{latency_ms:.1}"), consecutive, "backend health: UP, eligible for new flows again");
@@ -46,11 +73,7 @@ impl<M: MapStore> Controller<M> {
                 latency_ms = format!("{latency_ms:.1}"), consecutive, on_down = on_down.as_str(),
                 "backend health: DOWN, out of the table for new flows");
         }
-        // With on_down = "reschedule" this also flags the backend entry, so
-        // its tracked flows are hashed again, onto the ring written here.
-        let standby = self.standby.contains(&vname);
-        v.sync(&mut self.maps, standby)
-            .with_context(|| format!("taking backend {bname} {to}"))
+        true
     }
 
     /// Backends whose drain or weight was set at runtime (`xlb backend`),

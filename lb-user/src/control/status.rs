@@ -2,7 +2,7 @@
 //! counters (the daemon adds VRRP's part).
 
 use anyhow::Result;
-use lb_common::{LB_F_FORWARDING, ct, drop, global};
+use lb_common::{Counters, LB_F_FORWARDING, ct, drop, global};
 
 use super::{Controller, backend::Backend, vip::Vip};
 use crate::{
@@ -15,9 +15,14 @@ use crate::{
 
 impl<M: MapStore> Controller<M> {
     pub fn status(&self) -> Result<Status> {
+        // Two reads for every counter of every VIP and backend.
+        let counters = Counts {
+            vips: self.maps.all_vip_counters()?,
+            backends: self.maps.all_backend_counters()?,
+        };
         let mut vips = Vec::with_capacity(self.vips.len());
         for vip in self.vips.values() {
-            vips.push(self.vip_status(vip)?);
+            vips.push(self.vip_status(vip, &counters));
         }
         let globals = self.maps.globals()?;
         let drops = self.maps.drops()?;
@@ -75,15 +80,15 @@ impl<M: MapStore> Controller<M> {
         out
     }
 
-    fn vip_status(&self, vip: &Vip) -> Result<VipStatus> {
+    fn vip_status(&self, vip: &Vip, counters: &Counts) -> VipStatus {
         let s = &vip.settings;
-        let c = self.maps.vip_counters(vip.index)?;
+        let c = counters.vip(vip.index);
         let mut backends = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
-            backends.push(self.backend_status(b, vip)?);
+            backends.push(backend_status(b, vip, counters));
         }
         for b in self.retiring.of(&vip.key) {
-            let c = self.maps.backend_counters(b.id)?;
+            let c = counters.backend(b.id);
             backends.push(BackendStatus {
                 name: b.config.name.clone(),
                 address: b.config.address.to_string(),
@@ -99,7 +104,7 @@ impl<M: MapStore> Controller<M> {
                 health: None,
             });
         }
-        Ok(VipStatus {
+        VipStatus {
             name: s.name.clone(),
             address: s.address.to_string(),
             port: s.port,
@@ -114,31 +119,47 @@ impl<M: MapStore> Controller<M> {
             announce: None,
             on_down: s.on_down.as_str().to_string(),
             backends,
-        })
+        }
+    }
+}
+
+/// Every counter, read at once.
+struct Counts {
+    vips: Vec<Counters>,
+    backends: Vec<Counters>,
+}
+
+impl Counts {
+    fn vip(&self, index: u32) -> Counters {
+        self.vips.get(index as usize).copied().unwrap_or_default()
     }
 
-    fn backend_status(&self, b: &Backend, vip: &Vip) -> Result<BackendStatus> {
-        let counters = self.maps.backend_counters(b.id)?;
-        let health = b.health.as_ref().map(Tracker::state);
-        let state = match (b.reachable(vip.settings.mode), health, b.weight()) {
-            (false, _, _) => BackendState::Unresolved,
-            (_, Some(Health::Down), _) => BackendState::Down,
-            (_, Some(Health::Unknown), _) => BackendState::Pending,
-            (true, _, 0) => BackendState::Draining,
-            (true, _, _) => BackendState::Active,
-        };
-        Ok(BackendStatus {
-            name: b.config.name.clone(),
-            address: b.config.address.to_string(),
-            weight: b.weight(),
-            mac: b.mac.map(|m| format_mac(&m)),
-            state,
-            packets: counters.packets,
-            bytes: counters.bytes,
-            config_weight: b.config.weight,
-            drained: b.drained,
-            weight_override: b.weight_override,
-            health: b.health.as_ref().map(Tracker::status),
-        })
+    fn backend(&self, id: u32) -> Counters {
+        self.backends.get(id as usize).copied().unwrap_or_default()
+    }
+}
+
+fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
+    let counters = all.backend(b.id);
+    let health = b.health.as_ref().map(Tracker::state);
+    let state = match (b.reachable(vip.settings.mode), health, b.weight()) {
+        (false, _, _) => BackendState::Unresolved,
+        (_, Some(Health::Down), _) => BackendState::Down,
+        (_, Some(Health::Unknown), _) => BackendState::Pending,
+        (true, _, 0) => BackendState::Draining,
+        (true, _, _) => BackendState::Active,
+    };
+    BackendStatus {
+        name: b.config.name.clone(),
+        address: b.config.address.to_string(),
+        weight: b.weight(),
+        mac: b.mac.map(|m| format_mac(&m)),
+        state,
+        packets: counters.packets,
+        bytes: counters.bytes,
+        config_weight: b.config.weight,
+        drained: b.drained,
+        weight_override: b.weight_override,
+        health: b.health.as_ref().map(Tracker::status),
     }
 }

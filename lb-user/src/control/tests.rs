@@ -1092,3 +1092,173 @@ fn traces_that_cannot_end_or_match_are_refused_and_change_nothing() {
     assert_eq!(c.maps(), &before);
     assert!(!c.tracing());
 }
+
+/// `vips` VIPs "v<port>" on 198.18.0.100, ports 1..=vips, each with the
+/// backends `lasts` and a ring of `ring`, `extra` appended to each VIP.
+fn many_vips(vips: u16, lasts: &[u8], ring: u32, extra: &str) -> Config {
+    let mut text = String::from("interface = \"eth0\"\n");
+    for port in 1..=vips {
+        text.push_str(&format!(
+            "[[vip]]\nname = \"v{port}\"\naddress = \"198.18.0.100\"\nport = {port}\n\
+             ring_size = {ring}\n{extra}\n"
+        ));
+        for last in lasts {
+            text.push_str(&format!(
+                "[[vip.backend]]\nname = \"b{last}\"\naddress = \"198.18.0.{last}\"\n"
+            ));
+        }
+    }
+    Config::parse(&text, "test.toml").expect("valid test config")
+}
+
+#[test]
+fn many_vips_publish_their_rings_in_batches_each_a_full_ring() {
+    let mut c = controller();
+    let config = many_vips(1000, &[11, 12, 13], 13, "");
+    c.apply(&config, &mut table(&[11, 12, 13])).unwrap();
+    let m = c.maps();
+    assert_eq!(m.ring_installs, 1000, "one ring per VIP");
+    assert_eq!(
+        m.ring_publishes,
+        1000usize.div_ceil(rings::BATCH_RINGS) as u64,
+        "one publication per batch, not per ring"
+    );
+    assert_eq!(m.vips.len(), 1000);
+    for vip in c.vips.values() {
+        let ids: Vec<u32> = vip.backends.iter().map(|b| b.id).collect();
+        let members: Vec<maglev::Member> = vip.backends.iter().map(|b| b.member()).collect();
+        let want: Vec<u32> = maglev::build_table(&members, 13)
+            .iter()
+            .map(|&i| {
+                if i == maglev::EMPTY {
+                    NO_BACKEND
+                } else {
+                    ids[i as usize]
+                }
+            })
+            .collect();
+        assert_eq!(c.maps().rings[&vip.index], want, "VIP {}", vip.name());
+    }
+}
+
+#[test]
+fn a_stepped_apply_serves_each_batch_as_it_goes_in() {
+    let mut c = controller();
+    let config = many_vips(600, &[11], 13, "");
+    let mut n = table(&[11]);
+    let mut applying = c.begin_apply(&config, &mut n).unwrap();
+    assert_eq!(applying.progress(), (0, 600));
+    assert!(c.apply_step(&mut applying), "more to come");
+    let (done, _) = applying.progress();
+    assert_eq!(done, rings::BATCH_RINGS);
+    assert_eq!(c.maps().vips.len(), done, "the first batch serves already");
+    for vip in c.vips.values() {
+        let published = c.maps().vips.contains_key(&vip.key);
+        let ring = c.maps().rings.get(&vip.index);
+        assert_eq!(
+            published,
+            ring.is_some_and(|r| !r.is_empty()),
+            "no VIP before its ring"
+        );
+    }
+    while c.apply_step(&mut applying) {}
+    c.finish_apply(applying, &mut n).unwrap();
+    assert_eq!(c.maps().vips.len(), 600);
+    assert_eq!(c.maps().ring_publishes, 3);
+}
+
+#[test]
+fn first_health_results_of_many_backends_build_one_ring() {
+    let lasts: Vec<u8> = (1..=200).collect();
+    let health = "[vip.health]\ntype = \"tcp\"\nrise = 2\nfall = 2";
+    let mut c = controller();
+    let mut n = table(&lasts);
+    c.apply(&many_vips(1, &lasts, 251, health), &mut n).unwrap();
+    let key = c.vips.keys().next().copied().unwrap();
+    let before = c.maps().ring_installs;
+    let results = |ok| lasts.iter().map(move |&l| (key, ip(l), outcome(ok)));
+    // A first result decides at once (see `hysteresis`).
+    c.record_checks(results(true)).unwrap();
+    assert_eq!(
+        c.maps().ring_installs,
+        before + 1,
+        "200 backends up: one new ring, not 200"
+    );
+    c.record_checks(results(true)).unwrap();
+    assert_eq!(
+        c.maps().ring_installs,
+        before + 1,
+        "nothing changed, no ring"
+    );
+    let index = c.vips[&key].index;
+    let ring = &c.maps().rings[&index];
+    let distinct: std::collections::BTreeSet<u32> = ring.iter().copied().collect();
+    assert_eq!(distinct.len(), 200, "every backend is in the ring");
+    assert_eq!(c.vips[&key].usable_backends(), 200);
+}
+
+#[test]
+fn results_for_several_vips_publish_their_rings_together() {
+    let health = "[vip.health]\ntype = \"tcp\"\nrise = 1\nfall = 1";
+    let mut c = controller();
+    let mut n = table(&[11, 12]);
+    c.apply(&many_vips(20, &[11, 12], 13, health), &mut n)
+        .unwrap();
+    let (installs, publishes) = (c.maps().ring_installs, c.maps().ring_publishes);
+    let keys: Vec<VipKey> = c.vips.keys().copied().collect();
+    let results = keys
+        .iter()
+        .flat_map(|&k| [11, 12].map(|l| (k, ip(l), outcome(true))));
+    c.record_checks(results).unwrap();
+    assert_eq!(c.maps().ring_installs, installs + 20, "one ring per VIP");
+    assert_eq!(
+        c.maps().ring_publishes,
+        publishes + 1,
+        "all in one publication"
+    );
+}
+
+/// A neighbour table that counts the probes it is asked for.
+struct CountingTable(Table, HashMap<IpAddr, u32>);
+
+impl Neighbours for CountingTable {
+    fn lookup(&mut self) -> Result<HashMap<IpAddr, [u8; 6]>> {
+        self.0.lookup()
+    }
+    fn probe(&mut self, addr: IpAddr) -> Result<()> {
+        *self.1.entry(addr).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_refresh_probes_each_backend_address_once_whatever_the_vips() {
+    let mut c = controller();
+    let mut n = CountingTable(table(&[11, 12]), HashMap::new());
+    c.apply(&many_vips(50, &[11, 12], 13, ""), &mut n).unwrap();
+    n.1.clear();
+    c.refresh_neighbours(&mut n).unwrap();
+    assert_eq!(n.1, HashMap::from([(ip(11), 1), (ip(12), 1)]));
+}
+
+#[test]
+fn a_reload_changing_one_vip_writes_only_that_vip() {
+    let mut c = controller();
+    let mut n = table(&[11, 12, 13, 14]);
+    c.apply(&many_vips(1000, &[11, 12, 13], 13, ""), &mut n)
+        .unwrap();
+    let mut text = many_vips(1000, &[11, 12, 13], 13, "");
+    let changed = text.vips[500].key();
+    text.vips[500].backends[2].address = ip(14);
+    text.vips[500].backends[2].name = "b14".into();
+    let (writes, installs) = (c.maps().writes, c.maps().ring_installs);
+    c.apply(&text, &mut n).unwrap();
+    assert_eq!(c.maps().ring_installs, installs + 1, "one new ring");
+    // The new backend's entry and owner, the ring, its digest, the
+    // removed backend's owner record (retired).
+    let written = c.maps().writes - writes;
+    assert!(written <= 8, "{written} writes for one changed backend");
+    let vip = &c.vips[&changed];
+    let addrs: Vec<IpAddr> = vip.backends.iter().map(|b| b.config.address).collect();
+    assert_eq!(addrs, [ip(11), ip(12), ip(14)]);
+}

@@ -14,7 +14,10 @@ use lb_common::{
     VipKey, VipMeta,
 };
 
-use super::backend::{Backend, RESOLVE_GRACE};
+use super::{
+    backend::{Backend, RESOLVE_GRACE},
+    rings::{StagedRing, Tables},
+};
 use crate::{
     config::{Affinity, Mode, OnDown, Protocol, VipConfig},
     health::Health,
@@ -54,7 +57,7 @@ impl From<&VipConfig> for VipSettings {
 
 /// The input of a ring: its size and its members in backend order. The
 /// ring is rebuilt only when this changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct RingInput {
     pub(super) size: u32,
     pub(super) members: Vec<maglev::Member>,
@@ -111,6 +114,8 @@ pub(super) struct Vip {
     pub(super) adopted_ring: Option<u64>,
     /// Gone from the configuration, but unpublishing it failed: retried.
     pub(super) removing: bool,
+    /// The configuration the model was last brought to.
+    pub(super) applied: Option<VipConfig>,
 }
 
 impl Vip {
@@ -127,6 +132,7 @@ impl Vip {
             reset_counters: true,
             adopted_ring: None,
             removing: false,
+            applied: None,
         }
     }
 
@@ -176,7 +182,22 @@ impl Vip {
             reset_counters: false,
             adopted_ring: (ring_digest != 0).then_some(ring_digest),
             removing: false,
+            applied: None,
         }
+    }
+
+    /// Whether applying `cfg` would change nothing: the model is at `cfg`
+    /// and synced, and no runtime drain or weight (which an apply resets)
+    /// is set. A reload skips such a VIP, so that its cost follows what
+    /// changed rather than how many VIPs there are.
+    pub(super) fn unchanged_by(&self, cfg: &VipConfig) -> bool {
+        self.applied.as_ref() == Some(cfg)
+            && self.synced
+            && !self.removing
+            && self
+                .backends
+                .iter()
+                .all(|b| !b.drained && b.weight_override.is_none() && b.adopted.is_none())
     }
 
     pub(super) fn name(&self) -> &str {
@@ -216,10 +237,39 @@ impl Vip {
     /// usable backends, their weights or the size changed), then the VIP
     /// entry (with `standby`) and its address.
     pub(super) fn sync(&mut self, maps: &mut impl MapStore, standby: bool) -> Result<()> {
+        let staged = self.sync_stage(maps, &mut Tables::default())?;
+        if staged.is_some() {
+            maps.publish_rings()
+                .with_context(|| format!("installing the ring of VIP {}", self.name()))?;
+        }
+        self.sync_finish(maps, staged, standby)
+    }
+
+    /// The first half of [`Vip::sync`]: counters, backend entries, and the
+    /// new ring staged (`Some`) if it changed. [`Vip::sync_finish`] follows
+    /// once the staged rings are published.
+    pub(super) fn sync_stage(
+        &mut self,
+        maps: &mut impl MapStore,
+        tables: &mut Tables,
+    ) -> Result<Option<StagedRing>> {
         self.synced = false;
         self.reset_counters(maps)?;
         self.write_backends(maps)?;
-        self.write_ring(maps)?;
+        self.stage_ring(maps, tables)
+    }
+
+    /// The second half of [`Vip::sync`], after the ring `staged` (if any)
+    /// was published: records it, then writes the VIP entry.
+    pub(super) fn sync_finish(
+        &mut self,
+        maps: &mut impl MapStore,
+        staged: Option<StagedRing>,
+        standby: bool,
+    ) -> Result<()> {
+        if let Some(ring) = staged {
+            self.ring_published(maps, ring)?;
+        }
         self.publish(maps, standby)?;
         self.synced = true;
         Ok(())
@@ -256,7 +306,12 @@ impl Vip {
         Ok(())
     }
 
-    fn write_ring(&mut self, maps: &mut impl MapStore) -> Result<()> {
+    /// Stages the ring if its input changed since the last one published.
+    fn stage_ring(
+        &mut self,
+        maps: &mut impl MapStore,
+        tables: &mut Tables,
+    ) -> Result<Option<StagedRing>> {
         let mode = self.settings.mode;
         let usable: Vec<&Backend> = self.backends.iter().filter(|b| b.usable(mode)).collect();
         let input = RingInput {
@@ -264,20 +319,20 @@ impl Vip {
             members: usable.iter().map(|b| b.member()).collect(),
         };
         if self.ring.as_ref() == Some(&input) {
-            return Ok(());
+            return Ok(None);
         }
         let digest = input.digest();
         if self.ring.is_none() && self.adopted_ring == Some(digest) {
             // The previous control plane installed exactly this ring.
             self.adopted_ring = None;
             self.ring = Some(input);
-            return Ok(());
+            return Ok(None);
         }
-        let had_members = self.ring.as_ref().is_some_and(|r| !r.members.is_empty());
         let slots: Vec<u32> = if usable.is_empty() {
             Vec::new()
         } else {
-            maglev::build_table(&input.members, input.size)
+            tables
+                .table(&input)
                 .iter()
                 .map(|&m| {
                     if m == maglev::EMPTY {
@@ -288,16 +343,25 @@ impl Vip {
                 })
                 .collect()
         };
-        maps.install_ring(self.index, &slots)
-            .and_then(|()| maps.set_ring_digest(self.index, digest))
+        maps.stage_ring(self.index, &slots)
+            .with_context(|| format!("building the ring of VIP {}", self.name()))?;
+        Ok(Some(StagedRing { input, digest }))
+    }
+
+    /// Records a ring [`Vip::stage_ring`] made, now that it is published.
+    fn ring_published(&mut self, maps: &mut impl MapStore, staged: StagedRing) -> Result<()> {
+        let StagedRing { input, digest } = staged;
+        maps.set_ring_digest(self.index, digest)
             .with_context(|| format!("installing the ring of VIP {}", self.name()))?;
         self.adopted_ring = None;
-        tracing::info!(vip = %self.name(), backends = usable.len(), slots = input.size,
+        let had_members = self.ring.as_ref().is_some_and(|r| !r.members.is_empty());
+        let usable = input.members.len();
+        tracing::info!(vip = %self.name(), backends = usable, slots = input.size,
             "Maglev table installed");
-        if usable.is_empty() && !self.backends.is_empty() {
+        if usable == 0 && !self.backends.is_empty() {
             self.report_unusable();
-        } else if !usable.is_empty() && !had_members && self.ring.is_some() {
-            tracing::info!(vip = %self.name(), backends = usable.len(), "VIP has usable backends");
+        } else if usable > 0 && !had_members && self.ring.is_some() {
+            tracing::info!(vip = %self.name(), backends = usable, "VIP has usable backends");
         }
         self.ring = Some(input);
         Ok(())

@@ -28,7 +28,8 @@ pub(super) struct Sources {
     pub(super) vrrp: Option<Arc<Mutex<VrrpStatus>>>,
     pub(super) announcing: Arc<Announcing>,
     pub(super) syncing: Arc<Syncing>,
-    pub(super) dataplane: DataplaneStatus,
+    /// Known once the program is attached.
+    pub(super) dataplane: Mutex<Option<DataplaneStatus>>,
 }
 
 impl Sources {
@@ -47,7 +48,11 @@ impl Sources {
         };
         let mut s = status?;
         s.vrrp = self.vrrp.as_deref().map(vrrp::status_now);
-        s.dataplane = Some(self.dataplane.clone());
+        s.dataplane = self
+            .dataplane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         s.sync = lock_syncing(&self.syncing)
             .as_ref()
             .map(|r| r.shared.status());

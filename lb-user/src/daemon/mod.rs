@@ -59,6 +59,8 @@ const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
 /// Neighbour entries of the load balancer's NIC, from the kernel.
 pub struct KernelNeighbours {
     pub ifindex: u32,
+    /// One socket for every probe.
+    pub prober: netlink::Prober,
 }
 
 impl Neighbours for KernelNeighbours {
@@ -67,7 +69,7 @@ impl Neighbours for KernelNeighbours {
     }
 
     fn probe(&mut self, addr: IpAddr) -> Result<()> {
-        Ok(netlink::probe_neighbour(self.ifindex, addr)?)
+        Ok(self.prober.probe(self.ifindex, addr)?)
     }
 }
 
@@ -75,6 +77,9 @@ impl Neighbours for KernelNeighbours {
 /// while some backend is still unresolved.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 const NEIGHBOUR_REFRESH_UNRESOLVED: Duration = Duration::from_millis(200);
+
+/// Most health-check results applied under one hold of the controller.
+const HEALTH_BATCH: usize = 4096;
 
 fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     // A panic while holding the lock leaves the maps as they were written;
@@ -126,16 +131,16 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     })?;
     let mut neighbours = KernelNeighbours {
         ifindex: iface.index,
+        prober: netlink::Prober::default(),
     };
     let lease = lease(&config);
     // Per VRRP group: resume as master (the node was master, and the
     // predecessor's lease has not run out), or start as standby.
     let mut resume = Vec::new();
-    let up = start::bring_up(
+    let (controller, opened) = start::open(
         &config,
         config_path,
         opts,
-        &mut neighbours,
         |c: &mut Controller, adopted: &Adopted, was_running: bool| {
             let Some(v) = &config.vrrp else {
                 return Ok(());
@@ -163,17 +168,75 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             Ok(())
         },
     )?;
+    let controller = Arc::new(Mutex::new(controller));
+    let announcing: Arc<Announcing> = Arc::new(Mutex::new(None));
+    let syncing: Arc<Syncing> = Arc::new(Mutex::new(None));
+    let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
+    let has_vrrp = config.vrrp.is_some();
+    let sources = Arc::new(metrics::Sources {
+        controller: controller.clone(),
+        vrrp: has_vrrp.then(|| vrrp_status.clone()),
+        announcing: announcing.clone(),
+        syncing: syncing.clone(),
+        dataplane: Mutex::new(None),
+    });
+    let mut interfaces = vec![TraceInterface {
+        ifindex: iface.index,
+        name: iface.name.clone(),
+    }];
+    if let Some(name) = &config.server_interface
+        && let Ok(s) = netlink::interface_by_name(name)
+    {
+        interfaces.push(TraceInterface {
+            ifindex: s.index,
+            name: s.name,
+        });
+    }
+    let trace_site = Arc::new(TraceSite {
+        state_dir: opened.state_path().to_owned(),
+        interfaces,
+    });
+    let socket = config.control_socket.clone();
+    // The socket answers from here on, while the VIPs go in: `xlb status`
+    // shows them as they are published. A reload or `down` waits for the
+    // loop, which owns the running config (and, for `down`, the data
+    // plane): the socket hands them over and waits for the answer.
+    let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
+    let mut server = tokio::spawn({
+        let socket = socket.clone();
+        let sources = sources.clone();
+        async move {
+            ctl::serve(&socket, move |req| {
+                let sources = sources.clone();
+                let command_tx = command_tx.clone();
+                let trace_site = trace_site.clone();
+                async move { handle_request(req, &sources, &trace_site, &command_tx).await }
+            })
+            .await
+        }
+    });
+    let _socket_file = RemoveOnDrop(socket);
+
+    let mut opened = Some(opened);
+    let mut up = None;
+    if opened.as_ref().is_some_and(start::Opened::attach_first) {
+        let o = opened.take().expect("checked");
+        up = Some(start::attach(o, &mut lock(&controller), &config)?);
+    }
+    start::apply(&config, config_path, &controller, &mut neighbours).await?;
+    if let Some(o) = opened.take() {
+        up = Some(start::attach(o, &mut lock(&controller), &config)?);
+    }
     let start::Up {
         dp,
-        mut controller,
         state,
         status: dataplane,
-    } = up;
-    controller.renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
-    let announcing: Arc<Announcing> = Arc::new(Mutex::new(match &config.announce {
-        Some(a) => Some(Announcer::start(KernelAddresses, a)?),
-        None => None,
-    }));
+    } = up.expect("attached before or after the apply");
+    *sources.dataplane.lock().unwrap_or_else(|e| e.into_inner()) = Some(dataplane);
+    lock(&controller).renew_lease(lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64))?;
+    if let Some(a) = &config.announce {
+        *lock_announcing(&announcing) = Some(Announcer::start(KernelAddresses, a)?);
+    }
 
     let (mut checks, mut results) = Scheduler::new();
     checks.reconcile(&config);
@@ -181,12 +244,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         tracing::info!(checks = checks.len(), "health checks started");
     }
 
-    let controller = Arc::new(Mutex::new(controller));
-    let syncing: Arc<Syncing> = Arc::new(Mutex::new(None));
     if let Some(sc) = &config.sync {
         *lock_syncing(&syncing) = Some(start_sync(sc, &config, state.path(), &controller)?);
     }
-    let vrrp_status = Arc::new(Mutex::new(VrrpStatus::default()));
     let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(None);
     let mut vrrp_task = match &config.vrrp {
         Some(vc) => {
@@ -224,55 +284,12 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         }
         None => None,
     };
-    let has_vrrp = vrrp_task.is_some();
-    let sources = Arc::new(metrics::Sources {
-        controller: controller.clone(),
-        vrrp: has_vrrp.then(|| vrrp_status.clone()),
-        announcing: announcing.clone(),
-        syncing: syncing.clone(),
-        dataplane,
-    });
     let mut metrics_server = match (config.metrics, metrics_listener) {
         (Some(cfg), Some(listener)) => {
             Some(metrics::start(cfg, listener, sources.clone(), state.path()))
         }
         _ => None,
     };
-    let mut interfaces = vec![TraceInterface {
-        ifindex: iface.index,
-        name: iface.name.clone(),
-    }];
-    if let Some(name) = &config.server_interface
-        && let Ok(s) = netlink::interface_by_name(name)
-    {
-        interfaces.push(TraceInterface {
-            ifindex: s.index,
-            name: s.name,
-        });
-    }
-    let trace_site = Arc::new(TraceSite {
-        state_dir: state.path().to_owned(),
-        interfaces,
-    });
-    let socket = config.control_socket.clone();
-    // A reload needs the running config and the checks, and `down` the
-    // data plane, which this loop owns: the socket hands them over and
-    // waits for the answer.
-    let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
-    let mut server = tokio::spawn({
-        let socket = socket.clone();
-        let sources = sources.clone();
-        async move {
-            ctl::serve(&socket, move |req| {
-                let sources = sources.clone();
-                let command_tx = command_tx.clone();
-                let trace_site = trace_site.clone();
-                async move { handle_request(req, &sources, &trace_site, &command_tx).await }
-            })
-            .await
-        }
-    });
-    let _socket_file = RemoveOnDrop(socket);
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -328,11 +345,21 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     break;
                 }
             },
-            Some(result) = results.recv() => {
-                if checks.is_current(&result)
-                    && let Err(e) = lock(&controller).record_check(&result.vip, result.addr, result.outcome)
+            Some(first) = results.recv() => {
+                // Together with every result that queued up meanwhile: one
+                // ring per VIP for all of them.
+                let mut batch = vec![first];
+                while batch.len() < HEALTH_BATCH
+                    && let Ok(r) = results.try_recv()
                 {
-                    tracing::warn!(error = format!("{e:#}"), "applying a health-check result failed");
+                    batch.push(r);
+                }
+                let current = batch
+                    .into_iter()
+                    .filter(|r| checks.is_current(r))
+                    .map(|r| (r.vip, r.addr, r.outcome));
+                if let Err(e) = lock(&controller).record_checks(current) {
+                    tracing::warn!(error = format!("{e:#}"), "applying health-check results failed");
                 }
             }
             res = async { vrrp_task.as_mut().expect("guarded").await }, if vrrp_task.is_some() => {

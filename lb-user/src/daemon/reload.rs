@@ -20,6 +20,7 @@ pub(super) fn reload(
     controller: &Mutex<Controller>,
     neighbours: &mut KernelNeighbours,
 ) -> Reply {
+    let started = std::time::Instant::now();
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -50,7 +51,9 @@ pub(super) fn reload(
         tracing::error!("{message}");
         return Reply::Error { message };
     }
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let overrides = lock(controller).runtime_overrides();
+    let applying = std::time::Instant::now();
     let result = lock(controller).apply(&new, neighbours);
     match result {
         Err(ApplyError::Refused(e)) => {
@@ -80,7 +83,12 @@ pub(super) fn reload(
     }
     checks.reconcile(&new);
     *running = new;
-    tracing::info!(vips = running.vips.len(), "configuration reloaded");
+    tracing::info!(
+        vips = running.vips.len(),
+        read_ms = format!("{read_ms:.1}"),
+        apply_ms = format!("{:.1}", applying.elapsed().as_secs_f64() * 1e3),
+        "configuration reloaded"
+    );
     let reset = match overrides {
         0 => String::new(),
         1 => "; 1 runtime drain/weight setting was reset to the file's".to_owned(),

@@ -1,20 +1,31 @@
 //! Bringing the data plane up: open the state directory, check what is
 //! pinned there against the program about to run, load the program
 //! against the pinned maps, let the controller adopt what its predecessor
-//! left, apply the config, then attach through the pinned links (an
-//! atomic program swap when a link is already there). Every step before
-//! the swap leaves a running data plane as it was; a refusal says why.
+//! left ([`open`]), apply the config ([`apply`], in steps, the controller
+//! free in between for the control socket), and attach through the pinned
+//! links ([`attach`]; an atomic program swap when a link is already
+//! there). Every step before the swap leaves a running data plane as it
+//! was; a refusal says why.
+//!
+//! A data plane taken over is swapped only after the apply, so that the
+//! new program's first packet sees every VIP (the old one serves the
+//! pinned maps meanwhile). A fresh one is attached first: it passes every
+//! packet until the apply writes `LB_CONFIG`, and each VIP then serves as
+//! soon as its batch of rings is in.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use super::{Controller, KernelNeighbours};
+use super::{Controller, KernelNeighbours, lock};
 use crate::{
     EBPF_OBJECT,
     api::DataplaneStatus,
     config::{Config, XdpMode},
-    control::{Adopted, Node},
+    control::{Adopted, ApplyError, Node},
     dataplane::{Attached, Dataplane, Linked, pinned_program},
     netlink,
     state::{self, Found, LinkRole, Place, StateDir},
@@ -30,21 +41,46 @@ pub struct Options {
     pub xdp_object: Option<PathBuf>,
 }
 
-/// A data plane up and attached, with its controller.
+/// A data plane up and attached.
 pub(super) struct Up {
     pub(super) dp: Dataplane,
-    pub(super) controller: Controller,
     pub(super) state: StateDir,
     pub(super) status: DataplaneStatus,
 }
 
-pub(super) fn bring_up(
+/// A data plane loaded against the pinned maps, its controller having
+/// adopted them, not attached yet.
+pub(super) struct Opened {
+    dp: Dataplane,
+    state: StateDir,
+    meta: lb_common::StateMeta,
+    migrate: Vec<&'static str>,
+    running_mode: Option<Attached>,
+    native: bool,
+    generic: bool,
+    iface: netlink::Interface,
+    server: Option<netlink::Interface>,
+    /// The state directory held nothing: attach before the apply.
+    fresh: bool,
+}
+
+impl Opened {
+    pub(super) fn state_path(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// Whether to attach before the apply (see the module's comment).
+    pub(super) fn attach_first(&self) -> bool {
+        self.fresh
+    }
+}
+
+pub(super) fn open(
     config: &Config,
     config_path: &Path,
     opts: &Options,
-    neighbours: &mut KernelNeighbours,
     set_standby: impl FnOnce(&mut Controller, &Adopted, bool) -> Result<()>,
-) -> Result<Up> {
+) -> Result<(Controller, Opened)> {
     let iface = netlink::interface_by_name(&config.interface).with_context(|| {
         format!(
             "interface {} from {}",
@@ -82,6 +118,7 @@ pub(super) fn bring_up(
     let specs = state::object_specs(object, flows)?;
     let place = Place::here(iface.index, server.as_ref().map_or(0, |s| s.index))?;
     let found = state.inspect(&specs, &place)?;
+    let fresh = matches!(found, Found::Empty);
     let (meta, migrate, was_running) = match found {
         Found::Empty => (None, Vec::new(), false),
         Found::Compatible {
@@ -110,8 +147,8 @@ pub(super) fn bring_up(
         );
     }
 
-    let (mut dp, mut maps) = Dataplane::open(object, &state, flows, &migrate)?;
-    let mut meta = match meta {
+    let (dp, mut maps) = Dataplane::open(object, &state, flows, &migrate)?;
+    let meta = match meta {
         Some(m) => m,
         None => {
             let m = state::new_meta(&place, 0);
@@ -138,13 +175,68 @@ pub(super) fn bring_up(
     );
     let adopted = controller.adopt()?;
     set_standby(&mut controller, &adopted, was_running)?;
-    controller
-        .apply(config, neighbours)
-        .map_err(|e| anyhow!("applying {}: {e}", config_path.display()))?;
     super::check_forwarding(config)?;
+    let opened = Opened {
+        dp,
+        state,
+        meta,
+        migrate,
+        running_mode,
+        native,
+        generic,
+        iface,
+        server,
+        fresh,
+    };
+    Ok((controller, opened))
+}
 
-    // The program takes over here: after the first apply, so that its
-    // first packet already sees every VIP.
+/// Applies `config`, a batch of VIPs at a time, letting go of the
+/// controller between batches so that the control socket answers
+/// throughout a long start.
+pub(super) async fn apply(
+    config: &Config,
+    config_path: &Path,
+    controller: &Mutex<Controller>,
+    neighbours: &mut KernelNeighbours,
+) -> Result<()> {
+    let what = |e: ApplyError| anyhow!("applying {}: {e}", config_path.display());
+    let started = std::time::Instant::now();
+    let mut applying = lock(controller)
+        .begin_apply(config, neighbours)
+        .map_err(what)?;
+    while lock(controller).apply_step(&mut applying) {
+        // A moment for whoever waits for the controller (the lock is not
+        // fair: re-taken at once, it would starve the control socket).
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (vips, _) = applying.progress();
+    lock(controller)
+        .finish_apply(applying, neighbours)
+        .map_err(what)?;
+    tracing::info!(
+        vips,
+        ms = started.elapsed().as_millis() as u64,
+        "configuration applied"
+    );
+    Ok(())
+}
+
+/// Attaches the program of `opened` through the pinned links.
+pub(super) fn attach(opened: Opened, controller: &mut Controller, config: &Config) -> Result<Up> {
+    let Opened {
+        mut dp,
+        state,
+        mut meta,
+        migrate,
+        running_mode,
+        native,
+        generic,
+        iface,
+        server,
+        fresh: _,
+    } = opened;
+    // The program takes over here (see the module's comment for when).
     let mut links = vec![(LinkRole::Client, iface.name.clone())];
     if let Some(s) = &server {
         links.push((LinkRole::Server, s.name.clone()));
@@ -212,10 +304,5 @@ pub(super) fn bring_up(
     tracing::info!(interface = %iface.name, program = status.program_id, tag = %status.program_tag,
         start, state = %status.state_dir, vips = config.vips.len(), vrrp = config.vrrp.is_some(),
         "xlb serving");
-    Ok(Up {
-        dp,
-        controller,
-        state,
-        status,
-    })
+    Ok(Up { dp, state, status })
 }

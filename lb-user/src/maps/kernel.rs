@@ -1,18 +1,20 @@
 //! The only code that touches BPF maps. Every handle is taken from the
 //! loaded object once, by the name both sides share (`lb_common::map_names`).
 
+use std::os::fd::AsFd as _;
+
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_INNER_MAP, BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig,
-    MAX_BACKENDS, RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot,
-    bytes_to_words, ct, drop, global, map_names as names, vip_filter_slot,
+    BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_VIPS,
+    RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot, bytes_to_words, ct, drop,
+    global, map_names as names, vip_filter_slot,
 };
 
-use super::MapStore;
+use super::{MapStore, rings::Staged};
 
 /// Handles to every map of the data plane.
 pub struct Maps {
@@ -36,6 +38,8 @@ pub struct Maps {
     owners: Array<MapData, BackendOwner>,
     ring_inputs: Array<MapData, u64>,
     state: Array<MapData, StateMeta>,
+    /// Rings made and filled, waiting for [`MapStore::publish_rings`].
+    staged: Staged,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -50,7 +54,18 @@ where
 
 impl Maps {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
+        // A descriptor of RINGS of its own, for the batch updates aya has
+        // no call for.
+        let outer = match ebpf.map(names::RINGS) {
+            Some(aya::maps::Map::ArrayOfMaps(data)) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating the RINGS descriptor")?,
+            _ => return Err(anyhow!("map {} not found in the XDP object", names::RINGS)),
+        };
         Ok(Self {
+            staged: Staged::new(outer),
             vips: take(ebpf, names::VIPS)?,
             vip_slots: take(ebpf, names::VIP_SLOTS)?,
             vip_filter: take(ebpf, names::VIP_FILTER)?,
@@ -244,25 +259,22 @@ impl MapStore for Maps {
             .context("reading VIP_ADDRS")
     }
 
-    /// The new ring is a fresh map, filled completely before one update of
-    /// the outer array publishes it: a packet sees the old ring or the new
-    /// one, never a mix. An empty `slots` publishes a ring of size 0, which
-    /// the data plane treats as "no backend".
-    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
-        let size = u32::try_from(slots.len()).context("ring too large")?;
-        let mut ring: Array<MapData, u32> = Array::create(size + RING_FIRST_SLOT, BPF_F_INNER_MAP)
-            .with_context(|| format!("creating a ring of {size} slots"))?;
-        ring.set(0, size, 0).context("writing the ring size")?;
-        for (i, id) in slots.iter().enumerate() {
-            // Array maps start zeroed, and zero is NO_BACKEND.
-            if *id != 0 {
-                ring.set(RING_FIRST_SLOT + i as u32, id, 0)
-                    .context("filling a ring")?;
-            }
-        }
-        self.rings
-            .set(index, &ring, 0)
-            .with_context(|| format!("publishing the ring of VIP index {index}"))
+    /// The new ring is a fresh map, filled completely before the update of
+    /// the outer array that publishes it: a packet sees the old ring or the
+    /// new one, never a mix. An empty `slots` publishes a ring of size 0,
+    /// which the data plane treats as "no backend".
+    fn stage_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
+        self.staged
+            .stage(index, slots)
+            .with_context(|| format!("the ring of VIP index {index}"))
+    }
+
+    fn publish_rings(&mut self) -> Result<()> {
+        self.staged.publish()
+    }
+
+    fn staged_rings(&self) -> usize {
+        self.staged.len()
     }
 
     fn ring(&self, index: u32) -> Result<Option<Vec<u32>>> {
@@ -340,6 +352,14 @@ impl MapStore for Maps {
         sum_counters(&self.backend_stats, id)
     }
 
+    fn all_vip_counters(&self) -> Result<Vec<Counters>> {
+        sum_all(&self.vip_stats, MAX_VIPS).context("reading VIP_STATS")
+    }
+
+    fn all_backend_counters(&self) -> Result<Vec<Counters>> {
+        sum_all(&self.backend_stats, MAX_BACKENDS).context("reading BACKEND_STATS")
+    }
+
     fn reset_vip_counters(&mut self, index: u32) -> Result<()> {
         reset(&mut self.vip_stats, index)
     }
@@ -385,6 +405,25 @@ fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> Result<Coun
         total.add(v);
     }
     Ok(total)
+}
+
+/// Every element of `map` (`entries` of them), summed over CPUs, with one
+/// batch lookup.
+fn sum_all(map: &PerCpuArray<MapData, Counters>, entries: u32) -> Result<Vec<Counters>> {
+    use aya::maps::IterableMap as _;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let fd = map.map().fd().as_fd();
+    let values = super::batch::lookup_percpu_array::<Counters>(fd, entries, cpus)?;
+    Ok(values
+        .chunks_exact(cpus)
+        .map(|per_cpu| {
+            let mut total = Counters::default();
+            for v in per_cpu {
+                total.add(v);
+            }
+            total
+        })
+        .collect())
 }
 
 fn reset(map: &mut PerCpuArray<MapData, Counters>, index: u32) -> Result<()> {

@@ -30,8 +30,13 @@ pub struct MemoryMaps {
     pub conntrack: [u64; ct::COUNT as usize],
     pub drops: [u64; drop::COUNT as usize],
     pub globals: [Counters; global::COUNT as usize],
-    /// Rings installed so far (each costs the kernel an RCU grace period).
+    /// Rings staged and not published yet.
+    pub staged: BTreeMap<u32, Vec<u32>>,
+    /// Rings installed so far.
     pub ring_installs: u64,
+    /// Publications of staged rings so far (each costs the kernel one RCU
+    /// grace period, however many rings it publishes).
+    pub ring_publishes: u64,
     /// Writes so far, of any kind.
     pub writes: u64,
     /// Writes allowed before every further write fails (`None`: no limit).
@@ -203,12 +208,42 @@ impl MapStore for MemoryMaps {
         Ok(self.lease)
     }
 
-    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
+    fn all_vip_counters(&self) -> Result<Vec<Counters>> {
+        let mut out = vec![Counters::default(); MAX_VIPS as usize];
+        for (i, c) in &self.vip_stats {
+            out[*i as usize] = *c;
+        }
+        Ok(out)
+    }
+
+    fn all_backend_counters(&self) -> Result<Vec<Counters>> {
+        let mut out = vec![Counters::default(); MAX_BACKENDS as usize];
+        for (i, c) in &self.backend_stats {
+            out[*i as usize] = *c;
+        }
+        Ok(out)
+    }
+
+    fn stage_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
         vip_index(index)?;
-        self.write()?;
-        self.rings.insert(index, slots.to_vec());
-        self.ring_installs += 1;
+        self.staged.insert(index, slots.to_vec());
         Ok(())
+    }
+
+    fn publish_rings(&mut self) -> Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.write()?;
+        self.ring_installs += staged.len() as u64;
+        self.ring_publishes += 1;
+        self.rings.extend(staged);
+        Ok(())
+    }
+
+    fn staged_rings(&self) -> usize {
+        self.staged.len()
     }
 
     fn ring(&self, index: u32) -> Result<Option<Vec<u32>>> {
@@ -287,6 +322,21 @@ mod tests {
         m.install_ring(0, &[1, 2]).unwrap();
         assert_eq!(m.ring(0).unwrap(), Some(vec![1, 2]));
         assert_eq!(m.ring_installs, 1);
+    }
+
+    #[test]
+    fn staged_rings_appear_together_on_publish() {
+        let mut m = MemoryMaps::new();
+        m.stage_ring(0, &[1]).unwrap();
+        m.stage_ring(1, &[2]).unwrap();
+        assert_eq!(m.ring(0).unwrap(), None, "staged is not visible");
+        assert_eq!(m.staged_rings(), 2);
+        m.publish_rings().unwrap();
+        assert_eq!(m.ring(1).unwrap(), Some(vec![2]));
+        assert_eq!(
+            (m.ring_installs, m.ring_publishes, m.staged_rings()),
+            (2, 1, 0)
+        );
     }
 
     #[test]

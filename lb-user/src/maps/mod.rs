@@ -4,8 +4,10 @@
 //! ([`MemoryMaps`]: `xlb check` dry-runs a config against it, and the
 //! controller's unit tests run on it without root).
 
+mod batch;
 mod kernel;
 mod memory;
+mod rings;
 
 use anyhow::Result;
 use lb_common::{
@@ -41,9 +43,22 @@ pub trait MapStore {
     fn remove_vip_addr(&mut self, key: &VipKey) -> Result<()>;
     fn vip_addrs(&self) -> Result<Vec<VipKey>>;
 
-    /// `RINGS`: replaces the Maglev ring of VIP `index` with `slots`
-    /// (backend ids) in one step; an empty `slots` means "no backend".
-    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()>;
+    /// `RINGS`: makes the Maglev ring `slots` (backend ids; empty means
+    /// "no backend") for VIP `index`, invisible to the data plane until
+    /// [`MapStore::publish_rings`].
+    fn stage_ring(&mut self, index: u32, slots: &[u32]) -> Result<()>;
+    /// Replaces the ring of every staged VIP index with its staged ring,
+    /// each in one step, for the cost of one ring install in all (the
+    /// kernel waits one RCU grace period for the batch). On failure every
+    /// ring staged is dropped, published or not.
+    fn publish_rings(&mut self) -> Result<()>;
+    /// Rings staged and not yet published.
+    fn staged_rings(&self) -> usize;
+    /// Replaces the ring of VIP `index` with `slots` in one step.
+    fn install_ring(&mut self, index: u32, slots: &[u32]) -> Result<()> {
+        self.stage_ring(index, slots)?;
+        self.publish_rings()
+    }
     /// The ring of VIP `index`, `None` if none was ever installed.
     fn ring(&self, index: u32) -> Result<Option<Vec<u32>>>;
 
@@ -74,6 +89,11 @@ pub trait MapStore {
     /// Per-VIP and per-backend counters, summed over CPUs.
     fn vip_counters(&self, index: u32) -> Result<Counters>;
     fn backend_counters(&self, id: u32) -> Result<Counters>;
+    /// Every VIP's and every backend's counters, indexed by VIP index and
+    /// by backend id (`MAX_VIPS` and `MAX_BACKENDS` of them): what a
+    /// status of thousands of VIPs reads, in one go.
+    fn all_vip_counters(&self) -> Result<Vec<Counters>>;
+    fn all_backend_counters(&self) -> Result<Vec<Counters>>;
     /// Resets the counters of a slot reused for a new VIP or backend.
     fn reset_vip_counters(&mut self, index: u32) -> Result<()>;
     fn reset_backend_counters(&mut self, id: u32) -> Result<()>;

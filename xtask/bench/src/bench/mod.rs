@@ -49,6 +49,7 @@ pub mod node_loss;
 pub mod plot;
 mod report;
 pub mod restart;
+pub mod scale;
 pub mod sync;
 mod topo;
 
@@ -76,6 +77,8 @@ pub enum Section {
     Http,
     NatPps,
     NatHttp,
+    /// 10,000 VIPs, 1,000 checked backends, big connection tables.
+    Scale,
 }
 
 pub struct Options {
@@ -145,6 +148,10 @@ pub fn run(opts: &Options) -> Result<()> {
     if wanted(Section::Sync) {
         say("control plane: connection sync, VRRP pair");
         report.sync = Some(sync::run(&opts.xlb_exe, opts.quick).context("sync benchmark")?);
+    }
+    if wanted(Section::Scale) {
+        say("control plane: 10,000 VIPs, 1,000 health-checked backends");
+        report.scale = Some(scale::run(&opts.xlb_exe, opts.quick).context("scale benchmark")?);
     }
     if wanted(Section::Pps) || wanted(Section::Http) {
         say("end to end: topology");

@@ -8,7 +8,7 @@ use lb_common::DEFAULT_RING_SIZE;
 use super::machine::Machine;
 use super::{
     code, controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss,
-    restart, sync,
+    restart, scale, sync,
 };
 
 pub struct Report {
@@ -37,6 +37,8 @@ pub struct Report {
     pub http: Vec<http::Row>,
     /// wrk through xlb NAT and its alternatives, two-armed.
     pub nat_http: Vec<http::Row>,
+    /// 10,000 VIPs and 1,000 health-checked backends through `xlb run`.
+    pub scale: Option<scale::Results>,
 }
 
 /// 1234567.8 → "1,234,568".
@@ -77,6 +79,7 @@ impl Report {
             nat_pps: Vec::new(),
             http: Vec::new(),
             nat_http: Vec::new(),
+            scale: None,
         }
     }
 
@@ -136,6 +139,7 @@ impl Report {
         self.maglev_section(&mut s);
         self.health_section(&mut s);
         self.metrics_section(&mut s);
+        self.scale_section(&mut s);
         self.failover_section(&mut s);
         self.restart_section(&mut s);
         self.sync_section(&mut s);
@@ -143,6 +147,103 @@ impl Report {
         self.http_section(&mut s);
         self.nat_http_section(&mut s);
         s
+    }
+
+    fn scale_section(&self, s: &mut String) {
+        let Some(r) = &self.scale else {
+            return;
+        };
+        let v = &r.vips;
+        let _ = writeln!(
+            s,
+            "## Control plane at scale\n\n\
+             The real `xlb run` in a private namespace (generic XDP on a veth), started on \
+             an empty state directory with {} DSR VIPs (one address each) × {} backends \
+             (static neighbour entries), each VIP with the default {}-slot ring. A VIP \
+             serves once the program is attached and the VIP is in the pinned `VIPS` map \
+             (the controller writes it only after the VIP's ring is in; afterwards every \
+             VIP's ring is read back from the pinned `RINGS` and checked: the default size, \
+             slots naming only the VIP's backends). Times run from the spawn. `xlb status` \
+             is asked one request after another, 10 ms apart, from the spawn until every \
+             VIP serves. Idle CPU is the daemon's utime + stime over {:.0} s once every VIP \
+             serves; memory is the daemon's RSS and the `memlock` the kernel charges per map. \
+             The reload changes one backend of one VIP and is timed from the request to the \
+             reply, which comes once the change is applied (the new ring is checked in \
+             the pinned map).\n",
+            thousands(v.vips as f64),
+            scale::BACKENDS_PER_VIP,
+            thousands(f64::from(DEFAULT_RING_SIZE)),
+            v.idle_s
+        );
+        let _ = writeln!(s, "| | |\n|---|--:|");
+        let _ = writeln!(s, "| First VIP serving | {:.2} s |", v.first_serving_s);
+        let _ = writeln!(s, "| Every VIP serving | {:.2} s |", v.all_serving_s);
+        let _ = writeln!(s, "| First status answer | {:.2} s |", v.first_answer_s);
+        let _ = writeln!(
+            s,
+            "| Status until every VIP serves: answers, p50 / p99 / max | {} answers ({} failed), \
+             {:.1} / {:.1} / {:.1} ms |",
+            v.answers, v.failures, v.status_p50_ms, v.status_p99_ms, v.status_max_ms
+        );
+        let _ = writeln!(s, "| Idle CPU | {:.2} % of a core |", v.idle_cpu_percent);
+        let _ = writeln!(
+            s,
+            "| RSS | {:.0} MiB ({:.1} KiB per VIP) |",
+            v.rss_mib,
+            v.rss_mib * 1024.0 / v.vips as f64
+        );
+        let _ = writeln!(
+            s,
+            "| BPF memory: one ring of {} slots | {:.0} KiB |",
+            thousands(f64::from(DEFAULT_RING_SIZE)),
+            v.ring_kib
+        );
+        let _ = writeln!(
+            s,
+            "| BPF memory: every other map (fixed) | {:.0} MiB |",
+            v.pinned_mib
+        );
+        let _ = writeln!(
+            s,
+            "| Reload changing one backend of one VIP: request to reply (of which, by \
+             xlb's log, reading the file / applying it) | {:.0} ms ({:.0} / {:.1} ms) |\n",
+            v.reload_ms, v.reload_read_ms, v.reload_apply_ms
+        );
+        if !r.flows.is_empty() {
+            let _ = writeln!(
+                s,
+                "Connection tables of other sizes (`[conntrack] size`): the program loaded \
+                 against a fresh state directory with each size, and the `memlock` the \
+                 kernel charges for its two tables (LRU hashes, preallocated: the memory is \
+                 taken at load whatever the number of flows).\n\n\
+                 | Entries | Load | `FLOWS` | `NAT_REVERSE` |\n|--:|--:|--:|--:|"
+            );
+            for f in &r.flows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.2} s | {:.0} MiB | {:.0} MiB |",
+                    thousands(f64::from(f.entries)),
+                    f.load_s,
+                    f.flows_mib,
+                    f.nat_reverse_mib
+                );
+            }
+            let _ = writeln!(s);
+        }
+        let h = &r.health;
+        let _ = writeln!(
+            s,
+            "One NAT VIP over {} backends checked over TCP every {} ms (local addresses of \
+             the namespace's loopback, one listener), from the spawn until `xlb status` shows \
+             every backend in the ring: **{:.2} s** ({:.1} intervals), {} rings installed \
+             meanwhile (health results that queue up while a ring is built go into the next \
+             ring together).\n",
+            thousands(h.backends as f64),
+            h.interval_ms,
+            h.all_in_ring_s,
+            h.all_in_ring_s * 1e3 / h.interval_ms as f64,
+            h.ring_installs
+        );
     }
 
     fn dataplane_section(&self, s: &mut String) {
