@@ -36,7 +36,7 @@ pub fn vip_of_entry(flow: &Flow, backend: &BackendInfo) -> Option<VipMeta> {
         && k.proto == flow.key.proto
         && k.family == flow.family
         && bytes_to_words(&k.addr) == flow.key.dst;
-    same.then(|| slot.meta)
+    if same { Some(slot.meta) } else { None }
 }
 
 #[inline(always)]
