@@ -181,11 +181,13 @@ pub(super) async fn reconfigure(
     }
     // The old listener goes before the new one binds (the same port may
     // be wanted on another address).
+    // Said before the listener closes, so that whoever sees it closed
+    // finds the reason in the log already.
     if let Some(old) = current.take() {
-        old.stop().await;
         if wanted.is_none() {
             tracing::info!("metrics: [metrics] removed, stopped");
         }
+        old.stop().await;
     }
     let Some(cfg) = wanted else { return };
     match listen(&cfg).await {
