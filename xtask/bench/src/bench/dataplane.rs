@@ -562,6 +562,56 @@ pub(super) fn measure(prog: &Xdp, frame: &[u8], want: u32, trials: usize) -> Res
     Ok(median(&mut ns))
 }
 
+/// [`measure`] beside one of the program's ring buffers (`ring`), read
+/// as fast as a thread can while it runs (`drain`) or not at all, with
+/// the per-CPU counters `stats` summed before and after: returns the ns
+/// and each counter of `counters` that the runs added.
+fn measure_beside_ring<const N: usize>(
+    dp: &mut Dataplane,
+    (ring, stats): (&str, &str),
+    counters: [u32; N],
+    drain: bool,
+    (frame, verdict, trials): (&[u8], u32, usize),
+) -> Result<(f64, [u64; N])> {
+    use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut reader = match dp.take_map(ring) {
+        Some(Map::RingBuf(m)) => RingBuf::try_from(Map::RingBuf(m))?,
+        _ => return Err(anyhow!("no {ring} ring buffer")),
+    };
+    let stats: PerCpuArray<MapData, u64> = match dp.take_map(stats) {
+        Some(m) => PerCpuArray::try_from(m)?,
+        None => return Err(anyhow!("no {stats}")),
+    };
+    let read = || -> Result<[u64; N]> {
+        let mut out = [0; N];
+        for (o, i) in out.iter_mut().zip(counters) {
+            *o = stats.get(&i, 0)?.iter().sum();
+        }
+        Ok(out)
+    };
+    let before = read()?;
+    let stop = AtomicBool::new(false);
+    let ns = std::thread::scope(|s| {
+        if drain {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    while reader.next().is_some() {}
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let ns = measure(dp.program(), frame, verdict, trials);
+        stop.store(true, Ordering::Relaxed);
+        ns
+    })?;
+    let mut added = read()?;
+    for (a, b) in added.iter_mut().zip(before) {
+        *a -= b;
+    }
+    Ok((ns, added))
+}
+
 /// [`measure`] with connection sync on: a thread reads the ring buffer
 /// as the sync does (`Sync::Drained`), or nobody does and it stays full
 /// (`Sync::Full`). Fails unless the report counters prove it: most
@@ -573,41 +623,17 @@ fn measure_sync(
     frame: &[u8],
     trials: usize,
 ) -> Result<(f64, Option<f64>)> {
-    use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let mut ring = match dp.take_map(map_names::FLOW_EVENTS) {
-        Some(Map::RingBuf(m)) => RingBuf::try_from(Map::RingBuf(m))?,
-        _ => return Err(anyhow!("no FLOW_EVENTS ring buffer")),
-    };
-    let stats: PerCpuArray<MapData, u64> = match dp.take_map(map_names::SYNC_STATS) {
-        Some(m) => PerCpuArray::try_from(m)?,
-        None => return Err(anyhow!("no SYNC_STATS")),
-    };
-    let stat = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
     // Full: fill the ring before measuring.
     if case.sync == Sync::Full {
         measure(dp.program(), frame, case.verdict, 1)?;
     }
-    let (lost0, reported0) = (
-        stat(sync_stat::EVENTS_LOST)?,
-        stat(sync_stat::EVENTS_REPORTED)?,
-    );
-    let stop = AtomicBool::new(false);
-    let ns = std::thread::scope(|s| {
-        if case.sync == Sync::Drained {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    while ring.next().is_some() {}
-                    std::hint::spin_loop();
-                }
-            });
-        }
-        let ns = measure(dp.program(), frame, case.verdict, trials);
-        stop.store(true, Ordering::Relaxed);
-        ns
-    })?;
-    let lost = stat(sync_stat::EVENTS_LOST)? - lost0;
-    let reported = stat(sync_stat::EVENTS_REPORTED)? - reported0;
+    let (ns, [lost, reported]) = measure_beside_ring(
+        dp,
+        (map_names::FLOW_EVENTS, map_names::SYNC_STATS),
+        [sync_stat::EVENTS_LOST, sync_stat::EVENTS_REPORTED],
+        case.sync == Sync::Drained,
+        (frame, case.verdict, trials),
+    )?;
     let inserts = lost + reported;
     if case.conntrack != Conntrack::Miss {
         // A hit reports nothing (the first run's insert at most).
@@ -651,34 +677,13 @@ fn measure_trace(
     frame: &[u8],
     trials: usize,
 ) -> Result<(f64, Option<f64>)> {
-    use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let mut ring = match dp.take_map(map_names::TRACE_EVENTS) {
-        Some(Map::RingBuf(m)) => RingBuf::try_from(Map::RingBuf(m))?,
-        _ => return Err(anyhow!("no TRACE_EVENTS ring buffer")),
-    };
-    let stats: PerCpuArray<MapData, u64> = match dp.take_map(map_names::TRACE_STATS) {
-        Some(m) => PerCpuArray::try_from(m)?,
-        None => return Err(anyhow!("no TRACE_STATS")),
-    };
-    let stat = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
-    let (recorded0, lost0) = (stat(trace::stat::RECORDED)?, stat(trace::stat::LOST)?);
-    let stop = AtomicBool::new(false);
-    let ns = std::thread::scope(|s| {
-        if case.trace == Trace::Recorded {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    while ring.next().is_some() {}
-                    std::hint::spin_loop();
-                }
-            });
-        }
-        let ns = measure(dp.program(), frame, case.verdict, trials);
-        stop.store(true, Ordering::Relaxed);
-        ns
-    })?;
-    let recorded = stat(trace::stat::RECORDED)? - recorded0;
-    let lost = stat(trace::stat::LOST)? - lost0;
+    let (ns, [recorded, lost]) = measure_beside_ring(
+        dp,
+        (map_names::TRACE_EVENTS, map_names::TRACE_STATS),
+        [trace::stat::RECORDED, trace::stat::LOST],
+        case.trace == Trace::Recorded,
+        (frame, case.verdict, trials),
+    )?;
     if case.trace == Trace::Filtered {
         ensure!(
             recorded + lost == 0,
