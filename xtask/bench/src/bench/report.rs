@@ -269,10 +269,9 @@ impl Report {
              more: `VIPS lookup`). \
              The connection-table counters are checked to prove each case hit or missed. \
              With connection sync on, every insert is reported through the ring buffer: \
-             either a thread reads it as fast as it can (so that every report also wakes \
-             the reader: the most a report costs; the sync's reader, woken through epoll, \
-             drains many reports per wake-up under load; the share of reports that found \
-             room is shown), or nobody does and every report is lost (counted); the \
+             either a thread reads it as fast as it can (reports are submitted without \
+             waking a reader, `BPF_RB_NO_WAKEUP`, and the sync polls the ring every \
+             millisecond; the share of reports that found room is shown), or nobody does and every report is lost (counted); the \
              report counters prove which. A hit reports nothing. With a trace on \
              (`xlb trace`), its filter either takes another client's packets only (the \
              flag, the hand-over to the recorder and the filter's test), or takes the \
