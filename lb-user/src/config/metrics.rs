@@ -127,14 +127,11 @@ mod tests {
 
     #[test]
     fn the_docs_example_is_valid() {
-        const DOCS: &str = include_str!("../../../docs/config.md");
-        let block = DOCS
-            .split("```toml\n")
-            .skip(1)
-            .filter_map(|b| b.split("```").next())
+        let block = super::super::tests::doc_blocks("toml")
+            .into_iter()
             .find(|b| b.starts_with("[metrics]"))
             .expect("a toml block starting with [metrics] in docs/config.md");
-        let m = parse(block).unwrap().metrics.unwrap();
+        let m = parse(&block).unwrap().metrics.unwrap();
         assert_eq!(m.listen, "127.0.0.1:9477".parse::<SocketAddr>().unwrap());
     }
 }

@@ -244,14 +244,11 @@ mod tests {
 
     #[test]
     fn the_docs_example_is_valid() {
-        const DOCS: &str = include_str!("../../../docs/config.md");
-        let block = DOCS
-            .split("```toml\n")
-            .skip(1)
-            .filter_map(|b| b.split("```").next())
+        let block = super::super::tests::doc_blocks("toml")
+            .into_iter()
             .find(|b| b.starts_with("[sync]"))
             .expect("a toml block starting with [sync] in docs/config.md");
-        let s = parse(block).unwrap().sync.unwrap();
+        let s = parse(&block).unwrap().sync.unwrap();
         assert_eq!(
             s.peers,
             SyncPeers::Unicast(vec!["198.18.0.3".parse().unwrap()])

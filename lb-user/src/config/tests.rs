@@ -807,7 +807,7 @@ fn error_display_formats() {
 }
 
 /// The fenced blocks of `docs/config.md` with the given info string.
-fn doc_blocks(info: &str) -> Vec<String> {
+pub(super) fn doc_blocks(info: &str) -> Vec<String> {
     const DOCS: &str = include_str!("../../../docs/config.md");
     let mut blocks = Vec::new();
     let mut open: Option<(bool, String)> = None;

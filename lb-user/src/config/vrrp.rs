@@ -668,14 +668,11 @@ mod tests {
 
     #[test]
     fn docs_example_is_valid() {
-        const DOCS: &str = include_str!("../../../docs/config.md");
-        let block = DOCS
-            .split("```toml\n")
-            .skip(1)
-            .filter_map(|b| b.split("```").next())
+        let block = super::super::tests::doc_blocks("toml")
+            .into_iter()
             .find(|b| b.contains("[vrrp]"))
             .expect("a toml block with [vrrp] in docs/config.md");
-        let c = Config::parse(block, "config.md").unwrap();
+        let c = Config::parse(&block, "config.md").unwrap();
         let v = c.vrrp.unwrap();
         assert_eq!(v.groups.len(), 2);
         assert_eq!(v.groups[0].interval_cs, 20);
@@ -685,11 +682,8 @@ mod tests {
 
     #[test]
     fn docs_peers_and_server_addresses_examples_are_valid() {
-        const DOCS: &str = include_str!("../../../docs/config.md");
-        let blocks: Vec<&str> = DOCS
-            .split("```toml\n")
-            .skip(1)
-            .filter_map(|b| b.split("```").next())
+        let blocks: Vec<String> = super::super::tests::doc_blocks("toml")
+            .into_iter()
             .filter(|b| b.contains("[vrrp]") && b.contains("peers = "))
             .collect();
         assert_eq!(
@@ -697,12 +691,15 @@ mod tests {
             2,
             "the peers and the server addresses examples"
         );
-        let pair = Config::parse(blocks[0], "config.md").unwrap().vrrp.unwrap();
+        let pair = Config::parse(&blocks[0], "config.md")
+            .unwrap()
+            .vrrp
+            .unwrap();
         assert_eq!(
             pair.peers,
             ips(&["198.18.0.1", "fe80::1", "198.18.0.3", "fe80::3"])
         );
-        let nat = Config::parse(blocks[1], "config.md").unwrap();
+        let nat = Config::parse(&blocks[1], "config.md").unwrap();
         assert_eq!(nat.server_interface.as_deref(), Some("eth1"));
         assert_eq!(
             nat.vrrp.unwrap().groups[0].server_addresses,
