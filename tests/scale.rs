@@ -4,8 +4,6 @@
 //! here depends on the machine's speed.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -13,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData};
 use lb_common::{BACKEND_F_ACTIVE, BackendInfo, VipKey, VipMeta, addr_bytes, map_names as names};
 use lb_user::api::{Reply, Request};
+use xlb_testbed::many_vips::{self, backend_addr, backend_mac, vip_addr};
 use xlb_testbed::netns::{BpfDir, NetNs, TempDir};
 use xlb_testbed::running::{require_root, xlb_exe};
 use xlb_testbed::topology::{log_time, spawn_xlb};
@@ -20,43 +19,10 @@ use xlb_testbed::topology::{log_time, spawn_xlb};
 const VIPS: usize = 4000;
 const RING: u32 = 4099;
 
-fn vip_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
-fn backend_addr(b: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 1, b as u8 + 1)
-}
-
-fn backend_mac(b: usize) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x01, b as u8 + 1]
-}
-
 /// VIP i has backends i % 3 and (i + 1) % 3, so that neighbouring VIPs
 /// differ.
 fn backends_of(i: usize) -> [usize; 2] {
     [i % 3, (i + 1) % 3]
-}
-
-fn config(ifname: &str, state: &Path, socket: &Path) -> String {
-    use std::fmt::Write as _;
-    let mut text = format!(
-        "interface = {ifname:?}\nxdp_mode = \"generic\"\nstate_dir = {:?}\n\
-         control_socket = {:?}\n",
-        state.display().to_string(),
-        socket.display().to_string()
-    );
-    for i in 0..VIPS {
-        let _ = writeln!(
-            text,
-            "[[vip]]\nname = \"v{i}\"\naddress = \"{}\"\nport = 80\nring_size = {RING}",
-            vip_addr(i)
-        );
-        for b in backends_of(i) {
-            let _ = writeln!(text, "[[vip.backend]]\naddress = \"{}\"", backend_addr(b));
-        }
-    }
-    text
 }
 
 #[test]
@@ -70,39 +36,17 @@ fn thousands_of_vips_all_serve_and_the_socket_answers_while_they_go_in() {
     let state = BpfDir::create(&name).unwrap();
     let ifname = format!("{name}a");
     ns.ip(["link", "set", "lo", "up"]).unwrap();
-    ns.ip([
-        "link",
-        "add",
-        &ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{name}b"),
-    ])
-    .unwrap();
-    ns.ip(["link", "set", &ifname, "up"]).unwrap();
-    ns.ip(["link", "set", &format!("{name}b"), "up"]).unwrap();
-    for b in 0..3 {
-        let mac: Vec<String> = backend_mac(b).iter().map(|o| format!("{o:02x}")).collect();
-        let addr = backend_addr(b).to_string();
-        let mac = mac.join(":");
-        ns.ip([
-            "neigh",
-            "add",
-            &addr,
-            "lladdr",
-            &mac,
-            "dev",
-            &ifname,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    }
+    ns.add_veth_pair(&ifname, &format!("{name}b")).unwrap();
+    many_vips::add_backends(&ns, &ifname, 0..3).unwrap();
     let socket = dir.path().join("xlb.sock");
     let conf = dir.path().join("xlb.toml");
-    std::fs::write(&conf, config(&ifname, state.path(), &socket)).unwrap();
+    std::fs::write(
+        &conf,
+        many_vips::config((&ifname, state.path(), &socket), VIPS, Some(RING), |i| {
+            backends_of(i).to_vec()
+        }),
+    )
+    .unwrap();
 
     // Status back to back from the spawn: (when it was answered, how many
     // VIPs had a ring then), and the requests that failed once the socket

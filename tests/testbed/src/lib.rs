@@ -31,6 +31,7 @@ pub mod fakes;
 pub mod frames;
 pub mod inject;
 pub mod lb;
+pub mod many_vips;
 pub mod netns;
 pub mod pinned;
 pub mod prometheus;

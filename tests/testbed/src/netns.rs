@@ -168,6 +168,15 @@ impl NetNs {
         run_cmd(Command::new(IP).args(["-n", &self.name]).args(args))
     }
 
+    /// Creates the veth pair `a`–`b` with both ends inside the namespace,
+    /// and sets both up: a NIC for a program under test whose peer is
+    /// there to keep the link up.
+    pub fn add_veth_pair(&self, a: &str, b: &str) -> anyhow::Result<()> {
+        self.ip(["link", "add", a, "type", "veth", "peer", "name", b])?;
+        self.ip(["link", "set", a, "up"])?;
+        self.ip(["link", "set", b, "up"]).map(drop)
+    }
+
     /// Sets sysctls (`key=value`) inside the namespace.
     pub fn sysctl(&self, settings: &[&str]) -> anyhow::Result<()> {
         let mut args = vec!["sysctl", "-q", "-w"];

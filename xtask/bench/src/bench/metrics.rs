@@ -179,18 +179,7 @@ fn health(xlb_exe: &Path, quick: bool) -> Result<Vec<HealthRow>> {
     ns.ip(["link", "set", "lo", "up"])?;
     ns.ip(["route", "add", "local", "198.18.0.0/16", "dev", "lo"])?;
     let ifname = format!("{name}a");
-    ns.ip([
-        "link",
-        "add",
-        &ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{name}b"),
-    ])?;
-    ns.ip(["link", "set", &ifname, "up"])?;
-    ns.ip(["link", "set", &format!("{name}b"), "up"])?;
+    ns.add_veth_pair(&ifname, &format!("{name}b"))?;
     ns.sysctl(&["net.ipv4.ip_forward=1"])?;
     let listener = ns
         .in_ns(|| TcpListener::bind("0.0.0.0:80"))

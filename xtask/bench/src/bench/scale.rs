@@ -28,6 +28,7 @@ use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData};
 use lb_common::{BackendInfo, DEFAULT_RING_SIZE, VipKey, VipMeta, map_names as names};
 use lb_user::api::{Reply, Request};
 use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
+use xlb_testbed::many_vips::{self, backend_addr, vip_addr};
 use xlb_testbed::netns::{BpfDir, NetNs, TempDir};
 use xlb_testbed::topology::{Xlb, spawn_xlb};
 
@@ -141,18 +142,6 @@ fn flows(entries: u32) -> Result<FlowsRow> {
     Ok(row)
 }
 
-fn vip_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
-fn backend_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 1, i as u8 + 1)
-}
-
-fn backend_mac(i: usize) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x01, i as u8 + 1]
-}
-
 /// Writes the 10,000-VIP config to `path`; VIP `changed` gets backend 3
 /// instead of 2. The text is written here (the testbed's serializer takes
 /// minutes for 10,000 VIPs) and checked with xlb's own parser.
@@ -163,27 +152,13 @@ fn write_vips_config(
     socket: &Path,
     changed: Option<usize>,
 ) -> Result<()> {
-    use std::fmt::Write as _;
-    let mut text = format!(
-        "interface = {ifname:?}\nxdp_mode = \"generic\"\nstate_dir = {:?}\n\
-         control_socket = {:?}\n",
-        state.display().to_string(),
-        socket.display().to_string()
-    );
-    for i in 0..VIPS {
-        let _ = writeln!(
-            text,
-            "[[vip]]\nname = \"v{i}\"\naddress = \"{}\"\nport = 80",
-            vip_addr(i)
-        );
+    let text = many_vips::config((ifname, state, socket), VIPS, None, |i| {
         let mut backends = vec![0, 1, 2];
         if changed == Some(i) {
             backends[2] = 3;
         }
-        for b in backends {
-            let _ = writeln!(text, "[[vip.backend]]\naddress = \"{}\"", backend_addr(b));
-        }
-    }
+        backends
+    });
     lb_user::config::Config::parse(&text, "scale bench config")
         .map_err(|e| anyhow!("xlb refuses the bench's config: {e}"))?;
     let tmp = path.with_extension("toml.new");
@@ -301,37 +276,8 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
     let state = BpfDir::create(&name)?;
     let ifname = format!("{name}a");
     ns.ip(["link", "set", "lo", "up"])?;
-    ns.ip([
-        "link",
-        "add",
-        &ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{name}b"),
-    ])?;
-    ns.ip(["link", "set", &ifname, "up"])?;
-    ns.ip(["link", "set", &format!("{name}b"), "up"])?;
-    for b in 0..=BACKENDS_PER_VIP {
-        let mac = backend_mac(b)
-            .iter()
-            .map(|o| format!("{o:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        let addr = backend_addr(b).to_string();
-        ns.ip([
-            "neigh",
-            "add",
-            addr.as_str(),
-            "lladdr",
-            mac.as_str(),
-            "dev",
-            ifname.as_str(),
-            "nud",
-            "permanent",
-        ])?;
-    }
+    ns.add_veth_pair(&ifname, &format!("{name}b"))?;
+    many_vips::add_backends(&ns, &ifname, 0..=BACKENDS_PER_VIP)?;
     let socket = dir.path().join("xlb.sock");
     let conf = dir.path().join("xlb.toml");
     write_vips_config(&conf, &ifname, state.path(), &socket, None)?;
@@ -556,18 +502,7 @@ fn health(xlb_exe: &Path) -> Result<HealthRun> {
     ns.ip(["link", "set", "lo", "up"])?;
     ns.ip(["route", "add", "local", "198.18.0.0/16", "dev", "lo"])?;
     let ifname = format!("{name}a");
-    ns.ip([
-        "link",
-        "add",
-        &ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{name}b"),
-    ])?;
-    ns.ip(["link", "set", &ifname, "up"])?;
-    ns.ip(["link", "set", &format!("{name}b"), "up"])?;
+    ns.add_veth_pair(&ifname, &format!("{name}b"))?;
     ns.sysctl(&["net.ipv4.ip_forward=1"])?;
     let listener = ns
         .in_ns(|| TcpListener::bind("0.0.0.0:80"))
