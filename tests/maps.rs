@@ -182,3 +182,35 @@ fn kernel_maps_refuse_what_memory_maps_refuse() {
         assert!(!m.is_vip_addr(&key.address_only()).unwrap());
     }
 }
+
+/// `VIP_FILTER` follows `VIPS`: counted when a VIP goes in, uncounted when
+/// it leaves, and a write that fails (the table full) leaves the count as
+/// it was, however often it is retried.
+#[test]
+fn the_vip_filter_counts_only_vips_that_are_in() {
+    if !xlb_testbed::require_root("the_vip_filter_counts_only_vips_that_are_in") {
+        return;
+    }
+    let (_dp, mut m) = Dataplane::load().expect("load the XDP program");
+    let key = |i: u32| VipKey::new(std::net::Ipv4Addr::from(0xc613_0000 + i).into(), 80, 6);
+    let meta = |i: u32| lb_common::VipMeta {
+        index: i,
+        ..Default::default()
+    };
+    let outsider = key(MAX_VIPS);
+    assert_eq!(m.filter_count(&outsider).unwrap(), 0);
+    for i in 0..MAX_VIPS {
+        m.set_vip(&key(i), &meta(i)).unwrap();
+    }
+    let before = m.filter_count(&outsider).unwrap();
+    for _ in 0..3 {
+        assert!(m.set_vip(&outsider, &meta(0)).is_err(), "VIPS is full");
+    }
+    assert_eq!(m.filter_count(&outsider).unwrap(), before);
+    // Rewriting a VIP counts nothing; removing it uncounts it.
+    let first = m.filter_count(&key(0)).unwrap();
+    m.set_vip(&key(0), &meta(0)).unwrap();
+    assert_eq!(m.filter_count(&key(0)).unwrap(), first);
+    m.remove_vip(&key(0)).unwrap();
+    assert_eq!(m.filter_count(&key(0)).unwrap(), first - 1);
+}

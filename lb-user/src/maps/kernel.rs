@@ -148,13 +148,20 @@ impl Maps {
     /// Adds `by` to the count of `key`'s address in `VIP_FILTER`.
     fn count_in_filter(&mut self, key: &VipKey, by: i32) -> Result<()> {
         let slot = vip_filter_slot(&bytes_to_words(&key.addr));
-        let n = self
-            .vip_filter
-            .get(&slot, 0)
-            .with_context(|| format!("reading VIP filter slot {slot}"))?;
+        let n = self.filter_count(key)?;
         self.vip_filter
             .set(slot, n.saturating_add_signed(by), 0)
             .with_context(|| format!("writing VIP filter slot {slot}"))
+    }
+
+    /// How many VIPs `VIP_FILTER` counts at `key`'s address slot (shared
+    /// by the addresses that hash alike): what lets a packet to that
+    /// address reach the `VIPS` lookup.
+    pub fn filter_count(&self, key: &VipKey) -> Result<u32> {
+        let slot = vip_filter_slot(&bytes_to_words(&key.addr));
+        self.vip_filter
+            .get(&slot, 0)
+            .with_context(|| format!("reading VIP filter slot {slot}"))
     }
 
     /// Lets NAT redirect packets out of interface `ifindex`.
@@ -184,12 +191,19 @@ impl MapStore for Maps {
     /// find it, and `VIP_SLOTS` names it at its index (the slot of an
     /// index it left is cleared first).
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
-        match self.vip(key)? {
-            None => self.count_in_filter(key, 1)?,
-            Some(old) if old.index != meta.index => self.clear_slot(old.index, key)?,
-            Some(_) => {}
-        }
-        self.vip_slots
+        let new = match self.vip(key)? {
+            None => {
+                self.count_in_filter(key, 1)?;
+                true
+            }
+            Some(old) if old.index != meta.index => {
+                self.clear_slot(old.index, key)?;
+                false
+            }
+            Some(_) => false,
+        };
+        let written = self
+            .vip_slots
             .set(
                 meta.index,
                 VipSlot {
@@ -198,10 +212,19 @@ impl MapStore for Maps {
                 },
                 0,
             )
-            .with_context(|| format!("writing VIP slot {}", meta.index))?;
-        self.vips
-            .insert(key, meta, 0)
-            .with_context(|| format!("inserting VIP {key:?}"))
+            .with_context(|| format!("writing VIP slot {}", meta.index))
+            .and_then(|()| {
+                self.vips
+                    .insert(key, meta, 0)
+                    .with_context(|| format!("inserting VIP {key:?}"))
+            });
+        if written.is_err() && new {
+            // Not in VIPS after all: uncounted, or every retry of the
+            // write would count it once more and the address would never
+            // leave the filter.
+            let _ = self.count_in_filter(key, -1);
+        }
+        written
     }
 
     fn vip(&self, key: &VipKey) -> Result<Option<VipMeta>> {
