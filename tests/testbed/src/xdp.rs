@@ -1,5 +1,5 @@
 //! The test XDP programs of `tests/testbed-ebpf`, embedded here (never in
-//! `xlb`), and the one helper that attaches one of them.
+//! `xlb`), and the helpers that load and attach them.
 
 use anyhow::{Context as _, anyhow};
 
@@ -34,12 +34,23 @@ pub const XLB_VARIANT_OBJECT: &str = concat!(env!("OUT_DIR"), "/xlb-variant");
 pub fn attach_xdp_pass(ifname: &str) -> anyhow::Result<aya::Ebpf> {
     const PROGRAM: &str = "xdp_pass";
     let mut ebpf = aya::Ebpf::load(XDP_PASS_OBJECT).context("loading the xdp-pass object")?;
-    let prog: &mut aya::programs::Xdp = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| anyhow!("no program {PROGRAM} in the xdp-pass object"))?
-        .try_into()?;
-    prog.load().context("loading xdp_pass into the kernel")?;
-    prog.attach(ifname, aya::programs::XdpMode::Driver)
+    load_program(&mut ebpf, PROGRAM)?
+        .attach(ifname, aya::programs::XdpMode::Driver)
         .with_context(|| format!("attaching xdp_pass to {ifname} (native mode)"))?;
     Ok(ebpf)
+}
+
+/// The XDP program `name` of `ebpf`, loaded into the kernel (verified,
+/// not attached).
+pub fn load_program<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &str,
+) -> anyhow::Result<&'a mut aya::programs::Xdp> {
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("no program {name} in the object"))?
+        .try_into()?;
+    prog.load()
+        .with_context(|| format!("loading {name} into the kernel"))?;
+    Ok(prog)
 }

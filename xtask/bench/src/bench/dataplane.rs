@@ -714,11 +714,7 @@ pub fn run(quick: bool) -> Result<(Vec<Row>, super::code::Code)> {
     };
     let mut floor_ebpf =
         aya::Ebpf::load(xlb_testbed::xdp::XDP_FLOOR_OBJECT).context("loading the floor object")?;
-    let floor: &mut Xdp = floor_ebpf
-        .program_mut("xdp_floor")
-        .ok_or_else(|| anyhow!("no program xdp_floor in the floor object"))?
-        .try_into()?;
-    floor.load().context("loading the floor program")?;
+    let floor = xlb_testbed::xdp::load_program(&mut floor_ebpf, "xdp_floor")?;
 
     let mut rows: Vec<Row> = Vec::new();
     let mut current: Option<(Fixture, (Dataplane, Maps))> = None;

@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
-use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
 use xlb_testbed::frames::{Frame, Mac};
 use xlb_testbed::netns::NetNs;
 use xlb_testbed::topology::{Xlb, link_stats, status_vip};
@@ -126,11 +126,7 @@ impl PpsPath<'_> {
                 .override_global("GEN_FRAME", &template, true)
                 .load(xlb_testbed::xdp::XDP_GEN_OBJECT)
                 .context("loading xdp-gen")?;
-            let prog: &mut Xdp = ebpf
-                .program_mut("xdp_gen")
-                .ok_or_else(|| anyhow!("no program xdp_gen in the object"))?
-                .try_into()?;
-            prog.load().context("loading xdp_gen")?;
+            let prog = xlb_testbed::xdp::load_program(&mut ebpf, "xdp_gen")?;
             let chunk = match load {
                 Load::Saturated => CHUNK,
                 Load::Paced(_) => PACED_CHUNK,
@@ -474,11 +470,7 @@ impl Forwarder {
                 .override_global("FWD_DADDR", &daddr, true)
                 .load(xlb_testbed::xdp::XDP_FWD_OBJECT)
                 .context("loading xdp-fwd")?;
-            let prog: &mut Xdp = ebpf
-                .program_mut("xdp_fwd")
-                .ok_or_else(|| anyhow!("no program xdp_fwd in the object"))?
-                .try_into()?;
-            prog.load().context("loading xdp_fwd")?;
+            let prog = xlb_testbed::xdp::load_program(&mut ebpf, "xdp_fwd")?;
             prog.attach(ifname, aya::programs::XdpMode::Driver)
                 .with_context(|| {
                     format!(

@@ -210,11 +210,7 @@ fn in_private_namespace(quick: bool) -> Result<Vec<Row>> {
 
     let mut floor_ebpf =
         aya::Ebpf::load(xlb_testbed::xdp::XDP_FLOOR_OBJECT).context("loading the floor object")?;
-    let floor: &mut Xdp = floor_ebpf
-        .program_mut("xdp_floor")
-        .ok_or_else(|| anyhow!("no program xdp_floor in the floor object"))?
-        .try_into()?;
-    floor.load().context("loading the floor program")?;
+    let floor = xlb_testbed::xdp::load_program(&mut floor_ebpf, "xdp_floor")?;
 
     let mut controller = Lb::load_on("c0", c0.mac);
     controller.maps_mut().add_tx_port(c0.index)?;
