@@ -12,13 +12,12 @@ pub const INTERVAL_CS: u16 = 20;
 pub const MASTER_PRIORITY: u8 = 150;
 pub const BACKUP_PRIORITY: u8 = 100;
 
-/// 3 × advert interval + the backup's skew ((256 − priority) × interval
-/// / 256) + 1 s: the bound for a backup to take over from a master that
-/// fell silent.
+/// The bound for a backup to take over from a master that fell silent:
+/// the backup's master-down interval (3 × advert interval + its skew),
+/// and 1 s.
 pub fn failover_bound() -> Duration {
-    let (backup, interval) = (u64::from(BACKUP_PRIORITY), u64::from(INTERVAL_CS));
-    let skew_cs = (256 - backup) * interval / 256;
-    Duration::from_millis((3 * interval + skew_cs) * 10 + 1000)
+    let down_cs = lb_user::vrrp::state::master_down_cs(BACKUP_PRIORITY, INTERVAL_CS);
+    Duration::from_millis(u64::from(down_cs) * 10 + 1000)
 }
 
 /// `[vrrp]` at `priority`: VRID 51 with web4 and 52 with web6, as

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use lb_user::api::{BackendState, Status};
 use lb_user::vrrp::state::{master_down_cs, skew_cs};
-use xlb_testbed::config::{Backend, HealthCheck, Vip, Vrrp, VrrpGroup, XlbConfig};
+use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
 use xlb_testbed::topology::{Serve, Topology, VIP_PORT, Xlb};
 
 use super::{median, say, spread};
@@ -29,9 +29,9 @@ pub const HC_TIMEOUT_MS: u64 = 200;
 pub const HC_FALL: u32 = 3;
 const HC_RISE: u32 = 2;
 /// VRRP advert interval (centiseconds) and the two nodes' priorities.
-pub const VRRP_INTERVAL_CS: u16 = 20;
-pub(super) const MASTER_PRIORITY: u8 = 150;
-pub(super) const BACKUP_PRIORITY: u8 = 100;
+pub(super) use xlb_testbed::vrrp_pair::{
+    BACKUP_PRIORITY, INTERVAL_CS as VRRP_INTERVAL_CS, MASTER_PRIORITY, vrrp_config,
+};
 /// Backends behind the VIP.
 pub(super) const BACKENDS: usize = 3;
 /// Time between the starts of two probe connections.
@@ -302,20 +302,6 @@ pub fn removal(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
             failed,
         ),
     ])
-}
-
-pub(super) fn vrrp_config(priority: u8) -> Vrrp {
-    let group = |vrid, vip| {
-        VrrpGroup::new(vrid, &[vip])
-            .priority(priority)
-            .interval_cs(VRRP_INTERVAL_CS)
-    };
-    Vrrp {
-        garp_repeat: Some(3),
-        garp_interval_ms: Some(50),
-        groups: vec![group(51, "web4"), group(52, "web6")],
-        ..Vrrp::default()
-    }
 }
 
 /// True if both VRRP groups (51: web4, 52: web6) are in `state`.
