@@ -32,15 +32,44 @@ pub struct Results {
     pub drift_ms: (f64, f64, f64),
 }
 
-/// utime + stime of the calling thread, in seconds.
-fn thread_cpu() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+/// utime + stime, in seconds, from a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields overall.
     let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad stat"))? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
     Ok(ticks / 100.0) // USER_HZ
+}
+
+/// utime + stime of the calling thread, in seconds.
+fn thread_cpu() -> Result<f64> {
+    stat_cpu("/proc/thread-self/stat")
+}
+
+/// utime + stime of process `pid`, in seconds.
+pub(super) fn process_cpu(pid: u32) -> Result<f64> {
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// Health-check target `i` of the benches: an address of 198.18.0.0/16,
+/// which [`target_namespace`] makes local.
+pub(super) fn target(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+/// A namespace `name` in which every address of 198.18.0.0/16 is local
+/// (as 127/8 is), and the listener on port 80 that answers the checks of
+/// every [`target`].
+pub(super) fn target_namespace(name: &str) -> Result<(NetNs, TcpListener)> {
+    let ns = NetNs::create(name)?;
+    ns.ip(["link", "set", "lo", "up"])?;
+    ns.ip(["route", "add", "local", "198.18.0.0/16", "dev", "lo"])?;
+    let listener = ns
+        .in_ns(|| TcpListener::bind("0.0.0.0:80"))
+        .context("binding the health-check target")?;
+    Ok((ns, listener))
 }
 
 fn config() -> Result<Config> {
@@ -53,9 +82,7 @@ fn config() -> Result<Config> {
         .vip(
             Vip::new("scale", Ipv4Addr::new(198, 18, 255, 1), 80)
                 .health(health)
-                .backends((0..BACKENDS).map(|i| {
-                    Backend::new(Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8))
-                })),
+                .backends((0..BACKENDS).map(|i| Backend::new(target(i)))),
         )
         .parse()
 }
@@ -79,13 +106,7 @@ fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
 pub fn run(quick: bool) -> Result<Results> {
     let run = Duration::from_secs(if quick { 5 } else { 10 });
     let name = format!("xh{:05x}", std::process::id() & 0xf_ffff);
-    let ns = NetNs::create(&name)?;
-    ns.ip(["link", "set", "lo", "up"])?;
-    // Every address of 198.18.0.0/16 is local, as 127/8 is.
-    ns.ip(["route", "add", "local", "198.18.0.0/16", "dev", "lo"])?;
-    let listener = ns
-        .in_ns(|| TcpListener::bind("0.0.0.0:80"))
-        .context("binding the health-check target")?;
+    let (ns, listener) = target_namespace(&name)?;
     let stop = Arc::new(AtomicBool::new(false));
     let server = std::thread::spawn({
         let stop = stop.clone();

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, ensure};
 use lb_user::maps::MapStore as _;
 use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
-use xlb_testbed::netns::{BpfDir, NetNs, TempDir};
+use xlb_testbed::netns::{BpfDir, TempDir};
 use xlb_testbed::topology::spawn_xlb;
 
+use super::health::{process_cpu, target, target_namespace};
 use super::{dataplane, median, say};
 
 pub const BACKENDS: usize = 1000;
@@ -84,10 +85,6 @@ pub fn run(xlb_exe: &Path, quick: bool) -> Result<Results> {
 // ---------------------------------------------------------------------------
 // The health checker.
 
-fn backend(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
 fn config(ifname: &str, state: &Path, socket: &Path, weight: u32) -> XlbConfig {
     let health = HealthCheck {
         interval_ms: Some(INTERVAL_MS),
@@ -105,7 +102,7 @@ fn config(ifname: &str, state: &Path, socket: &Path, weight: u32) -> XlbConfig {
             Vip::new("scale", Ipv4Addr::new(198, 19, 255, 1), 80)
                 .nat()
                 .health(health)
-                .backends((0..BACKENDS).map(|i| Backend::new(backend(i)).weight(weight))),
+                .backends((0..BACKENDS).map(|i| Backend::new(target(i)).weight(weight))),
         )
 }
 
@@ -134,14 +131,6 @@ fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<(IpAddr, Instant)>>>, stop: 
             Err(_) => std::thread::sleep(Duration::from_millis(1)),
         }
     }
-}
-
-/// utime + stime of process `pid`, in seconds.
-fn process_cpu(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad stat"))? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok((f[11].parse::<f64>()? + f[12].parse::<f64>()?) / 100.0)
 }
 
 /// `GET /metrics` from the calling thread's namespace: the page.
@@ -173,17 +162,12 @@ fn health(xlb_exe: &Path, quick: bool) -> Result<Vec<HealthRow>> {
     let phase_len = Duration::from_secs(if quick { 4 } else { 10 });
     let phases = if quick { 2 } else { 4 };
     let name = format!("xm{:05x}", std::process::id() & 0xf_ffff);
-    let ns = NetNs::create(&name)?;
+    let (ns, listener) = target_namespace(&name)?;
     let dir = TempDir::create(&name)?;
     let state = BpfDir::create(&name)?;
-    ns.ip(["link", "set", "lo", "up"])?;
-    ns.ip(["route", "add", "local", "198.18.0.0/16", "dev", "lo"])?;
     let ifname = format!("{name}a");
     ns.add_veth_pair(&ifname, &format!("{name}b"))?;
     ns.sysctl(&["net.ipv4.ip_forward=1"])?;
-    let listener = ns
-        .in_ns(|| TcpListener::bind("0.0.0.0:80"))
-        .context("binding the health-check target")?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let server = std::thread::spawn({

@@ -17,7 +17,7 @@
 //!   number of rings installed meanwhile (from xlb's log).
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ use xlb_testbed::many_vips::{self, backend_addr, vip_addr};
 use xlb_testbed::netns::{BpfDir, NetNs, TempDir};
 use xlb_testbed::topology::{Xlb, spawn_xlb};
 
+use super::health::{process_cpu, target, target_namespace};
 use super::say;
 
 pub const VIPS: usize = 10_000;
@@ -165,14 +166,6 @@ fn write_vips_config(
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
-}
-
-/// utime + stime of process `pid`, in seconds.
-fn process_cpu(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad stat"))? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok((f[11].parse::<f64>()? + f[12].parse::<f64>()?) / 100.0)
 }
 
 /// VmRSS of process `pid`, in MiB.
@@ -490,23 +483,14 @@ fn measure_vips(
     ))
 }
 
-fn health_backend(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
 fn health(xlb_exe: &Path) -> Result<HealthRun> {
     let name = format!("xh{:05x}", std::process::id() & 0xf_ffff);
-    let ns = NetNs::create(&name)?;
+    let (ns, listener) = target_namespace(&name)?;
     let dir = TempDir::create(&name)?;
     let state = BpfDir::create(&name)?;
-    ns.ip(["link", "set", "lo", "up"])?;
-    ns.ip(["route", "add", "local", "198.18.0.0/16", "dev", "lo"])?;
     let ifname = format!("{name}a");
     ns.add_veth_pair(&ifname, &format!("{name}b"))?;
     ns.sysctl(&["net.ipv4.ip_forward=1"])?;
-    let listener = ns
-        .in_ns(|| TcpListener::bind("0.0.0.0:80"))
-        .context("binding the health-check target")?;
     listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(Mutex::new(0usize));
@@ -535,7 +519,7 @@ fn health(xlb_exe: &Path) -> Result<HealthRun> {
             Vip::new("many", Ipv4Addr::new(198, 19, 255, 1), 80)
                 .nat()
                 .health(check)
-                .backends((0..HEALTH_BACKENDS).map(|i| Backend::new(health_backend(i)))),
+                .backends((0..HEALTH_BACKENDS).map(|i| Backend::new(target(i)))),
         );
     let path = config.write(&dir.path().join("xlb.toml"))?;
     let t0 = Instant::now();
