@@ -59,8 +59,19 @@ where
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale {}", socket.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("binding {}", socket.display()))?;
+    // Bound and listening under a temporary name, then renamed into place:
+    // the path appears only once it accepts, so a client that finds it
+    // (`xlb status` right at start) is never refused.
+    let mut pending = socket.as_os_str().to_owned();
+    pending.push(format!(".{}.new", std::process::id()));
+    let pending = std::path::PathBuf::from(pending);
+    let _ = std::fs::remove_file(&pending);
+    let listener = tokio::net::UnixListener::bind(&pending)
+        .with_context(|| format!("binding {}", pending.display()))?;
+    std::fs::rename(&pending, socket).with_context(|| {
+        let _ = std::fs::remove_file(&pending);
+        format!("moving {} to {}", pending.display(), socket.display())
+    })?;
     let handle = std::sync::Arc::new(handle);
     loop {
         let (stream, _) = listener.accept().await?;
