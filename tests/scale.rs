@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use lb_common::{BACKEND_F_ACTIVE, BackendInfo, VipKey, VipMeta, addr_bytes, map_names as names};
 use lb_user::api::{Reply, Request};
 use xlb_testbed::many_vips::{self, backend_addr, backend_mac, vip_addr};
 use xlb_testbed::netns::{BpfDir, NetNs, TempDir};
+use xlb_testbed::pinned;
 use xlb_testbed::running::{require_root, xlb_exe};
 use xlb_testbed::topology::{log_time, spawn_xlb};
 
@@ -122,10 +123,6 @@ fn thousands_of_vips_all_serve_and_the_socket_answers_while_they_go_in() {
         MapData::from_pin(state.path().join(names::VIPS)).unwrap(),
     ))
     .unwrap();
-    let rings: ArrayOfMaps<MapData, MapData> = ArrayOfMaps::try_from(Map::ArrayOfMaps(
-        MapData::from_pin(state.path().join(names::RINGS)).unwrap(),
-    ))
-    .unwrap();
     let backends: Array<MapData, BackendInfo> = Array::try_from(Map::Array(
         MapData::from_pin(state.path().join(names::BACKENDS)).unwrap(),
     ))
@@ -135,12 +132,11 @@ fn thousands_of_vips_all_serve_and_the_socket_answers_while_they_go_in() {
         let meta = vips
             .get(&key, 0)
             .unwrap_or_else(|e| panic!("VIP {i} not in VIPS: {e}"));
-        let ring: Array<MapData, u32> =
-            Array::try_from(Map::Array(rings.get(&meta.index, 0).unwrap())).unwrap();
-        assert_eq!(ring.get(&0, 0).unwrap(), RING, "VIP {i}: ring size");
+        let ring = pinned::Ring::open(state.path(), meta.index).unwrap();
+        assert_eq!(ring.size, RING, "VIP {i}: ring size");
         let mut seen = BTreeSet::new();
         for slot in (0..RING).step_by(97) {
-            let id = ring.get(&(slot + 1), 0).unwrap();
+            let id = ring.slot(slot).unwrap();
             let b = backends.get(&id, 0).unwrap();
             assert_ne!(
                 b.flags & BACKEND_F_ACTIVE,

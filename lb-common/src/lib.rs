@@ -80,7 +80,8 @@ pub mod map_names {
 ///
 /// 2: `BackendInfo::vip`, and `VIP_SLOTS` and `VIP_FILTER` beside `VIPS`
 /// (a state without them would send a VIP's packets to the kernel).
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: rings hold two words per element (`RingElement`).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `StateMeta::magic`: "xlbS".
 pub const STATE_MAGIC: u32 = 0x786c_6253;
@@ -163,10 +164,29 @@ pub const NO_BACKEND: u32 = 0;
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
 /// Largest Maglev table size accepted (a prime).
 pub const MAX_RING_SIZE: u32 = 1_048_573;
-/// Element 0 of every ring holds the ring size; slots start at this index.
+/// Word 0 of every ring holds the ring size; slots start at this word.
 /// Keeping the size inside the ring map makes the size and the slots one
 /// atomically swapped unit.
 pub const RING_FIRST_SLOT: u32 = 1;
+/// One element of a ring map: two 4-byte words. The kernel keeps every
+/// array element 8-byte aligned, so an array of single u32s would spend 8
+/// bytes per slot; two words per element halve a ring's memory (and the
+/// time the kernel spends zeroing it when it is created).
+pub type RingElement = [u32; 2];
+/// Words per ring element.
+pub const RING_WORDS: u32 = 2;
+
+/// The element of a ring map that holds word `word`, and the word's
+/// position in it (word 0 is the size, `RING_FIRST_SLOT + i` is slot `i`).
+#[inline(always)]
+pub const fn ring_word(word: u32) -> (u32, usize) {
+    (word / RING_WORDS, (word % RING_WORDS) as usize)
+}
+
+/// Elements of the ring map of a table of `size` slots.
+pub const fn ring_elements(size: u32) -> u32 {
+    (size + RING_FIRST_SLOT).div_ceil(RING_WORDS)
+}
 /// `BPF_F_INNER_MAP`: lets inner rings of different sizes share one outer map.
 pub const BPF_F_INNER_MAP: u32 = 1 << 12;
 /// `BPF_F_MMAPABLE`: an array the control plane fills through a memory

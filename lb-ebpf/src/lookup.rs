@@ -2,7 +2,8 @@
 
 use lb_common::{
     BACKEND_F_ACTIVE, BackendInfo, FlowKey, NO_BACKEND, RING_FIRST_SLOT, VIP_F_SOURCE_AFFINITY,
-    VipKey, VipMeta, bytes_to_words, drop, flow_hash, source_hash, vip_filter_slot, words_to_bytes,
+    VipKey, VipMeta, bytes_to_words, drop, flow_hash, ring_word, source_hash, vip_filter_slot,
+    words_to_bytes,
 };
 
 use crate::{
@@ -89,7 +90,7 @@ pub fn is_vip_addr(addr: &[u32; 4], family: u8) -> bool {
 pub fn backend(meta: &VipMeta, key: &FlowKey) -> Result<(u32, &'static BackendInfo), u32> {
     let ring = RINGS.get(meta.index).ok_or(drop::NO_BACKEND)?;
     // Size and slots come from the same ring map, so they always match.
-    let size = *ring.get(0).ok_or(drop::NO_BACKEND)?;
+    let size = ring.get(0).ok_or(drop::NO_BACKEND)?[0];
     if size == 0 {
         return Err(drop::NO_BACKEND);
     }
@@ -98,9 +99,8 @@ pub fn backend(meta: &VipMeta, key: &FlowKey) -> Result<(u32, &'static BackendIn
     } else {
         flow_hash(key)
     };
-    let id = *ring
-        .get(RING_FIRST_SLOT + hash % size)
-        .ok_or(drop::NO_BACKEND)?;
+    let (element, word) = ring_word(RING_FIRST_SLOT + hash % size);
+    let id = ring.get(element).ok_or(drop::NO_BACKEND)?[word];
     if id == NO_BACKEND {
         return Err(drop::NO_BACKEND);
     }

@@ -9,18 +9,19 @@ use aya_ebpf::{
 use lb_common::{
     BPF_F_INNER_MAP, BPF_F_MMAPABLE, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FLOW_EVENTS_BYTES, FlowBudget, FlowEvent, FlowKey, FlowState, LbConfig,
-    MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RING_FIRST_SLOT, StateMeta, TRACE_EVENTS_BYTES,
-    TraceFilter, TraceRecord, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, ct, drop, global,
+    MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RingElement, StateMeta, TRACE_EVENTS_BYTES, TraceFilter,
+    TraceRecord, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, ct, drop, global, ring_elements,
     sync_stat, trace,
 };
 
-/// One Maglev ring per VIP: element 0 holds the ring size, elements
-/// `1..=size` hold backend ids. The template size is only a default:
-/// `BPF_F_INNER_MAP` lets userspace insert rings of any size, and
-/// `BPF_F_MMAPABLE` lets it fill a new ring through a memory mapping.
+/// One Maglev ring per VIP, two words per element (`ring_word`): word 0
+/// holds the ring size, words `1..=size` hold backend ids. The template
+/// size is only a default: `BPF_F_INNER_MAP` lets userspace insert rings
+/// of any size, and `BPF_F_MMAPABLE` lets it fill a new ring through a
+/// memory mapping.
 pub type Ring = Array<
-    u32,
-    { (DEFAULT_RING_SIZE + RING_FIRST_SLOT) as usize },
+    RingElement,
+    { ring_elements(DEFAULT_RING_SIZE) as usize },
     { (BPF_F_INNER_MAP | BPF_F_MMAPABLE) as usize },
 >;
 

@@ -10,8 +10,8 @@ use aya::{
 };
 use lb_common::{
     BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_VIPS,
-    RING_FIRST_SLOT, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot, bytes_to_words, ct, drop,
-    global, map_names as names, vip_filter_slot,
+    RING_FIRST_SLOT, RingElement, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot, bytes_to_words,
+    ct, drop, global, map_names as names, ring_word, vip_filter_slot,
 };
 
 use super::{MapStore, rings::Staged};
@@ -22,7 +22,7 @@ pub struct Maps {
     vip_slots: Array<MapData, VipSlot>,
     vip_filter: Array<MapData, u32>,
     vip_addrs: HashMap<MapData, VipKey, u32>,
-    rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    rings: ArrayOfMaps<MapData, Array<MapData, RingElement>>,
     backends: Array<MapData, BackendInfo>,
     config: Array<MapData, LbConfig>,
     trace_filter: Array<MapData, TraceFilter>,
@@ -306,12 +306,14 @@ impl MapStore for Maps {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading the ring of VIP {index}")),
         };
-        let size = ring.get(&0, 0).context("reading a ring's size")?;
+        let word = |w: u32| -> Result<u32> {
+            let (element, at) = ring_word(w);
+            let e: RingElement = ring.get(&element, 0)?;
+            Ok(e[at])
+        };
+        let size = word(0).context("reading a ring's size")?;
         (0..size)
-            .map(|i| {
-                ring.get(&(RING_FIRST_SLOT + i), 0)
-                    .context("reading a ring slot")
-            })
+            .map(|i| word(RING_FIRST_SLOT + i).context("reading a ring slot"))
             .collect::<Result<Vec<u32>>>()
             .map(Some)
     }

@@ -14,48 +14,37 @@ use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, IterableMap as _, MapData};
-use lb_common::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, RING_FIRST_SLOT};
+use lb_common::{
+    BPF_F_INNER_MAP, BPF_F_MMAPABLE, RING_FIRST_SLOT, RING_WORDS, RingElement, ring_elements,
+};
 
 /// Rings staged and not yet published.
 pub(super) struct Staged {
     /// The `RINGS` descriptor (a duplicate of the one aya holds).
     outer: OwnedFd,
-    /// Flags of every new ring: they must equal those of the outer map's
-    /// template. `BPF_F_MMAPABLE` until an outer map refuses such rings
-    /// (pinned by an xlb whose template did not have it).
-    flags: u32,
-    rings: Vec<(u32, Array<MapData, u32>)>,
+    rings: Vec<(u32, Array<MapData, RingElement>)>,
 }
 
 impl Staged {
     pub(super) fn new(outer: OwnedFd) -> Self {
         Self {
             outer,
-            flags: BPF_F_INNER_MAP | BPF_F_MMAPABLE,
             rings: Vec::new(),
         }
     }
 
-    /// Creates the ring of VIP `index` holding `slots` (element 0: the
-    /// size), filled but not visible to the data plane yet. Staging an
-    /// index twice before a publish keeps the later ring.
+    /// Creates the ring of VIP `index` holding `slots` (word 0: the size),
+    /// filled but not visible to the data plane yet. Staging an index twice
+    /// before a publish keeps the later ring.
     pub(super) fn stage(&mut self, index: u32, slots: &[u32]) -> Result<()> {
         let size = u32::try_from(slots.len()).context("ring too large")?;
-        let entries = size + RING_FIRST_SLOT;
-        let mut ring: Array<MapData, u32> = Array::create(entries, self.flags)
-            .with_context(|| format!("creating a ring of {size} slots"))?;
-        if self.flags & BPF_F_MMAPABLE != 0 {
-            fill_mapped(ring.map(), entries, size, slots)?;
-        } else {
-            // Array maps start zeroed, and zero is NO_BACKEND.
-            ring.set(0, size, 0).context("writing the ring size")?;
-            for (i, id) in slots.iter().enumerate() {
-                if *id != 0 {
-                    ring.set(RING_FIRST_SLOT + i as u32, id, 0)
-                        .context("filling a ring")?;
-                }
-            }
-        }
+        let entries = ring_elements(size);
+        // The flags must equal the outer map's template's; `LAYOUT_VERSION`
+        // 3 and later always made it with both.
+        let ring: Array<MapData, RingElement> =
+            Array::create(entries, BPF_F_INNER_MAP | BPF_F_MMAPABLE)
+                .with_context(|| format!("creating a ring of {size} slots"))?;
+        fill_mapped(ring.map(), entries, size, slots)?;
         self.rings.retain(|(i, _)| *i != index);
         self.rings.push((index, ring));
         Ok(())
@@ -79,38 +68,23 @@ impl Staged {
             .map(|(_, m)| m.map().fd().as_fd().as_raw_fd() as u32)
             .collect();
         let (done, result) = super::batch::update(&self.outer, &keys, &fds);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EINVAL) && self.flags & BPF_F_MMAPABLE != 0 =>
-            {
-                // The outer map's template predates memory-mapped rings.
-                self.flags &= !BPF_F_MMAPABLE;
-                tracing::info!(
-                    "RINGS was pinned by an earlier xlb: rings are filled slot by slot from now on"
-                );
-                Err(anyhow!(e))
-                    .with_context(|| format!("publishing rings: {done} of {} in", keys.len()))
-            }
-            Err(e) => Err(anyhow!(e))
-                .with_context(|| format!("publishing rings: {done} of {} in", keys.len())),
-        }
+        result
+            .map_err(|e| anyhow!(e))
+            .with_context(|| format!("publishing rings: {done} of {} in", keys.len()))
     }
 }
 
-/// The kernel keeps an array's elements 8-byte aligned: a u32 element
-/// takes 8 bytes, its value in the first 4.
-const ELEMENT_STRIDE: usize = 8;
-
-/// Writes the size and `slots` into `map` (an array of `entries` u32s made
-/// with `BPF_F_MMAPABLE`) through a shared mapping of it.
+/// Writes the size and `slots` into `map` (an array of `entries`
+/// `RingElement`s made with `BPF_F_MMAPABLE`) through a shared mapping of
+/// it: the words are contiguous, word 0 the size and word
+/// `RING_FIRST_SLOT + i` slot `i`.
 fn fill_mapped(map: &MapData, entries: u32, size: u32, slots: &[u32]) -> Result<()> {
-    let words = entries as usize * ELEMENT_STRIDE / size_of::<u32>();
+    let words = entries as usize * RING_WORDS as usize;
     let len = words * size_of::<u32>();
     let fd = map.fd().as_fd().as_raw_fd();
     // SAFETY: a fresh shared mapping of `len` bytes of an mmapable BPF
     // array, whose value area the kernel sized to `entries` elements of
-    // `ELEMENT_STRIDE` bytes; nothing else maps it yet.
+    // `RingElement` (8 bytes, no padding); nothing else maps it yet.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -128,15 +102,9 @@ fn fill_mapped(map: &MapData, entries: u32, size: u32, slots: &[u32]) -> Result<
     // mapping of `words` u32s, alive until the munmap below, and only this
     // slice refers to it.
     let ring = unsafe { std::slice::from_raw_parts_mut(addr.cast::<u32>(), words) };
-    let stride = ELEMENT_STRIDE / size_of::<u32>();
     ring[0] = size;
-    for (element, id) in ring
-        .chunks_exact_mut(stride)
-        .skip(RING_FIRST_SLOT as usize)
-        .zip(slots)
-    {
-        element[0] = *id;
-    }
+    let first = RING_FIRST_SLOT as usize;
+    ring[first..first + slots.len()].copy_from_slice(slots);
     // SAFETY: unmaps exactly the mapping made above; `ring` is not used
     // after this.
     if unsafe { libc::munmap(addr, len) } != 0 {

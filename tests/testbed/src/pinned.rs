@@ -6,8 +6,11 @@
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{Array, Map, MapData, PerCpuArray};
-use lb_common::{Counters, FlowKey, FlowState, StateMeta, drop, map_names as names};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray};
+use lb_common::{
+    Counters, FlowKey, FlowState, RING_FIRST_SLOT, RingElement, StateMeta, drop,
+    map_names as names, ring_word,
+};
 
 use crate::netns::NetNs;
 
@@ -144,5 +147,39 @@ impl Flows {
     /// Every entry.
     pub fn all(&self) -> Vec<(FlowKey, FlowState)> {
         self.map.iter().filter_map(Result::ok).collect()
+    }
+}
+
+/// The pinned ring of VIP `index` (`RINGS`), read word by word.
+pub struct Ring {
+    map: Array<MapData, RingElement>,
+    /// Its size (word 0).
+    pub size: u32,
+}
+
+impl Ring {
+    pub fn open(state: &Path, index: u32) -> anyhow::Result<Self> {
+        let pin = state.join(names::RINGS);
+        let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+        let rings: ArrayOfMaps<MapData, MapData> =
+            ArrayOfMaps::try_from(Map::ArrayOfMaps(data)).map_err(|e| anyhow!("RINGS: {e}"))?;
+        let inner = rings
+            .get(&index, 0)
+            .with_context(|| format!("the ring of VIP index {index}"))?;
+        let map = Array::try_from(Map::Array(inner)).map_err(|e| anyhow!("ring: {e}"))?;
+        let mut ring = Self { map, size: 0 };
+        ring.size = ring.word(0)?;
+        Ok(ring)
+    }
+
+    fn word(&self, word: u32) -> anyhow::Result<u32> {
+        let (element, at) = ring_word(word);
+        Ok(self.map.get(&element, 0)?[at])
+    }
+
+    /// The backend id in slot `slot` (`0..size`).
+    pub fn slot(&self, slot: u32) -> anyhow::Result<u32> {
+        anyhow::ensure!(slot < self.size, "slot {slot} of a ring of {}", self.size);
+        self.word(RING_FIRST_SLOT + slot)
     }
 }

@@ -398,8 +398,8 @@ pub fn vrrp(xlb_exe: &std::path::Path, quick: bool) -> Result<Vec<Row>> {
     x2.stop(Duration::from_secs(3));
     Ok(vec![row(
         (
-            "VRRP master's xlb SIGKILLed → new connections succeed again",
-            "VRRP: connections succeed again",
+            "VRRP master's xlb SIGKILLed (its pinned data plane forwards on; the backup takes over) → new connections succeed again",
+            "VRRP: xlb killed, connections succeed again",
         ),
         vrrp_bound_ms(),
         format!(

@@ -185,6 +185,12 @@ impl Report {
              {:.1} / {:.1} / {:.1} ms |",
             v.answers, v.failures, v.status_p50_ms, v.status_p99_ms, v.status_max_ms
         );
+        let _ = writeln!(
+            s,
+            "| Status at rest (every VIP serving, nothing applied): p50 of 20, reply size | \
+             {:.1} ms, {:.1} MiB of JSON |",
+            v.status_rest_p50_ms, v.status_mib
+        );
         let _ = writeln!(s, "| Idle CPU | {:.2} % of a core |", v.idle_cpu_percent);
         let _ = writeln!(
             s,

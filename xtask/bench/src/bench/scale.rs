@@ -30,6 +30,7 @@ use lb_user::api::{Reply, Request};
 use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
 use xlb_testbed::many_vips::{self, backend_addr, vip_addr};
 use xlb_testbed::netns::{BpfDir, NetNs, TempDir};
+use xlb_testbed::pinned;
 use xlb_testbed::topology::{Xlb, spawn_xlb};
 
 use super::health::{process_cpu, target, target_namespace};
@@ -54,6 +55,10 @@ pub struct VipsRun {
     pub status_p50_ms: f64,
     pub status_p99_ms: f64,
     pub status_max_ms: f64,
+    /// Once every VIP serves and nothing is applied: p50 of 20 requests,
+    /// and the size of the reply (JSON).
+    pub status_rest_p50_ms: f64,
+    pub status_mib: f64,
     pub idle_cpu_percent: f64,
     pub idle_s: f64,
     pub rss_mib: f64,
@@ -211,17 +216,16 @@ fn pinned_backends(state: &Path) -> Result<Array<MapData, BackendInfo>> {
 /// The backend addresses of the ring of VIP `index` (its slots' ids looked
 /// up in `BACKENDS`), and the ring's size; every slot must name one.
 fn ring_members(
-    rings: &ArrayOfMaps<MapData, MapData>,
+    state: &Path,
     backends: &Array<MapData, BackendInfo>,
     index: u32,
     slots: &[u32],
 ) -> Result<(u32, BTreeSet<[u8; 16]>)> {
-    let inner = rings.get(&index, 0)?;
-    let ring: Array<MapData, u32> = Array::try_from(Map::Array(inner))?;
-    let size = ring.get(&0, 0)?;
+    let ring = pinned::Ring::open(state, index)?;
+    let size = ring.size;
     let mut members = BTreeSet::new();
     for &slot in slots {
-        let id = ring.get(&(slot % size + 1), 0)?;
+        let id = ring.slot(slot % size)?;
         ensure!(id != 0, "VIP index {index}: slot {slot} is empty");
         members.insert(backends.get(&id, 0)?.addr);
     }
@@ -315,7 +319,7 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
     say(&format!(
         "  {} VIPs × {BACKENDS_PER_VIP}: first serving {:.2} s, all {:.2} s after the spawn; \
          status: first answer {:.2} s, {} answers until all served (p50 {:.1} ms, p99 {:.1} ms, \
-         max {:.1} ms), {} failed; idle CPU {:.2} % of a core over {:.0} s; RSS {:.0} MiB; \
+         max {:.1} ms), {} failed; at rest p50 {:.1} ms for {:.1} MiB; idle CPU {:.2} % of a core over {:.0} s; RSS {:.0} MiB; \
          ring {:.0} KiB each, other pinned maps {:.0} MiB; one-backend reload {:.0} ms (read {:.0} ms, \
          apply {:.1} ms)",
         run.vips,
@@ -327,6 +331,8 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
         run.status_p99_ms,
         run.status_max_ms,
         run.failures,
+        run.status_rest_p50_ms,
+        run.status_mib,
         run.idle_cpu_percent,
         run.idle_s,
         run.rss_mib,
@@ -376,7 +382,9 @@ fn measure_vips(
         if count == VIPS {
             break t;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Counting the keys of VIPS costs a system call per VIP: often
+        // enough for the figure, seldom enough not to slow the start down.
+        std::thread::sleep(Duration::from_millis(50));
     };
     let first = first.unwrap_or(all);
     // Every VIP's ring: the default size, slots spread over it all naming
@@ -392,7 +400,7 @@ fn measure_vips(
     let mut indices = std::collections::HashMap::new();
     for kv in vipsmap.iter() {
         let (key, meta) = kv?;
-        let (size, members) = ring_members(&rings, &backends, meta.index, &probe)?;
+        let (size, members) = ring_members(state, &backends, meta.index, &probe)?;
         ensure!(size == DEFAULT_RING_SIZE, "ring of {size} slots");
         ensure!(
             members == want,
@@ -423,6 +431,18 @@ fn measure_vips(
     let idle_s = i0.elapsed().as_secs_f64();
     let idle_cpu_percent = (process_cpu(xlb.pid())? - c0) / idle_s * 100.0;
     let rss = rss_mib(xlb.pid())?;
+    // Status at rest: what building, sending and reading the whole status
+    // costs when the controller is not busy.
+    let mut rest = Vec::new();
+    let mut status_bytes = 0;
+    for _ in 0..20 {
+        let at = Instant::now();
+        let reply = lb_user::ctl::call(socket, &Request::Status)?;
+        rest.push(at.elapsed().as_secs_f64() * 1e3);
+        ensure!(matches!(reply, Reply::Status(_)), "status: {reply:?}");
+        status_bytes = serde_json::to_vec(&reply)?.len();
+    }
+    rest.sort_by(f64::total_cmp);
     // One backend of one VIP changes.
     let changed = VIPS / 2;
     rewrite(changed)?;
@@ -434,7 +454,7 @@ fn measure_vips(
     let index = *indices
         .get(&key)
         .ok_or_else(|| anyhow!("VIP {changed} not found"))?;
-    let (_, members) = ring_members(&rings, &backends, index, &probe)?;
+    let (_, members) = ring_members(state, &backends, index, &probe)?;
     let now: BTreeSet<[u8; 16]> = [0, 1, 3]
         .iter()
         .map(|&b| lb_common::addr_bytes(backend_addr(b).into()).0)
@@ -474,6 +494,8 @@ fn measure_vips(
             idle_cpu_percent,
             idle_s,
             rss_mib: rss,
+            status_rest_p50_ms: percentile(&rest, 0.5),
+            status_mib: status_bytes as f64 / (1024.0 * 1024.0),
             ring_kib: ring_bytes as f64 / 1024.0,
             pinned_mib: pinned as f64 / (1024.0 * 1024.0),
             reload_ms,
