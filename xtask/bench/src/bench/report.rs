@@ -454,7 +454,7 @@ impl Report {
             "## Control plane: Maglev\n\n\
              A table of M slots over N equal-weight backends: median time to build it \
              (`maglev::build_table`, release build) and to install it into the kernel as a \
-             fresh ring (`Maps::install_ring`: create, fill slot by slot, publish; the \
+             fresh ring (`Maps::install_ring`: create, fill through a memory mapping, publish; the \
              publishing update of the map-in-map makes the kernel wait for an RCU grace \
              period: installing an empty ring took {:.1} ms). Then the middle backend \
              leaves and {} synthetic client 5-tuples are hashed with \
