@@ -215,6 +215,32 @@ impl Report {
              xlb's log, reading the file / applying it) | {:.0} ms ({:.0} / {:.1} ms) |\n",
             v.reload_ms, v.reload_read_ms, v.reload_apply_ms
         );
+        let w = &r.small_rings;
+        let _ = writeln!(
+            s,
+            "The same {} VIPs with `ring_size = {}` ({} slots per backend; a quick \
+             run, idle CPU over {:.0} s): first VIP serving {:.2} s, every VIP {:.2} s; \
+             status until then p50 / p99 {:.1} / {:.1} ms ({} answers, {} failed), at rest \
+             {:.1} ms; one ring {:.0} KiB; idle CPU {:.2} % of a core; RSS {:.0} MiB; \
+             one-backend reload {:.0} ms (read {:.0} / apply {:.1} ms).\n",
+            thousands(w.vips as f64),
+            thousands(f64::from(w.ring_size)),
+            w.ring_size as usize / scale::BACKENDS_PER_VIP,
+            w.idle_s,
+            w.first_serving_s,
+            w.all_serving_s,
+            w.status_p50_ms,
+            w.status_p99_ms,
+            w.answers,
+            w.failures,
+            w.status_rest_p50_ms,
+            w.ring_kib,
+            w.idle_cpu_percent,
+            w.rss_mib,
+            w.reload_ms,
+            w.reload_read_ms,
+            w.reload_apply_ms
+        );
         if !r.flows.is_empty() {
             let _ = writeln!(
                 s,

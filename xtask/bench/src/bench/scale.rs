@@ -39,11 +39,15 @@ use super::say;
 pub const VIPS: usize = 10_000;
 pub const BACKENDS_PER_VIP: usize = 3;
 pub const HEALTH_BACKENDS: usize = 1000;
+/// The smaller ring of the second run: a prime over 1,000 slots per
+/// backend of a 3-backend VIP.
+pub const SMALL_RING: u32 = 4099;
 pub const HEALTH_INTERVAL_MS: u64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct VipsRun {
     pub vips: usize,
+    pub ring_size: u32,
     /// From the spawn.
     pub first_serving_s: f64,
     pub all_serving_s: f64,
@@ -92,6 +96,8 @@ pub struct FlowsRow {
 
 pub struct Results {
     pub vips: VipsRun,
+    /// The same VIPs with `ring_size = SMALL_RING`.
+    pub small_rings: VipsRun,
     pub health: HealthRun,
     pub flows: Vec<FlowsRow>,
 }
@@ -100,14 +106,17 @@ pub struct Results {
 pub const FLOW_SIZES: [u32; 2] = [4 << 20, 16 << 20];
 
 pub fn run(xlb_exe: &Path, quick: bool) -> Result<Results> {
-    let vips = vips(xlb_exe, quick).context("10,000 VIPs")?;
+    let default_rings = vips(xlb_exe, quick, DEFAULT_RING_SIZE).context("10,000 VIPs")?;
+    let small_rings = vips(xlb_exe, true, SMALL_RING)
+        .with_context(|| format!("10,000 VIPs with rings of {SMALL_RING} slots"))?;
     let health = health(xlb_exe).context("1,000 health-checked backends")?;
     let flows = FLOW_SIZES
         .iter()
         .map(|&n| flows(n).with_context(|| format!("a connection table of {n} entries")))
         .collect::<Result<_>>()?;
     Ok(Results {
-        vips,
+        vips: default_rings,
+        small_rings,
         health,
         flows,
     })
@@ -157,8 +166,10 @@ fn write_vips_config(
     state: &Path,
     socket: &Path,
     changed: Option<usize>,
+    ring: u32,
 ) -> Result<()> {
-    let text = many_vips::config((ifname, state, socket), VIPS, None, |i| {
+    let ring = (ring != DEFAULT_RING_SIZE).then_some(ring);
+    let text = many_vips::config((ifname, state, socket), VIPS, ring, |i| {
         let mut backends = vec![0, 1, 2];
         if changed == Some(i) {
             backends[2] = 3;
@@ -265,7 +276,7 @@ fn poll_status(
     })
 }
 
-fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
+fn vips(xlb_exe: &Path, quick: bool, ring: u32) -> Result<VipsRun> {
     let idle = Duration::from_secs(if quick { 5 } else { 20 });
     let name = format!("xs{:05x}", std::process::id() & 0xf_ffff);
     let ns = NetNs::create(&name)?;
@@ -277,7 +288,7 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
     many_vips::add_backends(&ns, &ifname, 0..=BACKENDS_PER_VIP)?;
     let socket = dir.path().join("xlb.sock");
     let conf = dir.path().join("xlb.toml");
-    write_vips_config(&conf, &ifname, state.path(), &socket, None)?;
+    write_vips_config(&conf, &ifname, state.path(), &socket, None, ring)?;
     let path = conf.clone();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -292,9 +303,15 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
         dir.path().join("xlb.log"),
     );
     let measured = xlb.and_then(|xlb| {
-        let r = measure_vips(&xlb, t0, state.path(), &stop, idle, &socket, |changed| {
-            write_vips_config(&conf, &ifname, state.path(), &socket, Some(changed))
-        });
+        let r = measure_vips(
+            &xlb,
+            t0,
+            state.path(),
+            (&stop, idle),
+            &socket,
+            ring,
+            |changed| write_vips_config(&conf, &ifname, state.path(), &socket, Some(changed), ring),
+        );
         let log = xlb.log_tail(20);
         r.with_context(|| format!("--- xlb log ---\n{log}"))
     });
@@ -317,12 +334,13 @@ fn vips(xlb_exe: &Path, quick: bool) -> Result<VipsRun> {
     run.status_p99_ms = percentile(&lat, 0.99);
     run.status_max_ms = lat.last().copied().unwrap_or(f64::NAN);
     say(&format!(
-        "  {} VIPs × {BACKENDS_PER_VIP}: first serving {:.2} s, all {:.2} s after the spawn; \
+        "  {} VIPs × {BACKENDS_PER_VIP}, rings of {} slots: first serving {:.2} s, all {:.2} s after the spawn; \
          status: first answer {:.2} s, {} answers until all served (p50 {:.1} ms, p99 {:.1} ms, \
          max {:.1} ms), {} failed; at rest p50 {:.1} ms for {:.1} MiB; idle CPU {:.2} % of a core over {:.0} s; RSS {:.0} MiB; \
          ring {:.0} KiB each, other pinned maps {:.0} MiB; one-backend reload {:.0} ms (read {:.0} ms, \
          apply {:.1} ms)",
         run.vips,
+        run.ring_size,
         run.first_serving_s,
         run.all_serving_s,
         run.first_answer_s,
@@ -351,9 +369,9 @@ fn measure_vips(
     xlb: &Xlb,
     t0: Instant,
     state: &Path,
-    stop: &AtomicBool,
-    idle: Duration,
+    (stop, idle): (&AtomicBool, Duration),
     socket: &Path,
+    ring: u32,
     rewrite: impl Fn(usize) -> Result<()>,
 ) -> Result<(f64, f64, VipsRun)> {
     let deadline = t0 + Duration::from_secs(600);
@@ -401,7 +419,7 @@ fn measure_vips(
     for kv in vipsmap.iter() {
         let (key, meta) = kv?;
         let (size, members) = ring_members(state, &backends, meta.index, &probe)?;
-        ensure!(size == DEFAULT_RING_SIZE, "ring of {size} slots");
+        ensure!(size == ring, "ring of {size} slots, not {ring}");
         ensure!(
             members == want,
             "VIP index {}: ring names other backends",
@@ -483,6 +501,7 @@ fn measure_vips(
         all,
         VipsRun {
             vips: VIPS,
+            ring_size: ring,
             first_serving_s: 0.0,
             all_serving_s: 0.0,
             first_answer_s: 0.0,
