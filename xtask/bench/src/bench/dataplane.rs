@@ -100,8 +100,9 @@ pub struct Case {
     pub vips: u32,
     pub backends: u32,
     pub conntrack: Conntrack,
-    /// The connection table filled to its size with other flows first.
-    pub table_full: bool,
+    /// The connection table made this size and filled with other flows
+    /// first; `None`: the default size, holding only this case's flow.
+    pub table_full: Option<u32>,
     /// Connection sync on (`LB_F_SYNC`): inserts and closings are reported
     /// through the ring buffer.
     pub sync: Sync,
@@ -142,7 +143,7 @@ impl Case {
             vips: scale.0,
             backends: scale.1,
             conntrack: Conntrack::None,
-            table_full: false,
+            table_full: None,
             sync: Sync::Off,
             trace: Trace::Off,
             verdict,
@@ -156,9 +157,15 @@ impl Case {
         }
     }
 
+    /// The default-size table, full.
     fn full(self) -> Case {
+        self.full_of(DEFAULT_FLOW_TABLE_SIZE)
+    }
+
+    /// A table of `entries`, full.
+    fn full_of(self, entries: u32) -> Case {
         Case {
-            table_full: true,
+            table_full: Some(entries),
             ..self
         }
     }
@@ -267,7 +274,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         vips: 0,
         backends: 0,
         conntrack: Conntrack::None,
-        table_full: false,
+        table_full: None,
         sync: Sync::Off,
         trace: Trace::Off,
         verdict: XDP_TX,
@@ -311,6 +318,16 @@ pub fn cases(quick: bool) -> Vec<Case> {
             XDP_DROP,
         ),
     ]);
+    // The larger tables `[conntrack] size` allows, full: a hit stays one
+    // hash lookup.
+    let big = if quick {
+        &super::scale::FLOW_SIZES[..1]
+    } else {
+        &super::scale::FLOW_SIZES[..]
+    };
+    for &entries in big {
+        out.push(Case::dsr(HIT4, Packet::Tcp4Vip, small, Conntrack::Hit).full_of(entries));
+    }
     out
 }
 
@@ -362,7 +379,7 @@ struct Fixture {
     backends: u32,
     family: u8,
     reschedule: bool,
-    table_full: bool,
+    table_full: Option<u32>,
     /// Each sync case gets its own fixture: it takes the ring buffer out.
     sync: Sync,
     /// So does each trace case.
@@ -383,12 +400,18 @@ impl Fixture {
     }
 }
 
-/// Fills the connection table to its size with flows from other clients
-/// (to the first backend; the entries are never looked up, they only make
-/// the table full so that an insert evicts).
-fn fill_flows(maps: &mut Maps) -> Result<()> {
-    for i in 0..DEFAULT_FLOW_TABLE_SIZE {
-        let client = Ipv4Addr::new(198, 18, 128 + (i >> 16) as u8, (i >> 8) as u8);
+/// Fills the connection table (of `entries`) with flows from other
+/// clients (to the first backend; the entries are never looked up, they
+/// only make the table full so that an insert evicts): clients of
+/// 198.18.0.0/15 from port 1024 on, 256 ports each (up to 2^25 flows; the
+/// cases' own client uses port 40000).
+fn fill_flows(maps: &mut Maps, entries: u32) -> Result<()> {
+    ensure!(
+        entries <= 1 << 25,
+        "{entries} flows: more than the key space"
+    );
+    for i in 0..entries {
+        let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (i >> 8));
         let key = FlowKey {
             src: [u32::from_ne_bytes(client.octets()), 0, 0, 0],
             dst: [u32::from_ne_bytes(vip4(0).octets()), 0, 0, 0],
@@ -419,7 +442,8 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
         sync,
         trace,
     } = f;
-    let (dp, mut maps) = Dataplane::load()?;
+    let (dp, mut maps) =
+        Dataplane::load_with_flow_table(table_full.unwrap_or(DEFAULT_FLOW_TABLE_SIZE))?;
     let m = &mut maps;
     let mut flags = LB_F_FORWARDING;
     if sync != Sync::Off {
@@ -506,8 +530,8 @@ fn fixture(f: Fixture) -> Result<(Dataplane, Maps)> {
             ..key
         })?;
     }
-    if table_full {
-        fill_flows(&mut maps)?;
+    if let Some(entries) = table_full {
+        fill_flows(&mut maps, entries)?;
     }
     Ok((dp, maps))
 }
@@ -785,7 +809,7 @@ mod tests {
                 .iter()
                 .filter(|c| {
                     c.conntrack == Conntrack::Hit
-                        && !c.table_full
+                        && c.table_full.is_none()
                         && c.sync == Sync::Off
                         && c.trace == Trace::Off
                 })
@@ -807,7 +831,7 @@ mod tests {
             );
             assert!(
                 c.iter()
-                    .any(|c| c.conntrack == Conntrack::Miss && c.table_full)
+                    .any(|c| c.conntrack == Conntrack::Miss && c.table_full.is_some())
             );
             // Trace on: a hit filtered out, a hit and a miss recorded,
             // beside the trace-off hit at the same scale.

@@ -247,7 +247,9 @@ impl Report {
                 "Connection tables of other sizes (`[conntrack] size`): the program loaded \
                  against a fresh state directory with each size, and the `memlock` the \
                  kernel charges for its two tables (LRU hashes, preallocated: the memory is \
-                 taken at load whatever the number of flows).\n\n\
+                 taken at load whatever the number of flows). A conntrack hit in a table of \
+                 each size filled to the last entry is in the data-plane table above \
+                 (\"full (… flows)\" rows).\n\n\
                  | Entries | Load | `FLOWS` | `NAT_REVERSE` |\n|--:|--:|--:|--:|"
             );
             for f in &r.flows {
@@ -291,7 +293,7 @@ impl Report {
              under test has a {}-slot Maglev ring over all backends, the other VIPs are \
              only in the VIP maps (`VIPS`, `VIP_SLOTS`, `VIP_FILTER`, `VIP_ADDRS`): the \
              program reads only the ring of the VIP a packet hits, and 10,000 rings of \
-             this size take about 5 GB of kernel memory (see the scale section). The \
+             this size take about 2.6 GB of kernel memory (see the scale section). The \
              same frame is sent every run, so caches are warm: this is the program's cost, \
              not the cost of a cache miss. A conntrack hit is every run after the first; \
              for a miss every run, the backends are flagged `on_down = \"reschedule\"` so \
@@ -340,11 +342,8 @@ impl Report {
             };
             let mut table = match (c.conntrack, c.table_full) {
                 (dataplane::Conntrack::None, _) => "–".to_owned(),
-                (_, false) => "this flow only".to_owned(),
-                (_, true) => format!(
-                    "full ({} flows)",
-                    thousands(f64::from(lb_common::DEFAULT_FLOW_TABLE_SIZE))
-                ),
+                (_, None) => "this flow only".to_owned(),
+                (_, Some(n)) => format!("full ({} flows)", thousands(f64::from(n))),
             };
             match (c.sync, c.conntrack) {
                 (dataplane::Sync::Off, _) => {}
