@@ -168,3 +168,21 @@ fn a_restart_keeps_backups_up_and_writes_nothing() {
     next.record_check(&key(), ip(12), outcome(false)).unwrap();
     assert_eq!(next.maps().rings[&0], ring_of(&[(13, 3), (21, 4), (22, 5)]));
 }
+
+#[test]
+fn announce_counts_the_ring_so_joined_backups_keep_the_vip_servable() {
+    let usable = |c: &Controller<MemoryMaps>| {
+        let s = c.serving();
+        (s[0].usable, s[0].min_usable)
+    };
+    let (mut c, _) = started("keep");
+    assert_eq!(usable(&c), (3, 2));
+    for last in [11, 12] {
+        c.record_check(&key(), ip(last), outcome(false)).unwrap();
+    }
+    assert_eq!(usable(&c), (3, 2), "b13 and both backups");
+    for last in [13, 21] {
+        c.record_check(&key(), ip(last), outcome(false)).unwrap();
+    }
+    assert_eq!(usable(&c), (1, 2), "b22 alone is below min_usable");
+}
