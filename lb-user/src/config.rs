@@ -122,8 +122,9 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
     /// What a failed health check does to established flows.
     pub on_down: OnDown,
-    /// With `[announce]`: announced only while at least this many
-    /// backends are usable.
+    /// The ring holds the lowest backend tiers that together have at least
+    /// this many usable backends (or every tier); with `[announce]`, the VIP
+    /// is announced only while the ring has at least this many members.
     pub min_usable: u32,
 }
 
@@ -167,6 +168,9 @@ pub struct BackendConfig {
     pub port: u16,
     /// 0..=MAX_WEIGHT; 0 = draining (no new flows).
     pub weight: u32,
+    /// Backup tier, 0 (the primaries, the default) to 255: new flows go to
+    /// the lowest tiers that together have `min_usable` usable backends.
+    pub tier: u8,
     /// The health check (the VIP's `[vip.health]` merged with the backend's
     /// own); `None` = not checked, always considered up.
     pub check: Option<CheckConfig>,

@@ -67,6 +67,23 @@ impl Status {
                     "  !! no usable backend: new connections are dropped (counted as no_backend)"
                 );
             }
+            let mut tiers: Vec<u8> = v.backends.iter().map(|b| b.tier).collect();
+            tiers.sort_unstable();
+            tiers.dedup();
+            if tiers.len() > 1 {
+                let list = |t: &[u8]| {
+                    t.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    out,
+                    "     tiers {}: new flows to tier {}",
+                    list(&tiers),
+                    list(&v.serving_tiers)
+                );
+            }
             for b in &v.backends {
                 // NAT forwards by the kernel's routes: no backend MAC.
                 let mac = match (&b.mac, v.mode.as_str()) {
@@ -97,6 +114,9 @@ impl Status {
                         "       weight {w} set at runtime (file weight {})",
                         b.config_weight
                     );
+                }
+                if b.tier != 0 {
+                    let _ = writeln!(out, "       tier {}", b.tier);
                 }
                 if let Some(h) = &b.health {
                     let _ = writeln!(out, "       {}", render_health(h));
@@ -299,8 +319,10 @@ mod tests {
                     drained: false,
                     weight_override: None,
                     health: None,
+                    tier: 0,
                 }],
                 usable_backends: 0,
+                serving_tiers: vec![0],
                 on_down: "keep".into(),
                 announce: None,
             }],
@@ -380,6 +402,28 @@ mod tests {
             "{t}"
         );
         let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn tiers_are_shown_only_when_a_vip_has_several() {
+        let mut s = sample();
+        assert!(!s.render().contains("tier"), "{}", s.render());
+        let mut backup = s.vips[0].backends[0].clone();
+        backup.name = "b2".into();
+        backup.address = "fd00:18::12".into();
+        backup.state = BackendState::Backup;
+        backup.tier = 1;
+        s.vips[0].backends.push(backup);
+        let t = s.render();
+        assert!(t.contains("     tiers 0, 1: new flows to tier 0\n"), "{t}");
+        assert!(t.contains(" backup "), "{t}");
+        assert!(t.contains("\n       tier 1\n"), "{t}");
+        s.vips[0].serving_tiers = vec![0, 1];
+        assert!(s.render().contains("tiers 0, 1: new flows to tier 0, 1"));
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""state":"backup""#), "{json}");
+        assert!(json.contains(r#""serving_tiers":[0,1]"#), "{json}");
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }
 

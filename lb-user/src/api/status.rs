@@ -47,12 +47,16 @@ pub enum BackendState {
     /// Taken out of the configuration: no new flows; its established flows
     /// go on until they have been idle for the connection-table timeout.
     Removed,
+    /// Usable, but its tier does not serve (the lower tiers have
+    /// `min_usable` usable backends): no new flows; established flows go on.
+    Backup,
 }
 
 impl BackendState {
     /// Every state, in the order `xlb status` explains them.
-    pub const ALL: [BackendState; 6] = [
+    pub const ALL: [BackendState; 7] = [
         BackendState::Active,
+        BackendState::Backup,
         BackendState::Draining,
         BackendState::Unresolved,
         BackendState::Down,
@@ -68,6 +72,7 @@ impl BackendState {
             BackendState::Down => "down",
             BackendState::Pending => "pending",
             BackendState::Removed => "removed",
+            BackendState::Backup => "backup",
         }
     }
 }
@@ -94,6 +99,9 @@ pub struct BackendStatus {
     /// The health check and its last result; absent if not checked.
     #[serde(default)]
     pub health: Option<HealthStatus>,
+    /// Its backup tier (`[[vip.backend]] tier`, 0 = primary).
+    #[serde(default)]
+    pub tier: u8,
 }
 
 /// A backend's health check as `xlb status` shows it.
@@ -133,6 +141,11 @@ pub struct VipStatus {
     /// new connections are dropped (counted as `no_backend`).
     #[serde(default)]
     pub usable_backends: usize,
+    /// The backend tiers whose usable backends take new flows, lowest
+    /// first: the lowest tiers that together have `min_usable` usable
+    /// backends (every tier if they never do). Empty without backends.
+    #[serde(default)]
+    pub serving_tiers: Vec<u8>,
     /// `keep` or `reschedule`: what a failed check does to established flows.
     #[serde(default)]
     pub on_down: String,

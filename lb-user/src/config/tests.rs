@@ -64,6 +64,7 @@ fn backend(name: &str, address: IpAddr, port: u16, weight: u32) -> BackendConfig
         address,
         port,
         weight,
+        tier: 0,
         check: None,
     }
 }
@@ -433,6 +434,31 @@ fn weight_bounds_are_inclusive() {
     let config = Config::parse(&text, ORIGIN).unwrap();
     let weights: Vec<u32> = config.vips[0].backends.iter().map(|b| b.weight).collect();
     assert_eq!(weights, [0, MAX_WEIGHT]);
+}
+
+#[test]
+fn tier_defaults_to_0_and_takes_0_to_255() {
+    let text = with_vip(
+        "port = 80\n",
+        "[[vip.backend]]\naddress = \"198.18.0.11\"\n[[vip.backend]]\naddress = \"198.18.0.12\"\ntier = 255\n",
+    );
+    let config = Config::parse(&text, ORIGIN).unwrap();
+    let tiers: Vec<u8> = config.vips[0].backends.iter().map(|b| b.tier).collect();
+    assert_eq!(tiers, [0, 255]);
+}
+
+#[test]
+fn tier_out_of_range_gives_line_column_and_path() {
+    for (tier, msg) in [
+        ("256", "256 is out of range 0..=255"),
+        ("-1", "-1 is out of range 0..=255"),
+    ] {
+        let text = with_vip(
+            "port = 80\n",
+            &format!("[[vip.backend]]\naddress = \"198.18.0.11\"\ntier = {tier}\n"),
+        );
+        assert_eq!(one_error(&text, 9, 8, "vip[0].backend[0].tier"), msg);
+    }
 }
 
 #[test]
@@ -905,4 +931,17 @@ fn a_value_that_does_not_parse_is_shown() {
         err,
         "xlb.toml:4:11: vip[0].address: invalid IP address syntax (found \"198.18.0.1000\")"
     );
+}
+
+#[test]
+fn docs_backup_tier_example_is_valid() {
+    let block = doc_blocks("toml")
+        .into_iter()
+        .find(|b| b.contains("tier = 1"))
+        .expect("the backup tiers example in docs/config.md");
+    let config = Config::parse(&block, "config.md").unwrap();
+    let vip = &config.vips[0];
+    assert_eq!(vip.min_usable, 2);
+    let tiers: Vec<u8> = vip.backends.iter().map(|b| b.tier).collect();
+    assert_eq!(tiers, [0, 0, 0, 1, 1]);
 }

@@ -84,6 +84,8 @@ struct RawBackend {
     #[serde(default)]
     weight: Option<Spanned<i64>>,
     #[serde(default)]
+    tier: Option<Spanned<i64>>,
+    #[serde(default)]
     name: Option<Spanned<String>>,
     #[serde(default)]
     health: Option<Spanned<health::RawHealth>>,
@@ -375,6 +377,7 @@ impl Validator<'_> {
                 0..=i64::from(MAX_WEIGHT),
                 1u32,
             );
+            let tier = self.int_in(&b.tier, &format!("{bp}.tier"), 0..=255, 0u8);
 
             let (bname, nspan) = match &b.name {
                 Some(n) => (n.get_ref().clone(), n.span()),
@@ -441,6 +444,7 @@ impl Validator<'_> {
                 address: baddr,
                 port: bport,
                 weight,
+                tier,
                 check,
             });
         }

@@ -93,6 +93,7 @@ impl Backend {
                 address,
                 port: u16::from_be(owner.port),
                 weight: 1,
+                tier: 0,
                 check: None,
             },
             id,

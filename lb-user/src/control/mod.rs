@@ -13,7 +13,9 @@
 //! across reloads, so counters survive and unchanged rings are not touched.
 //! A backend is in its VIP's Maglev ring only while it is *usable*: its MAC
 //! is known (DSR), its weight (runtime override or file) is above zero, and
-//! its health check (if any) says up. Leaving the ring affects new flows
+//! its health check (if any) says up, and only while its tier serves: tiers
+//! join from the lowest up until they have `min_usable` usable backends
+//! between them (`tiers`). Leaving the ring affects new flows
 //! only: the backend's `BACKENDS` entry stays active, so flows the
 //! connection table already tracks keep reaching it, unless `on_down =
 //! "reschedule"` flags the entry so that those flows are hashed again.
@@ -28,6 +30,7 @@
 //! - `server`: VRRP's server addresses, marked with the VIP addresses.
 //! - `standby`: VRRP's per-VIP switch.
 //! - `status`: what `xlb status` shows.
+//! - `tiers`: which backup tiers take new flows (pure).
 //! - `trace`: `xlb trace`'s filter and flag, and their deadline.
 
 mod adopt;
@@ -42,6 +45,7 @@ mod server;
 mod standby;
 mod status;
 mod sync;
+mod tiers;
 mod trace;
 mod vip;
 

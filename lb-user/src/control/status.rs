@@ -83,9 +83,11 @@ impl<M: MapStore> Controller<M> {
     fn vip_status(&self, vip: &Vip, counters: &Counts) -> VipStatus {
         let s = &vip.settings;
         let c = counters.vip(vip.index);
+        let cutoff = vip.serving_cutoff();
         let mut backends = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
-            backends.push(backend_status(b, vip, counters));
+            let serving = cutoff.is_some_and(|c| b.config.tier <= c);
+            backends.push(backend_status(b, vip, serving, counters));
         }
         for b in self.retiring.of(&vip.key) {
             let c = counters.backend(b.id);
@@ -102,6 +104,7 @@ impl<M: MapStore> Controller<M> {
                 weight_override: None,
                 // No longer checked: it only finishes its flows.
                 health: None,
+                tier: b.config.tier,
             });
         }
         VipStatus {
@@ -116,6 +119,7 @@ impl<M: MapStore> Controller<M> {
             packets: c.packets,
             bytes: c.bytes,
             usable_backends: vip.usable_backends(),
+            serving_tiers: vip.serving_tiers(),
             announce: None,
             on_down: s.on_down.as_str().to_string(),
             backends,
@@ -139,7 +143,8 @@ impl Counts {
     }
 }
 
-fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
+/// `serving`: its tier takes new flows.
+fn backend_status(b: &Backend, vip: &Vip, serving: bool, all: &Counts) -> BackendStatus {
     let counters = all.backend(b.id);
     let health = b.health.as_ref().map(Tracker::state);
     let state = match (b.reachable(vip.settings.mode), health, b.weight()) {
@@ -147,6 +152,7 @@ fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
         (_, Some(Health::Down), _) => BackendState::Down,
         (_, Some(Health::Unknown), _) => BackendState::Pending,
         (true, _, 0) => BackendState::Draining,
+        (true, _, _) if !serving => BackendState::Backup,
         (true, _, _) => BackendState::Active,
     };
     BackendStatus {
@@ -161,5 +167,6 @@ fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
         drained: b.drained,
         weight_override: b.weight_override,
         health: b.health.as_ref().map(Tracker::status),
+        tier: b.config.tier,
     }
 }

@@ -17,6 +17,7 @@ use lb_common::{
 use super::{
     backend::{Backend, RESOLVE_GRACE},
     rings::{StagedRing, Tables},
+    tiers,
 };
 use crate::{
     config::{Affinity, Mode, OnDown, Protocol, VipConfig},
@@ -227,6 +228,38 @@ impl Vip {
         }
     }
 
+    /// The highest backend tier that takes new flows now (see
+    /// [`tiers::serving_cutoff`]); `None` without backends.
+    pub(super) fn serving_cutoff(&self) -> Option<u8> {
+        let mode = self.settings.mode;
+        tiers::serving_cutoff(
+            self.backends
+                .iter()
+                .map(|b| (b.config.tier, b.usable(mode))),
+            self.settings.min_usable,
+        )
+    }
+
+    /// The tiers that have backends and take new flows, lowest first.
+    pub(super) fn serving_tiers(&self) -> Vec<u8> {
+        tiers::serving_tiers(
+            self.backends.iter().map(|b| b.config.tier),
+            self.serving_cutoff(),
+        )
+    }
+
+    /// The backends the ring is built from: usable, in a serving tier.
+    fn ring_members(&self) -> Vec<&Backend> {
+        let mode = self.settings.mode;
+        let Some(cutoff) = self.serving_cutoff() else {
+            return Vec::new();
+        };
+        self.backends
+            .iter()
+            .filter(|b| b.usable(mode) && b.config.tier <= cutoff)
+            .collect()
+    }
+
     /// Backends in the ring now (what the data plane uses for new flows).
     pub(super) fn usable_backends(&self) -> usize {
         self.ring.as_ref().map_or(0, |r| r.members.len())
@@ -292,6 +325,9 @@ impl Vip {
     fn write_backends(&mut self, maps: &mut impl MapStore) -> Result<()> {
         let (mode, on_down, index) = (self.settings.mode, self.settings.on_down, self.index);
         for b in &mut self.backends {
+            // The owner's "in ring" flag records usable (healthy), whatever
+            // its tier: a restart takes the health from it, so that a backup
+            // which was not serving comes back up, not unchecked.
             let want = (b.info(index, mode, on_down), b.owner(index, b.usable(mode)));
             if b.written == Some(want) {
                 continue;
@@ -312,8 +348,7 @@ impl Vip {
         maps: &mut impl MapStore,
         tables: &mut Tables,
     ) -> Result<Option<StagedRing>> {
-        let mode = self.settings.mode;
-        let usable: Vec<&Backend> = self.backends.iter().filter(|b| b.usable(mode)).collect();
+        let usable = self.ring_members();
         let input = RingInput {
             size: self.settings.ring_size,
             members: usable.iter().map(|b| b.member()).collect(),

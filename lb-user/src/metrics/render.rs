@@ -240,6 +240,17 @@ fn vips(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
         by_vip(&|v| v.usable_backends as i64),
     )?;
     f.gauge(
+        "vip_serving_tier",
+        "The highest backend tier taking new flows: 0 while the primaries have min_usable \
+         usable backends, higher while backup tiers have joined. VIPs with backends only.",
+        vips.iter()
+            .filter_map(|v| {
+                let top = v.serving_tiers.last()?;
+                Some((labels([("vip", &v.name)]), i64::from(*top)))
+            })
+            .collect(),
+    )?;
+    f.gauge(
         "vip_configured_backends",
         "Backends the configuration gives the VIP (removed ones still finishing their flows \
          not counted).",
@@ -300,8 +311,8 @@ fn backends(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
     )?;
     f.gauge(
         "backend_state",
-        "1 for the backend's state (active, draining, unresolved, down, pending, removed; \
-         see Backend states), 0 for the others.",
+        "1 for the backend's state (active, backup, draining, unresolved, down, pending, \
+         removed; see Backend states), 0 for the others.",
         all.iter()
             .flat_map(|(v, b)| {
                 BackendState::ALL.iter().map(move |st| {
@@ -328,6 +339,12 @@ fn backends(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
         "backend_configured_weight",
         "The weight in the configuration file.",
         rows(&|b| i64::from(b.config_weight)),
+    )?;
+    f.gauge(
+        "backend_tier",
+        "The backend's backup tier (0: primary); see vip_serving_tier for the tiers \
+         taking new flows.",
+        rows(&|b| i64::from(b.tier)),
     )?;
     f.gauge(
         "backend_health_up",

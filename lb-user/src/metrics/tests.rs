@@ -226,6 +226,7 @@ fn backend(name: &str, state: BackendState, packets: u64, health: Option<Health>
             consecutive: 3,
             since_change_s: 12,
         }),
+        tier: 0,
     }
 }
 
@@ -270,9 +271,15 @@ fn sample() -> Snapshot {
                     address: "198.18.0.22".into(),
                     ..backend("backend-2", BackendState::Removed, 5, None)
                 },
-                backend("backend-3", BackendState::Active, 95, None),
+                // A backup that joined: backend-2 is down, so tier 0 has
+                // fewer than min_usable 2 usable backends.
+                BackendStatus {
+                    tier: 1,
+                    ..backend("backend-3", BackendState::Active, 95, None)
+                },
             ],
             usable_backends: 2,
+            serving_tiers: vec![0, 1],
             on_down: "keep".into(),
             announce: Some(AnnounceStatus {
                 announced: true,
@@ -437,6 +444,7 @@ fn a_known_snapshot_renders_its_counters_summed_and_labelled_by_name() {
     assert_eq!(m.value("xlb_forwarding", &[]), 1.0);
     assert_eq!(m.value("xlb_vip_forwarding", &[("vip", "web4")]), 1.0);
     assert_eq!(m.value("xlb_vip_usable_backends", &[("vip", "web4")]), 2.0);
+    assert_eq!(m.value("xlb_vip_serving_tier", &[("vip", "web4")]), 1.0);
     assert_eq!(
         m.value("xlb_vip_configured_backends", &[("vip", "web4")]),
         3.0
@@ -495,6 +503,8 @@ fn backend_states_weights_and_health_are_one_series_each() {
         m.value("xlb_backend_configured_weight", &b("backend-2")),
         2.0
     );
+    assert_eq!(m.value("xlb_backend_tier", &b("backend-1")), 0.0);
+    assert_eq!(m.value("xlb_backend_tier", &b("backend-3")), 1.0);
     assert_eq!(m.value("xlb_backend_health_up", &b("backend-1")), 1.0);
     assert_eq!(m.value("xlb_backend_health_up", &b("backend-2")), 0.0);
     assert!(

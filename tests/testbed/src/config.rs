@@ -126,6 +126,8 @@ pub struct Backend {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
 }
 
@@ -349,6 +351,7 @@ impl Backend {
             name: None,
             port: None,
             weight: None,
+            tier: None,
             health: None,
         }
     }
@@ -365,6 +368,11 @@ impl Backend {
 
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = Some(weight);
+        self
+    }
+
+    pub fn tier(mut self, tier: u8) -> Self {
+        self.tier = Some(tier);
         self
     }
 
