@@ -27,6 +27,7 @@ mod announce;
 mod checks;
 mod conntrack;
 mod errors;
+mod feedback;
 mod health;
 mod metrics;
 mod sync;
@@ -40,6 +41,7 @@ use validate::{RawConfig, Validator};
 
 pub use announce::AnnounceConfig;
 pub use conntrack::ConntrackConfig;
+pub use feedback::{AgentConfig, FeedbackConfig, FeedbackSource};
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
 pub use metrics::MetricsConfig;
 pub use sync::{SyncConfig, SyncPeers};
@@ -125,6 +127,9 @@ pub struct VipConfig {
     /// With `[announce]`: announced only while at least this many
     /// backends are usable.
     pub min_usable: u32,
+    /// `[vip.feedback]`: backends' weights scaled by their reported load
+    /// or response time. `None`: the weights are the file's.
+    pub feedback: Option<FeedbackConfig>,
 }
 
 /// Transport protocol of a VIP.

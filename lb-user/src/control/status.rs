@@ -84,8 +84,9 @@ impl<M: MapStore> Controller<M> {
         let s = &vip.settings;
         let c = counters.vip(vip.index);
         let mut backends = Vec::with_capacity(vip.backends.len());
+        let now_ns = crate::clock::monotonic_ns();
         for b in &vip.backends {
-            backends.push(backend_status(b, vip, counters));
+            backends.push(backend_status(b, vip, counters, now_ns));
         }
         for b in self.retiring.of(&vip.key) {
             let c = counters.backend(b.id);
@@ -102,6 +103,8 @@ impl<M: MapStore> Controller<M> {
                 weight_override: None,
                 // No longer checked: it only finishes its flows.
                 health: None,
+                effective_weight: 0,
+                feedback: None,
             });
         }
         VipStatus {
@@ -139,7 +142,7 @@ impl Counts {
     }
 }
 
-fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
+fn backend_status(b: &Backend, vip: &Vip, all: &Counts, now_ns: u64) -> BackendStatus {
     let counters = all.backend(b.id);
     let health = b.health.as_ref().map(Tracker::state);
     let state = match (b.reachable(vip.settings.mode), health, b.weight()) {
@@ -161,5 +164,7 @@ fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
         drained: b.drained,
         weight_override: b.weight_override,
         health: b.health.as_ref().map(Tracker::status),
+        effective_weight: b.ring_weight(),
+        feedback: b.feedback.as_ref().map(|f| f.status(now_ns)),
     }
 }

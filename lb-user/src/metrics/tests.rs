@@ -226,6 +226,8 @@ fn backend(name: &str, state: BackendState, packets: u64, health: Option<Health>
             consecutive: 3,
             since_change_s: 12,
         }),
+        effective_weight: if state == BackendState::Active { 2 } else { 0 },
+        feedback: None,
     }
 }
 
@@ -270,7 +272,22 @@ fn sample() -> Snapshot {
                     address: "198.18.0.22".into(),
                     ..backend("backend-2", BackendState::Removed, 5, None)
                 },
-                backend("backend-3", BackendState::Active, 95, None),
+                // Weighted by its agent: 2 × 50 %.
+                BackendStatus {
+                    effective_weight: 100,
+                    feedback: Some(crate::api::FeedbackStatus {
+                        source: "agent".into(),
+                        percent: 50,
+                        wanted_percent: Some(50),
+                        last: Some("50%".into()),
+                        smoothed_rtt_us: None,
+                        changes: 1,
+                        changed_ago_s: Some(4),
+                        bad_replies: 0,
+                        unanswered: 0,
+                    }),
+                    ..backend("backend-3", BackendState::Active, 95, None)
+                },
             ],
             usable_backends: 2,
             on_down: "keep".into(),
@@ -497,6 +514,22 @@ fn backend_states_weights_and_health_are_one_series_each() {
     );
     assert_eq!(m.value("xlb_backend_health_up", &b("backend-1")), 1.0);
     assert_eq!(m.value("xlb_backend_health_up", &b("backend-2")), 0.0);
+    // Configured and effective weight side by side; the feedback percent
+    // only for the backend that has feedback.
+    assert_eq!(m.value("xlb_backend_weight", &b("backend-3")), 2.0);
+    assert_eq!(
+        m.value("xlb_backend_effective_weight", &b("backend-3")),
+        100.0
+    );
+    assert_eq!(
+        m.value("xlb_backend_effective_weight", &b("backend-1")),
+        2.0
+    );
+    assert_eq!(
+        m.value("xlb_backend_feedback_percent", &b("backend-3")),
+        50.0
+    );
+    assert_eq!(m.named("xlb_backend_feedback_percent").len(), 1);
     assert!(
         !m.named("xlb_backend_health_up")
             .iter()
