@@ -306,6 +306,20 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let block = super::super::tests::doc_blocks("toml")
+            .into_iter()
+            .find(|b| b.contains("[vip.feedback]"))
+            .expect("a [vip.feedback] example in docs/config.md");
+        let c = Config::parse(&block, "config.md").unwrap_or_else(|e| panic!("{e}"));
+        let f = c.vips[0].feedback.as_ref().unwrap();
+        assert!(
+            matches!(&f.source, FeedbackSource::Agent(a) if a.port == 9100 && a.path.is_none())
+        );
+        assert_eq!(f.period, Duration::from_secs(10));
+    }
+
+    #[test]
     fn an_agent_gets_the_documented_defaults() {
         let f = parsed("[vip.feedback]\nsource = \"agent\"\nport = 9100");
         assert_eq!(
