@@ -456,6 +456,21 @@ impl VrrpGroup {
     }
 }
 
+impl Feedback {
+    /// `source = "agent"` on `port` (plain TCP) with `interval_ms`,
+    /// `timeout_ms` and `period_ms`; xlb's defaults for the rest.
+    pub fn agent(port: u16, interval_ms: u64, timeout_ms: u64, period_ms: u64) -> Feedback {
+        Feedback {
+            source: "agent".into(),
+            port: Some(port),
+            interval_ms: Some(interval_ms),
+            timeout_ms: Some(timeout_ms),
+            period_ms: Some(period_ms),
+            ..Feedback::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,20 +528,5 @@ mod tests {
         );
         let e = cfg.parse().unwrap_err().to_string();
         assert!(e.contains("vip[0].backend[0].weight"), "{e}");
-    }
-}
-
-impl Feedback {
-    /// `source = "agent"` on `port` (plain TCP) with `interval_ms`,
-    /// `timeout_ms` and `period_ms`; xlb's defaults for the rest.
-    pub fn agent(port: u16, interval_ms: u64, timeout_ms: u64, period_ms: u64) -> Feedback {
-        Feedback {
-            source: "agent".into(),
-            port: Some(port),
-            interval_ms: Some(interval_ms),
-            timeout_ms: Some(timeout_ms),
-            period_ms: Some(period_ms),
-            ..Feedback::default()
-        }
     }
 }
