@@ -27,6 +27,7 @@ mod announce;
 mod checks;
 mod conntrack;
 mod errors;
+mod feedback;
 mod health;
 mod metrics;
 mod sync;
@@ -40,6 +41,7 @@ use validate::{RawConfig, Validator};
 
 pub use announce::AnnounceConfig;
 pub use conntrack::ConntrackConfig;
+pub use feedback::{AgentConfig, FeedbackConfig, FeedbackSource};
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
 pub use metrics::MetricsConfig;
 pub use sync::{SyncConfig, SyncPeers};
@@ -126,6 +128,9 @@ pub struct VipConfig {
     /// this many usable backends (or every tier); with `[announce]`, the VIP
     /// is announced only while the ring has at least this many members.
     pub min_usable: u32,
+    /// `[vip.feedback]`: backends' weights scaled by their reported load
+    /// or response time. `None`: the weights are the file's.
+    pub feedback: Option<FeedbackConfig>,
 }
 
 /// Transport protocol of a VIP.

@@ -10,6 +10,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
+pub mod feedback;
 pub mod health;
 pub mod maglev;
 pub mod maps;

@@ -15,8 +15,9 @@ pub mod trace;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    AnnounceStatus, BackendState, BackendStatus, DataplaneStatus, Health, HealthStatus, Status,
-    SyncPeerStatus, SyncStatus, VipStatus, VrrpGroupStatus, VrrpStatus, VrrpTransition,
+    AnnounceStatus, BackendState, BackendStatus, DataplaneStatus, FeedbackStatus, Health,
+    HealthStatus, Status, SyncPeerStatus, SyncStatus, VipStatus, VrrpGroupStatus, VrrpStatus,
+    VrrpTransition,
 };
 pub use trace::{
     MAX_TRACE_SECONDS, TraceBackend, TraceInterface, TraceSpec, TraceStarted, TraceVip,

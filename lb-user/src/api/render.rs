@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::status::{HealthStatus, Status, SyncStatus, VrrpStatus};
+use super::status::{FeedbackStatus, HealthStatus, Status, SyncStatus, VrrpStatus};
 
 fn endpoint(address: &str, port: u16) -> String {
     let port = if port == 0 {
@@ -121,6 +121,9 @@ impl Status {
                 if let Some(h) = &b.health {
                     let _ = writeln!(out, "       {}", render_health(h));
                 }
+                if let Some(f) = &b.feedback {
+                    let _ = writeln!(out, "       {}", render_feedback(f, b.effective_weight));
+                }
             }
         }
         if overrides {
@@ -190,6 +193,38 @@ impl std::fmt::Display for Status {
 }
 
 /// `health up (3 ok in a row, 12s): HTTP 200 in 0.4 ms [http GET :80/ ...]`
+/// `feedback agent: 25 % (ring weight 25), last "25%", 1 change 12 s ago`.
+fn render_feedback(f: &FeedbackStatus, ring_weight: u32) -> String {
+    let mut s = format!(
+        "feedback {}: {} % (ring weight {ring_weight})",
+        f.source, f.percent
+    );
+    if let Some(w) = f.wanted_percent
+        && w != f.percent
+    {
+        let _ = write!(s, ", asks {w} %");
+    }
+    if let Some(l) = &f.last {
+        let _ = write!(s, ", last {l:?}");
+    }
+    if let Some(r) = f.smoothed_rtt_us {
+        let _ = write!(s, ", smoothed {:.1} ms", r as f64 / 1e3);
+    }
+    let plural = if f.changes == 1 { "" } else { "s" };
+    let _ = write!(s, ", {} change{plural}", f.changes);
+    if let Some(ago) = f.changed_ago_s {
+        let _ = write!(s, " (last {ago} s ago)");
+    }
+    if f.bad_replies > 0 || f.unanswered > 0 {
+        let _ = write!(
+            s,
+            ", {} bad replies, {} unanswered",
+            f.bad_replies, f.unanswered
+        );
+    }
+    s
+}
+
 fn render_health(h: &HealthStatus) -> String {
     let last = match (h.last_ok, &h.last_detail) {
         (Some(ok), Some(detail)) => {
@@ -320,6 +355,8 @@ mod tests {
                     weight_override: None,
                     health: None,
                     tier: 0,
+                    effective_weight: 0,
+                    feedback: None,
                 }],
                 usable_backends: 0,
                 serving_tiers: vec![0],
@@ -333,6 +370,32 @@ mod tests {
             dataplane: None,
             sync: None,
         }
+    }
+
+    #[test]
+    fn a_backend_with_feedback_shows_its_percent_ring_weight_and_signal() {
+        let mut s = sample();
+        let b = &mut s.vips[0].backends[0];
+        b.effective_weight = 25;
+        b.feedback = Some(super::super::status::FeedbackStatus {
+            source: "agent".into(),
+            percent: 25,
+            wanted_percent: Some(30),
+            last: Some("30%".into()),
+            smoothed_rtt_us: None,
+            changes: 1,
+            changed_ago_s: Some(7),
+            bad_replies: 2,
+            unanswered: 0,
+        });
+        assert!(
+            s.render().contains(
+                "       feedback agent: 25 % (ring weight 25), asks 30 %, last \"30%\", \
+                 1 change (last 7 s ago), 2 bad replies, 0 unanswered\n"
+            ),
+            "{}",
+            s.render()
+        );
     }
 
     #[test]

@@ -69,6 +69,17 @@ fn everything() -> Status {
         consecutive: 3,
         since_change_s: 12,
     });
+    b.feedback = Some(FeedbackStatus {
+        source: "agent".into(),
+        percent: 25,
+        wanted_percent: Some(25),
+        last: Some("25%".into()),
+        smoothed_rtt_us: Some(900),
+        changes: 1,
+        changed_ago_s: Some(3),
+        bad_replies: 0,
+        unanswered: 0,
+    });
     s.vips[0].announce = Some(AnnounceStatus {
         announced: true,
         interface: "lo".into(),

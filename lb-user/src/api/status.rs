@@ -102,6 +102,40 @@ pub struct BackendStatus {
     /// Its backup tier (`[[vip.backend]] tier`, 0 = primary).
     #[serde(default)]
     pub tier: u8,
+    /// The member weight the ring is built with: `weight`, or with
+    /// `[vip.feedback]` `weight` × the effective percent (so that nothing
+    /// rounds to 0). 0 while drained.
+    #[serde(default)]
+    pub effective_weight: u32,
+    /// `[vip.feedback]`: the signal and the effective percent; absent for a
+    /// VIP without feedback.
+    #[serde(default)]
+    pub feedback: Option<FeedbackStatus>,
+}
+
+/// A backend's feedback (`[vip.feedback]`) as `xlb status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackStatus {
+    /// `agent` or `response_time`.
+    pub source: String,
+    /// The effective percent the weight is scaled by (from the floor to 100).
+    pub percent: u8,
+    /// What the signal asked for last (before the floor, hysteresis and
+    /// period); absent before the first signal.
+    pub wanted_percent: Option<u8>,
+    /// The agent's last reply, what went wrong, or the last check's
+    /// response time.
+    pub last: Option<String>,
+    /// `response_time`: the smoothed response time, in microseconds.
+    pub smoothed_rtt_us: Option<u64>,
+    /// How many times the effective percent changed.
+    pub changes: u64,
+    /// Seconds since it last changed; absent if it never did.
+    pub changed_ago_s: Option<u64>,
+    /// Agent replies that were not a percentage (the weight stayed).
+    pub bad_replies: u64,
+    /// Questions the agent did not answer (the weight stayed).
+    pub unanswered: u64,
 }
 
 /// A backend's health check as `xlb status` shows it.

@@ -125,6 +125,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 affinity: Affinity::Flow,
                 on_down: OnDown::Keep,
                 min_usable: 1,
+                feedback: None,
                 backends: vec![
                     backend("web1", v4("198.18.0.11"), 80, 1),
                     backend("web2", v4("198.18.0.12"), 80, 1),
@@ -141,6 +142,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 affinity: Affinity::Source,
                 on_down: OnDown::Keep,
                 min_usable: 1,
+                feedback: None,
                 backends: vec![
                     backend("2001:db8::a", v6("2001:db8::a"), 53, 1),
                     backend("b-draining", v6("2001:db8::b"), 53, 0),

@@ -17,7 +17,7 @@ use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
     MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, announce, conntrack, default_state_dir,
-    health, metrics, sync, vrrp,
+    feedback, health, metrics, sync, vrrp,
 };
 use crate::maglev;
 
@@ -73,6 +73,8 @@ struct RawVip {
     backend: Vec<Spanned<RawBackend>>,
     #[serde(default)]
     health: Option<Spanned<health::RawHealth>>,
+    #[serde(default)]
+    feedback: Option<Spanned<feedback::RawFeedback>>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +331,10 @@ impl Validator<'_> {
 
         let (vip_health, on_down) =
             self.vip_health(raw.health.as_ref(), &format!("{p}.health"), port);
+        let feedback = raw
+            .feedback
+            .as_ref()
+            .and_then(|f| self.feedback(f, &p, raw.health.is_some()));
 
         // First occurrence (index, byte offset) of each backend address and name.
         let mut seen_addrs: HashMap<IpAddr, (usize, usize)> = HashMap::new();
@@ -466,6 +472,7 @@ impl Validator<'_> {
             min_usable,
             backends,
             on_down,
+            feedback,
         }
     }
 

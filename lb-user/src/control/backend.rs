@@ -11,7 +11,8 @@ use lb_common::{
 };
 
 use crate::{
-    config::{BackendConfig, Mode, OnDown},
+    config::{BackendConfig, FeedbackConfig, Mode, OnDown},
+    feedback::BackendFeedback,
     health::{Health, Tracker},
     maglev,
 };
@@ -47,6 +48,8 @@ pub(super) struct Backend {
     /// first reconfigure keeps its runtime drain/weight (they were the
     /// operator's, not the file's) and starts its checks there.
     pub(super) adopted: Option<Health>,
+    /// Its VIP's `[vip.feedback]` state; `None` without feedback.
+    pub(super) feedback: Option<BackendFeedback>,
 }
 
 impl Backend {
@@ -70,6 +73,7 @@ impl Backend {
             reset_counters: true,
             written: None,
             adopted: None,
+            feedback: None,
         }
     }
 
@@ -107,6 +111,7 @@ impl Backend {
             reset_counters: false,
             written: None,
             adopted: Some(health),
+            feedback: None,
         }
     }
 
@@ -168,11 +173,32 @@ impl Backend {
         self.reachable(mode) && self.weight() > 0 && self.health_up()
     }
 
+    /// The weight of its ring member: [`Backend::weight`], or with
+    /// feedback that weight × the effective percent, in integers, so that a
+    /// small weight at a small percent never rounds to 0 (and a VIP without
+    /// feedback builds exactly the ring it always did).
+    pub(super) fn ring_weight(&self) -> u32 {
+        match &self.feedback {
+            None => self.weight(),
+            Some(f) => self.weight() * u32::from(f.percent()),
+        }
+    }
+
     /// Its Maglev ring member (identity and weight).
     pub(super) fn member(&self) -> maglev::Member {
         maglev::Member {
             identity: maglev::identity(self.config.address, self.config.port),
-            weight: self.weight(),
+            weight: self.ring_weight(),
+        }
+    }
+
+    /// Follows its VIP's `[vip.feedback]`: added, reconfigured (the state
+    /// goes on) or removed.
+    pub(super) fn follow_feedback(&mut self, config: Option<&FeedbackConfig>) {
+        match (self.feedback.as_mut(), config) {
+            (Some(f), Some(c)) => f.reconfigure(c),
+            (None, Some(c)) => self.feedback = Some(BackendFeedback::new(c)),
+            (_, None) => self.feedback = None,
         }
     }
 

@@ -21,6 +21,7 @@
 //! "reschedule"` flags the entry so that those flows are hashed again.
 //!
 //! - `backend`, `vip`: the model and what of it each map entry says.
+//! - `feedback`: `[vip.feedback]` signals scaling the backends' ring weights.
 //! - `adopt`: taking over the state a previous control plane left.
 //! - `ids`: VIP indices, backend ids and generations.
 //! - `retire`: removed backends that finish their flows.
@@ -35,6 +36,7 @@
 
 mod adopt;
 mod backend;
+mod feedback;
 mod ids;
 mod leftovers;
 mod neighbours;
@@ -549,6 +551,8 @@ impl<M: MapStore> Controller<M> {
             } else {
                 unreachable!("fresh ids were counted with the same test, addresses are unique")
             };
+            let mut backend = backend;
+            backend.follow_feedback(cfg.feedback.as_ref());
             vip.backends.push(backend);
         }
         vip.settings = VipSettings::from(cfg);

@@ -46,8 +46,9 @@ impl<M: MapStore> Controller<M> {
             .context("applying health-check results")
     }
 
-    /// Feeds one result to its backend's tracker; whether its health
-    /// changed (logged here).
+    /// Feeds one result to its backend's tracker (and, with `source =
+    /// "response_time"`, a passed check's duration to its feedback);
+    /// whether its health or its ring weight changed (logged here).
     fn observe_check(&mut self, vip: &VipKey, addr: IpAddr, outcome: Outcome) -> bool {
         let Some(v) = self.vips.get_mut(vip) else {
             return false;
@@ -56,12 +57,18 @@ impl<M: MapStore> Controller<M> {
         let Some(b) = v.backend_mut(addr) else {
             return false;
         };
+        let reweighted = outcome.ok
+            && b.feedback
+                .as_mut()
+                .and_then(|f| f.response_time(crate::clock::monotonic_ns(), outcome.latency))
+                .inspect(|&(from, to)| super::feedback::log_change(&vname, b, from, to))
+                .is_some();
         let Some(tracker) = b.health.as_mut() else {
-            return false;
+            return reweighted;
         };
         let (detail, latency_ms) = (outcome.detail.clone(), outcome.latency.as_secs_f64() * 1e3);
         let Some((from, to)) = tracker.observe(outcome) else {
-            return false;
+            return reweighted;
         };
         let (consecutive, check) = (tracker.streak(), tracker.check().to_owned());
         let bname = b.config.name.as_str();

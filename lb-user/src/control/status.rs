@@ -85,9 +85,10 @@ impl<M: MapStore> Controller<M> {
         let c = counters.vip(vip.index);
         let cutoff = vip.serving_cutoff();
         let mut backends = Vec::with_capacity(vip.backends.len());
+        let now_ns = crate::clock::monotonic_ns();
         for b in &vip.backends {
             let serving = cutoff.is_some_and(|c| b.config.tier <= c);
-            backends.push(backend_status(b, vip, serving, counters));
+            backends.push(backend_status(b, vip, serving, counters, now_ns));
         }
         for b in self.retiring.of(&vip.key) {
             let c = counters.backend(b.id);
@@ -105,6 +106,8 @@ impl<M: MapStore> Controller<M> {
                 // No longer checked: it only finishes its flows.
                 health: None,
                 tier: b.config.tier,
+                effective_weight: 0,
+                feedback: None,
             });
         }
         VipStatus {
@@ -144,7 +147,13 @@ impl Counts {
 }
 
 /// `serving`: its tier takes new flows.
-fn backend_status(b: &Backend, vip: &Vip, serving: bool, all: &Counts) -> BackendStatus {
+fn backend_status(
+    b: &Backend,
+    vip: &Vip,
+    serving: bool,
+    all: &Counts,
+    now_ns: u64,
+) -> BackendStatus {
     let counters = all.backend(b.id);
     let health = b.health.as_ref().map(Tracker::state);
     let state = match (b.reachable(vip.settings.mode), health, b.weight()) {
@@ -168,5 +177,7 @@ fn backend_status(b: &Backend, vip: &Vip, serving: bool, all: &Counts) -> Backen
         weight_override: b.weight_override,
         health: b.health.as_ref().map(Tracker::status),
         tier: b.config.tier,
+        effective_weight: b.ring_weight(),
+        feedback: b.feedback.as_ref().map(|f| f.status(now_ns)),
     }
 }

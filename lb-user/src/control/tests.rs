@@ -1264,3 +1264,5 @@ fn a_reload_changing_one_vip_writes_only_that_vip() {
     let addrs: Vec<IpAddr> = vip.backends.iter().map(|b| b.config.address).collect();
     assert_eq!(addrs, [ip(11), ip(12), ip(14)]);
 }
+
+mod feedback;

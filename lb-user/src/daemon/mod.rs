@@ -36,6 +36,7 @@ use crate::{
     config::Config,
     control::{self, Adopted, Neighbours},
     ctl,
+    feedback::Agents,
     health::Scheduler,
     maps::Maps,
     netlink, sync,
@@ -243,6 +244,11 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     if !checks.is_empty() {
         tracing::info!(checks = checks.len(), "health checks started");
     }
+    let (mut agents, mut answers) = Agents::new();
+    agents.reconcile(&config);
+    if !agents.is_empty() {
+        tracing::info!(agents = agents.len(), "feedback agents asked");
+    }
 
     if let Some(sc) = &config.sync {
         *lock_syncing(&syncing) = Some(start_sync(sc, &config, state.path(), &controller)?);
@@ -326,6 +332,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
                 let _ = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
+                agents.reconcile(&running);
                 reannounce(&announcing, &running);
                 resync(&syncing, &running, state.path(), &controller);
                 metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
@@ -334,6 +341,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 Command::Reload => {
                     tracing::info!("reload requested on the control socket");
                     let answer = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
+                    agents.reconcile(&running);
                     reannounce(&announcing, &running);
                     resync(&syncing, &running, state.path(), &controller);
                     metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
@@ -360,6 +368,18 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     .map(|r| (r.vip, r.addr, r.outcome));
                 if let Err(e) = lock(&controller).record_checks(current) {
                     tracing::warn!(error = format!("{e:#}"), "applying health-check results failed");
+                }
+            }
+            Some(first) = answers.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < HEALTH_BATCH
+                    && let Ok(r) = answers.try_recv()
+                {
+                    batch.push(r);
+                }
+                let current = batch.into_iter().filter(|r| agents.is_current(r));
+                if let Err(e) = lock(&controller).record_feedback(current) {
+                    tracing::warn!(error = format!("{e:#}"), "applying feedback failed");
                 }
             }
             res = async { vrrp_task.as_mut().expect("guarded").await }, if vrrp_task.is_some() => {

@@ -347,6 +347,23 @@ fn backends(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
         rows(&|b| i64::from(b.tier)),
     )?;
     f.gauge(
+        "backend_effective_weight",
+        "The member weight the Maglev table is built with: the weight in use, or with \
+         [vip.feedback] that weight times the effective percent; 0 when drained or removed.",
+        rows(&|b| i64::from(b.effective_weight)),
+    )?;
+    f.gauge(
+        "backend_feedback_percent",
+        "Backends of VIPs with [vip.feedback] only: the effective percent their weight is \
+         scaled by (from min_weight_percent to 100).",
+        all.iter()
+            .filter_map(|(v, b)| {
+                let fb = b.feedback.as_ref()?;
+                Some((key(v, b), i64::from(fb.percent)))
+            })
+            .collect(),
+    )?;
+    f.gauge(
         "backend_health_up",
         "Health-checked backends only: 1 while the checks say up, 0 while down or before \
          the first result.",

@@ -227,6 +227,8 @@ fn backend(name: &str, state: BackendState, packets: u64, health: Option<Health>
             since_change_s: 12,
         }),
         tier: 0,
+        effective_weight: if state == BackendState::Active { 2 } else { 0 },
+        feedback: None,
     }
 }
 
@@ -273,8 +275,21 @@ fn sample() -> Snapshot {
                 },
                 // A backup that joined: backend-2 is down, so tier 0 has
                 // fewer than min_usable 2 usable backends.
+                // Also weighted by its agent: 2 × 50 %.
                 BackendStatus {
                     tier: 1,
+                    effective_weight: 100,
+                    feedback: Some(crate::api::FeedbackStatus {
+                        source: "agent".into(),
+                        percent: 50,
+                        wanted_percent: Some(50),
+                        last: Some("50%".into()),
+                        smoothed_rtt_us: None,
+                        changes: 1,
+                        changed_ago_s: Some(4),
+                        bad_replies: 0,
+                        unanswered: 0,
+                    }),
                     ..backend("backend-3", BackendState::Active, 95, None)
                 },
             ],
@@ -507,6 +522,22 @@ fn backend_states_weights_and_health_are_one_series_each() {
     assert_eq!(m.value("xlb_backend_tier", &b("backend-3")), 1.0);
     assert_eq!(m.value("xlb_backend_health_up", &b("backend-1")), 1.0);
     assert_eq!(m.value("xlb_backend_health_up", &b("backend-2")), 0.0);
+    // Configured and effective weight side by side; the feedback percent
+    // only for the backend that has feedback.
+    assert_eq!(m.value("xlb_backend_weight", &b("backend-3")), 2.0);
+    assert_eq!(
+        m.value("xlb_backend_effective_weight", &b("backend-3")),
+        100.0
+    );
+    assert_eq!(
+        m.value("xlb_backend_effective_weight", &b("backend-1")),
+        2.0
+    );
+    assert_eq!(
+        m.value("xlb_backend_feedback_percent", &b("backend-3")),
+        50.0
+    );
+    assert_eq!(m.named("xlb_backend_feedback_percent").len(), 1);
     assert!(
         !m.named("xlb_backend_health_up")
             .iter()

@@ -111,8 +111,32 @@ pub struct Vip {
     pub min_usable: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
     #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
+}
+
+/// `[vip.feedback]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Feedback {
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_weight_percent: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hysteresis_percent: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_ms: Option<u64>,
 }
 
 /// `[[vip.backend]]`.
@@ -303,6 +327,7 @@ impl Vip {
             affinity: None,
             min_usable: None,
             health: None,
+            feedback: None,
             backends: Vec::new(),
         }
     }
@@ -329,6 +354,11 @@ impl Vip {
 
     pub fn health(mut self, health: HealthCheck) -> Self {
         self.health = Some(health);
+        self
+    }
+
+    pub fn feedback(mut self, feedback: Feedback) -> Self {
+        self.feedback = Some(feedback);
         self
     }
 
@@ -431,6 +461,21 @@ impl VrrpGroup {
     pub fn preempt(mut self, preempt: bool) -> Self {
         self.preempt = Some(preempt);
         self
+    }
+}
+
+impl Feedback {
+    /// `source = "agent"` on `port` (plain TCP) with `interval_ms`,
+    /// `timeout_ms` and `period_ms`; xlb's defaults for the rest.
+    pub fn agent(port: u16, interval_ms: u64, timeout_ms: u64, period_ms: u64) -> Feedback {
+        Feedback {
+            source: "agent".into(),
+            port: Some(port),
+            interval_ms: Some(interval_ms),
+            timeout_ms: Some(timeout_ms),
+            period_ms: Some(period_ms),
+            ..Feedback::default()
+        }
     }
 }
 
