@@ -39,8 +39,9 @@ pub use errors::{ConfigError, ConfigErrors};
 use validate::{RawConfig, Validator};
 
 pub use announce::AnnounceConfig;
+pub use checks::{check_backend_address, check_backend_port};
 pub use conntrack::ConntrackConfig;
-pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
+pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes, VipCheck};
 pub use metrics::MetricsConfig;
 pub use sync::{SyncConfig, SyncPeers};
 pub use vrrp::{VrrpConfig, VrrpGroup, default_link_local};
@@ -122,6 +123,8 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
     /// What a failed health check does to established flows.
     pub on_down: OnDown,
+    /// `[vip.health]` on its own: the check of backends added at runtime.
+    pub health: Option<VipCheck>,
     /// With `[announce]`: announced only while at least this many
     /// backends are usable.
     pub min_usable: u32,

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::status::{HealthStatus, Status, SyncStatus, VrrpStatus};
+use super::status::{BackendSource, HealthStatus, Status, SyncStatus, VrrpStatus};
 
 fn endpoint(address: &str, port: u16) -> String {
     let port = if port == 0 {
@@ -83,7 +83,13 @@ impl Status {
                     b.packets,
                     b.bytes
                 );
-                if b.drained {
+                if b.source == BackendSource::Runtime {
+                    let drained = if b.drained { ", drained" } else { "" };
+                    let _ = writeln!(
+                        out,
+                        "       added at runtime (`xlb backend add`){drained}, kept by `xlb reload`"
+                    );
+                } else if b.drained {
                     overrides = true;
                     let _ = writeln!(
                         out,
@@ -299,6 +305,7 @@ mod tests {
                     drained: false,
                     weight_override: None,
                     health: None,
+                    source: BackendSource::File,
                 }],
                 usable_backends: 0,
                 on_down: "keep".into(),

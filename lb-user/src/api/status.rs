@@ -94,6 +94,30 @@ pub struct BackendStatus {
     /// The health check and its last result; absent if not checked.
     #[serde(default)]
     pub health: Option<HealthStatus>,
+    /// Where it came from: the configuration file, or `xlb backend add`.
+    #[serde(default)]
+    pub source: BackendSource,
+}
+
+/// Where a backend came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendSource {
+    /// The configuration file.
+    #[default]
+    File,
+    /// `xlb backend add`: kept across reloads and restarts until `xlb
+    /// backend remove`.
+    Runtime,
+}
+
+impl BackendSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendSource::File => "file",
+            BackendSource::Runtime => "runtime",
+        }
+    }
 }
 
 /// A backend's health check as `xlb status` shows it.

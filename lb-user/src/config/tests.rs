@@ -123,6 +123,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 ring_size: 65_537,
                 affinity: Affinity::Flow,
                 on_down: OnDown::Keep,
+                health: None,
                 min_usable: 1,
                 backends: vec![
                     backend("web1", v4("198.18.0.11"), 80, 1),
@@ -139,6 +140,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 ring_size: 251,
                 affinity: Affinity::Source,
                 on_down: OnDown::Keep,
+                health: None,
                 min_usable: 1,
                 backends: vec![
                     backend("2001:db8::a", v6("2001:db8::a"), 53, 1),

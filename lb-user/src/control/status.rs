@@ -6,7 +6,7 @@ use lb_common::{Counters, LB_F_FORWARDING, ct, drop, global};
 
 use super::{Controller, backend::Backend, vip::Vip};
 use crate::{
-    api::{BackendState, BackendStatus, Health, Status, VipStatus},
+    api::{BackendSource, BackendState, BackendStatus, Health, Status, VipStatus},
     dataplane::Attached,
     health::{CheckTally, Tracker},
     maps::MapStore,
@@ -102,6 +102,7 @@ impl<M: MapStore> Controller<M> {
                 weight_override: None,
                 // No longer checked: it only finishes its flows.
                 health: None,
+                source: source(b),
             });
         }
         VipStatus {
@@ -161,5 +162,14 @@ fn backend_status(b: &Backend, vip: &Vip, all: &Counts) -> BackendStatus {
         drained: b.drained,
         weight_override: b.weight_override,
         health: b.health.as_ref().map(Tracker::status),
+        source: source(b),
+    }
+}
+
+fn source(b: &Backend) -> BackendSource {
+    if b.runtime {
+        BackendSource::Runtime
+    } else {
+        BackendSource::File
     }
 }

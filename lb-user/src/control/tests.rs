@@ -21,6 +21,8 @@ use crate::{
     maps::MemoryMaps,
 };
 
+mod runtime;
+
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 #[derive(Default)]

@@ -226,6 +226,7 @@ fn backend(name: &str, state: BackendState, packets: u64, health: Option<Health>
             consecutive: 3,
             since_change_s: 12,
         }),
+        source: BackendSource::File,
     }
 }
 
@@ -270,7 +271,10 @@ fn sample() -> Snapshot {
                     address: "198.18.0.22".into(),
                     ..backend("backend-2", BackendState::Removed, 5, None)
                 },
-                backend("backend-3", BackendState::Active, 95, None),
+                BackendStatus {
+                    source: BackendSource::Runtime,
+                    ..backend("backend-3", BackendState::Active, 95, None)
+                },
             ],
             usable_backends: 2,
             on_down: "keep".into(),
@@ -511,8 +515,22 @@ fn backend_states_weights_and_health_are_one_series_each() {
             "xlb_backend_info",
             &[
                 ("vip", "web4"),
+                ("backend", "backend-3"),
+                ("address", "198.18.0.13"),
+                ("source", "runtime")
+            ]
+        ),
+        1.0,
+        "a backend added with `xlb backend add` is labelled so"
+    );
+    assert_eq!(
+        m.value(
+            "xlb_backend_info",
+            &[
+                ("vip", "web4"),
                 ("backend", "backend-2"),
-                ("address", "198.18.0.12")
+                ("address", "198.18.0.12"),
+                ("source", "file")
             ]
         ),
         1.0
