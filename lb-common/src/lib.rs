@@ -119,14 +119,17 @@ pub struct BackendOwner {
     /// Network byte order.
     pub port: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// The backend's tier (`[[vip.backend]] tier`), so that a restarted
+    /// controller restores a runtime backend in its tier.
+    pub tier: u8,
     /// `VipMeta::index` of the VIP the id belongs to.
     pub vip: u32,
     /// The id's current generation (also when the id is free).
     pub generation: u16,
     /// `OWNER_F_*`.
     pub flags: u16,
-    /// The runtime weight (`OWNER_F_WEIGHT`).
+    /// The runtime weight (`OWNER_F_WEIGHT`); with `OWNER_F_RUNTIME`, the
+    /// weight of the backend added at runtime.
     pub weight_override: u32,
     /// Retired backends: when their grace ends (Unix seconds).
     pub retired_until_unix_s: u64,
@@ -145,6 +148,11 @@ pub const OWNER_F_WEIGHT: u16 = 1 << 3;
 pub const OWNER_F_IN_RING: u16 = 1 << 4;
 /// Its health checks said down at the last sync.
 pub const OWNER_F_DOWN: u16 = 1 << 5;
+/// Added at runtime (`xlb backend add`), not by the configuration file: a
+/// restarted control plane keeps it although the file does not name it,
+/// with `weight_override` as its weight. Absent in records of older
+/// control planes, which had only file backends.
+pub const OWNER_F_RUNTIME: u16 = 1 << 6;
 
 /// Name of the XDP entry point in the object file.
 pub const PROGRAM_NAME: &str = "xlb";

@@ -40,9 +40,10 @@ pub use errors::{ConfigError, ConfigErrors};
 use validate::{RawConfig, Validator};
 
 pub use announce::AnnounceConfig;
+pub use checks::{check_backend_address, check_backend_port};
 pub use conntrack::ConntrackConfig;
 pub use feedback::{AgentConfig, FeedbackConfig, FeedbackSource};
-pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes};
+pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes, VipCheck};
 pub use metrics::MetricsConfig;
 pub use sync::{SyncConfig, SyncPeers};
 pub use vrrp::{VrrpConfig, VrrpGroup, default_link_local};
@@ -124,6 +125,8 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
     /// What a failed health check does to established flows.
     pub on_down: OnDown,
+    /// `[vip.health]` on its own: the check of backends added at runtime.
+    pub health: Option<VipCheck>,
     /// The ring holds the lowest backend tiers that together have at least
     /// this many usable backends (or every tier); with `[announce]`, the VIP
     /// is announced only while the ring has at least this many members.

@@ -36,10 +36,12 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply> {
 }
 
 /// Serves requests on `socket` until the task is dropped. `handle` runs on
-/// the async runtime; it must not block for long.
+/// the async runtime; it must not block for long. It is given the request
+/// and the user id of the process that sent it (`SO_PEERCRED`; `None` if
+/// the kernel did not say).
 pub async fn serve<F, Fut>(socket: &Path, handle: F) -> Result<()>
 where
-    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    F: Fn(Request, Option<u32>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Reply> + Send + 'static,
 {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
@@ -77,12 +79,13 @@ where
         let (stream, _) = listener.accept().await?;
         let handle = handle.clone();
         tokio::spawn(async move {
+            let uid = stream.peer_cred().ok().map(|c| c.uid());
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = tokio::io::BufReader::new(read);
             let reply = match reader.read_line(&mut line).await {
                 Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handle(req).await,
+                    Ok(req) => handle(req, uid).await,
                     Err(e) => Reply::Error {
                         message: format!("bad request: {e}"),
                     },

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use lb_user::{
-    api::{BackendAction, Reply, Request, TraceSpec},
+    api::{BackendAction, BackendSpec, Reply, Request, TraceSpec},
     config::{Config, DEFAULT_CONTROL_SOCKET},
     control::{Controller, NoNeighbours, Node},
     ctl,
@@ -75,7 +75,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Change one backend of the running instance until the next reload.
+    /// Change one backend of the running instance (drain, undrain, weight:
+    /// until the next reload), or add and remove backends at runtime (kept
+    /// across reloads and restarts; root only).
     Backend {
         #[command(subcommand)]
         action: BackendCmd,
@@ -160,6 +162,33 @@ enum BackendCmd {
         vip: String,
         backend: String,
         weight: u32,
+    },
+    /// Add a backend to a VIP, in its ring when this returns (root only).
+    /// It is not written to the file: a reload keeps it, a restart keeps
+    /// it, `xlb backend remove` removes it.
+    Add {
+        /// VIP name.
+        vip: String,
+        /// The backend's address (the VIP's address family).
+        address: std::net::IpAddr,
+        /// The port it serves on (default: the VIP's; another port needs a
+        /// NAT VIP).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Its weight, 0..=10000 (default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Its backup tier (default 0).
+        #[arg(long)]
+        tier: Option<u8>,
+    },
+    /// Remove a backend added with `xlb backend add` (root only): no new
+    /// flows, established ones continue until idle.
+    Remove {
+        /// VIP name.
+        vip: String,
+        /// Backend name or address.
+        backend: String,
     },
 }
 
@@ -252,23 +281,44 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Reload { target } => command(&target.socket()?, &Request::Reload),
         Command::Down { target } => down(target),
         Command::Backend { action, target } => {
-            let (vip, backend, action) = match action {
-                BackendCmd::Drain { vip, backend } => (vip, backend, BackendAction::Drain),
-                BackendCmd::Undrain { vip, backend } => (vip, backend, BackendAction::Undrain),
+            let request = match action {
+                BackendCmd::Add {
+                    vip,
+                    address,
+                    port,
+                    weight,
+                    tier,
+                } => Request::BackendAdd {
+                    vip,
+                    backend: BackendSpec {
+                        address,
+                        port,
+                        weight,
+                        tier,
+                    },
+                },
+                BackendCmd::Remove { vip, backend } => Request::BackendRemove { vip, backend },
+                BackendCmd::Drain { vip, backend } => Request::Backend {
+                    vip,
+                    backend,
+                    action: BackendAction::Drain,
+                },
+                BackendCmd::Undrain { vip, backend } => Request::Backend {
+                    vip,
+                    backend,
+                    action: BackendAction::Undrain,
+                },
                 BackendCmd::Weight {
                     vip,
                     backend,
                     weight,
-                } => (vip, backend, BackendAction::Weight(weight)),
-            };
-            command(
-                &target.socket()?,
-                &Request::Backend {
+                } => Request::Backend {
                     vip,
                     backend,
-                    action,
+                    action: BackendAction::Weight(weight),
                 },
-            )
+            };
+            command(&target.socket()?, &request)
         }
         Command::Status { target, json } => {
             let socket = target.socket()?;

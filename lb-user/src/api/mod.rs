@@ -15,9 +15,9 @@ pub mod trace;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    AnnounceStatus, BackendState, BackendStatus, DataplaneStatus, FeedbackStatus, Health,
-    HealthStatus, Status, SyncPeerStatus, SyncStatus, VipStatus, VrrpGroupStatus, VrrpStatus,
-    VrrpTransition,
+    AnnounceStatus, BackendSource, BackendState, BackendStatus, DataplaneStatus, FeedbackStatus,
+    Health, HealthStatus, Status, SyncPeerStatus, SyncStatus, VipStatus, VrrpGroupStatus,
+    VrrpStatus, VrrpTransition,
 };
 pub use trace::{
     MAX_TRACE_SECONDS, TraceBackend, TraceInterface, TraceSpec, TraceStarted, TraceVip,
@@ -34,6 +34,19 @@ pub enum Request {
         vip: String,
         backend: String,
         action: BackendAction,
+    },
+    /// Add a backend to a VIP at runtime (`xlb backend add`); root only.
+    BackendAdd {
+        vip: String,
+        #[serde(flatten)]
+        backend: BackendSpec,
+    },
+    /// Remove a backend added at runtime (`xlb backend remove`); root only.
+    /// It finishes its established flows, as one removed from the file.
+    BackendRemove {
+        vip: String,
+        /// Its name or address.
+        backend: String,
     },
     /// Take the node out: resign VRRP, withdraw its addresses, detach the
     /// program, remove the pinned state, exit.
@@ -75,6 +88,20 @@ pub enum BackendAction {
     Weight(u32),
 }
 
+/// A backend to add at runtime; what is left out is as in the file
+/// (`port`: the VIP's, `weight`: 1, `tier`: 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    pub address: std::net::IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Its backup tier (`tier` in the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u8>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +141,25 @@ mod tests {
                     action: BackendAction::Weight(3),
                 },
                 r#"{"cmd":"backend","vip":"web","backend":"b1","action":{"weight":3}}"#,
+            ),
+            (
+                Request::BackendAdd {
+                    vip: "web".into(),
+                    backend: BackendSpec {
+                        address: "198.18.0.7".parse().unwrap(),
+                        port: None,
+                        weight: Some(2),
+                        tier: None,
+                    },
+                },
+                r#"{"cmd":"backend_add","vip":"web","address":"198.18.0.7","weight":2}"#,
+            ),
+            (
+                Request::BackendRemove {
+                    vip: "web".into(),
+                    backend: "198.18.0.7".into(),
+                },
+                r#"{"cmd":"backend_remove","vip":"web","backend":"198.18.0.7"}"#,
             ),
         ];
         for (req, json) in cases {

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::status::{FeedbackStatus, HealthStatus, Status, SyncStatus, VrrpStatus};
+use super::status::{BackendSource, FeedbackStatus, HealthStatus, Status, SyncStatus, VrrpStatus};
 
 fn endpoint(address: &str, port: u16) -> String {
     let port = if port == 0 {
@@ -100,7 +100,13 @@ impl Status {
                     b.packets,
                     b.bytes
                 );
-                if b.drained {
+                if b.source == BackendSource::Runtime {
+                    let drained = if b.drained { ", drained" } else { "" };
+                    let _ = writeln!(
+                        out,
+                        "       added at runtime (`xlb backend add`){drained}, kept by `xlb reload`"
+                    );
+                } else if b.drained {
                     overrides = true;
                     let _ = writeln!(
                         out,
@@ -357,6 +363,7 @@ mod tests {
                     tier: 0,
                     effective_weight: 0,
                     feedback: None,
+                    source: BackendSource::File,
                 }],
                 usable_backends: 0,
                 serving_tiers: vec![0],

@@ -111,6 +111,9 @@ pub struct BackendStatus {
     /// VIP without feedback.
     #[serde(default)]
     pub feedback: Option<FeedbackStatus>,
+    /// Where it came from: the configuration file, or `xlb backend add`.
+    #[serde(default)]
+    pub source: BackendSource,
 }
 
 /// A backend's feedback (`[vip.feedback]`) as `xlb status` shows it.
@@ -136,6 +139,27 @@ pub struct FeedbackStatus {
     pub bad_replies: u64,
     /// Questions the agent did not answer (the weight stayed).
     pub unanswered: u64,
+}
+
+/// Where a backend came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendSource {
+    /// The configuration file.
+    #[default]
+    File,
+    /// `xlb backend add`: kept across reloads and restarts until `xlb
+    /// backend remove`.
+    Runtime,
+}
+
+impl BackendSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendSource::File => "file",
+            BackendSource::Runtime => "runtime",
+        }
+    }
 }
 
 /// A backend's health check as `xlb status` shows it.

@@ -124,6 +124,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 ring_size: 65_537,
                 affinity: Affinity::Flow,
                 on_down: OnDown::Keep,
+                health: None,
                 min_usable: 1,
                 feedback: None,
                 backends: vec![
@@ -141,6 +142,7 @@ fn full_example_parses_to_the_exact_expected_struct() {
                 ring_size: 251,
                 affinity: Affinity::Source,
                 on_down: OnDown::Keep,
+                health: None,
                 min_usable: 1,
                 feedback: None,
                 backends: vec![

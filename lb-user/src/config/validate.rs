@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::checks::{check_backend_name, check_ifname, check_unicast, check_vip_name};
+use super::checks::{
+    check_backend_address, check_backend_name, check_backend_port, check_ifname, check_unicast,
+    check_vip_name,
+};
 use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
@@ -329,7 +332,7 @@ impl Validator<'_> {
             );
         }
 
-        let (vip_health, on_down) =
+        let (vip_health, on_down, health) =
             self.vip_health(raw.health.as_ref(), &format!("{p}.health"), port);
         let feedback = raw
             .feedback
@@ -346,23 +349,8 @@ impl Validator<'_> {
             let baddr = *b.address.get_ref();
             let aspan = b.address.span();
             let addr_at = aspan.start;
-            if baddr.is_ipv4() != address.is_ipv4() {
-                self.error(
-                    aspan.clone(),
-                    format!("{bp}.address"),
-                    format!(
-                        "{} backend {baddr} under {} VIP {address}: \
-                         a backend must have the VIP's address family",
-                        family(baddr),
-                        family(address)
-                    ),
-                );
-            } else if let Err(why) = check_unicast(baddr) {
-                self.error(
-                    aspan.clone(),
-                    format!("{bp}.address"),
-                    format!("{baddr} cannot be a backend: {why}"),
-                );
+            if let Err(why) = check_backend_address(address, baddr) {
+                self.error(aspan.clone(), format!("{bp}.address"), why);
             }
             if let Some(&(k, at)) = seen_addrs.get(&baddr) {
                 let line = self.line(at);
@@ -419,22 +407,8 @@ impl Validator<'_> {
                 Some(bp_raw) => {
                     let field = format!("{bp}.port");
                     let n = self.int_in(&b.port, &field, 1..=65_535, port);
-                    if mode == Mode::Dsr && n != port {
-                        self.error(
-                            bp_raw.span(),
-                            field,
-                            format!(
-                                "port {n} differs from the VIP's port {port}: \
-                                 translating ports needs mode = \"nat\""
-                            ),
-                        );
-                    } else if port == 0 {
-                        self.error(
-                            bp_raw.span(),
-                            field,
-                            "an all-ports VIP (port 0) keeps the client's destination port; \
-                             remove the backend port",
-                        );
+                    if let Err(why) = check_backend_port(mode, port, n) {
+                        self.error(bp_raw.span(), field, why);
                     }
                     n
                 }
@@ -473,6 +447,7 @@ impl Validator<'_> {
             backends,
             on_down,
             feedback,
+            health,
         }
     }
 
@@ -502,10 +477,6 @@ impl Validator<'_> {
         }
         lb_common::DEFAULT_RING_SIZE
     }
-}
-
-fn family(a: IpAddr) -> &'static str {
-    if a.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
 fn describe_vip(v: &VipConfig) -> String {

@@ -7,11 +7,11 @@ use std::net::IpAddr;
 
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_RESCHEDULE, BackendInfo, BackendOwner, FAMILY_V4, OWNER_F_DOWN,
-    OWNER_F_DRAINED, OWNER_F_IN_RING, OWNER_F_IN_USE, OWNER_F_WEIGHT, addr_bytes,
+    OWNER_F_DRAINED, OWNER_F_IN_RING, OWNER_F_IN_USE, OWNER_F_RUNTIME, OWNER_F_WEIGHT, addr_bytes,
 };
 
 use crate::{
-    config::{BackendConfig, FeedbackConfig, Mode, OnDown},
+    config::{BackendConfig, CheckConfig, FeedbackConfig, Mode, OnDown},
     feedback::BackendFeedback,
     health::{Health, Tracker},
     maglev,
@@ -50,6 +50,10 @@ pub(super) struct Backend {
     pub(super) adopted: Option<Health>,
     /// Its VIP's `[vip.feedback]` state; `None` without feedback.
     pub(super) feedback: Option<BackendFeedback>,
+    /// Added at runtime (`xlb backend add`), not by the file: a reload
+    /// keeps it, and its `config.weight` is the one it was added with
+    /// (`xlb backend weight` changes that; there is no file weight).
+    pub(super) runtime: bool,
 }
 
 impl Backend {
@@ -74,6 +78,7 @@ impl Backend {
             written: None,
             adopted: None,
             feedback: None,
+            runtime: false,
         }
     }
 
@@ -91,13 +96,14 @@ impl Backend {
         } else {
             Health::Unknown
         };
+        let runtime = owner.flags & OWNER_F_RUNTIME != 0;
         Self {
             config: BackendConfig {
                 name: address.to_string(),
                 address,
                 port: u16::from_be(owner.port),
-                weight: 1,
-                tier: 0,
+                weight: if runtime { owner.weight_override } else { 1 },
+                tier: owner.tier,
                 check: None,
             },
             id,
@@ -107,11 +113,13 @@ impl Backend {
             unresolved_for: 0,
             health: None,
             drained: owner.flags & OWNER_F_DRAINED != 0,
-            weight_override: (owner.flags & OWNER_F_WEIGHT != 0).then_some(owner.weight_override),
+            weight_override: (!runtime && owner.flags & OWNER_F_WEIGHT != 0)
+                .then_some(owner.weight_override),
             reset_counters: false,
             written: None,
             adopted: Some(health),
             feedback: None,
+            runtime,
         }
     }
 
@@ -124,6 +132,9 @@ impl Backend {
         }
         if self.weight_override.is_some() {
             flags |= OWNER_F_WEIGHT;
+        }
+        if self.runtime {
+            flags |= OWNER_F_RUNTIME;
         }
         if in_ring {
             flags |= OWNER_F_IN_RING;
@@ -139,11 +150,15 @@ impl Backend {
             addr,
             port: self.config.port.to_be(),
             family,
-            _pad: 0,
+            tier: self.config.tier,
             vip,
             generation: self.generation,
             flags,
-            weight_override: self.weight_override.unwrap_or(0),
+            weight_override: if self.runtime {
+                self.config.weight
+            } else {
+                self.weight_override.unwrap_or(0)
+            },
             retired_until_unix_s: 0,
         }
     }
@@ -238,26 +253,21 @@ impl Backend {
     }
 
     /// A reload: the configuration may have changed (not the address, which
-    /// is the backend's identity), and runtime overrides end.
+    /// is the backend's identity), and runtime overrides end. A backend
+    /// added at runtime that the file now names becomes the file's.
     pub(super) fn reconfigure(&mut self, vip: &str, config: &BackendConfig) {
-        if let Some(health) = self.adopted.take() {
-            self.health = config
-                .check
-                .as_ref()
-                .map(|c| Tracker::with_state(c, health));
+        if self.runtime {
+            tracing::info!(vip, backend = %config.name,
+                "reload: the file names this runtime backend; it is the file's from now on");
+            self.runtime = false;
+            self.config.weight = config.weight;
+        }
+        if self.adopted.is_some() {
+            self.set_check(config.check.as_ref());
             self.config = config.clone();
             return;
         }
-        self.health = match (self.health.take(), &config.check) {
-            (_, None) => None,
-            (Some(mut t), Some(c)) => {
-                t.reconfigure(c);
-                Some(t)
-            }
-            // Checks added to a backend that was serving: it stays in until
-            // a check fails `fall` times.
-            (None, Some(c)) => Some(Tracker::new(c, true)),
-        };
+        self.set_check(config.check.as_ref());
         if self.drained || self.weight_override.is_some() {
             tracing::warn!(vip, backend = %config.name, drained = self.drained,
                 runtime_weight = ?self.weight_override, file_weight = config.weight,
@@ -266,6 +276,34 @@ impl Backend {
         self.drained = false;
         self.weight_override = None;
         self.config = config.clone();
+    }
+
+    /// A reload, for a backend added at runtime that the file does not
+    /// name: it stays as it is, and follows its VIP's `[vip.health]`
+    /// (`check`). `name` is the name it goes by next to the file's.
+    pub(super) fn keep_runtime(&mut self, name: String, check: Option<CheckConfig>) {
+        self.set_check(check.as_ref());
+        self.config.check = check;
+        self.config.name = name;
+    }
+
+    /// Starts, changes or ends its health checks. An adopted backend's
+    /// checks start from the health its predecessor recorded; checks added
+    /// to a backend that was serving keep it in until they fail `fall`
+    /// times.
+    fn set_check(&mut self, check: Option<&CheckConfig>) {
+        if let Some(health) = self.adopted.take() {
+            self.health = check.map(|c| Tracker::with_state(c, health));
+            return;
+        }
+        self.health = match (self.health.take(), check) {
+            (_, None) => None,
+            (Some(mut t), Some(c)) => {
+                t.reconfigure(c);
+                Some(t)
+            }
+            (None, Some(c)) => Some(Tracker::new(c, true)),
+        };
     }
 }
 

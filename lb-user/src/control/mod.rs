@@ -28,6 +28,8 @@
 //! - `leftovers`: map entries of removed VIPs and backends still to clear.
 //! - `neighbours`: backend MACs from the neighbour table.
 //! - `runtime`: health results and `xlb backend drain|undrain|weight`.
+//! - `runtime_backends`: `xlb backend add|remove`, and what a reload or a
+//!   restart keeps of them.
 //! - `server`: VRRP's server addresses, marked with the VIP addresses.
 //! - `standby`: VRRP's per-VIP switch.
 //! - `status`: what `xlb status` shows.
@@ -43,6 +45,7 @@ mod neighbours;
 mod retire;
 mod rings;
 mod runtime;
+mod runtime_backends;
 mod server;
 mod standby;
 mod status;
@@ -68,6 +71,7 @@ use lb_common::{
 
 pub use adopt::Adopted;
 pub use neighbours::{Neighbours, NoNeighbours};
+pub use runtime_backends::Added;
 
 use self::{
     backend::Backend,
@@ -346,6 +350,7 @@ impl<M: MapStore> Controller<M> {
                 backends_needed += cfg.backends.len();
                 continue;
             };
+            runtime_backends::check_room(vip, cfg)?;
             let kept: HashSet<IpAddr> = vip.backends.iter().map(|b| b.config.address).collect();
             backends_needed += cfg
                 .backends
@@ -512,6 +517,7 @@ impl<M: MapStore> Controller<M> {
                 dup.address
             );
         }
+        let order: Vec<IpAddr> = vip.backends.iter().map(|b| b.config.address).collect();
         let mut old: HashMap<IpAddr, Backend> = vip
             .backends
             .drain(..)
@@ -556,6 +562,17 @@ impl<M: MapStore> Controller<M> {
             vip.backends.push(backend);
         }
         vip.settings = VipSettings::from(cfg);
+        // Backends added at runtime stay (in their order), unless the file
+        // took them over above.
+        for address in order {
+            if let Some(b) = old.remove(&address) {
+                if b.runtime {
+                    runtime_backends::keep(vip, cfg, b);
+                } else {
+                    old.insert(address, b);
+                }
+            }
+        }
         // Removed backends leave the ring (on sync) but keep their entry
         // until their flows have had time to end.
         let grace = retire::grace(&self.conntrack, cfg.protocol);

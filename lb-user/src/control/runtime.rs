@@ -89,7 +89,7 @@ impl<M: MapStore> Controller<M> {
         self.vips
             .values()
             .flat_map(|v| v.backends.iter())
-            .filter(|b| b.drained || b.weight_override.is_some())
+            .filter(|b| !b.runtime && (b.drained || b.weight_override.is_some()))
             .count()
     }
 
@@ -110,34 +110,37 @@ impl<M: MapStore> Controller<M> {
         let Some(v) = self.vips.values_mut().find(|v| v.settings.name == vip) else {
             bail!("no VIP named {vip:?}");
         };
-        let Some(i) = v
-            .backends
-            .iter()
-            .position(|b| b.config.name == backend)
-            .or_else(|| {
-                let addr: IpAddr = backend.parse().ok()?;
-                v.backends.iter().position(|b| b.config.address == addr)
-            })
-        else {
+        let Some(i) = v.find_backend(backend) else {
             bail!("VIP {vip} has no backend named {backend:?}");
         };
         let b = &mut v.backends[i];
         match action {
             BackendAction::Drain => b.drained = true,
             BackendAction::Undrain => b.drained = false,
+            // A runtime backend's weight is its own: no file weight to
+            // return to.
+            BackendAction::Weight(w) if b.runtime => b.config.weight = w,
             BackendAction::Weight(w) => b.weight_override = Some(w),
         }
-        let message = format!(
-            "{vip}/{}: {}, weight now {} (file {}); a reload applies the file again",
-            b.config.name,
-            match action {
-                BackendAction::Drain => "drained".to_owned(),
-                BackendAction::Undrain => "undrained".to_owned(),
-                BackendAction::Weight(w) => format!("runtime weight {w}"),
-            },
-            b.weight(),
-            b.config.weight
-        );
+        let what = match action {
+            BackendAction::Drain => "drained".to_owned(),
+            BackendAction::Undrain => "undrained".to_owned(),
+            BackendAction::Weight(w) => format!("runtime weight {w}"),
+        };
+        let message = if b.runtime {
+            format!(
+                "{vip}/{}: {what}, weight now {} (added at runtime); a reload keeps it",
+                b.config.name,
+                b.weight()
+            )
+        } else {
+            format!(
+                "{vip}/{}: {what}, weight now {} (file {}); a reload applies the file again",
+                b.config.name,
+                b.weight(),
+                b.config.weight
+            )
+        };
         tracing::info!(vip, backend = %b.config.name, ?action, "{message}");
         let standby = self.standby.contains(vip);
         v.sync(&mut self.maps, standby)?;

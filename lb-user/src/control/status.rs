@@ -6,7 +6,7 @@ use lb_common::{Counters, LB_F_FORWARDING, ct, drop, global};
 
 use super::{Controller, backend::Backend, vip::Vip};
 use crate::{
-    api::{BackendState, BackendStatus, Health, Status, VipStatus},
+    api::{BackendSource, BackendState, BackendStatus, Health, Status, VipStatus},
     dataplane::Attached,
     health::{CheckTally, Tracker},
     maps::MapStore,
@@ -108,6 +108,7 @@ impl<M: MapStore> Controller<M> {
                 tier: b.config.tier,
                 effective_weight: 0,
                 feedback: None,
+                source: source(b),
             });
         }
         VipStatus {
@@ -179,5 +180,14 @@ fn backend_status(
         tier: b.config.tier,
         effective_weight: b.ring_weight(),
         feedback: b.feedback.as_ref().map(|f| f.status(now_ns)),
+        source: source(b),
+    }
+}
+
+fn source(b: &Backend) -> BackendSource {
+    if b.runtime {
+        BackendSource::Runtime
+    } else {
+        BackendSource::File
     }
 }

@@ -21,6 +21,7 @@ use crate::{
     maps::MemoryMaps,
 };
 
+mod runtime;
 mod tiers;
 
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];

@@ -189,16 +189,15 @@ impl Vip {
 
     /// Whether applying `cfg` would change nothing: the model is at `cfg`
     /// and synced, and no runtime drain or weight (which an apply resets)
-    /// is set. A reload skips such a VIP, so that its cost follows what
+    /// is set on a backend of the file. A reload skips such a VIP, so that its cost follows what
     /// changed rather than how many VIPs there are.
     pub(super) fn unchanged_by(&self, cfg: &VipConfig) -> bool {
         self.applied.as_ref() == Some(cfg)
             && self.synced
             && !self.removing
-            && self
-                .backends
-                .iter()
-                .all(|b| !b.drained && b.weight_override.is_none() && b.adopted.is_none())
+            && self.backends.iter().all(|b| {
+                b.adopted.is_none() && (b.runtime || !b.drained && b.weight_override.is_none())
+            })
     }
 
     pub(super) fn name(&self) -> &str {

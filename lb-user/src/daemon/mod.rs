@@ -6,6 +6,7 @@
 //! - `reload`: SIGHUP and `xlb reload`.
 //! - `down`: taking the node out, also without a running process.
 //! - `delivery`: frames forwarded that the NIC cannot send.
+//! - `backends`: `xlb backend add|remove` (root only).
 
 use std::{
     collections::HashMap,
@@ -21,6 +22,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+mod backends;
 mod delivery;
 mod down;
 mod metrics;
@@ -32,7 +34,7 @@ pub use start::Options;
 
 use crate::{
     announce::{Announcer, KernelAddresses},
-    api::{Reply, Request, TraceInterface, VrrpStatus},
+    api::{BackendSpec, Reply, Request, TraceInterface, VrrpStatus},
     config::Config,
     control::{self, Adopted, Neighbours},
     ctl,
@@ -93,6 +95,16 @@ fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 enum Command {
     Reload,
     Down,
+    /// `xlb backend add`: the loop owns the health checks and the
+    /// neighbour table's socket.
+    BackendAdd {
+        vip: String,
+        backend: BackendSpec,
+    },
+    BackendRemove {
+        vip: String,
+        backend: String,
+    },
 }
 
 use crate::clock::monotonic_ns;
@@ -207,11 +219,11 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         let socket = socket.clone();
         let sources = sources.clone();
         async move {
-            ctl::serve(&socket, move |req| {
+            ctl::serve(&socket, move |req, uid| {
                 let sources = sources.clone();
                 let command_tx = command_tx.clone();
                 let trace_site = trace_site.clone();
-                async move { handle_request(req, &sources, &trace_site, &command_tx).await }
+                async move { handle_request(req, uid, &sources, &trace_site, &command_tx).await }
             })
             .await
         }
@@ -240,7 +252,8 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     }
 
     let (mut checks, mut results) = Scheduler::new();
-    checks.reconcile(&config);
+    // Backends added at runtime before a restart are checked too.
+    checks.reconcile_with(&config, &lock(&controller).runtime_checks());
     if !checks.is_empty() {
         tracing::info!(checks = checks.len(), "health checks started");
     }
@@ -351,6 +364,14 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     tracing::info!("`xlb down` requested on the control socket");
                     down = Some(reply);
                     break;
+                }
+                Command::BackendAdd { vip, backend } => {
+                    let answer = backends::add(&vip, &backend, &controller, &mut neighbours, &mut checks, &running).await;
+                    let _ = reply.send(answer);
+                }
+                Command::BackendRemove { vip, backend } => {
+                    let answer = backends::remove(&vip, &backend, &controller, &mut checks, &running);
+                    let _ = reply.send(answer);
                 }
             },
             Some(first) = results.recv() => {
@@ -675,6 +696,7 @@ fn check_forwarding(config: &Config) -> Result<()> {
 
 async fn handle_request(
     req: Request,
+    uid: Option<u32>,
     sources: &metrics::Sources,
     trace_site: &TraceSite,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
@@ -720,6 +742,18 @@ async fn handle_request(
                 .map_or_else(error, |()| Reply::Ok {
                     message: format!("trace {id} stopped"),
                 });
+        }
+        Request::BackendAdd { vip, backend } => {
+            if let Some(refused) = backends::refuse_unless_root(uid, "xlb backend add") {
+                return refused;
+            }
+            Command::BackendAdd { vip, backend }
+        }
+        Request::BackendRemove { vip, backend } => {
+            if let Some(refused) = backends::refuse_unless_root(uid, "xlb backend remove") {
+                return refused;
+            }
+            Command::BackendRemove { vip, backend }
         }
         Request::Reload => Command::Reload,
         Request::Down => Command::Down,

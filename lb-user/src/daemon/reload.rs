@@ -70,7 +70,7 @@ pub(super) fn reload(
                 error = format!("{e:#}"),
                 "reload: writing the maps failed part-way; retrying every second"
             );
-            checks.reconcile(&new);
+            checks.reconcile_with(&new, &lock(controller).runtime_checks());
             *running = new;
             return Reply::Error {
                 message: format!(
@@ -81,7 +81,7 @@ pub(super) fn reload(
         }
         Ok(()) => {}
     }
-    checks.reconcile(&new);
+    checks.reconcile_with(&new, &lock(controller).runtime_checks());
     *running = new;
     tracing::info!(
         vips = running.vips.len(),

@@ -65,6 +65,12 @@ impl Scheduler {
     /// Makes the running checks those of `config`: unchanged checks keep
     /// running undisturbed, changed ones restart, gone ones stop.
     pub fn reconcile(&mut self, config: &Config) {
+        self.reconcile_with(config, &[]);
+    }
+
+    /// [`Scheduler::reconcile`], plus the checks of backends the file does
+    /// not name (those added with `xlb backend add`): VIP, address, check.
+    pub fn reconcile_with(&mut self, config: &Config, extra: &[(VipKey, IpAddr, CheckConfig)]) {
         let mut wanted: HashMap<(VipKey, IpAddr), &CheckConfig> = HashMap::new();
         for vip in &config.vips {
             let key = vip.key();
@@ -73,6 +79,9 @@ impl Scheduler {
                     wanted.insert((key, b.address), check);
                 }
             }
+        }
+        for (vip, address, check) in extra {
+            wanted.entry((*vip, *address)).or_insert(check);
         }
         self.tasks.retain(|k, task| {
             let keep = wanted.get(k).is_some_and(|c| **c == task.check);

@@ -294,9 +294,17 @@ fn backends(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
     };
     f.info(
         "backend",
-        "A backend of a VIP and its address.",
+        "A backend of a VIP, its address, and where it came from (source: file, or runtime \
+         for `xlb backend add`).",
         all.iter()
-            .map(|(v, b)| labels([("vip", v), ("backend", &b.name), ("address", &b.address)]))
+            .map(|(v, b)| {
+                labels([
+                    ("vip", v),
+                    ("backend", &b.name),
+                    ("address", &b.address),
+                    ("source", b.source.as_str()),
+                ])
+            })
             .collect(),
     )?;
     f.counter(

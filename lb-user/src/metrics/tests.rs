@@ -229,6 +229,7 @@ fn backend(name: &str, state: BackendState, packets: u64, health: Option<Health>
         tier: 0,
         effective_weight: if state == BackendState::Active { 2 } else { 0 },
         feedback: None,
+        source: BackendSource::File,
     }
 }
 
@@ -290,6 +291,7 @@ fn sample() -> Snapshot {
                         bad_replies: 0,
                         unanswered: 0,
                     }),
+                    source: BackendSource::Runtime,
                     ..backend("backend-3", BackendState::Active, 95, None)
                 },
             ],
@@ -552,8 +554,22 @@ fn backend_states_weights_and_health_are_one_series_each() {
             "xlb_backend_info",
             &[
                 ("vip", "web4"),
+                ("backend", "backend-3"),
+                ("address", "198.18.0.13"),
+                ("source", "runtime")
+            ]
+        ),
+        1.0,
+        "a backend added with `xlb backend add` is labelled so"
+    );
+    assert_eq!(
+        m.value(
+            "xlb_backend_info",
+            &[
+                ("vip", "web4"),
                 ("backend", "backend-2"),
-                ("address", "198.18.0.12")
+                ("address", "198.18.0.12"),
+                ("source", "file")
             ]
         ),
         1.0

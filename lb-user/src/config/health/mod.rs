@@ -172,6 +172,27 @@ pub struct CheckConfig {
     pub expect_body: Option<String>,
 }
 
+/// A VIP's `[vip.health]` as a check of its own: the check of a backend
+/// added at runtime (`xlb backend add`), which has no section to merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipCheck {
+    /// The section's check, on the VIP's port unless it sets `port`.
+    pub check: CheckConfig,
+    /// The section sets `port`: every backend is checked there.
+    pub port_set: bool,
+}
+
+impl VipCheck {
+    /// The check of a backend serving on `port`.
+    pub fn for_port(&self, port: u16) -> CheckConfig {
+        let mut c = self.check.clone();
+        if !self.port_set && c.kind.uses_port() {
+            c.port = port;
+        }
+        c
+    }
+}
+
 impl CheckConfig {
     /// One line for logs and status: `http GET :80/health expect 200-299`.
     pub fn describe(&self) -> String {
@@ -398,15 +419,16 @@ impl Validator<'_> {
     }
 
     /// Validates a VIP's `[vip.health]`; returns its parsed values (the base
-    /// of every backend's check) and `on_down`.
+    /// of every backend's check), `on_down`, and the section as a check of
+    /// its own (for backends added at runtime).
     pub(super) fn vip_health(
         &mut self,
         raw: Option<&Spanned<RawHealth>>,
         path: &str,
         vip_port: u16,
-    ) -> (Option<Section>, OnDown) {
+    ) -> (Option<Section>, OnDown, Option<VipCheck>) {
         let Some(raw) = raw else {
-            return (None, OnDown::Keep);
+            return (None, OnDown::Keep, None);
         };
         let at = Place {
             path,
@@ -422,9 +444,14 @@ impl Validator<'_> {
                 "required field is missing",
             ),
         }
-        self.merged_check(&section, path, vip_port, true);
+        let check = self
+            .merged_check(&section, path, vip_port, true)
+            .map(|check| VipCheck {
+                check,
+                port_set: section.port.is_some(),
+            });
         let on_down = r.on_down.as_ref().map_or(OnDown::Keep, |o| *o.get_ref());
-        (Some(section), on_down)
+        (Some(section), on_down, check)
     }
 
     /// The effective check of one backend, from its VIP's section and its own

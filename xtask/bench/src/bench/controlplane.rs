@@ -36,7 +36,7 @@ pub struct Row {
     pub ideal: f64,
 }
 
-fn members(n: u32) -> Vec<maglev::Member> {
+pub(super) fn members(n: u32) -> Vec<maglev::Member> {
     (0..n)
         .map(|i| maglev::Member {
             identity: maglev::identity(
@@ -50,7 +50,7 @@ fn members(n: u32) -> Vec<maglev::Member> {
 
 /// `count` pseudo-random client 5-tuples to one VIP (a fixed LCG, so
 /// every run hashes the same flows).
-fn flow_hashes(count: usize) -> Vec<u32> {
+pub(super) fn flow_hashes(count: usize) -> Vec<u32> {
     let mut x: u64 = 0x786c_6220_6265_6e63;
     let vip = u32::from_ne_bytes([198, 18, 0, 100]);
     (0..count)
@@ -74,7 +74,7 @@ fn flow_hashes(count: usize) -> Vec<u32> {
 
 /// Share of `hashes` that map to a different identity in `after` than in
 /// `before`.
-fn moved_share(
+pub(super) fn moved_share(
     hashes: &[u32],
     before: (&[u32], &[maglev::Member]),
     after: (&[u32], &[maglev::Member]),

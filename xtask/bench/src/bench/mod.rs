@@ -8,6 +8,8 @@
 //!   packet per call.
 //! * [`controlplane`]: Maglev table build and install time, flows moved
 //!   when one backend leaves.
+//! * [`backends`]: `xlb backend add` from the command to the ring in the
+//!   kernel, and slots and flows moved per add and per remove.
 //! * [`health`]: 1,000 HTTP health checks a second on one thread.
 //! * [`metrics`]: what scraping `/metrics` once a second costs the health
 //!   checker of the real `xlb run` (1,000 backends) and the data plane.
@@ -30,6 +32,7 @@
 //! Benchmarks are not tests: no number fails the run, but a case that
 //! cannot run (wrong verdict, nothing delivered, a tool missing) does.
 
+pub mod backends;
 pub mod code;
 pub mod controlplane;
 mod cpu;
@@ -66,6 +69,8 @@ pub use report::Report;
 pub enum Section {
     Dataplane,
     Controlplane,
+    /// `xlb backend add|remove` at runtime.
+    Backends,
     Health,
     Metrics,
     Removal,
@@ -111,6 +116,11 @@ pub fn run(opts: &Options) -> Result<()> {
         let maglev = controlplane::run(opts.quick).context("control-plane benchmark")?;
         report.maglev = maglev.rows;
         report.empty_ring_ms = maglev.empty_ring_ms;
+    }
+    if wanted(Section::Backends) {
+        say("control plane: backends added and removed at runtime");
+        report.backends =
+            Some(backends::run(&opts.xlb_exe, opts.quick).context("runtime-backends benchmark")?);
     }
     if wanted(Section::Health) {
         say("control plane: health checker, 1,000 backends");

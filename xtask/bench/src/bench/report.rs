@@ -6,9 +6,10 @@ use std::time::Duration;
 use lb_common::DEFAULT_RING_SIZE;
 
 use super::machine::Machine;
+use super::median;
 use super::{
-    code, controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost, node_loss,
-    restart, scale, sync,
+    backends, code, controlplane, dataplane, e2e, failover, health, http, metrics, nat_cost,
+    node_loss, restart, scale, sync,
 };
 
 pub struct Report {
@@ -22,6 +23,8 @@ pub struct Report {
     pub maglev: Vec<controlplane::Row>,
     /// Time to install an empty ring (see `controlplane::Results`).
     pub empty_ring_ms: f64,
+    /// `xlb backend add|remove`: time to the ring, slots and flows moved.
+    pub backends: Option<backends::Results>,
     pub health: Option<health::Results>,
     /// The health checker and the data plane with and without scraping.
     pub metrics: Option<metrics::Results>,
@@ -70,6 +73,7 @@ impl Report {
             nat: Vec::new(),
             maglev: Vec::new(),
             empty_ring_ms: 0.0,
+            backends: None,
             health: None,
             metrics: None,
             failover: Vec::new(),
@@ -137,6 +141,7 @@ impl Report {
         self.dataplane_section(&mut s);
         self.nat_section(&mut s);
         self.maglev_section(&mut s);
+        self.backends_section(&mut s);
         self.health_section(&mut s);
         self.metrics_section(&mut s);
         self.scale_section(&mut s);
@@ -507,6 +512,73 @@ impl Report {
                 r.moved * 100.0,
                 r.ideal * 100.0,
                 r.moved / r.ideal
+            );
+        }
+        s.push('\n');
+    }
+
+    fn backends_section(&self, s: &mut String) {
+        let Some(b) = &self.backends else { return };
+        let mut adds = b.add_ms.clone();
+        let mut daemon = b.daemon_ms.clone();
+        let flows = b.moved.first().map_or(0, |m| m.flows);
+        let _ = writeln!(
+            s,
+            "## Control plane: backends at runtime\n\n\
+             `xlb backend add` with the real `xlb run` (DSR topology, VIP with three backends \
+             from the file, a fourth added with the CLI: a process talking to the control \
+             socket, as an orchestrator would). Timed from spawning the command until the \
+             pinned ring in the kernel (`RINGS`, read back in a tight loop) names the new \
+             backend; between adds it is removed (`xlb backend remove`) and the ring read \
+             until it is gone. The first add is apart: the kernel had never resolved that \
+             backend's MAC, and a DSR backend joins the ring only with it (xlb asks the \
+             kernel to resolve it and waits up to 1 s). The daemon's own time (request to \
+             ring published, from its reply) shows what the command-line process adds.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| Add | Command to ring (ms) | The daemon's part (ms) |\n|---|--:|--:|"
+        );
+        let _ = writeln!(s, "| first, MAC unresolved | {:.1} | – |", b.cold_ms);
+        if !adds.is_empty() {
+            let n = adds.len();
+            let (median_add, median_daemon) = (median(&mut adds), median(&mut daemon));
+            let (max_add, max_daemon) = (
+                adds.last().copied().unwrap_or(f64::NAN),
+                daemon.last().copied().unwrap_or(f64::NAN),
+            );
+            let _ = writeln!(
+                s,
+                "| {n} more, MAC known: median | {median_add:.1} | {median_daemon:.1} |\n\
+                 | {n} more, MAC known: max | {max_add:.1} | {max_daemon:.1} |"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nWhat an add or a remove moves, on the tables `xlb` builds (N equal-weight \
+             backends, the default ring): the share of ring slots whose backend changes, \
+             and of {} synthetic client 5-tuples hashed with `lb_common::flow_hash`, \
+             against the ideal: 1/(N+1) for an add (only the newcomer's share moves), 1/N \
+             for a remove (only the leaver's flows).\n",
+            thousands(flows as f64)
+        );
+        let _ = writeln!(
+            s,
+            "| Backends N | Slots M | Add: slots moved | flows moved | ideal 1/(N+1) | Remove: slots moved | flows moved | ideal 1/N |\n\
+             |--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for m in &b.moved {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} % | {:.3} % | {:.3} % | {:.3} % | {:.3} % | {:.3} % |",
+                thousands(f64::from(m.backends)),
+                thousands(f64::from(m.slots)),
+                m.add_slots * 100.0,
+                m.add_flows * 100.0,
+                100.0 / f64::from(m.backends + 1),
+                m.remove_slots * 100.0,
+                m.remove_flows * 100.0,
+                100.0 / f64::from(m.backends)
             );
         }
         s.push('\n');

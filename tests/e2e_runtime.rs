@@ -1,0 +1,354 @@
+//! Backends at runtime, end to end: real namespaces, real nginx backends,
+//! the real `xlb run`, and `xlb backend add|remove` from the command line.
+//! The file names backends 1..=3; backend 4 is the one an orchestrator
+//! registers at runtime. Needs root; each test has its own topology.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use lb_user::api::{BackendSource, BackendState, Status};
+use xlb_testbed::config::{Backend, Vip, XlbConfig};
+use xlb_testbed::running::{require_root, status, wait_ready, xlb_exe};
+use xlb_testbed::topology::{KeepAlive, Topology, VIP_PORT, Xlb, http_get, status_vip};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+const LONG_LIVED: usize = 50;
+const OPERATIONS: usize = 100;
+
+struct Running {
+    xlb: Xlb,
+    topo: Topology,
+    path: PathBuf,
+}
+
+/// Four nginx backends; the file's VIP web4 has backends 1..=3, weight 1.
+fn start() -> Running {
+    let topo = Topology::dsr(4).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let vip =
+        Vip::new("web4", topo.vip4(), VIP_PORT).backends((1..=3).map(|i| {
+            Backend::new(IpAddr::from(topo.backend_addr4(i))).name(&format!("backend-{i}"))
+        }));
+    let config = XlbConfig::new(&topo.lb_ifname())
+        .control_socket(&topo.control_socket())
+        .state_dir(&topo.state_dir("lb"))
+        .vip(vip);
+    let path = config.write(&topo.config_path()).expect("write config");
+    let xlb = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
+    wait_ready(&xlb);
+    Running { xlb, topo, path }
+}
+
+/// `xlb <args> --socket SOCK`.
+fn xlb_cmd(socket: &Path, args: &[&str]) -> Output {
+    Command::new(xlb_exe())
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("run xlb")
+}
+
+/// Runs `xlb <args>` and insists it succeeded; returns what it printed.
+fn xlb_ok(r: &Running, args: &[&str]) -> String {
+    let out = xlb_cmd(&r.topo.control_socket(), args);
+    assert!(
+        out.status.success(),
+        "xlb {args:?} failed: {}\n--- xlb log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        r.xlb.log_tail(20)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn backend4(r: &Running) -> String {
+    r.topo.backend_addr4(4).to_string()
+}
+
+fn vip(r: &Running) -> SocketAddr {
+    SocketAddr::new(r.topo.vip4().into(), VIP_PORT)
+}
+
+/// New connections until `count`, by the backend that answered.
+fn served(r: &Running, count: usize) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for n in 0..count {
+        let (code, body) = http_get(r.topo.client(), vip(r), "/", TIMEOUT)
+            .unwrap_or_else(|e| panic!("request {n}: {e:#}\n{}", r.xlb.log_tail(20)));
+        assert_eq!(code, 200, "request {n}: {body:?}");
+        *out.entry(body.trim().to_owned()).or_default() += 1;
+    }
+    out
+}
+
+fn runtime_backend<'a>(s: &'a Status, address: &str) -> &'a lb_user::api::BackendStatus {
+    status_vip(s, "web4")
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .backends
+        .iter()
+        .find(|b| b.address == address && b.state != BackendState::Removed)
+        .unwrap_or_else(|| panic!("no backend {address} in {s}"))
+}
+
+#[test]
+fn a_backend_added_with_the_cli_answers_its_share_of_new_connections() {
+    if !require_root("a_backend_added_with_the_cli_answers_its_share_of_new_connections") {
+        return;
+    }
+    let r = start();
+    let addr = backend4(&r);
+    // A client opening new connections all along: the first one backend-4
+    // answers dates the first packet forwarded to it (its SYN).
+    let stop = AtomicBool::new(false);
+    let (client, vip) = (r.topo.client(), vip(&r));
+    let (command, printed, replied, first) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                if let Ok((200, body)) = http_get(client, vip, "/", TIMEOUT)
+                    && body.trim() == "backend-4"
+                {
+                    return Some(sent);
+                }
+            }
+            None
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let command = Instant::now();
+        let printed = xlb_ok(&r, &["backend", "add", "web4", &addr]);
+        let replied = command.elapsed();
+        while !watcher.is_finished() && command.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let first = watcher.join().expect("watcher").unwrap_or_else(|| {
+            panic!(
+                "backend-4 answered no connection within 5 s of `xlb backend add`: {printed}\n{}",
+                r.xlb.log_tail(20)
+            )
+        });
+        (command, printed, replied, first)
+    });
+    let to_first = first.saturating_duration_since(command);
+    println!(
+        "xlb backend add: CLI returned after {:.1} ms; first connection answered by the new \
+         backend was sent {:.1} ms after the command started (reply: {})",
+        replied.as_secs_f64() * 1e3,
+        to_first.as_secs_f64() * 1e3,
+        printed.trim()
+    );
+    assert!(printed.contains("added at runtime"), "{printed}");
+    let s = status(&r.xlb);
+    let b = runtime_backend(&s, &addr);
+    assert_eq!(
+        (b.source, b.state),
+        (BackendSource::Runtime, BackendState::Active)
+    );
+
+    let got = served(&r, 400);
+    let share = 100.0 * *got.get("backend-4").unwrap_or(&0) as f64 / 400.0;
+    assert!(
+        (share - 25.0).abs() <= 10.0,
+        "backend-4 (weight 1 of 4) answered {share:.1}% of 400 new connections: {got:?}"
+    );
+}
+
+#[test]
+fn non_root_and_bad_input_are_refused_with_a_clear_message() {
+    if !require_root("non_root_and_bad_input_are_refused_with_a_clear_message") {
+        return;
+    }
+    let r = start();
+    let socket = r.topo.control_socket();
+    // Open the socket to everyone, as an operator who lets a monitoring
+    // user read the status would: changing backends must still need root.
+    std::fs::set_permissions(r.topo.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let addr = backend4(&r);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(xlb_exe())
+        .args(["backend", "add", "web4", &addr, "--socket"])
+        .arg(&socket)
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uid 65534 could add a backend");
+    assert!(
+        stderr.contains("permission denied: xlb backend add needs root (uid 0); this request came from uid 65534"),
+        "{stderr}"
+    );
+    let status_as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(xlb_exe())
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .expect("run setpriv");
+    assert!(
+        status_as_nobody.status.success(),
+        "status stays open to the socket's users"
+    );
+
+    for (args, want) in [
+        (
+            vec!["backend", "add", "web4", "fd00::4"],
+            "IPv6 backend fd00::4 under IPv4 VIP",
+        ),
+        (
+            vec!["backend", "add", "web4", &addr, "--weight", "20000"],
+            "weight 20000 is out of range 0..=10000",
+        ),
+        (
+            vec!["backend", "add", "web4", &addr, "--port", "8080"],
+            "translating ports needs mode = \"nat\"",
+        ),
+        (
+            vec!["backend", "add", "nope", &addr],
+            "no VIP named \"nope\"",
+        ),
+        (
+            vec!["backend", "add", "web4", "198.18.0.11"],
+            "already has backend 198.18.0.11",
+        ),
+        (
+            vec!["backend", "remove", "web4", "backend-1"],
+            "is in the configuration file",
+        ),
+    ] {
+        let out = xlb_cmd(&socket, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+    }
+    let s = status(&r.xlb);
+    assert_eq!(
+        status_vip(&s, "web4").unwrap().backends.len(),
+        3,
+        "nothing was added"
+    );
+}
+
+#[test]
+fn fifty_long_lived_connections_see_no_error_through_100_adds_and_removes() {
+    if !require_root("fifty_long_lived_connections_see_no_error_through_100_adds_and_removes") {
+        return;
+    }
+    let r = start();
+    let addr = backend4(&r);
+    xlb_ok(&r, &["backend", "add", "web4", &addr]);
+    // Some of the connections land on backend-4: its removals must not
+    // break them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for n in 0..LONG_LIVED {
+        let mut conn = KeepAlive::connect(r.topo.client(), vip(&r), TIMEOUT)
+            .unwrap_or_else(|e| panic!("connection {n}: {e:#}"));
+        let (code, first) = conn
+            .get("/")
+            .unwrap_or_else(|e| panic!("connection {n}: {e:#}"));
+        assert_eq!(code, 200);
+        let stop = stop.clone();
+        clients.push(std::thread::spawn(
+            move || -> Result<(String, usize), String> {
+                let mut requests = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    match conn.get("/") {
+                        Ok((200, body)) if body == first => requests += 1,
+                        Ok((code, body)) => {
+                            return Err(format!("connection {n}: {code} {body:?}, was {first:?}"));
+                        }
+                        Err(e) => return Err(format!("connection {n} after {requests}: {e:#}")),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok((first.trim().to_owned(), requests))
+            },
+        ));
+    }
+    let started = Instant::now();
+    for op in 0..OPERATIONS {
+        if op % 2 == 0 {
+            xlb_ok(&r, &["backend", "remove", "web4", &addr]);
+        } else {
+            xlb_ok(&r, &["backend", "add", "web4", &addr]);
+        }
+    }
+    let took = started.elapsed();
+    // A little longer, so the last change is also lived through.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut on: BTreeMap<String, usize> = BTreeMap::new();
+    let mut requests = 0;
+    for c in clients {
+        let (backend, n) = c.join().expect("client thread").unwrap_or_else(|e| {
+            panic!("a long-lived connection broke: {e}\n{}", r.xlb.log_tail(30))
+        });
+        *on.entry(backend).or_default() += 1;
+        requests += n;
+    }
+    println!(
+        "{OPERATIONS} add/remove operations in {:.0} ms ({:.1} ms each, CLI included); \
+         {LONG_LIVED} connections made {requests} requests without an error; by backend: {on:?}",
+        took.as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e3 / OPERATIONS as f64
+    );
+    assert!(
+        on.contains_key("backend-4"),
+        "no long-lived connection was on backend-4: {on:?}"
+    );
+}
+
+#[test]
+fn reload_and_restart_keep_the_runtime_backend_serving() {
+    if !require_root("reload_and_restart_keep_the_runtime_backend_serving") {
+        return;
+    }
+    let r = start();
+    let addr = backend4(&r);
+    xlb_ok(&r, &["backend", "add", "web4", &addr, "--weight", "2"]);
+    xlb_ok(&r, &["reload"]);
+    let s = status(&r.xlb);
+    let b = runtime_backend(&s, &addr);
+    assert_eq!(
+        (b.source, b.weight),
+        (BackendSource::Runtime, 2),
+        "after reload"
+    );
+
+    let Running { xlb, topo, path } = r;
+    assert!(xlb.stop(Duration::from_secs(5)), "xlb ignored SIGTERM");
+    let xlb = topo.start_xlb(&xlb_exe(), &path).expect("restart xlb");
+    let r = Running { xlb, topo, path };
+    wait_ready(&r.xlb);
+    let s = status(&r.xlb);
+    let b = runtime_backend(&s, &addr);
+    assert_eq!(
+        (b.source, b.state, b.weight),
+        (BackendSource::Runtime, BackendState::Active, 2),
+        "after restart: {s}"
+    );
+    let got = served(&r, 200);
+    assert!(
+        got.get("backend-4").copied().unwrap_or(0) > 0,
+        "backend-4 answered nothing after the restart: {got:?}"
+    );
+    xlb_ok(&r, &["backend", "remove", "web4", &addr]);
+    let got = served(&r, 50);
+    assert_eq!(
+        got.get("backend-4"),
+        None,
+        "removed, yet new connections reach it: {got:?}"
+    );
+}
