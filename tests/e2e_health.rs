@@ -14,7 +14,7 @@ use std::{
 use lb_user::api::{BackendState, BackendStatus, Status};
 use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
 use xlb_testbed::running::{require_root, status, xlb_exe};
-use xlb_testbed::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_get_many, status_vip};
+use xlb_testbed::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_bodies, status_vip};
 
 const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
@@ -144,20 +144,8 @@ fn bodies(r: &Running, v6: bool) -> Vec<String> {
         r.topo.vip4().into()
     };
     let addr = SocketAddr::new(ip, VIP_PORT);
-    http_get_many(r.topo.client(), addr, "/", REQUESTS, HTTP_TIMEOUT)
-        .into_iter()
-        .enumerate()
-        .map(|(n, res)| {
-            let (code, body) = res.unwrap_or_else(|e| {
-                panic!(
-                    "request {n} to {addr} failed: {e:#}\n--- xlb log ---\n{}",
-                    r.xlb.log_tail(30)
-                )
-            });
-            assert_eq!(code, 200, "request {n} to {addr}: {body:?}");
-            body.trim().to_owned()
-        })
-        .collect()
+    http_bodies(r.topo.client(), addr, "/", REQUESTS, HTTP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n--- xlb log ---\n{}", r.xlb.log_tail(30)))
 }
 
 fn packets(status: &Status, vip: &str, name: &str) -> u64 {

@@ -160,12 +160,7 @@ fn dsr(event: Event, test: &str) {
     assert_eq!(dataplane(&xlb).start, "created");
     let (xlb, report, rsts) = through(&topo, xlb, &config, event);
     assert_nothing_lost(&format!("DSR, {event:?}"), &report, &rsts, &xlb);
-    let moved = report
-        .connections
-        .iter()
-        .filter(|c| c.served_by.len() > 1)
-        .count();
-    assert_eq!(moved, 0, "connections kept their backend");
+    assert_eq!(report.moved().len(), 0, "connections kept their backend");
 }
 
 fn nat(event: Event, test: &str) {

@@ -72,6 +72,14 @@ impl Report {
             .count()
     }
 
+    /// Long-lived connections that were answered by more than one backend.
+    pub fn moved(&self) -> Vec<&Connection> {
+        self.connections
+            .iter()
+            .filter(|c| c.served_by.len() > 1)
+            .collect()
+    }
+
     /// New connections that failed.
     pub fn failed_attempts(&self) -> Vec<&Attempt> {
         self.attempts.iter().filter(|a| a.result.is_err()).collect()
@@ -91,11 +99,7 @@ impl Report {
     /// One line for logs and failure messages.
     pub fn summary(&self) -> String {
         let requests: usize = self.connections.iter().map(|c| c.requests).sum();
-        let moved = self
-            .connections
-            .iter()
-            .filter(|c| c.served_by.len() > 1)
-            .count();
+        let moved = self.moved().len();
         format!(
             "{}/{} long-lived connections survived ({requests} requests, {moved} changed backend, \
              longest pause {:.0} ms); {} of {} new connections failed; over {:.1} s",

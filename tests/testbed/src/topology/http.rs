@@ -52,6 +52,27 @@ pub fn http_get_many(
     })
 }
 
+/// [`http_get_many`] where every request must succeed with 200: the
+/// answers' bodies (trimmed: each backend answers its name), or the first
+/// request that failed.
+pub fn http_bodies(
+    ns: &NetNs,
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    http_get_many(ns, addr, path, count, timeout)
+        .into_iter()
+        .enumerate()
+        .map(|(n, res)| {
+            let (code, body) = res.map_err(|e| e.context(format!("request {n} to {addr}")))?;
+            anyhow::ensure!(code == 200, "request {n} to {addr}: {code} {body:?}");
+            Ok(body.trim().to_owned())
+        })
+        .collect()
+}
+
 /// One `GET path` from the calling thread's namespace.
 pub(crate) fn get_once(
     addr: SocketAddr,

@@ -29,7 +29,9 @@ pub use dsr::{Serve, Topology};
 pub use ecmp::EcmpTopology;
 pub use hosts::Hosts;
 pub(crate) use http::get_once;
-pub use http::{KeepAlive, MAX_CONSECUTIVE_FAILURES, http_get, http_get_many, tcp_probe};
+pub use http::{
+    KeepAlive, MAX_CONSECUTIVE_FAILURES, http_bodies, http_get, http_get_many, tcp_probe,
+};
 pub use nat::{BACKEND_PORT, NatLayout, NatTopology};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
