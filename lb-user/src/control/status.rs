@@ -123,7 +123,7 @@ impl<M: MapStore> Controller<M> {
             packets: c.packets,
             bytes: c.bytes,
             usable_backends: vip.usable_backends(),
-            serving_tiers: vip.serving_tiers(),
+            serving_tiers: vip.serving_tiers(cutoff),
             announce: None,
             on_down: s.on_down.as_str().to_string(),
             backends,

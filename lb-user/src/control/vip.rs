@@ -189,8 +189,8 @@ impl Vip {
 
     /// Whether applying `cfg` would change nothing: the model is at `cfg`
     /// and synced, and no runtime drain or weight (which an apply resets)
-    /// is set on a backend of the file. A reload skips such a VIP, so that its cost follows what
-    /// changed rather than how many VIPs there are.
+    /// is set on a backend of the file. A reload skips such a VIP, so that
+    /// its cost follows what changed rather than how many VIPs there are.
     pub(super) fn unchanged_by(&self, cfg: &VipConfig) -> bool {
         self.applied.as_ref() == Some(cfg)
             && self.synced
@@ -239,12 +239,10 @@ impl Vip {
         )
     }
 
-    /// The tiers that have backends and take new flows, lowest first.
-    pub(super) fn serving_tiers(&self) -> Vec<u8> {
-        tiers::serving_tiers(
-            self.backends.iter().map(|b| b.config.tier),
-            self.serving_cutoff(),
-        )
+    /// The tiers that have backends and take new flows (at or below
+    /// `cutoff`, [`Vip::serving_cutoff`]), lowest first.
+    pub(super) fn serving_tiers(&self, cutoff: Option<u8>) -> Vec<u8> {
+        tiers::serving_tiers(self.backends.iter().map(|b| b.config.tier), cutoff)
     }
 
     /// The backends the ring is built from: usable, in a serving tier.

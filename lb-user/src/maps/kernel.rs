@@ -11,7 +11,7 @@ use aya::{
 use lb_common::{
     BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_VIPS,
     RING_FIRST_SLOT, RingElement, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot, bytes_to_words,
-    ct, drop, global, map_names as names, ring_word, vip_filter_slot,
+    ct, drop, global, map_names as names, ring_elements, vip_filter_slot,
 };
 
 use super::{MapStore, rings::Staged};
@@ -306,16 +306,16 @@ impl MapStore for Maps {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading the ring of VIP {index}")),
         };
-        let word = |w: u32| -> Result<u32> {
-            let (element, at) = ring_word(w);
-            let e: RingElement = ring.get(&element, 0)?;
-            Ok(e[at])
-        };
-        let size = word(0).context("reading a ring's size")?;
-        (0..size)
-            .map(|i| word(RING_FIRST_SLOT + i).context("reading a ring slot"))
-            .collect::<Result<Vec<u32>>>()
-            .map(Some)
+        let first: RingElement = ring.get(&0, 0).context("reading a ring's size")?;
+        let size = first[0];
+        // Every element once, its words in order (word 0: the size).
+        let mut words = first.to_vec();
+        for e in 1..ring_elements(size) {
+            let element: RingElement = ring.get(&e, 0).context("reading a ring slot")?;
+            words.extend(element);
+        }
+        let first_slot = RING_FIRST_SLOT as usize;
+        Ok(Some(words[first_slot..first_slot + size as usize].to_vec()))
     }
 
     fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<()> {

@@ -1,13 +1,14 @@
 //! The control plane at scale: the real `xlb run` in a private namespace.
 //!
 //! - VIPs: 10,000 DSR VIPs (one address each) × 3 backends (static
-//!   neighbour entries), the default ring. Measured from the spawn: when
+//!   neighbour entries), with the default ring and again (a quick run)
+//!   with rings of `SMALL_RING` slots. Measured from the spawn: when
 //!   the first and the last VIP serve (the program is attached, and the
 //!   VIP is in the pinned `VIPS`, which the controller writes only once its
 //!   ring is in; every ring is then read back from the pinned `RINGS` and
 //!   checked full, naming only the VIP's backends), how fast `xlb status`
-//!   answers meanwhile (one request after another, 10 ms apart), the
-//!   daemon's CPU once idle (from /proc/PID/stat), its RSS, the BPF memory
+//!   answers meanwhile (one request after another, 10 ms apart) and once
+//!   every VIP serves (and how large its reply is), the daemon's CPU once idle (from /proc/PID/stat), its RSS, the BPF memory
 //!   of the rings (`memlock` of each, from fdinfo), and how long a reload
 //!   that changes one backend of one VIP takes (request to reply; the new
 //!   ring is checked in the pinned map).
@@ -405,8 +406,8 @@ fn measure_vips(
         std::thread::sleep(Duration::from_millis(50));
     };
     let first = first.unwrap_or(all);
-    // Every VIP's ring: the default size, slots spread over it all naming
-    // its three backends.
+    // Every VIP's ring: `ring` slots, spread over it all naming its three
+    // backends.
     let vipsmap = vipsmap.expect("read above");
     let rings = pinned_rings(state)?;
     let backends = pinned_backends(state)?;
@@ -452,15 +453,16 @@ fn measure_vips(
     // Status at rest: what building, sending and reading the whole status
     // costs when the controller is not busy.
     let mut rest = Vec::new();
-    let mut status_bytes = 0;
+    let mut reply = None;
     for _ in 0..20 {
         let at = Instant::now();
-        let reply = lb_user::ctl::call(socket, &Request::Status)?;
+        let r = lb_user::ctl::call(socket, &Request::Status)?;
         rest.push(at.elapsed().as_secs_f64() * 1e3);
-        ensure!(matches!(reply, Reply::Status(_)), "status: {reply:?}");
-        status_bytes = serde_json::to_vec(&reply)?.len();
+        ensure!(matches!(r, Reply::Status(_)), "status: {r:?}");
+        reply = Some(r);
     }
     rest.sort_by(f64::total_cmp);
+    let status_bytes = serde_json::to_vec(&reply)?.len();
     // One backend of one VIP changes.
     let changed = VIPS / 2;
     rewrite(changed)?;
