@@ -298,7 +298,7 @@ impl Report {
              under test has a {}-slot Maglev ring over all backends, the other VIPs are \
              only in the VIP maps (`VIPS`, `VIP_SLOTS`, `VIP_FILTER`, `VIP_ADDRS`): the \
              program reads only the ring of the VIP a packet hits, and 10,000 rings of \
-             this size take about 2.6 GB of kernel memory (see the scale section). The \
+             this size take about 2.5 GiB of kernel memory (see the scale section). The \
              same frame is sent every run, so caches are warm: this is the program's cost, \
              not the cost of a cache miss. A conntrack hit is every run after the first; \
              for a miss every run, the backends are flagged `on_down = \"reschedule\"` so \
