@@ -1,8 +1,9 @@
 //! The agent client: asks each backend of a VIP with `source = "agent"`
 //! for its weight on its own schedule, one tokio task per (VIP, backend),
-//! as the health scheduler runs checks (random start within the
-//! interval, then a fixed grid, missed ticks skipped). Answers go to the
-//! daemon over a channel; the daemon hands them to the controller.
+//! on the health checks' task set and tick grid ([`crate::health::tasks`]:
+//! random start within the interval, then a fixed grid, missed ticks
+//! skipped). Answers go to the daemon over a channel; the daemon hands
+//! them to the controller.
 //!
 //! One question is a TCP connection to the agent's port, bounded by the
 //! timeout as a whole. Without `path` the agent speaks first, as HAProxy's
@@ -17,18 +18,15 @@ use std::{
 };
 
 use lb_common::VipKey;
-use tokio::{
-    io::AsyncReadExt as _,
-    net::TcpStream,
-    sync::mpsc,
-    task::JoinHandle,
-    time::{Instant, MissedTickBehavior},
-};
+use tokio::{io::AsyncReadExt as _, net::TcpStream, sync::mpsc, time::Instant};
 
 use super::reply::{self, MAX_REPLY, Reply, ReplyError};
 use crate::{
     config::{AgentConfig, Config, FeedbackSource},
-    health::http,
+    health::{
+        http,
+        tasks::{self, BackendTasks, Target},
+    },
 };
 
 /// Room for this many answers not yet taken by the daemon.
@@ -57,17 +55,10 @@ pub struct AgentResult {
     pub answer: Answer,
 }
 
-struct Task {
-    agent: AgentConfig,
-    id: u64,
-    handle: JoinHandle<()>,
-}
-
 /// The running agent questions.
 pub struct Agents {
-    tasks: HashMap<(VipKey, IpAddr), Task>,
+    tasks: BackendTasks<AgentConfig>,
     tx: mpsc::Sender<AgentResult>,
-    next_id: u64,
 }
 
 impl Agents {
@@ -75,9 +66,8 @@ impl Agents {
     pub fn new() -> (Agents, mpsc::Receiver<AgentResult>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let a = Agents {
-            tasks: HashMap::new(),
+            tasks: BackendTasks::new(),
             tx,
-            next_id: 0,
         };
         (a, rx)
     }
@@ -85,7 +75,7 @@ impl Agents {
     /// Makes the running questions those of `config`: unchanged ones go
     /// on, changed ones restart, gone ones stop.
     pub fn reconcile(&mut self, config: &Config) {
-        let mut wanted: HashMap<(VipKey, IpAddr), &AgentConfig> = HashMap::new();
+        let mut wanted: HashMap<Target, &AgentConfig> = HashMap::new();
         for vip in &config.vips {
             let Some(FeedbackSource::Agent(agent)) = vip.feedback.as_ref().map(|f| &f.source)
             else {
@@ -95,36 +85,16 @@ impl Agents {
                 wanted.insert((vip.key(), b.address), agent);
             }
         }
-        self.tasks.retain(|k, task| {
-            let keep = wanted.get(k).is_some_and(|a| **a == task.agent);
-            if !keep {
-                task.handle.abort();
-            }
-            keep
+        let tx = &self.tx;
+        self.tasks.reconcile(wanted, |agent, (vip, addr), id| {
+            tokio::spawn(run_task(agent.clone(), vip, addr, id, tx.clone()))
         });
-        for (key, agent) in wanted {
-            if self.tasks.contains_key(&key) {
-                continue;
-            }
-            self.next_id += 1;
-            let id = self.next_id;
-            let handle = tokio::spawn(run_task(agent.clone(), key.0, key.1, id, self.tx.clone()));
-            self.tasks.insert(
-                key,
-                Task {
-                    agent: agent.clone(),
-                    id,
-                    handle,
-                },
-            );
-        }
     }
 
     /// Whether `result` comes from the task currently asking its backend.
     pub fn is_current(&self, result: &AgentResult) -> bool {
         self.tasks
-            .get(&(result.vip, result.addr))
-            .is_some_and(|t| t.id == result.task)
+            .is_current((result.vip, result.addr), result.task)
     }
 
     pub fn len(&self) -> usize {
@@ -136,14 +106,6 @@ impl Agents {
     }
 }
 
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for t in self.tasks.values() {
-            t.handle.abort();
-        }
-    }
-}
-
 async fn run_task(
     agent: AgentConfig,
     vip: VipKey,
@@ -151,12 +113,7 @@ async fn run_task(
     task: u64,
     tx: mpsc::Sender<AgentResult>,
 ) {
-    let ms = u64::try_from(agent.interval.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let first = Instant::now() + std::time::Duration::from_millis(rand::random_range(0..ms));
-    let mut ticks = tokio::time::interval_at(first, agent.interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut ticks = tasks::grid(agent.interval);
     loop {
         ticks.tick().await;
         let answer = ask(&agent, addr).await;
@@ -237,7 +194,7 @@ async fn read_line(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::{io::AsyncWriteExt as _, task::JoinHandle};
 
     use super::*;
 

@@ -11,6 +11,7 @@ pub mod http;
 pub mod hysteresis;
 pub mod icmp;
 pub mod scheduler;
+pub mod tasks;
 
 use std::time::{Duration, Instant};
 

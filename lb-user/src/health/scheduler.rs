@@ -1,23 +1,18 @@
 //! Runs every backend's check on its own schedule: one lightweight tokio
 //! task per (VIP, backend), not a thread, so a thousand checks a second fit
-//! on one core. Results go to the daemon over a channel.
-//!
-//! Each task first waits a random part of its interval, so checks started
-//! together (at start-up, after a reload) do not all fire at once, and then
-//! ticks on a fixed grid (`interval_at`): a slow check does not push the
-//! later ones back, and ticks missed while the process was stalled are
-//! skipped, not fired in a burst.
+//! on one core (the task set and its tick grid: [`super::tasks`]). Results
+//! go to the daemon over a channel.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use lb_common::VipKey;
-use tokio::{
-    sync::mpsc,
-    task::JoinHandle,
-    time::{Instant, MissedTickBehavior},
-};
+use tokio::sync::mpsc;
 
-use super::{Outcome, checks, icmp::Pinger};
+use super::{
+    Outcome, checks,
+    icmp::Pinger,
+    tasks::{self, BackendTasks, Target},
+};
 use crate::config::{CheckConfig, Config};
 
 /// Room for this many results not yet taken by the daemon; a full channel
@@ -35,17 +30,10 @@ pub struct CheckResult {
     pub outcome: Outcome,
 }
 
-struct Task {
-    check: CheckConfig,
-    id: u64,
-    handle: JoinHandle<()>,
-}
-
 /// The running checks.
 pub struct Scheduler {
-    tasks: HashMap<(VipKey, IpAddr), Task>,
+    tasks: BackendTasks<CheckConfig>,
     tx: mpsc::Sender<CheckResult>,
-    next_id: u64,
     pinger: Arc<Pinger>,
 }
 
@@ -54,9 +42,8 @@ impl Scheduler {
     pub fn new() -> (Scheduler, mpsc::Receiver<CheckResult>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let s = Scheduler {
-            tasks: HashMap::new(),
+            tasks: BackendTasks::new(),
             tx,
-            next_id: 0,
             pinger: Arc::new(Pinger::default()),
         };
         (s, rx)
@@ -71,7 +58,7 @@ impl Scheduler {
     /// [`Scheduler::reconcile`], plus the checks of backends the file does
     /// not name (those added with `xlb backend add`): VIP, address, check.
     pub fn reconcile_with(&mut self, config: &Config, extra: &[(VipKey, IpAddr, CheckConfig)]) {
-        let mut wanted: HashMap<(VipKey, IpAddr), &CheckConfig> = HashMap::new();
+        let mut wanted: HashMap<Target, &CheckConfig> = HashMap::new();
         for vip in &config.vips {
             let key = vip.key();
             for b in &vip.backends {
@@ -83,43 +70,23 @@ impl Scheduler {
         for (vip, address, check) in extra {
             wanted.entry((*vip, *address)).or_insert(check);
         }
-        self.tasks.retain(|k, task| {
-            let keep = wanted.get(k).is_some_and(|c| **c == task.check);
-            if !keep {
-                task.handle.abort();
-            }
-            keep
-        });
-        for (key, check) in wanted {
-            if self.tasks.contains_key(&key) {
-                continue;
-            }
-            self.next_id += 1;
-            let id = self.next_id;
-            let handle = tokio::spawn(run_task(
+        let (tx, pinger) = (&self.tx, &self.pinger);
+        self.tasks.reconcile(wanted, |check, (vip, addr), id| {
+            tokio::spawn(run_task(
                 check.clone(),
-                key.0,
-                key.1,
+                vip,
+                addr,
                 id,
-                self.tx.clone(),
-                Arc::clone(&self.pinger),
-            ));
-            self.tasks.insert(
-                key,
-                Task {
-                    check: check.clone(),
-                    id,
-                    handle,
-                },
-            );
-        }
+                tx.clone(),
+                Arc::clone(pinger),
+            ))
+        });
     }
 
     /// Whether `result` comes from the task currently checking its backend.
     pub fn is_current(&self, result: &CheckResult) -> bool {
         self.tasks
-            .get(&(result.vip, result.addr))
-            .is_some_and(|t| t.id == result.task)
+            .is_current((result.vip, result.addr), result.task)
     }
 
     /// Number of running checks.
@@ -132,22 +99,6 @@ impl Scheduler {
     }
 }
 
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        for t in self.tasks.values() {
-            t.handle.abort();
-        }
-    }
-}
-
-/// A random start offset in `[0, interval)`.
-fn start_offset(interval: Duration) -> Duration {
-    let ms = u64::try_from(interval.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    Duration::from_millis(rand::random_range(0..ms))
-}
-
 async fn run_task(
     check: CheckConfig,
     vip: VipKey,
@@ -156,9 +107,7 @@ async fn run_task(
     tx: mpsc::Sender<CheckResult>,
     pinger: Arc<Pinger>,
 ) {
-    let first = Instant::now() + start_offset(check.interval);
-    let mut ticks = tokio::time::interval_at(first, check.interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut ticks = tasks::grid(check.interval);
     loop {
         ticks.tick().await;
         let outcome = checks::run(&check, addr, &pinger).await;
@@ -176,6 +125,10 @@ async fn run_task(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
     use super::*;
 
     fn config(text_health: &str) -> Config {
@@ -188,15 +141,6 @@ mod tests {
             "t.toml",
         )
         .unwrap()
-    }
-
-    #[test]
-    fn offsets_stay_inside_the_interval() {
-        let i = Duration::from_millis(1000);
-        for _ in 0..1000 {
-            assert!(start_offset(i) < i);
-        }
-        assert_eq!(start_offset(Duration::ZERO), Duration::ZERO);
     }
 
     /// Checks of a closed loopback port fail, on schedule; a reload with the
