@@ -20,7 +20,6 @@ const INTERVAL_MS: RangeInclusive<i64> = 100..=3_600_000;
 const TIMEOUT_MS: RangeInclusive<i64> = 10..=3_600_000;
 const TARGET_MS: RangeInclusive<i64> = 1..=60_000;
 const PERIOD_MS: RangeInclusive<i64> = 100..=86_400_000;
-const MAX_PATH_LEN: usize = 1024;
 
 /// Where a VIP's backends' feedback comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,27 +156,7 @@ impl Validator<'_> {
                     }
                     Some(_) => self.int_in(&r.port, &format!("{p}.port"), 1..=65_535, 0u16),
                 };
-                let path = r.path.as_ref().and_then(|s| {
-                    let value = s.get_ref();
-                    let why = if !value.starts_with('/') {
-                        Some(format!("{value:?} must start with '/'"))
-                    } else if value.len() > MAX_PATH_LEN {
-                        Some(format!("longer than {MAX_PATH_LEN} bytes"))
-                    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                        Some(format!(
-                            "{value:?} contains whitespace or control characters"
-                        ))
-                    } else {
-                        None
-                    };
-                    match why {
-                        Some(why) => {
-                            self.error(s.span(), format!("{p}.path"), why);
-                            None
-                        }
-                        None => Some(value.clone()),
-                    }
-                });
+                let path = self.http_path(r.path.as_ref(), format!("{p}.path"));
                 let interval_ms = self.int_in(
                     &r.interval_ms,
                     &format!("{p}.interval_ms"),

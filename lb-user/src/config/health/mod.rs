@@ -307,6 +307,50 @@ impl Validator<'_> {
         }
     }
 
+    /// An HTTP request path (a health check's, a feedback agent's): see
+    /// [`Validator::http_text`].
+    pub(super) fn http_path(
+        &mut self,
+        s: Option<&Spanned<String>>,
+        field: String,
+    ) -> Option<String> {
+        self.http_text(s, field, MAX_PATH_LEN, true)
+    }
+
+    /// A text that goes into an HTTP request line or header: not empty, at
+    /// most `max` bytes, no whitespace or control characters, and a `path`
+    /// starts with '/'. `None` if absent or refused (with the error).
+    fn http_text(
+        &mut self,
+        s: Option<&Spanned<String>>,
+        field: String,
+        max: usize,
+        path: bool,
+    ) -> Option<String> {
+        let s = s?;
+        let value = s.get_ref();
+        let why = if value.is_empty() {
+            Some("must not be empty".to_owned())
+        } else if value.len() > max {
+            Some(format!("longer than {max} bytes"))
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some(format!(
+                "{value:?} contains whitespace or control characters"
+            ))
+        } else if path && !value.starts_with('/') {
+            Some(format!("{value:?} must start with '/'"))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                self.error(s.span(), field, why);
+                None
+            }
+            None => Some(value.clone()),
+        }
+    }
+
     /// Range and syntax checks of one table's own fields.
     fn health_section(&mut self, raw: &RawHealth, at: &Place<'_>) -> Section {
         let p = at.path;
@@ -320,32 +364,8 @@ impl Validator<'_> {
                  or use type = \"tcp\"",
             );
         }
-        let text_field = |v: &mut Self, s: &Option<Spanned<String>>, name: &str, max: usize| {
-            let s = s.as_ref()?;
-            let value = s.get_ref();
-            let why = if value.is_empty() {
-                Some("must not be empty".to_owned())
-            } else if value.len() > max {
-                Some(format!("longer than {max} bytes"))
-            } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                Some(format!(
-                    "{value:?} contains whitespace or control characters"
-                ))
-            } else if name == "path" && !value.starts_with('/') {
-                Some(format!("{value:?} must start with '/'"))
-            } else {
-                None
-            };
-            match why {
-                Some(why) => {
-                    v.error(s.span(), format!("{p}.{name}"), why);
-                    None
-                }
-                None => Some(value.clone()),
-            }
-        };
-        let path = text_field(self, &raw.path, "path", MAX_PATH_LEN);
-        let host = text_field(self, &raw.host, "host", MAX_HOST_LEN);
+        let path = self.http_path(raw.path.as_ref(), format!("{p}.path"));
+        let host = self.http_text(raw.host.as_ref(), format!("{p}.host"), MAX_HOST_LEN, false);
         let expect_body = match &raw.expect_body {
             Some(b) if b.get_ref().is_empty() => {
                 self.error(b.span(), format!("{p}.expect_body"), "must not be empty");
