@@ -50,6 +50,7 @@ mod server;
 mod standby;
 mod status;
 mod sync;
+mod targets;
 mod tiers;
 mod trace;
 mod vip;

@@ -26,8 +26,7 @@ use super::{Controller, Neighbours, backend::Backend, retire, vip::Vip};
 use crate::{
     api::BackendSpec,
     config::{
-        BackendConfig, CheckConfig, MAX_WEIGHT, Mode, VipConfig, check_backend_address,
-        check_backend_port,
+        BackendConfig, MAX_WEIGHT, Mode, VipConfig, check_backend_address, check_backend_port,
     },
     maps::MapStore,
 };
@@ -94,11 +93,14 @@ impl<M: MapStore> Controller<M> {
         let name = runtime_name(v, address, port).ok_or_else(|| {
             anyhow!("VIP {vip}: the names {address} and {address}:{port} are taken")
         })?;
+        // The VIP's check (on the backend's port) and feedback, as a
+        // backend of the file gets them.
         let check = v
             .applied
             .as_ref()
             .and_then(|c| c.health.as_ref())
             .map(|h| h.for_port(port));
+        let feedback = v.applied.as_ref().and_then(|c| c.feedback.clone());
         let config = BackendConfig {
             name: name.clone(),
             address,
@@ -145,6 +147,7 @@ impl<M: MapStore> Controller<M> {
             }
         };
         backend.runtime = true;
+        backend.follow_feedback(feedback.as_ref());
         // Not checked yet: out of the ring until its check passes `rise`
         // times, as a backend new in the file.
         backend.health = config
@@ -226,20 +229,6 @@ impl<M: MapStore> Controller<M> {
         ))
     }
 
-    /// The health checks of the backends added at runtime (the file's are
-    /// in the file): VIP, address, check.
-    pub fn runtime_checks(&self) -> Vec<(VipKey, IpAddr, CheckConfig)> {
-        self.vips
-            .values()
-            .flat_map(|v| {
-                v.backends
-                    .iter()
-                    .filter(|b| b.runtime)
-                    .filter_map(|b| Some((v.key, b.config.address, b.config.check.clone()?)))
-            })
-            .collect()
-    }
-
     /// Whether backend `address` of VIP `vip` is in the ring now.
     pub fn in_ring(&self, vip: &VipKey, address: IpAddr) -> bool {
         self.vips.get(vip).is_some_and(|v| {
@@ -310,6 +299,7 @@ pub(super) fn keep(vip: &mut Vip, cfg: &VipConfig, mut b: Backend) {
     let name = runtime_name(vip, address, port).unwrap_or_else(|| format!("{address}:{port}"));
     let check = cfg.health.as_ref().map(|h| h.for_port(port));
     b.keep_runtime(name, check);
+    b.follow_feedback(cfg.feedback.as_ref());
     vip.backends.push(b);
 }
 

@@ -7,12 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Controller, KernelNeighbours, lock};
+use super::{Controller, KernelNeighbours, lock, probes::Probes};
 use crate::{
     api::{BackendSpec, Reply},
-    config::Config,
     control::Neighbours as _,
-    health::Scheduler,
 };
 
 /// How long an add waits for the kernel to resolve a new DSR backend's MAC
@@ -42,15 +40,14 @@ pub(super) fn refuse_unless_root(uid: Option<u32>, what: &str) -> Option<Reply> 
     }
 }
 
-/// Adds `spec` to VIP `vip`, starts its health check, and, for a DSR
+/// Adds `spec` to VIP `vip`, starts its health check and agent, and, for a DSR
 /// backend whose MAC is not known yet, waits up to [`RESOLVE_WAIT`] for it.
 pub(super) async fn add(
     vip: &str,
     spec: &BackendSpec,
     controller: &Mutex<Controller>,
     neighbours: &mut KernelNeighbours,
-    checks: &mut Scheduler,
-    running: &Config,
+    probes: &mut Probes,
 ) -> Reply {
     let started = Instant::now();
     let added = lock(controller).add_backend(vip, spec, neighbours);
@@ -64,7 +61,7 @@ pub(super) async fn add(
             };
         }
     };
-    checks.reconcile_with(running, &lock(controller).runtime_checks());
+    probes.reconcile(controller);
     let mut message = added.message;
     if !added.in_ring && lock(controller).waits_for_mac(&added.vip, added.address) {
         let deadline = started + RESOLVE_WAIT;
@@ -103,18 +100,18 @@ pub(super) async fn add(
     Reply::Ok { message }
 }
 
-/// Removes runtime backend `backend` of VIP `vip` and stops its check.
+/// Removes runtime backend `backend` of VIP `vip` and stops its check and
+/// agent.
 pub(super) fn remove(
     vip: &str,
     backend: &str,
     controller: &Mutex<Controller>,
-    checks: &mut Scheduler,
-    running: &Config,
+    probes: &mut Probes,
 ) -> Reply {
     let removed = lock(controller).remove_backend(vip, backend);
     match removed {
         Ok(message) => {
-            checks.reconcile_with(running, &lock(controller).runtime_checks());
+            probes.reconcile(controller);
             Reply::Ok { message }
         }
         Err(e) => Reply::Error {

@@ -26,6 +26,7 @@ mod backends;
 mod delivery;
 mod down;
 mod metrics;
+mod probes;
 mod reload;
 mod start;
 
@@ -38,8 +39,6 @@ use crate::{
     config::Config,
     control::{self, Adopted, Neighbours},
     ctl,
-    feedback::Agents,
-    health::Scheduler,
     maps::Maps,
     netlink, sync,
     vrrp::{self, Stop},
@@ -108,6 +107,7 @@ enum Command {
 }
 
 use crate::clock::monotonic_ns;
+use probes::Probes;
 
 /// What a trace's reader needs besides the controller's answer, fixed at
 /// start: where the records are pinned, the interfaces by index.
@@ -251,16 +251,15 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         *lock_announcing(&announcing) = Some(Announcer::start(KernelAddresses, a)?);
     }
 
-    let (mut checks, mut results) = Scheduler::new();
-    // Backends added at runtime before a restart are checked too.
-    checks.reconcile_with(&config, &lock(&controller).runtime_checks());
-    if !checks.is_empty() {
-        tracing::info!(checks = checks.len(), "health checks started");
+    let (mut probes, mut results, mut answers) = Probes::new();
+    // From the controller: backends added at runtime before a restart are
+    // checked and asked too.
+    probes.reconcile(&controller);
+    if !probes.checks.is_empty() {
+        tracing::info!(checks = probes.checks.len(), "health checks started");
     }
-    let (mut agents, mut answers) = Agents::new();
-    agents.reconcile(&config);
-    if !agents.is_empty() {
-        tracing::info!(agents = agents.len(), "feedback agents asked");
+    if !probes.agents.is_empty() {
+        tracing::info!(agents = probes.agents.len(), "feedback agents asked");
     }
 
     if let Some(sc) = &config.sync {
@@ -344,8 +343,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
-                let _ = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
-                agents.reconcile(&running);
+                let _ = reload::reload(config_path, &mut running, &mut probes, &controller, &mut neighbours);
                 reannounce(&announcing, &running);
                 resync(&syncing, &running, state.path(), &controller);
                 metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
@@ -353,8 +351,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
             Some((command, reply)) = command_rx.recv() => match command {
                 Command::Reload => {
                     tracing::info!("reload requested on the control socket");
-                    let answer = reload::reload(config_path, &mut running, &mut checks, &controller, &mut neighbours);
-                    agents.reconcile(&running);
+                    let answer = reload::reload(config_path, &mut running, &mut probes, &controller, &mut neighbours);
                     reannounce(&announcing, &running);
                     resync(&syncing, &running, state.path(), &controller);
                     metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
@@ -366,11 +363,11 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     break;
                 }
                 Command::BackendAdd { vip, backend } => {
-                    let answer = backends::add(&vip, &backend, &controller, &mut neighbours, &mut checks, &running).await;
+                    let answer = backends::add(&vip, &backend, &controller, &mut neighbours, &mut probes).await;
                     let _ = reply.send(answer);
                 }
                 Command::BackendRemove { vip, backend } => {
-                    let answer = backends::remove(&vip, &backend, &controller, &mut checks, &running);
+                    let answer = backends::remove(&vip, &backend, &controller, &mut probes);
                     let _ = reply.send(answer);
                 }
             },
@@ -385,7 +382,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 }
                 let current = batch
                     .into_iter()
-                    .filter(|r| checks.is_current(r))
+                    .filter(|r| probes.checks.is_current(r))
                     .map(|r| (r.vip, r.addr, r.outcome));
                 if let Err(e) = lock(&controller).record_checks(current) {
                     tracing::warn!(error = format!("{e:#}"), "applying health-check results failed");
@@ -398,7 +395,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 {
                     batch.push(r);
                 }
-                let current = batch.into_iter().filter(|r| agents.is_current(r));
+                let current = batch.into_iter().filter(|r| probes.agents.is_current(r));
                 if let Err(e) = lock(&controller).record_feedback(current) {
                     tracing::warn!(error = format!("{e:#}"), "applying feedback failed");
                 }

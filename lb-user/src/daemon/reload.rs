@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{Controller, KernelNeighbours, lock};
-use crate::{api::Reply, config::Config, control::ApplyError, health::Scheduler};
+use super::{Controller, KernelNeighbours, lock, probes::Probes};
+use crate::{api::Reply, config::Config, control::ApplyError};
 
 /// Applies a changed config file and says how it went. A file that does
 /// not parse, that changes what only a restart can change, or that needs
@@ -16,7 +16,7 @@ use crate::{api::Reply, config::Config, control::ApplyError, health::Scheduler};
 pub(super) fn reload(
     path: &Path,
     running: &mut Config,
-    checks: &mut Scheduler,
+    probes: &mut Probes,
     controller: &Mutex<Controller>,
     neighbours: &mut KernelNeighbours,
 ) -> Reply {
@@ -70,7 +70,7 @@ pub(super) fn reload(
                 error = format!("{e:#}"),
                 "reload: writing the maps failed part-way; retrying every second"
             );
-            checks.reconcile_with(&new, &lock(controller).runtime_checks());
+            probes.reconcile(controller);
             *running = new;
             return Reply::Error {
                 message: format!(
@@ -81,7 +81,7 @@ pub(super) fn reload(
         }
         Ok(()) => {}
     }
-    checks.reconcile_with(&new, &lock(controller).runtime_checks());
+    probes.reconcile(controller);
     *running = new;
     tracing::info!(
         vips = running.vips.len(),
@@ -99,7 +99,7 @@ pub(super) fn reload(
             "reloaded {}: {} VIPs, {} health checks{reset}",
             path.display(),
             running.vips.len(),
-            checks.len()
+            probes.checks.len()
         ),
     }
 }

@@ -72,19 +72,29 @@ impl Agents {
         (a, rx)
     }
 
-    /// Makes the running questions those of `config`: unchanged ones go
-    /// on, changed ones restart, gone ones stop.
+    /// Makes the running questions those of `config`'s backends (the
+    /// daemon asks the controller instead, which also has the backends
+    /// added at runtime: [`Agents::reconcile_targets`]).
     pub fn reconcile(&mut self, config: &Config) {
-        let mut wanted: HashMap<Target, &AgentConfig> = HashMap::new();
+        let mut targets = Vec::new();
         for vip in &config.vips {
             let Some(FeedbackSource::Agent(agent)) = vip.feedback.as_ref().map(|f| &f.source)
             else {
                 continue;
             };
             for b in &vip.backends {
-                wanted.insert((vip.key(), b.address), agent);
+                targets.push((vip.key(), b.address, agent.clone()));
             }
         }
+        self.reconcile_targets(&targets);
+    }
+
+    /// Makes the running questions those of `targets` (VIP, backend
+    /// address, agent): unchanged ones go on, changed ones restart, gone
+    /// ones stop.
+    pub fn reconcile_targets(&mut self, targets: &[(VipKey, IpAddr, AgentConfig)]) {
+        let wanted: HashMap<Target, &AgentConfig> =
+            targets.iter().map(|(v, a, c)| ((*v, *a), c)).collect();
         let tx = &self.tx;
         self.tasks.reconcile(wanted, |agent, (vip, addr), id| {
             tokio::spawn(run_task(agent.clone(), vip, addr, id, tx.clone()))

@@ -25,7 +25,7 @@ pub use damper::{Damper, Settings};
 
 use crate::{
     api::FeedbackStatus,
-    config::{FeedbackConfig, FeedbackSource},
+    config::{AgentConfig, FeedbackConfig, FeedbackSource},
 };
 
 /// The weight of the newest response time in the smoothed one.
@@ -56,6 +56,14 @@ impl BackendFeedback {
             smoothed_rtt_us: None,
             bad_replies: 0,
             unanswered: 0,
+        }
+    }
+
+    /// The agent to ask, with `source = "agent"`.
+    pub fn agent(&self) -> Option<&AgentConfig> {
+        match &self.config.source {
+            FeedbackSource::Agent(a) => Some(a),
+            FeedbackSource::ResponseTime { .. } => None,
         }
     }
 

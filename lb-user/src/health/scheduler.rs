@@ -49,27 +49,28 @@ impl Scheduler {
         (s, rx)
     }
 
-    /// Makes the running checks those of `config`: unchanged checks keep
-    /// running undisturbed, changed ones restart, gone ones stop.
+    /// Makes the running checks those of `config`'s backends (the daemon
+    /// asks the controller instead, which also has the backends added at
+    /// runtime: [`Scheduler::reconcile_targets`]).
     pub fn reconcile(&mut self, config: &Config) {
-        self.reconcile_with(config, &[]);
+        let targets: Vec<(VipKey, IpAddr, CheckConfig)> = config
+            .vips
+            .iter()
+            .flat_map(|vip| {
+                vip.backends
+                    .iter()
+                    .filter_map(move |b| Some((vip.key(), b.address, b.check.clone()?)))
+            })
+            .collect();
+        self.reconcile_targets(&targets);
     }
 
-    /// [`Scheduler::reconcile`], plus the checks of backends the file does
-    /// not name (those added with `xlb backend add`): VIP, address, check.
-    pub fn reconcile_with(&mut self, config: &Config, extra: &[(VipKey, IpAddr, CheckConfig)]) {
-        let mut wanted: HashMap<Target, &CheckConfig> = HashMap::new();
-        for vip in &config.vips {
-            let key = vip.key();
-            for b in &vip.backends {
-                if let Some(check) = &b.check {
-                    wanted.insert((key, b.address), check);
-                }
-            }
-        }
-        for (vip, address, check) in extra {
-            wanted.entry((*vip, *address)).or_insert(check);
-        }
+    /// Makes the running checks those of `targets` (VIP, backend address,
+    /// check): unchanged checks keep running undisturbed, changed ones
+    /// restart, gone ones stop.
+    pub fn reconcile_targets(&mut self, targets: &[(VipKey, IpAddr, CheckConfig)]) {
+        let wanted: HashMap<Target, &CheckConfig> =
+            targets.iter().map(|(v, a, c)| ((*v, *a), c)).collect();
         let (tx, pinger) = (&self.tx, &self.pinger);
         self.tasks.reconcile(wanted, |check, (vip, addr), id| {
             tokio::spawn(run_task(

@@ -168,3 +168,45 @@ fn a_reload_keeps_the_effective_percent_and_removing_feedback_restores_the_weigh
     );
     assert_eq!(c.maps().ring_installs, installs + 2);
 }
+
+#[test]
+fn a_backend_added_at_runtime_follows_its_vips_feedback_and_its_agent_is_asked() {
+    let mut c = controller();
+    let mut n = table(&[11, 12, 13]);
+    let with_agent = config_with(&[(11, 1), (12, 1)], AGENT);
+    c.apply(&with_agent, &mut n).unwrap();
+    let spec = crate::api::BackendSpec {
+        address: ip(13),
+        port: None,
+        weight: Some(1),
+        tier: None,
+    };
+    c.add_backend("web", &spec, &mut n).unwrap();
+    let asked = |c: &Controller<MemoryMaps>| {
+        let mut a: Vec<IpAddr> = c.agent_targets().iter().map(|t| t.1).collect();
+        a.sort();
+        a
+    };
+    assert_eq!(
+        asked(&c),
+        [ip(11), ip(12), ip(13)],
+        "asked as the file's are"
+    );
+    c.record_feedback([answer(13, "25%")]).unwrap();
+    assert_eq!(
+        members(&c).iter().map(|m| m.weight).collect::<Vec<_>>(),
+        [100, 100, 25]
+    );
+    // A reload keeps it, and its feedback state with it.
+    c.apply(&with_agent, &mut n).unwrap();
+    let f = c.status().unwrap().vips[0].backends[2].feedback.clone();
+    assert_eq!(f.map(|f| f.percent), Some(25));
+    // Feedback gone from the file: gone for it too.
+    c.apply(&config(&[(11, 1), (12, 1)]), &mut n).unwrap();
+    assert!(c.agent_targets().is_empty());
+    assert_eq!(c.status().unwrap().vips[0].backends[2].feedback, None);
+    assert_eq!(
+        members(&c).iter().map(|m| m.weight).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+}

@@ -213,7 +213,10 @@ fn a_runtime_backend_gets_its_vips_health_check() {
         "{}",
         added.message
     );
-    let checks = c.runtime_checks();
+    // Checked as the file's backend is: both are the daemon's targets.
+    let targets = c.check_targets();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    let checks: Vec<_> = targets.iter().filter(|t| t.1 == ip(13)).collect();
     assert_eq!(checks.len(), 1);
     assert_eq!((checks[0].1, checks[0].2.port), (ip(13), 80));
     c.record_check(&key(), ip(13), outcome(true)).unwrap();
