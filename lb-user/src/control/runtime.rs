@@ -107,9 +107,8 @@ impl<M: MapStore> Controller<M> {
         {
             bail!("weight {w} is out of range 0..={MAX_WEIGHT}");
         }
-        let Some(v) = self.vips.values_mut().find(|v| v.settings.name == vip) else {
-            bail!("no VIP named {vip:?}");
-        };
+        let key = self.vip_named(vip)?;
+        let v = self.vips.get_mut(&key).expect("found above");
         let Some(i) = v.find_backend(backend) else {
             bail!("VIP {vip} has no backend named {backend:?}");
         };

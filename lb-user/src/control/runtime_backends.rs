@@ -4,8 +4,8 @@
 //! A runtime backend is a [`Backend`] like the file's, with `runtime` set:
 //! it passes the file's checks (address family, unicast, the port rule,
 //! weight range, no duplicate address, at most `ring_size` backends, the
-//! backend id space), gets the VIP's `[vip.health]` check, and is in the
-//! ring by the time the command returns. How it relates to the file:
+//! backend id space), gets the VIP's `[vip.health]` check and follows its
+//! `[vip.feedback]`, and is in the ring by the time the command returns. How it relates to the file:
 //!
 //! - a reload keeps it (its drain and weight too); a reload whose file
 //!   names the same address for its VIP takes it over (it is then a file
@@ -255,7 +255,7 @@ impl<M: MapStore> Controller<M> {
     }
 
     /// The key of the VIP named `name`, as the file configured it.
-    fn vip_named(&self, name: &str) -> Result<VipKey> {
+    pub(super) fn vip_named(&self, name: &str) -> Result<VipKey> {
         self.vips
             .values()
             .find(|v| v.settings.name == name && v.applied.is_some() && !v.removing)
@@ -292,8 +292,8 @@ fn runtime_name(vip: &Vip, address: IpAddr, port: u16) -> Option<String> {
 }
 
 /// A reload keeps runtime backend `b` of `vip` (whose file is now `cfg`):
-/// it follows the VIP's `[vip.health]`, and is renamed if a backend of
-/// the file took its name.
+/// it follows the VIP's `[vip.health]` and `[vip.feedback]`, and is renamed
+/// if a backend of the file took its name.
 pub(super) fn keep(vip: &mut Vip, cfg: &VipConfig, mut b: Backend) {
     let (address, port) = (b.config.address, b.config.port);
     let name = runtime_name(vip, address, port).unwrap_or_else(|| format!("{address}:{port}"));
