@@ -95,10 +95,7 @@ fn config(topo: &Topology, interval_ms: u64, period_ms: u64) -> XlbConfig {
             (1..=topo.backend_count())
                 .map(|i| Backend::new(topo.backend_addr4(i)).name(&format!("backend-{i}"))),
         );
-    XlbConfig::new(&topo.lb_ifname())
-        .control_socket(&topo.control_socket())
-        .state_dir(&topo.state_dir("lb"))
-        .vip(vip)
+    topo.lb_config().vip(vip)
 }
 
 fn start(topo: &Topology, config: &XlbConfig) -> Xlb {

@@ -6,14 +6,13 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Output},
+    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
 use lb_user::api::{BackendState, BackendStatus, Status};
 use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
-use xlb_testbed::running::{require_root, status, xlb_exe};
+use xlb_testbed::running::{require_root, status, xlb_cli, xlb_exe};
 use xlb_testbed::topology::{KeepAlive, Serve, Topology, VIP_PORT, Xlb, http_bodies, status_vip};
 
 const INTERVAL_MS: u64 = 300;
@@ -60,9 +59,7 @@ fn config(topo: &Topology, health4: HealthCheck, health6: HealthCheck) -> XlbCon
                 Backend::new(addr).name(&format!("backend-{i}"))
             }))
     };
-    XlbConfig::new(&topo.lb_ifname())
-        .control_socket(&topo.control_socket())
-        .state_dir(&topo.state_dir("lb"))
+    topo.lb_config()
         .vip(vip("web4", topo.vip4().into(), health4, false))
         .vip(vip("web6", topo.vip6().into(), health6, true))
 }
@@ -189,16 +186,6 @@ fn change_logged_after(
                 r.xlb.log()
             )
         })
-}
-
-/// `xlb <args> --socket SOCK`.
-fn xlb_cmd(socket: &Path, args: &[&str]) -> Output {
-    Command::new(xlb_exe())
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .expect("run xlb")
 }
 
 #[test]
@@ -329,7 +316,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     // web6 is checked by ICMP echo: ready means pings work end to end.
     let r = start(health("http"), health("icmp"));
     let sock = r.topo.control_socket();
-    let text = String::from_utf8(xlb_cmd(&sock, &["status"]).stdout).unwrap();
+    let text = String::from_utf8(xlb_cli(&sock, &["status"]).stdout).unwrap();
     eprintln!("{text}");
     assert!(
         text.contains("health up") && text.contains("[icmp echo]"),
@@ -342,7 +329,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
         .find_map(|mut c| (get_on(&mut c).unwrap() == "backend-1").then_some(c))
         .expect("one of 40 connections lands on backend-1");
 
-    let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-1"]);
+    let out = xlb_cli(&sock, &["backend", "drain", "web4", "backend-1"]);
     assert!(out.status.success(), "{out:?}");
     let before = status(&r.xlb);
     assert_eq!(state(&before, "web4", "backend-1"), BackendState::Draining);
@@ -360,14 +347,14 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
             "backend-1"
         );
     }
-    let out = xlb_cmd(&sock, &["backend", "undrain", "web4", "backend-1"]);
+    let out = xlb_cli(&sock, &["backend", "undrain", "web4", "backend-1"]);
     assert!(out.status.success(), "{out:?}");
     assert!(bodies(&r, false).iter().any(|b| b == "backend-1"));
 
-    let out = xlb_cmd(&sock, &["backend", "weight", "web4", "backend-2", "0"]);
+    let out = xlb_cli(&sock, &["backend", "weight", "web4", "backend-2", "0"]);
     assert!(out.status.success(), "{out:?}");
     assert!(bodies(&r, false).iter().all(|b| b != "backend-2"));
-    let out = xlb_cmd(&sock, &["backend", "drain", "web4", "backend-9"]);
+    let out = xlb_cli(&sock, &["backend", "drain", "web4", "backend-9"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no backend named"),
@@ -379,7 +366,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     let mut broken = r.config.clone();
     broken.vip_mut("web4").health.as_mut().unwrap().rise = Some(0);
     std::fs::write(&r.path, broken.to_toml()).unwrap();
-    let out = xlb_cmd(&sock, &["reload"]);
+    let out = xlb_cli(&sock, &["reload"]);
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -402,7 +389,7 @@ fn drain_weight_and_reload_at_runtime_broken_reload_changes_nothing() {
     let mut changed = r.config.clone();
     changed.vip_mut("web4").health.as_mut().unwrap().fall = Some(3);
     changed.write(&r.path).unwrap();
-    let out = xlb_cmd(&sock, &["reload"]);
+    let out = xlb_cli(&sock, &["reload"]);
     assert!(out.status.success(), "{out:?}");
     let s = status(&r.xlb);
     assert_eq!(backend(&s, "web4", "backend-2").weight_override, None);

@@ -62,9 +62,7 @@ fn config(topo: &Topology) -> XlbConfig {
                 Backend::new(a).name(&format!("backend-{i}"))
             }))
     };
-    XlbConfig::new(&topo.lb_ifname())
-        .control_socket(&topo.control_socket())
-        .state_dir(&topo.state_dir("lb"))
+    topo.lb_config()
         .metrics(METRICS.parse().unwrap())
         .vip(vip("web4", topo.vip4().into(), false))
         .vip(vip("web6", topo.vip6().into(), true))

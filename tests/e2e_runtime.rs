@@ -9,21 +9,21 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use lb_user::api::{BackendSource, BackendState, Status};
-use xlb_testbed::config::{Backend, Vip, XlbConfig};
-use xlb_testbed::running::{require_root, status, wait_ready, xlb_exe};
-use xlb_testbed::topology::{KeepAlive, Topology, VIP_PORT, Xlb, http_get, status_vip};
+use xlb_testbed::config::{Backend, Vip};
+use xlb_testbed::running::{require_root, status, wait_ready, xlb_cli, xlb_exe};
+use xlb_testbed::topology::{Topology, VIP_PORT, Xlb, http_bodies, http_get, status_vip};
+use xlb_testbed::traffic::Traffic;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const LONG_LIVED: usize = 50;
 const OPERATIONS: usize = 100;
+/// How often each long-lived connection sends.
+const PERIOD: Duration = Duration::from_millis(5);
 
 struct Running {
     xlb: Xlb,
@@ -38,29 +38,16 @@ fn start() -> Running {
         Vip::new("web4", topo.vip4(), VIP_PORT).backends((1..=3).map(|i| {
             Backend::new(IpAddr::from(topo.backend_addr4(i))).name(&format!("backend-{i}"))
         }));
-    let config = XlbConfig::new(&topo.lb_ifname())
-        .control_socket(&topo.control_socket())
-        .state_dir(&topo.state_dir("lb"))
-        .vip(vip);
+    let config = topo.lb_config().vip(vip);
     let path = config.write(&topo.config_path()).expect("write config");
     let xlb = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
     wait_ready(&xlb);
     Running { xlb, topo, path }
 }
 
-/// `xlb <args> --socket SOCK`.
-fn xlb_cmd(socket: &Path, args: &[&str]) -> Output {
-    Command::new(xlb_exe())
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .expect("run xlb")
-}
-
 /// Runs `xlb <args>` and insists it succeeded; returns what it printed.
 fn xlb_ok(r: &Running, args: &[&str]) -> String {
-    let out = xlb_cmd(&r.topo.control_socket(), args);
+    let out = xlb_cli(&r.topo.control_socket(), args);
     assert!(
         out.status.success(),
         "xlb {args:?} failed: {}\n--- xlb log ---\n{}",
@@ -78,16 +65,27 @@ fn vip(r: &Running) -> SocketAddr {
     SocketAddr::new(r.topo.vip4().into(), VIP_PORT)
 }
 
-/// New connections until `count`, by the backend that answered.
+/// `count` new connections, by the backend that answered.
 fn served(r: &Running, count: usize) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for n in 0..count {
-        let (code, body) = http_get(r.topo.client(), vip(r), "/", TIMEOUT)
-            .unwrap_or_else(|e| panic!("request {n}: {e:#}\n{}", r.xlb.log_tail(20)));
-        assert_eq!(code, 200, "request {n}: {body:?}");
-        *out.entry(body.trim().to_owned()).or_default() += 1;
+    let bodies = http_bodies(r.topo.client(), vip(r), "/", count, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", r.xlb.log_tail(20)));
+    for body in bodies {
+        *out.entry(body).or_default() += 1;
     }
     out
+}
+
+/// `xlb <args> --socket SOCK` as uid/gid 65534 ("nobody").
+fn as_nobody(socket: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(xlb_exe())
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("run setpriv")
 }
 
 fn runtime_backend<'a>(s: &'a Status, address: &str) -> &'a lb_user::api::BackendStatus {
@@ -174,26 +172,14 @@ fn non_root_and_bad_input_are_refused_with_a_clear_message() {
     std::fs::set_permissions(r.topo.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let addr = backend4(&r);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(xlb_exe())
-        .args(["backend", "add", "web4", &addr, "--socket"])
-        .arg(&socket)
-        .output()
-        .expect("run setpriv");
+    let out = as_nobody(&socket, &["backend", "add", "web4", &addr]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "uid 65534 could add a backend");
     assert!(
         stderr.contains("permission denied: xlb backend add needs root (uid 0); this request came from uid 65534"),
         "{stderr}"
     );
-    let status_as_nobody = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(xlb_exe())
-        .args(["status", "--socket"])
-        .arg(&socket)
-        .output()
-        .expect("run setpriv");
+    let status_as_nobody = as_nobody(&socket, &["status"]);
     assert!(
         status_as_nobody.status.success(),
         "status stays open to the socket's users"
@@ -225,7 +211,7 @@ fn non_root_and_bad_input_are_refused_with_a_clear_message() {
             "is in the configuration file",
         ),
     ] {
-        let out = xlb_cmd(&socket, &args);
+        let out = xlb_cli(&socket, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && stderr.contains(want),
@@ -250,33 +236,8 @@ fn fifty_long_lived_connections_see_no_error_through_100_adds_and_removes() {
     xlb_ok(&r, &["backend", "add", "web4", &addr]);
     // Some of the connections land on backend-4: its removals must not
     // break them.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for n in 0..LONG_LIVED {
-        let mut conn = KeepAlive::connect(r.topo.client(), vip(&r), TIMEOUT)
-            .unwrap_or_else(|e| panic!("connection {n}: {e:#}"));
-        let (code, first) = conn
-            .get("/")
-            .unwrap_or_else(|e| panic!("connection {n}: {e:#}"));
-        assert_eq!(code, 200);
-        let stop = stop.clone();
-        clients.push(std::thread::spawn(
-            move || -> Result<(String, usize), String> {
-                let mut requests = 1;
-                while !stop.load(Ordering::Relaxed) {
-                    match conn.get("/") {
-                        Ok((200, body)) if body == first => requests += 1,
-                        Ok((code, body)) => {
-                            return Err(format!("connection {n}: {code} {body:?}, was {first:?}"));
-                        }
-                        Err(e) => return Err(format!("connection {n} after {requests}: {e:#}")),
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Ok((first.trim().to_owned(), requests))
-            },
-        ));
-    }
+    let long = Traffic::start(r.topo.client(), vip(&r), LONG_LIVED, PERIOD, None)
+        .expect("start the long-lived connections");
     let started = Instant::now();
     for op in 0..OPERATIONS {
         if op % 2 == 0 {
@@ -288,21 +249,35 @@ fn fifty_long_lived_connections_see_no_error_through_100_adds_and_removes() {
     let took = started.elapsed();
     // A little longer, so the last change is also lived through.
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
+    let report = long.stop();
+    assert_eq!(
+        report.survivors(),
+        LONG_LIVED,
+        "a long-lived connection broke: {:?}\n{}",
+        report.errors(5),
+        r.xlb.log_tail(30)
+    );
+    let moved: Vec<_> = report
+        .moved()
+        .iter()
+        .map(|c| (c.port, &c.served_by))
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "(port, backends) that changed backend: {moved:?}"
+    );
     let mut on: BTreeMap<String, usize> = BTreeMap::new();
-    let mut requests = 0;
-    for c in clients {
-        let (backend, n) = c.join().expect("client thread").unwrap_or_else(|e| {
-            panic!("a long-lived connection broke: {e}\n{}", r.xlb.log_tail(30))
-        });
-        *on.entry(backend).or_default() += 1;
-        requests += n;
+    for c in &report.connections {
+        for b in &c.served_by {
+            *on.entry(b.clone()).or_default() += 1;
+        }
     }
     println!(
-        "{OPERATIONS} add/remove operations in {:.0} ms ({:.1} ms each, CLI included); \
-         {LONG_LIVED} connections made {requests} requests without an error; by backend: {on:?}",
+        "{OPERATIONS} add/remove operations in {:.0} ms ({:.1} ms each, CLI included); {}; \
+         by backend: {on:?}",
         took.as_secs_f64() * 1e3,
-        took.as_secs_f64() * 1e3 / OPERATIONS as f64
+        took.as_secs_f64() * 1e3 / OPERATIONS as f64,
+        report.summary()
     );
     assert!(
         on.contains_key("backend-4"),

@@ -12,7 +12,7 @@
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use lb_user::api::{BackendState, Status};
-use xlb_testbed::config::{Backend, HealthCheck, Vip, XlbConfig};
+use xlb_testbed::config::{Backend, HealthCheck, Vip};
 use xlb_testbed::running::{require_root, status, xlb_exe};
 use xlb_testbed::topology::{Topology, VIP_PORT, Xlb, http_bodies, status_vip};
 use xlb_testbed::traffic::Traffic;
@@ -62,10 +62,7 @@ impl Running {
                     .tier(tier)
             }));
         vip.min_usable = Some(MIN_USABLE);
-        let config = XlbConfig::new(&topo.lb_ifname())
-            .control_socket(&topo.control_socket())
-            .state_dir(&topo.state_dir("lb"))
-            .vip(vip);
+        let config = topo.lb_config().vip(vip);
         let path = config.write(&topo.config_path()).expect("write config");
         let xlb = topo.start_xlb(&xlb_exe(), &path).expect("start xlb");
         let r = Running { xlb, topo };

@@ -43,6 +43,17 @@ pub fn xlb_exe() -> PathBuf {
     exe
 }
 
+/// `xlb <args> --socket SOCK`: the CLI against a running daemon's control
+/// socket; what it exited with and printed.
+pub fn xlb_cli(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(xlb_exe())
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("run xlb")
+}
+
 /// A topology with xlb running in its lb namespace. Field order is drop
 /// order: xlb is SIGTERMed before the namespaces go away.
 pub struct Running {

@@ -356,6 +356,14 @@ impl Topology {
         c
     }
 
+    /// The load-balancer node's config without any VIP: its NIC, control
+    /// socket and state directory, for a test to add its own VIPs to.
+    pub fn lb_config(&self) -> XlbConfig {
+        XlbConfig::new(&self.lb_ifname())
+            .control_socket(&self.control_socket())
+            .state_dir(&self.state_dir("lb"))
+    }
+
     /// Writes [`Topology::xlb_config`] into the temp dir; returns its path.
     pub fn write_xlb_config(&self, weights: &[u32]) -> anyhow::Result<PathBuf> {
         self.xlb_config(weights).write(&self.config_path())
