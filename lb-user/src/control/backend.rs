@@ -307,6 +307,12 @@ impl Backend {
     }
 }
 
+/// The backend at `address` among a VIP's `backends` (a free function, so
+/// that the caller keeps the rest of its VIP borrowed apart).
+pub(super) fn at(backends: &mut [Backend], address: IpAddr) -> Option<&mut Backend> {
+    backends.iter_mut().find(|b| b.config.address == address)
+}
+
 /// The address an owner record names.
 pub(super) fn owner_address(owner: &BackendOwner) -> IpAddr {
     if owner.family == FAMILY_V4 {

@@ -9,7 +9,10 @@ use std::collections::HashSet;
 use anyhow::{Context as _, Result};
 use lb_common::VipKey;
 
-use super::{Controller, backend::Backend};
+use super::{
+    Controller,
+    backend::{self, Backend},
+};
 use crate::{feedback::AgentResult, maps::MapStore};
 
 impl<M: MapStore> Controller<M> {
@@ -27,15 +30,16 @@ impl<M: MapStore> Controller<M> {
             let Some(v) = self.vips.get_mut(&r.vip) else {
                 continue;
             };
-            let vname = v.settings.name.clone();
-            let Some(b) = v.backend_mut(r.addr) else {
+            // The backends and the name are borrowed apart: no copy of
+            // the name per answer.
+            let Some(b) = backend::at(&mut v.backends, r.addr) else {
                 continue;
             };
             let Some(f) = b.feedback.as_mut() else {
                 continue;
             };
             if let Some((from, to)) = f.agent_answer(now, &r.answer) {
-                log_change(&vname, b, from, to);
+                log_change(&v.settings.name, b, from, to);
                 if seen.insert(r.vip) {
                     changed.push(r.vip);
                 }

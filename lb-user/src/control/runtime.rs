@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result, bail};
 use lb_common::VipKey;
 
-use super::Controller;
+use super::{Controller, backend};
 use crate::{
     api::BackendAction,
     config::MAX_WEIGHT,
@@ -53,15 +53,17 @@ impl<M: MapStore> Controller<M> {
         let Some(v) = self.vips.get_mut(vip) else {
             return false;
         };
-        let (on_down, vname) = (v.settings.on_down, v.settings.name.clone());
-        let Some(b) = v.backend_mut(addr) else {
+        // The backends and the settings are borrowed apart: no copy of the
+        // VIP's name per check.
+        let (on_down, vname) = (v.settings.on_down, &v.settings.name);
+        let Some(b) = backend::at(&mut v.backends, addr) else {
             return false;
         };
         let reweighted = outcome.ok
             && b.feedback
                 .as_mut()
                 .and_then(|f| f.response_time(crate::clock::monotonic_ns(), outcome.latency))
-                .inspect(|&(from, to)| super::feedback::log_change(&vname, b, from, to))
+                .inspect(|&(from, to)| super::feedback::log_change(vname, b, from, to))
                 .is_some();
         let Some(tracker) = b.health.as_mut() else {
             return reweighted;

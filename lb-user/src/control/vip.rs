@@ -204,13 +204,6 @@ impl Vip {
         &self.settings.name
     }
 
-    /// The backend at `address`, if this VIP has one.
-    pub(super) fn backend_mut(&mut self, address: IpAddr) -> Option<&mut Backend> {
-        self.backends
-            .iter_mut()
-            .find(|b| b.config.address == address)
-    }
-
     /// The `VIPS` entry this VIP should have.
     pub(super) fn meta(&self, standby: bool) -> VipMeta {
         VipMeta {
