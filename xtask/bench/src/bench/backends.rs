@@ -32,7 +32,7 @@ use aya::maps::{Array, Map, MapData};
 use lb_common::{BackendInfo, DEFAULT_RING_SIZE, map_names as names};
 use lb_user::maglev;
 use xlb_testbed::{
-    config::{Backend, Vip, XlbConfig},
+    config::{Backend, Vip},
     pinned,
     topology::{Topology, VIP_PORT, status_vip},
 };
@@ -82,11 +82,7 @@ pub fn run(xlb_exe: &Path, quick: bool) -> Result<Results> {
         (1..=3).map(|i| Backend::new(IpAddr::from(topo.backend_addr4(i))).name(&format!("b{i}"))),
     );
     let state = topo.state_dir("lb");
-    let config = XlbConfig::new(&topo.lb_ifname())
-        .control_socket(&topo.control_socket())
-        .state_dir(&state)
-        .vip(vip)
-        .write(&topo.config_path())?;
+    let config = topo.lb_config().vip(vip).write(&topo.config_path())?;
     let xlb = topo.start_xlb(xlb_exe, &config)?;
     let status = xlb.wait_ready(Duration::from_secs(20))?;
     ensure!(
