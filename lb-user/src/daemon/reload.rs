@@ -34,12 +34,15 @@ pub(super) fn reload(
         || new.server_interface != running.server_interface
         || new.state_dir != running.state_dir
         || new.control_socket != running.control_socket
+        || new.control_socket_group != running.control_socket_group
+        || new.control_socket_admin_group != running.control_socket_admin_group
         || new.xdp_mode != running.xdp_mode
         || new.conntrack.size != running.conntrack.size
         || new.vrrp != running.vrrp
     {
         let message = "reload rejected: interface, server_interface, state_dir, xdp_mode, \
-                       control_socket, conntrack.size and [vrrp] change only with a restart"
+                       control_socket (and its groups), conntrack.size and [vrrp] change only \
+                       with a restart"
             .to_owned();
         tracing::error!("{message}");
         return Reply::Error { message };
