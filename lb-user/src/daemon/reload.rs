@@ -47,6 +47,16 @@ pub(super) fn reload(
         tracing::error!("{message}");
         return Reply::Error { message };
     }
+    // A key file that became readable to others (or was replaced by
+    // another user's) is refused here too, with how to fix it, not only
+    // when [sync] changed.
+    if let Some(sc) = &new.sync
+        && let Err(e) = crate::sync::Key::load(&sc.key_file)
+    {
+        let message = format!("reload rejected, the running config stays: {e:#}");
+        tracing::error!("{message}");
+        return Reply::Error { message };
+    }
     if let Some(a) = &new.announce
         && let Err(e) = crate::netlink::interface_by_name(&a.interface)
     {
