@@ -135,6 +135,10 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     // An unknown group stops xlb before it touches the data plane.
     let policy = Arc::new(access::Policy::of(&config)?);
+    // So does a sync key others may read: refused before anything runs.
+    if let Some(sc) = &config.sync {
+        sync::Key::load(&sc.key_file)?;
+    }
     // Bound first: a taken port stops xlb before it touches the data plane.
     let metrics_listener = match &config.metrics {
         Some(m) => Some(metrics::listen(m).await?),
