@@ -146,4 +146,18 @@ mod tests {
         let e = parse("control_socket_admin_group = true\n").unwrap_err();
         assert!(e.contains("control_socket_admin_group"), "{e}");
     }
+
+    #[test]
+    fn the_docs_example_is_valid() {
+        let block = super::super::tests::doc_blocks("toml")
+            .into_iter()
+            .find(|b| b.starts_with("control_socket = "))
+            .expect("a toml block starting with control_socket in docs/config.md");
+        let c = parse(&block).unwrap();
+        assert_eq!(c.control_socket_group, Some(GroupRef::Name("xlb".into())));
+        assert_eq!(
+            c.control_socket_admin_group,
+            Some(GroupRef::Name("xlb-admin".into()))
+        );
+    }
 }
