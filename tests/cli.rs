@@ -144,6 +144,31 @@ fn run_without_a_config_says_what_to_pass_and_starts_nothing() {
     assert!(err.contains("cargo xtask run"), "{err}");
 }
 
+/// A group the file names for the control socket must exist: `check`
+/// and `run` look it up and refuse, saying which field, before anything
+/// is touched.
+#[test]
+fn check_and_run_refuse_a_control_socket_group_that_does_not_exist() {
+    let text = format!("control_socket_admin_group = \"xlb-no-such-group-here\"\n{GOOD}");
+    let path = write("group.toml", &text);
+    for cmd in ["check", "run"] {
+        let out = xlb()
+            .args([cmd, "--config"])
+            .arg(path.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(
+                "control_socket_admin_group: no group \"xlb-no-such-group-here\" (not in \
+                 /etc/group or NSS)"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+}
+
 /// Valid field by field, but more backends than the data plane has ids:
 /// `check` applies it to maps in memory, which refuse it as the kernel's
 /// would.

@@ -7,7 +7,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,12 +31,16 @@ const SYNC_PORT: u16 = 8849;
 /// A 64-character key in `dir`, readable by its owner only.
 fn write_key(dir: &Path) -> PathBuf {
     let path = dir.join("sync.key");
-    std::fs::write(
-        &path,
-        "6a0b3c9d8e7f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081920a\n",
-    )
-    .expect("write the key");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // Created 0600, never readable by others, as `umask 077` does in the
+    // docs.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("create the key");
+    file.write_all(b"6a0b3c9d8e7f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081920a\n")
+        .expect("write the key");
     path
 }
 

@@ -30,6 +30,7 @@ mod errors;
 mod feedback;
 mod health;
 mod metrics;
+mod socket;
 mod sync;
 mod validate;
 mod vrrp;
@@ -45,6 +46,7 @@ pub use conntrack::ConntrackConfig;
 pub use feedback::{AgentConfig, FeedbackConfig, FeedbackSource};
 pub use health::{CheckConfig, CheckKind, OnDown, StatusCodes, VipCheck};
 pub use metrics::MetricsConfig;
+pub use socket::GroupRef;
 pub use sync::{SyncConfig, SyncPeers};
 pub use vrrp::{VrrpConfig, VrrpGroup, default_link_local};
 
@@ -79,6 +81,12 @@ pub struct Config {
     pub interface: String,
     pub xdp_mode: XdpMode,
     pub control_socket: PathBuf,
+    /// The control socket's group: its members may connect (the socket is
+    /// mode 0660) and read the status. `None`: mode 0600, root only.
+    pub control_socket_group: Option<GroupRef>,
+    /// Members of this group may also change state (reload, drain, add,
+    /// trace, down). `None`: root only.
+    pub control_socket_admin_group: Option<GroupRef>,
     /// Second NIC, towards the backends, for a two-armed NAT layout.
     pub server_interface: Option<String>,
     /// The bpffs directory of the pinned data plane (maps and links), which

@@ -77,7 +77,7 @@ enum Command {
     },
     /// Change one backend of the running instance (drain, undrain, weight:
     /// until the next reload), or add and remove backends at runtime (kept
-    /// across reloads and restarts; root only).
+    /// across reloads and restarts). Root or control_socket_admin_group.
     Backend {
         #[command(subcommand)]
         action: BackendCmd,
@@ -163,7 +163,7 @@ enum BackendCmd {
         backend: String,
         weight: u32,
     },
-    /// Add a backend to a VIP, in its ring when this returns (root only).
+    /// Add a backend to a VIP, in its ring when this returns.
     /// It is not written to the file: a reload keeps it, a restart keeps
     /// it, `xlb backend remove` removes it.
     Add {
@@ -182,8 +182,8 @@ enum BackendCmd {
         #[arg(long)]
         tier: Option<u8>,
     },
-    /// Remove a backend added with `xlb backend add` (root only): no new
-    /// flows, established ones continue until idle.
+    /// Remove a backend added with `xlb backend add`: no new flows,
+    /// established ones continue until idle.
     Remove {
         /// VIP name.
         vip: String,
@@ -216,8 +216,14 @@ fn down(target: Target) -> Result<()> {
         (None, Some(c)) => c.control_socket.clone(),
         (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
     };
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return command(&socket, &Request::Down);
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => return command(&socket, &Request::Down),
+        // A daemon that this user may not talk to is running: taking its
+        // data plane away underneath it is not the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return ctl::connect(&socket).map(drop);
+        }
+        Err(_) => {}
     }
     let Some(config) = config else {
         anyhow::bail!(
@@ -360,6 +366,9 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Check { config } => {
             let c = Config::load(&config).map_err(|e| anyhow!("{e}"))?;
+            // The groups named for the control socket exist here.
+            lb_user::daemon::Policy::of(&c)
+                .map_err(|e| anyhow!("{}: cannot be served: {e:#}", config.display()))?;
             let node = Node {
                 interface: c.interface.clone(),
                 mac: [0; 6],

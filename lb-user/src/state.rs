@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -192,7 +192,9 @@ impl Place {
 impl StateDir {
     /// Creates (mode 0700) and locks the directory, first mounting bpffs on
     /// [`BPFFS`] if the directory is under it and nothing is mounted there.
-    /// Fails if another process holds the lock.
+    /// Fails if another process holds the lock, or if the directory or
+    /// anything in it belongs to another user (see [`judge_state_dir`]);
+    /// one that others could only read is made 0700.
     pub fn open(path: &Path) -> Result<StateDir> {
         ensure_bpffs(path)?;
         std::fs::DirBuilder::new()
@@ -201,6 +203,26 @@ impl StateDir {
             .create(path)
             .with_context(|| format!("creating state_dir {}", path.display()))?;
         let dir = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let euid = nix::unistd::geteuid().as_raw();
+        let meta = dir
+            .metadata()
+            .with_context(|| format!("state_dir {}", path.display()))?;
+        if !meta.is_dir() {
+            bail!("state_dir {} is not a directory", path.display());
+        }
+        let mut owners = Vec::new();
+        for e in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            owners.push((e.file_name().to_string_lossy().into_owned(), m.uid()));
+        }
+        if judge_state_dir(path, meta.mode(), meta.uid(), &owners, euid)? {
+            let mode = meta.mode() & 0o7777;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making state_dir {} private", path.display()))?;
+            tracing::warn!(state_dir = %path.display(), was = format!("{mode:04o}"),
+                "state_dir was open to group or others: made 0700");
+        }
         let lock = Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
             anyhow::anyhow!(
                 "state_dir {} is in use by another xlb (flock: {e}); one data plane has one \
@@ -364,6 +386,38 @@ impl StateDir {
     }
 }
 
+/// Whether the state directory at `path` (of `mode` and `owner`, holding
+/// `entries` by name and owner) may be used by a daemon running as
+/// `euid`: `Ok(true)` if it must first be made 0700. Whoever may write in
+/// a state directory may pin maps there that xlb would adopt (and keep a
+/// handle to change them), so one that belongs to another user, or holds
+/// a pin of another user's, is refused. One that others could only list
+/// is only made private: nothing of theirs can be in it.
+pub fn judge_state_dir(
+    path: &Path,
+    mode: u32,
+    owner: u32,
+    entries: &[(String, u32)],
+    euid: u32,
+) -> Result<bool> {
+    let how = "remove it (`xlb down --config FILE` if it is xlb's, else rm -r) and start again";
+    if owner != euid {
+        bail!(
+            "state_dir {} belongs to uid {owner}, not to xlb's uid {euid}: maps pinned there \
+             may not be xlb's; {how}",
+            path.display()
+        );
+    }
+    if let Some((name, uid)) = entries.iter().find(|(_, uid)| *uid != euid) {
+        bail!(
+            "state_dir {}: {name} belongs to uid {uid}, not to xlb's uid {euid}: it is not \
+             xlb's; {how}",
+            path.display()
+        );
+    }
+    Ok(mode & 0o077 != 0)
+}
+
 /// The `XLB_STATE` record pinned at `pin`, if there is one.
 pub fn read_meta(pin: &Path) -> Result<Option<StateMeta>> {
     if !pin.exists() {
@@ -464,6 +518,39 @@ mod tests {
         named.sort();
         assert_eq!(in_object, named);
         assert_eq!(specs[names::FLOWS].max_entries, 1024);
+    }
+
+    #[test]
+    fn a_state_dir_is_refused_unless_it_and_its_pins_are_xlbs_and_made_private_if_open() {
+        let p = Path::new("/sys/fs/bpf/xlb/eth0");
+        let pins = |owner: u32| vec![("FLOWS".to_owned(), 0), ("link".to_owned(), owner)];
+        for (mode, owner, entries, fix) in [
+            (0o40700, 0, pins(0), Some(false)),
+            (0o40755, 0, pins(0), Some(true)),
+            (0o40750, 0, vec![], Some(true)),
+            (0o41777, 0, pins(0), Some(true)),
+            (0o40700, 1000, vec![], None),
+            (0o40777, 0, pins(1000), None),
+        ] {
+            let got = judge_state_dir(p, mode, owner, &entries, 0).ok();
+            assert_eq!(got, fix, "mode {mode:o} owner {owner} {entries:?}");
+        }
+        let err = judge_state_dir(p, 0o40777, 0, &pins(1000), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "state_dir /sys/fs/bpf/xlb/eth0: link belongs to uid 1000, not to xlb's uid 0"
+            ),
+            "{err}"
+        );
+        let err = judge_state_dir(p, 0o40700, 1000, &[], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("belongs to uid 1000") && err.contains("xlb down"),
+            "{err}"
+        );
     }
 
     #[test]

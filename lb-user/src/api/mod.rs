@@ -35,13 +35,13 @@ pub enum Request {
         backend: String,
         action: BackendAction,
     },
-    /// Add a backend to a VIP at runtime (`xlb backend add`); root only.
+    /// Add a backend to a VIP at runtime (`xlb backend add`).
     BackendAdd {
         vip: String,
         #[serde(flatten)]
         backend: BackendSpec,
     },
-    /// Remove a backend added at runtime (`xlb backend remove`); root only.
+    /// Remove a backend added at runtime (`xlb backend remove`).
     /// It finishes its established flows, as one removed from the file.
     BackendRemove {
         vip: String,

@@ -111,6 +111,8 @@ fn full_example_parses_to_the_exact_expected_struct() {
         interface: "eth0".into(),
         xdp_mode: XdpMode::Auto,
         control_socket: PathBuf::from("/run/xlb/xlb.sock"),
+        control_socket_group: None,
+        control_socket_admin_group: None,
         server_interface: None,
         state_dir: PathBuf::from("/sys/fs/bpf/xlb/eth0"),
         conntrack: ConntrackConfig::default(),

@@ -20,7 +20,7 @@ use super::errors::line_col;
 use super::{
     Affinity, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, MAX_WEIGHT,
     MIN_RING_SIZE, Mode, Protocol, VipConfig, XdpMode, announce, conntrack, default_state_dir,
-    feedback, health, metrics, sync, vrrp,
+    feedback, health, metrics, socket, sync, vrrp,
 };
 use crate::maglev;
 
@@ -35,6 +35,10 @@ pub(super) struct RawConfig {
     xdp_mode: Option<Spanned<XdpMode>>,
     #[serde(default)]
     control_socket: Option<Spanned<String>>,
+    #[serde(default)]
+    control_socket_group: Option<Spanned<socket::RawGroup>>,
+    #[serde(default)]
+    control_socket_admin_group: Option<Spanned<socket::RawGroup>>,
     #[serde(default)]
     server_interface: Option<Spanned<String>>,
     #[serde(default)]
@@ -261,11 +265,18 @@ impl Validator<'_> {
             .map(|r| self.announce(r, &vips, vrrp.is_some()));
         let sync = raw.sync.as_ref().map(|r| self.sync(r));
         let metrics = raw.metrics.as_ref().and_then(|r| self.metrics(r));
+        let control_socket_group = self.group(&raw.control_socket_group, "control_socket_group");
+        let control_socket_admin_group = self.group(
+            &raw.control_socket_admin_group,
+            "control_socket_admin_group",
+        );
         Config {
             state_dir,
             interface,
             xdp_mode: raw.xdp_mode.map_or(XdpMode::Auto, |m| *m.get_ref()),
             control_socket,
+            control_socket_group,
+            control_socket_admin_group,
             server_interface,
             conntrack: self.conntrack(raw.conntrack.as_ref()),
             vips,

@@ -1,6 +1,6 @@
-//! `xlb backend add|remove` in the daemon: who may, and the wait for a new
-//! DSR backend's MAC, so that the reply comes once the backend is in the
-//! ring.
+//! `xlb backend add|remove` in the daemon: the wait for a new DSR
+//! backend's MAC, so that the reply comes once the backend is in the ring.
+//! (Who may: `access`.)
 
 use std::{
     sync::Mutex,
@@ -20,25 +20,6 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the neighbour table is read meanwhile.
 const RESOLVE_POLL: Duration = Duration::from_millis(2);
-
-/// Changing the set of backends is for root only (uid 0, from the
-/// socket's peer credentials), whoever else may reach the socket to read
-/// the status. `None`: the refusal to send back.
-pub(super) fn refuse_unless_root(uid: Option<u32>, what: &str) -> Option<Reply> {
-    match uid {
-        Some(0) => None,
-        Some(uid) => Some(Reply::Error {
-            message: format!(
-                "permission denied: {what} needs root (uid 0); this request came from uid {uid}"
-            ),
-        }),
-        None => Some(Reply::Error {
-            message: format!(
-                "permission denied: {what} needs root, and the sender's credentials are unknown"
-            ),
-        }),
-    }
-}
 
 /// Adds `spec` to VIP `vip`, starts its health check and agent, and, for a DSR
 /// backend whose MAC is not known yet, waits up to [`RESOLVE_WAIT`] for it.
@@ -117,27 +98,5 @@ pub(super) fn remove(
         Err(e) => Reply::Error {
             message: format!("{e:#}"),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_uid_0_may_change_backends() {
-        assert!(refuse_unless_root(Some(0), "xlb backend add").is_none());
-        let Some(Reply::Error { message }) = refuse_unless_root(Some(65534), "xlb backend add")
-        else {
-            panic!("uid 65534 must be refused");
-        };
-        assert_eq!(
-            message,
-            "permission denied: xlb backend add needs root (uid 0); this request came from uid 65534"
-        );
-        assert!(matches!(
-            refuse_unless_root(None, "xlb backend remove"),
-            Some(Reply::Error { .. })
-        ));
     }
 }

@@ -6,7 +6,8 @@
 //! - `reload`: SIGHUP and `xlb reload`.
 //! - `down`: taking the node out, also without a running process.
 //! - `delivery`: frames forwarded that the NIC cannot send.
-//! - `backends`: `xlb backend add|remove` (root only).
+//! - `backends`: `xlb backend add|remove`.
+//! - `access`: who may ask what on the control socket.
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+mod access;
 mod backends;
 mod delivery;
 mod down;
@@ -30,6 +32,7 @@ mod probes;
 mod reload;
 mod start;
 
+pub use access::Policy;
 pub use down::down_offline;
 pub use start::Options;
 
@@ -130,6 +133,12 @@ fn lease(config: &Config) -> Option<Duration> {
 
 pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    // An unknown group stops xlb before it touches the data plane.
+    let policy = Arc::new(access::Policy::of(&config)?);
+    // So does a sync key others may read: refused before anything runs.
+    if let Some(sc) = &config.sync {
+        sync::Key::load(&sc.key_file)?;
+    }
     // Bound first: a taken port stops xlb before it touches the data plane.
     let metrics_listener = match &config.metrics {
         Some(m) => Some(metrics::listen(m).await?),
@@ -209,26 +218,40 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         state_dir: opened.state_path().to_owned(),
         interfaces,
     });
-    let socket = config.control_socket.clone();
     // The socket answers from here on, while the VIPs go in: `xlb status`
     // shows them as they are published. A reload or `down` waits for the
     // loop, which owns the running config (and, for `down`, the data
     // plane): the socket hands them over and waits for the answer.
+    let (listener, _socket_file) = ctl::bind(&config.control_socket, policy.socket_access())?;
+    tracing::info!(
+        socket = %config.control_socket.display(),
+        mode = format!("{:04o}", policy.socket_access().socket_mode()),
+        group = policy.read.as_ref().or(policy.admin.as_ref()).map(|g| g.label.clone()),
+        "control socket listening"
+    );
     let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
     let mut server = tokio::spawn({
-        let socket = socket.clone();
         let sources = sources.clone();
         async move {
-            ctl::serve(&socket, move |req, uid| {
+            ctl::serve(listener, move |req, peer| {
                 let sources = sources.clone();
                 let command_tx = command_tx.clone();
                 let trace_site = trace_site.clone();
-                async move { handle_request(req, uid, &sources, &trace_site, &command_tx).await }
+                let policy = policy.clone();
+                async move {
+                    if let Err(message) = policy.check(&req, peer.as_ref()) {
+                        tracing::warn!(
+                            request = access::command(&req),
+                            "control socket: {message}"
+                        );
+                        return Reply::Error { message };
+                    }
+                    handle_request(req, &sources, &trace_site, &command_tx).await
+                }
             })
             .await
         }
     });
-    let _socket_file = RemoveOnDrop(socket);
 
     let mut opened = Some(opened);
     let mut up = None;
@@ -691,9 +714,9 @@ fn check_forwarding(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Carries out `req`, which the caller has allowed (`access`).
 async fn handle_request(
     req: Request,
-    uid: Option<u32>,
     sources: &metrics::Sources,
     trace_site: &TraceSite,
     commands: &mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
@@ -740,18 +763,8 @@ async fn handle_request(
                     message: format!("trace {id} stopped"),
                 });
         }
-        Request::BackendAdd { vip, backend } => {
-            if let Some(refused) = backends::refuse_unless_root(uid, "xlb backend add") {
-                return refused;
-            }
-            Command::BackendAdd { vip, backend }
-        }
-        Request::BackendRemove { vip, backend } => {
-            if let Some(refused) = backends::refuse_unless_root(uid, "xlb backend remove") {
-                return refused;
-            }
-            Command::BackendRemove { vip, backend }
-        }
+        Request::BackendAdd { vip, backend } => Command::BackendAdd { vip, backend },
+        Request::BackendRemove { vip, backend } => Command::BackendRemove { vip, backend },
         Request::Reload => Command::Reload,
         Request::Down => Command::Down,
     };
@@ -780,13 +793,5 @@ impl vrrp::Effects for DaemonEffects {
 
     fn withdraw(&mut self, nic: &vrrp::Nic, addrs: &[IpAddr]) -> Result<()> {
         vrrp::withdraw_addresses(nic.index, addrs).with_context(|| format!("on {}", nic.name))
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }

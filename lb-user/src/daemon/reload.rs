@@ -34,13 +34,26 @@ pub(super) fn reload(
         || new.server_interface != running.server_interface
         || new.state_dir != running.state_dir
         || new.control_socket != running.control_socket
+        || new.control_socket_group != running.control_socket_group
+        || new.control_socket_admin_group != running.control_socket_admin_group
         || new.xdp_mode != running.xdp_mode
         || new.conntrack.size != running.conntrack.size
         || new.vrrp != running.vrrp
     {
         let message = "reload rejected: interface, server_interface, state_dir, xdp_mode, \
-                       control_socket, conntrack.size and [vrrp] change only with a restart"
+                       control_socket (and its groups), conntrack.size and [vrrp] change only \
+                       with a restart"
             .to_owned();
+        tracing::error!("{message}");
+        return Reply::Error { message };
+    }
+    // A key file that became readable to others (or was replaced by
+    // another user's) is refused here too, with how to fix it, not only
+    // when [sync] changed.
+    if let Some(sc) = &new.sync
+        && let Err(e) = crate::sync::Key::load(&sc.key_file)
+    {
+        let message = format!("reload rejected, the running config stays: {e:#}");
         tracing::error!("{message}");
         return Reply::Error { message };
     }

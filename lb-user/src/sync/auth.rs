@@ -30,7 +30,9 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// The key is the file's content without surrounding whitespace. The
     /// file must be a regular file that neither its group nor others may
-    /// read or write: a key others can read lets them forge messages.
+    /// read or write, owned by root or by xlb's own user: a key others can
+    /// read lets them forge messages, and one another user owns they can
+    /// change, or let others read, at will.
     pub fn load(path: &Path) -> Result<Key> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -43,15 +45,12 @@ impl Key {
         if !meta.is_file() {
             bail!("sync key {} is not a regular file", path.display());
         }
-        let mode = meta.mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bail!(
-                "sync key {} has mode {mode:04o}: it must not be accessible to group or others \
-                 (chmod 600 {})",
-                path.display(),
-                path.display()
-            );
-        }
+        check_private(
+            path,
+            meta.mode(),
+            meta.uid(),
+            nix::unistd::geteuid().as_raw(),
+        )?;
         let mut raw = Vec::new();
         file.by_ref()
             .take(MAX_KEY_LEN as u64 + 1)
@@ -98,6 +97,33 @@ impl Key {
         mac.update(&datagram[..signed_len]);
         mac.verify_slice(&datagram[signed_len..]).is_ok()
     }
+}
+
+/// A secret file of `mode` owned by `owner` is fit for a daemon running as
+/// `euid`: no access for group or others, and root's or the daemon's own.
+fn check_private(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<()> {
+    let mode = mode & 0o7777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "sync key {} has mode {mode:04o}: it must not be accessible to group or others \
+             (chmod 600 {})",
+            path.display(),
+            path.display()
+        );
+    }
+    if owner != 0 && owner != euid {
+        bail!(
+            "sync key {} belongs to uid {owner}: it must belong to root{} (chown {euid} {})",
+            path.display(),
+            if euid == 0 {
+                String::new()
+            } else {
+                format!(" or uid {euid}, xlb's own")
+            },
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,6 +186,45 @@ mod tests {
         assert!(err.contains("too short"), "{err}");
         let err = format!("{:#}", Key::load(&dir.join("missing")).unwrap_err());
         assert!(err.contains("missing"), "{err}");
+        std::os::unix::fs::symlink(&path, dir.join("link")).unwrap();
+        let err = format!("{:#}", Key::load(&dir.join("link")).unwrap_err());
+        assert!(
+            err.contains("link"),
+            "a symbolic link is not followed: {err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_must_belong_to_root_or_the_daemons_user() {
+        let p = Path::new("/etc/xlb/sync.key");
+        for (mode, owner, euid, ok) in [
+            (0o100600, 0, 0, true),
+            (0o100400, 0, 990, true),
+            (0o100600, 990, 990, true),
+            (0o100600, 1000, 0, false),
+            (0o100600, 1000, 990, false),
+            (0o104600, 0, 0, true), // setuid on a data file: odd, not readable by others
+            (0o100640, 0, 0, false),
+            (0o100601, 0, 0, false),
+        ] {
+            assert_eq!(
+                check_private(p, mode, owner, euid).is_ok(),
+                ok,
+                "mode {mode:o} owner {owner} euid {euid}"
+            );
+        }
+        assert_eq!(
+            check_private(p, 0o100600, 1000, 0).unwrap_err().to_string(),
+            "sync key /etc/xlb/sync.key belongs to uid 1000: it must belong to root \
+             (chown 0 /etc/xlb/sync.key)"
+        );
+        assert_eq!(
+            check_private(p, 0o100600, 1000, 990)
+                .unwrap_err()
+                .to_string(),
+            "sync key /etc/xlb/sync.key belongs to uid 1000: it must belong to root or uid \
+             990, xlb's own (chown 990 /etc/xlb/sync.key)"
+        );
     }
 }

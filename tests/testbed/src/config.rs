@@ -24,6 +24,11 @@ pub struct XlbConfig {
     pub xdp_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
+    /// A numeric gid: tests use groups that need no /etc/group entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_socket_group: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_socket_admin_group: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -231,6 +236,14 @@ impl XlbConfig {
 
     pub fn control_socket(mut self, path: &Path) -> Self {
         self.control_socket = Some(path.to_owned());
+        self
+    }
+
+    /// `control_socket_group` (connect and read) and
+    /// `control_socket_admin_group` (change state), as gids.
+    pub fn control_socket_groups(mut self, read: Option<u32>, admin: Option<u32>) -> Self {
+        self.control_socket_group = read;
+        self.control_socket_admin_group = admin;
         self
     }
 

@@ -54,6 +54,39 @@ pub fn xlb_cli(socket: &std::path::Path, args: &[&str]) -> std::process::Output 
         .expect("run xlb")
 }
 
+/// A user the tests run the CLI as: numeric ids only, so that nothing is
+/// added to /etc/passwd or /etc/group (the kernel checks numbers; names
+/// are only for people).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl User {
+    /// `xlb <args> --socket SOCK` as this user: `setpriv` sets the ids in
+    /// the child before it execs `xlb`.
+    pub fn xlb(&self, socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid));
+        if self.groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            let list: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            cmd.arg(format!("--groups={}", list.join(",")));
+        }
+        cmd.arg(xlb_exe())
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .expect("run setpriv")
+    }
+}
+
 /// A topology with xlb running in its lb namespace. Field order is drop
 /// order: xlb is SIGTERMed before the namespaces go away.
 pub struct Running {
