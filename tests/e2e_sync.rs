@@ -658,6 +658,99 @@ fn a_joining_node_gets_the_whole_table() {
     );
 }
 
+/// A key rotated in place: the key file gets a new key and the nodes are
+/// reloaded one after the other. Between the reloads the nodes' keys
+/// differ, so the backup drops what the master sends (`bad_mac`) and
+/// installs none of the flows that start then; once the backup is reloaded
+/// too, its sync restarts with the new key and the master's whole table
+/// reaches it, those flows included. Long-lived connections keep going
+/// through all of it.
+#[test]
+fn a_key_rotated_in_place_is_taken_at_reload_and_the_backup_catches_up() {
+    if !require_root("a_key_rotated_in_place_is_taken_at_reload_and_the_backup_catches_up") {
+        return;
+    }
+    const CONNECTIONS: usize = 10;
+    let topo = Topology::vrrp_pair(3).unwrap_or_else(|e| panic!("topology: {e:#}"));
+    let (x1, x2) = dsr_pair(&topo, &[1, 1, 1], 3600, |c| c);
+    let vip = SocketAddr::new(VIP4.into(), VIP_PORT);
+    let in_backup = |port: u16| {
+        let k = key4(topo.client_addr4(), VIP4, port, VIP_PORT, IPPROTO_TCP);
+        pinned::flow(&topo.state_dir("lb2"), &k)
+            .expect("read node 2's FLOWS")
+            .is_some()
+    };
+    let before = Traffic::start(topo.client(), vip, CONNECTIONS, PERIOD, None).expect("traffic");
+    wait_sync(
+        &x2,
+        "the first flows on node 2",
+        Duration::from_secs(10),
+        |s| sync_counter(s, "flows_installed") >= CONNECTIONS as u64,
+    );
+
+    // Same path, same mode, another key.
+    std::fs::write(
+        topo.dir().join("sync.key"),
+        b"0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n",
+    )
+    .expect("rotate the key");
+    x1.reload_now().expect("reload node 1");
+    let during = Traffic::start(topo.client(), vip, CONNECTIONS, PERIOD, None).expect("traffic");
+    wait_sync(
+        &x2,
+        "node 2 dropping node 1's new key",
+        Duration::from_secs(10),
+        |s| sync_counter(s, "dropped_bad_mac") >= 1,
+    );
+    // Every flow that started between the reloads is running (it has sent
+    // requests) before node 2 is looked at.
+    std::thread::sleep(PERIOD * 10);
+    let installed = during.ports().iter().filter(|p| in_backup(**p)).count();
+    assert_eq!(
+        installed,
+        0,
+        "node 2 installed flows sealed with a key it does not have yet; node 2: {:?}\nnode 1: {:?}",
+        x2.status().expect("status").sync,
+        x1.status().expect("status").sync
+    );
+
+    x2.reload_now().expect("reload node 2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let missing = during.ports().iter().filter(|p| !in_backup(**p)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of the flows begun between the reloads never reached node 2; node 2: {:?}\nnode 1: {:?}",
+            x2.status().expect("status").sync,
+            x1.status().expect("status").sync
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s1 = x1.status().expect("status");
+    assert!(
+        sync_counter(&s1, "full_tables_sent") >= 1,
+        "node 1 never sent its table to the restarted node 2: {:?}",
+        s1.sync
+    );
+    for (what, traffic) in [("before", before), ("during", during)] {
+        let report = traffic.stop();
+        assert!(
+            report.connections.iter().all(|c| in_backup(c.port)),
+            "a flow begun {what} the rotation is missing on node 2"
+        );
+        assert_eq!(
+            report.survivors(),
+            CONNECTIONS,
+            "{what}: {}: {:?}",
+            report.summary(),
+            report.errors(5)
+        );
+    }
+}
+
 /// The NAT VRRP pair with sync between the nodes' server-side addresses:
 /// node 1 master (VIPs and the backends' gateway), node 2 backup, both
 /// tracking their links.

@@ -8,6 +8,7 @@
 //! - `delivery`: frames forwarded that the NIC cannot send.
 //! - `backends`: `xlb backend add|remove`.
 //! - `access`: who may ask what on the control socket.
+//! - `syncing`: the connection sync's start, and what a reload does to it.
 
 use std::{
     collections::HashMap,
@@ -31,6 +32,7 @@ mod metrics;
 mod probes;
 mod reload;
 mod start;
+mod syncing;
 
 pub use access::Policy;
 pub use down::down_offline;
@@ -111,6 +113,7 @@ enum Command {
 
 use crate::clock::monotonic_ns;
 use probes::Probes;
+use syncing::lock_syncing;
 
 /// What a trace's reader needs besides the controller's answer, fixed at
 /// start: where the records are pinned, the interfaces by index.
@@ -286,7 +289,13 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     }
 
     if let Some(sc) = &config.sync {
-        *lock_syncing(&syncing) = Some(start_sync(sc, &config, state.path(), &controller)?);
+        *lock_syncing(&syncing) = Some(syncing::start(
+            sc,
+            sync::Key::load(&sc.key_file)?,
+            &config,
+            state.path(),
+            &controller,
+        )?);
     }
     let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(None);
     let mut vrrp_task = match &config.vrrp {
@@ -368,7 +377,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                 tracing::info!("SIGHUP: reloading {}", config_path.display());
                 let _ = reload::reload(config_path, &mut running, &mut probes, &controller, &mut neighbours);
                 reannounce(&announcing, &running);
-                resync(&syncing, &running, state.path(), &controller);
+                syncing::resync(&syncing, &running, state.path(), &controller);
                 metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
             }
             Some((command, reply)) = command_rx.recv() => match command {
@@ -376,7 +385,7 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
                     tracing::info!("reload requested on the control socket");
                     let answer = reload::reload(config_path, &mut running, &mut probes, &controller, &mut neighbours);
                     reannounce(&announcing, &running);
-                    resync(&syncing, &running, state.path(), &controller);
+                    syncing::resync(&syncing, &running, state.path(), &controller);
                     metrics::reconfigure(&mut metrics_server, running.metrics, &sources, state.path()).await;
                     let _ = reply.send(answer);
                 }
@@ -611,76 +620,6 @@ fn reannounce(announcing: &Announcing, running: &Config) {
             *a = None;
         }
         (None, None) => {}
-    }
-}
-
-fn lock_syncing(s: &Syncing) -> std::sync::MutexGuard<'_, Option<sync::Running>> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Starts the sync of `sc`: reads the key (refused unless only its owner
-/// may read it), opens the pinned maps, binds the socket.
-fn start_sync(
-    sc: &crate::config::SyncConfig,
-    config: &Config,
-    state_dir: &Path,
-    controller: &Arc<Mutex<Controller>>,
-) -> Result<sync::Running> {
-    let key = sync::Key::load(&sc.key_file)?;
-    let ifname = sc.interface.as_deref().unwrap_or(&config.interface);
-    let iface =
-        netlink::interface_by_name(ifname).with_context(|| format!("sync interface {ifname}"))?;
-    let c = controller.clone();
-    sync::start(sync::Start {
-        config: sc,
-        key,
-        state_dir: state_dir.to_owned(),
-        ifname: &iface.name,
-        ifindex: iface.index,
-        directory: Arc::new(move || lock(&c).sync_directory()),
-    })
-    .context("starting connection sync")
-}
-
-/// After a reload: the sync follows the running config's `[sync]`
-/// (restarted when it changed, a new epoch; stopped when removed). A
-/// key file that cannot be read keeps the running sync.
-fn resync(
-    syncing: &Syncing,
-    running: &Config,
-    state_dir: &Path,
-    controller: &Arc<Mutex<Controller>>,
-) {
-    let mut s = lock_syncing(syncing);
-    if s.as_ref().map(|r| &r.config) == running.sync.as_ref() {
-        return;
-    }
-    match &running.sync {
-        None => {
-            tracing::info!("sync: [sync] removed, stopped");
-            *s = None;
-        }
-        Some(sc) => {
-            if let Err(e) = sync::Key::load(&sc.key_file) {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "sync: the new [sync] is not applied; the running sync goes on"
-                );
-                return;
-            }
-            // The old socket goes before the new one binds the port.
-            *s = None;
-            match start_sync(sc, running, state_dir, controller) {
-                Ok(new) => {
-                    tracing::info!("sync: restarted with the new [sync]");
-                    *s = Some(new);
-                }
-                Err(e) => tracing::error!(
-                    error = format!("{e:#}"),
-                    "sync: restarting failed; sync is off"
-                ),
-            }
-        }
     }
 }
 

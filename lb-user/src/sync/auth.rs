@@ -17,8 +17,9 @@ const MAX_KEY_LEN: usize = 4096;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The cluster's sync key.
-#[derive(Clone)]
+/// The cluster's sync key. Two keys are equal when their bytes are: a
+/// reload compares the key file's content with the running key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key(Vec<u8>);
 
 impl std::fmt::Debug for Key {

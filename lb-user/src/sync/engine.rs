@@ -339,6 +339,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     pub task: tokio::task::JoinHandle<()>,
     pub config: SyncConfig,
+    /// The key it seals and checks with.
+    pub key: Key,
 }
 
 impl Drop for Running {
@@ -388,6 +390,7 @@ pub fn start(s: Start<'_>) -> Result<Running> {
         seq: AtomicU64::new(0),
         shared: shared.clone(),
     });
+    let running_key = s.key.clone();
     let engine = Engine {
         cfg: s.config.clone(),
         unicast: matches!(s.config.peers, SyncPeers::Unicast(_)),
@@ -410,6 +413,7 @@ pub fn start(s: Start<'_>) -> Result<Running> {
         shared,
         task,
         config: s.config.clone(),
+        key: running_key,
     })
 }
 

@@ -23,6 +23,7 @@ const PER_THREAD: usize = 10;
 
 /// Running traffic; [`Traffic::stop`] ends it and reports.
 pub struct Traffic {
+    ports: Vec<u16>,
     stop: Arc<AtomicBool>,
     long: Vec<JoinHandle<Vec<Connection>>>,
     fresh: Option<JoinHandle<Vec<Attempt>>>,
@@ -149,6 +150,10 @@ impl Traffic {
             anyhow::ensure!(code == 200, "connection {i}: HTTP {code} {body:?}");
             conns.push((c, body.trim().to_owned()));
         }
+        let ports = conns
+            .iter()
+            .map(|(c, _)| c.local_addr().map_or(0, |a| a.port()))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let mut threads = Vec::new();
@@ -163,11 +168,17 @@ impl Traffic {
             ns.spawn(move || new_connections(addr, every, &stop))
         });
         Ok(Traffic {
+            ports,
             stop,
             long: threads,
             fresh,
             started,
         })
+    }
+
+    /// The client ports of the long-lived connections, in order.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// Stops sending; returns what every connection saw.

@@ -302,6 +302,24 @@ impl Xlb {
             .with_context(|| format!("SIGHUP to xlb (pid {pid})"))
     }
 
+    /// `xlb reload` through the control socket: returns once the daemon
+    /// has applied the file (or refused it), unlike [`Xlb::reload`]'s
+    /// SIGHUP, which returns at once.
+    pub fn reload_now(&self) -> anyhow::Result<String> {
+        let out = Command::new(&self.exe)
+            .arg("reload")
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .context("running xlb reload")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("xlb reload failed ({}): {text}", out.status);
+        }
+        Ok(text)
+    }
+
     /// The last `n` lines of xlb's log, without terminal colour codes.
     pub fn log_tail(&self, n: usize) -> String {
         let text = self.log();
