@@ -170,11 +170,38 @@ pub fn sync_message(data: &[u8]) {
     };
 
     let framed = wire::frame(&datagram);
-    if let Ok(n) = framed {
-        assert_eq!(n + TAG_LEN, datagram.len());
-        assert!(datagram.len() <= MAX_LEN);
-        assert!(n >= HEADER_LEN && (n - HEADER_LEN).is_multiple_of(ENTRY_LEN));
-        assert!(datagram[..4] == MAGIC && datagram[4] == VERSION);
+    match framed {
+        Ok(n) => {
+            assert_eq!(n + TAG_LEN, datagram.len());
+            assert!(datagram.len() <= MAX_LEN);
+            assert!(n >= HEADER_LEN && (n - HEADER_LEN).is_multiple_of(ENTRY_LEN));
+            assert!(datagram[..4] == MAGIC && datagram[4] == VERSION);
+        }
+        // The reason is the first check, in the documented order, that
+        // the datagram fails.
+        Err(reject) => {
+            let len = datagram.len();
+            let want = |d: &[u8]| {
+                HEADER_LEN + usize::from(u16::from_be_bytes([d[6], d[7]])) * ENTRY_LEN + TAG_LEN
+            };
+            let reason = if len > MAX_LEN {
+                wire::Reject::Oversize
+            } else if len < HEADER_LEN + TAG_LEN {
+                wire::Reject::Truncated
+            } else if datagram[..4] != MAGIC {
+                wire::Reject::BadMagic
+            } else if datagram[4] != VERSION {
+                wire::Reject::BadVersion
+            } else if want(&datagram) > MAX_LEN {
+                wire::Reject::Malformed
+            } else if len < want(&datagram) {
+                wire::Reject::Truncated
+            } else {
+                assert!(len > want(&datagram));
+                wire::Reject::Oversize
+            };
+            assert_eq!(reject, reason);
+        }
     }
     let decoded = check_decode(rest);
     if datagram.len() >= TAG_LEN {

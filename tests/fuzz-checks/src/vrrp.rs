@@ -66,7 +66,32 @@ fn check_decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
         Advert::decode(msg, src, dst, ttl),
         "the same advert twice"
     );
-    let Ok(a) = got else { return };
+    let a = match got {
+        Ok(a) => a,
+        Err(reject) => {
+            // The reason is the first check, in the documented order, that
+            // the message fails.
+            let alen = if src.is_ipv4() { 4 } else { 16 };
+            let reason = if ttl != packet::REQUIRED_TTL {
+                Reject::BadTtl
+            } else if msg.len() < HEADER_LEN {
+                Reject::Malformed
+            } else if msg[0] >> 4 != 3 {
+                Reject::BadVersion
+            } else if msg[0] & 0x0f != 1 {
+                Reject::BadType
+            } else if msg.len() < HEADER_LEN + usize::from(msg[3]) * alen {
+                Reject::Malformed
+            } else if pseudo_header_checksum(src, dst, IPPROTO_VRRP, msg) != 0 {
+                Reject::BadChecksum
+            } else {
+                assert_eq!(u16::from_be_bytes([msg[4], msg[5]]) & MAX_INTERVAL_CS, 0);
+                Reject::BadInterval
+            };
+            assert_eq!(reject, reason, "{msg:02x?}");
+            return;
+        }
+    };
     assert_eq!(ttl, packet::REQUIRED_TTL);
     assert!(
         (1..=MAX_INTERVAL_CS).contains(&a.interval_cs),
