@@ -227,7 +227,7 @@ pub fn report(run: &Run) {
     }
     for a in &f.artifacts {
         eprintln!(
-            "    replay: cargo +nightly fuzz run --fuzz-dir tests/fuzz {} {}",
+            "    replay: XLB_GIT_COMMIT=fuzz cargo +nightly fuzz run --fuzz-dir tests/fuzz {} {}",
             run.target,
             a.display()
         );
