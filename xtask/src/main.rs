@@ -5,6 +5,7 @@
 //!                     with arguments, run `xlb` with them
 //! `cargo xtask test`  set up and run every test binary, even when one fails
 //! `cargo xtask setup` only the set-up (idempotent, quiet when all is present)
+//! `cargo xtask fuzz [--minutes N] [--target NAME]`  the fuzz targets, minutes each
 //! `cargo xtask bench [--quick]`  benchmarks, written to docs/benchmarks.md
 
 use std::{
@@ -15,6 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod test_run;
 
 /// The bpf-linker that loads LLVM from the Rust toolchain itself; newer
@@ -56,11 +58,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing (nightly rust-src, bpf-linker, Debian packages).
+    /// Install what is missing (nightly rust-src, bpf-linker, cargo-fuzz,
+    /// Debian packages).
     Setup,
     /// Set up, then build and run every test binary (unit, golden-packet,
-    /// end-to-end), each even when another failed; ends with one line
-    /// saying what failed.
+    /// end-to-end, the fuzz corpora), each even when another failed, then
+    /// (with the fuzz corpora's) each fuzz target for a few seconds; ends
+    /// with one line saying what failed.
     Test {
         /// Before `--`: what to build, as for `cargo test` (`-p lb-user`,
         /// `--test golden`). After `--`: arguments for every test binary
@@ -73,6 +77,17 @@ enum Task {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Set up, then run each fuzz target (tests/fuzz) for minutes on its
+    /// corpus, keep what it finds in the corpus and minimize it; fails
+    /// listing the targets with findings.
+    Fuzz {
+        /// Minutes per target.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Set up, then run the benchmarks (needs root) and write
     /// docs/benchmarks.md with its plots. Fails only if a case cannot run.
@@ -104,6 +119,14 @@ fn real_main() -> Result<ExitCode> {
             setup()?;
             warn_if_not_root("the golden-packet and end-to-end tests");
             Ok(if test_run::run(&args)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Task::Fuzz { minutes, target } => {
+            setup()?;
+            Ok(if fuzz::main(minutes, target.as_deref())? {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -235,6 +258,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 fn setup() -> Result<()> {
     ensure_nightly_components()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     ensure_packages()
 }
 
@@ -293,6 +317,30 @@ fn ensure_bpf_linker() -> Result<()> {
     run(cmd).context("installing bpf-linker")?;
     if output("bpf-linker", &["--version"]).is_none() {
         bail!("bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let version = fuzz::CARGO_FUZZ_VERSION;
+    if output("cargo", &["fuzz", "--version"])
+        .is_some_and(|v| v.split_whitespace().any(|w| w == version))
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {version} (about two minutes)");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        version,
+        "--locked",
+        "--force",
+    ]);
+    run(cmd).context("installing cargo-fuzz")?;
+    if output("cargo", &["fuzz", "--version"]).is_none() {
+        bail!("cargo-fuzz installed but `cargo fuzz` does not run: add ~/.cargo/bin to PATH");
     }
     Ok(())
 }

@@ -5,6 +5,11 @@
 //! Arguments before `--` select what to build, as for `cargo test` (`-p
 //! lb-user`, `--test golden`); arguments after it go to every test binary
 //! (a name filter, `--nocapture`, `--test-threads 1`).
+//!
+//! When the fuzz corpora's test binary is among them (the whole suite, or
+//! `--test fuzz_corpus`), each fuzz target then runs for
+//! [`fuzz::TEST_SECONDS`] and counts like a test binary (`fuzz <target>`):
+//! a regression no corpus file catches can still fail.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -15,7 +20,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::cargo;
+use crate::{cargo, fuzz};
+
+/// The test binary that replays the fuzz corpora.
+const FUZZ_CORPUS: &str = "xlb-tests --test fuzz_corpus";
 
 /// One test binary cargo built.
 struct TestBinary {
@@ -50,6 +58,18 @@ pub fn run(args: &[String]) -> Result<bool> {
     for b in &binaries {
         outcomes.push(run_one(b, harness_args, &xlb)?);
     }
+    let binaries_run = outcomes.len();
+    if binaries.iter().any(|b| b.name == FUZZ_CORPUS) {
+        outcomes.extend(run_fuzz()?);
+    }
+    let what_ran = match outcomes.len() - binaries_run {
+        0 => plural(binaries_run, "test binary", "test binaries"),
+        n => format!(
+            "{} and {}",
+            plural(binaries_run, "test binary", "test binaries"),
+            plural(n, "fuzz target", "fuzz targets")
+        ),
+    };
     let passed: u64 = outcomes.iter().map(|o| o.passed).sum();
     let failed: Vec<&Outcome> = outcomes
         .iter()
@@ -57,10 +77,7 @@ pub fn run(args: &[String]) -> Result<bool> {
         .collect();
     println!();
     if failed.is_empty() {
-        println!(
-            "xtask test: all {} passed ({passed} tests)",
-            plural(outcomes.len(), "test binary", "test binaries")
-        );
+        println!("xtask test: all {what_ran} passed ({passed} tests)");
         return Ok(true);
     }
     let what: Vec<String> = failed
@@ -76,12 +93,52 @@ pub fn run(args: &[String]) -> Result<bool> {
         })
         .collect();
     println!(
-        "xtask test: FAILED: {} of {} ({passed} tests passed): {}",
+        "xtask test: FAILED: {} of {what_ran} ({passed} tests passed): {}",
         failed.len(),
-        plural(outcomes.len(), "test binary", "test binaries"),
         what.join("; ")
     );
     Ok(false)
+}
+
+/// Builds the fuzz targets once and runs each for a few seconds, new
+/// inputs kept out of the committed corpus.
+fn run_fuzz() -> Result<Vec<Outcome>> {
+    let targets = fuzz::targets()?;
+    let outcome = |target: &str, error: Option<String>| Outcome {
+        name: format!("fuzz {target}"),
+        passed: 0,
+        failed_tests: Vec::new(),
+        error,
+    };
+    println!(
+        "     Fuzzing {} targets, {} s each",
+        targets.len(),
+        fuzz::TEST_SECONDS
+    );
+    if let Err(e) = fuzz::build() {
+        return Ok(targets
+            .iter()
+            .map(|t| outcome(t, Some(format!("not built: {e:#}"))))
+            .collect());
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for t in &targets {
+        let r = fuzz::run(t, fuzz::TEST_SECONDS, true)?;
+        let verdict = if r.finding.is_some() { "FINDING" } else { "ok" };
+        println!(
+            "fuzz {t}: {verdict}, {} runs ({}/s), {} new inputs",
+            r.execs, r.execs_per_s, r.corpus_files
+        );
+        fuzz::report(&r);
+        out.push(outcome(
+            t,
+            r.finding.map(|f| match f.artifacts.first() {
+                Some(a) => format!("finding {}", a.display()),
+                None => "the fuzzer failed".to_owned(),
+            }),
+        ));
+    }
+    Ok(out)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

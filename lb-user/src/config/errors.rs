@@ -103,6 +103,14 @@ pub(super) fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> Confi
             "expected a sequence",
             "expected an array (write [[table]] for an array of tables)",
         );
+    // The toml crate has no words for some errors (a control character in
+    // a comment): say what is there.
+    if message.is_empty() {
+        message = match span.as_ref().and_then(|s| text.get(s.clone())) {
+            Some(found) if !found.is_empty() => format!("invalid TOML: unexpected {found:?}"),
+            _ => "invalid TOML".to_owned(),
+        };
+    }
     // A datetime reaches serde as a map; say what it really is.
     if let Some(s) = &span
         && text

@@ -688,6 +688,14 @@ fn toml_syntax_error_gives_its_line() {
 }
 
 #[test]
+fn a_syntax_error_the_toml_crate_has_no_words_for_still_says_what_is_wrong() {
+    // Found by the config fuzz target: a form feed in a comment gave an
+    // error with an empty message.
+    let msg = one_error("# a comment\x0c\ninterface = \"eth0\"\n", 1, 12, "");
+    assert_eq!(msg, "invalid TOML: unexpected \"\\u{c}\"");
+}
+
+#[test]
 fn syntax_error_in_second_backend_gets_indexed_path() {
     let text = with_vip(
         "",

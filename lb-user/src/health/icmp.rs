@@ -189,10 +189,14 @@ pub fn echo_request(v4: bool, ident: u16, seq: u16) -> Vec<u8> {
 }
 
 /// (identifier, sequence) of an echo reply. A raw IPv4 socket delivers the
-/// IP header too; an ICMPv6 one does not.
+/// IP header too (version 4, at least 20 bytes); an ICMPv6 one does not.
 pub fn echo_reply(v4: bool, packet: &[u8]) -> Option<(u16, u16)> {
     let icmp = if v4 {
-        let ihl = usize::from(packet.first()? & 0x0f) * 4;
+        let first = *packet.first()?;
+        let ihl = usize::from(first & 0x0f) * 4;
+        if first >> 4 != 4 || ihl < 20 {
+            return None;
+        }
         packet.get(ihl..)?
     } else {
         packet
@@ -239,6 +243,16 @@ mod tests {
         v4[20] = ICMP_ECHO_REQUEST;
         assert_eq!(echo_reply(true, &v4), None);
         assert_eq!(echo_reply(true, &v4[..25]), None);
+        // Found by the icmp_echo fuzz target: a header length below 20
+        // bytes (here 0, the version 0 too) had the ICMP message read from
+        // inside the IP header.
+        assert_eq!(echo_reply(true, &[0, 0, 0, 0, 0, 0, 0, 0, 0x40, 1]), None);
+        let mut ihl4 = vec![0x44];
+        ihl4.extend_from_slice(&[0; 15]);
+        ihl4.extend_from_slice(&[0, 0, 0, 0, 0x12, 0x34, 0, 9]);
+        assert_eq!(echo_reply(true, &ihl4), None, "IHL 4");
+        ihl4[0] = 0x65;
+        assert_eq!(echo_reply(true, &ihl4), None, "version 6");
         let v6 = [129, 0, 0, 0, 0, 1, 0, 2];
         assert_eq!(echo_reply(false, &v6), Some((1, 2)));
         assert_eq!(echo_reply(false, &[1, 0, 0, 0, 0, 1, 0, 2]), None);

@@ -22,7 +22,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::auth::Key;
-use super::replay::{Replay, Verdict};
+use super::receive::{self, Policy};
+use super::replay::Replay;
 use super::table::{self, Directory, FlowTable, Installed, NotSent};
 use super::wire::{self, Entry, Event, Header, Kind, MAX_ENTRIES};
 use crate::api::{SyncPeerStatus, SyncStatus};
@@ -612,33 +613,16 @@ impl Engine {
     async fn receive(&mut self, datagram: &[u8], from: SocketAddr) {
         let ip = from.ip().to_canonical();
         self.shared.bump("messages_received", 1);
-        if self.unicast && !self.peers.contains(&ip) {
-            return self.reject("dropped_unknown_peer");
-        }
-        let signed_len = match wire::frame(datagram) {
-            Ok(n) => n,
-            Err(r) => return self.reject(dropped(r)),
+        let policy = Policy {
+            key: &self.key,
+            peers: self.unicast.then_some(self.peers.as_slice()),
+            max_skew_ms: u64::from(self.cfg.max_skew_s) * 1000,
         };
-        if !self.key.verify(datagram, signed_len) {
-            return self.reject("dropped_bad_mac");
-        }
-        let (header, entries) = match wire::decode(&datagram[..signed_len]) {
-            Ok(m) => m,
-            Err(r) => return self.reject(dropped(r)),
-        };
-        let max_skew_ms = u64::from(self.cfg.max_skew_s) * 1000;
-        match self.replay.check(
-            ip,
-            header.epoch,
-            header.seq,
-            header.sent_unix_ms,
-            unix_ms(),
-            max_skew_ms,
-        ) {
-            Verdict::Fresh => {}
-            Verdict::Replay => return self.reject("dropped_replay"),
-            Verdict::Stale => return self.reject("dropped_stale"),
-        }
+        let (header, entries) =
+            match receive::accept(&policy, &mut self.replay, datagram, ip, unix_ms()) {
+                Ok(m) => m,
+                Err(counter) => return self.reject(counter),
+            };
         {
             let mut s = self.shared.stats();
             s.bump("messages_accepted", 1);
@@ -695,17 +679,6 @@ impl Engine {
         for (name, n) in counts {
             s.bump(name, n);
         }
-    }
-}
-
-fn dropped(r: wire::Reject) -> &'static str {
-    match r {
-        wire::Reject::Truncated => "dropped_truncated",
-        wire::Reject::Oversize => "dropped_oversize",
-        wire::Reject::BadMagic => "dropped_bad_magic",
-        wire::Reject::BadVersion => "dropped_bad_version",
-        wire::Reject::BadMac => "dropped_bad_mac",
-        wire::Reject::Malformed => "dropped_malformed",
     }
 }
 

@@ -7,16 +7,19 @@
 //! - `wire`: the message format, pure.
 //! - `auth`: the pre-shared key and the HMAC-SHA256 tag.
 //! - `replay`: sequence windows per sender against replayed messages.
+//! - `receive`: the checks of a received datagram, in order (pure).
 //! - `table`: connection-table entries to sync entries and back, over a
 //!   trait (the kernel's maps, or memory in the tests).
 //! - `engine`: the running task: ring buffer, socket, sweeps, status.
 
 mod auth;
 mod engine;
+pub mod receive;
 mod replay;
 mod table;
 pub mod wire;
 
 pub use auth::{Key, MIN_KEY_LEN};
 pub use engine::{DirectorySource, Running, Shared, Start, start};
-pub use table::{DirVip, Directory, FlowTable, MemoryTable, entry_of, install};
+pub use replay::{Replay, Verdict};
+pub use table::{DirVip, Directory, FlowTable, Installed, MemoryTable, entry_of, install};

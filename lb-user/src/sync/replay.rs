@@ -20,7 +20,7 @@ pub enum Verdict {
     Stale,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sender {
     epoch: u64,
     highest: u64,
@@ -30,7 +30,7 @@ struct Sender {
 }
 
 /// What has been accepted from each sender.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     senders: HashMap<IpAddr, Sender>,
 }

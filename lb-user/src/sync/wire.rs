@@ -205,15 +205,29 @@ pub fn frame(datagram: &[u8]) -> Result<usize, Reject> {
     }
 }
 
-/// Decodes the signed part of a framed, verified message.
+/// Decodes the signed part of a framed, verified message. It checks the
+/// header's magic, version and count again: it takes only what [`encode`]
+/// can write, whatever it is given.
 pub fn decode(signed: &[u8]) -> Result<(Header, Vec<Entry>), Reject> {
-    let kind = match signed.get(5) {
-        Some(1) => Kind::Flows,
-        Some(2) => Kind::Hello,
+    if signed.len() < HEADER_LEN {
+        return Err(Reject::Truncated);
+    }
+    if signed[..4] != MAGIC {
+        return Err(Reject::BadMagic);
+    }
+    if signed[4] != VERSION {
+        return Err(Reject::BadVersion);
+    }
+    let kind = match signed[5] {
+        1 => Kind::Flows,
+        2 => Kind::Hello,
         _ => return Err(Reject::Malformed),
     };
     let count = usize::from(be16(signed, 6));
-    if signed.len() != HEADER_LEN + count * ENTRY_LEN || kind == Kind::Hello && count != 0 {
+    if count > MAX_ENTRIES
+        || signed.len() != HEADER_LEN + count * ENTRY_LEN
+        || kind == Kind::Hello && count != 0
+    {
         return Err(Reject::Malformed);
     }
     let header = Header {
@@ -401,5 +415,28 @@ mod tests {
         let signed = encode(&header(Kind::Hello), &[]);
         assert_eq!(frame(&framed(&signed)), Ok(HEADER_LEN));
         assert_eq!(decode(&signed).unwrap(), (header(Kind::Hello), Vec::new()));
+    }
+
+    #[test]
+    fn decode_alone_takes_only_what_encode_writes() {
+        // Found by the sync_message fuzz target: decode read the count of
+        // a 6-byte input out of bounds, and took any magic and version
+        // (frame checks them, but decode is public).
+        assert_eq!(decode(b"XLBS\x01\x01"), Err(Reject::Truncated));
+        let signed = encode(&header(Kind::Flows), &[entry(1, false)]);
+        let mut magic = signed.clone();
+        magic[..4].copy_from_slice(b"BXLS");
+        assert_eq!(decode(&magic), Err(Reject::BadMagic));
+        let mut version = signed.clone();
+        version[4] = 2;
+        assert_eq!(decode(&version), Err(Reject::BadVersion));
+        // More entries than a message may carry, each of them valid.
+        let mut long = encode(&header(Kind::Flows), &[]);
+        let count = MAX_ENTRIES as u16 + 1;
+        long[6..8].copy_from_slice(&count.to_be_bytes());
+        for _ in 0..count {
+            long.extend_from_slice(&signed[HEADER_LEN..]);
+        }
+        assert_eq!(decode(&long), Err(Reject::Malformed));
     }
 }

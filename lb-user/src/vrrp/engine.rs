@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use tokio::sync::watch;
 
-use super::packet::{Advert, Reject};
+use super::packet::Advert;
 use super::publish::unix_ms;
-use super::receive::classify;
+use super::receive::{self, receive};
 use super::socket::{Received, VrrpSocket};
 use super::state::{Action, Event, Machine, Params, State};
 use super::track::Tracking;
@@ -125,13 +125,7 @@ impl Engine {
                 last_at_unix_ms: 0,
             });
         }
-        let mut counters = BTreeMap::new();
-        counters.insert("accepted".to_string(), 0);
-        counters.insert("address_mismatch".to_string(), 0);
-        counters.insert("interval_mismatch".to_string(), 0);
-        for r in Reject::ALL {
-            counters.insert(r.as_str().to_string(), 0);
-        }
+        let counters = receive::counters();
         Ok(Self {
             cfg,
             groups,
@@ -274,10 +268,6 @@ impl Engine {
         Ok(())
     }
 
-    fn count(&mut self, what: &str) {
-        *self.counters.entry(what.to_string()).or_default() += 1;
-    }
-
     fn received(&mut self, r: std::io::Result<Received>, v6: bool) {
         let r = match r {
             Ok(r) => r,
@@ -286,56 +276,17 @@ impl Engine {
                 return;
             }
         };
-        match self.check(&r, v6) {
-            Ok((i, from, advert)) => {
-                self.count("accepted");
-                let g = &mut self.groups[i];
-                g.received += 1;
-                let mut ours = g.cfg.addresses.clone();
-                let mut theirs = advert.addresses.clone();
-                ours.sort();
-                theirs.sort();
-                let addr_mismatch = ours != theirs;
-                let interval_mismatch = advert.interval_cs != g.cfg.interval_cs;
-                if addr_mismatch {
-                    self.count("address_mismatch");
-                }
-                if interval_mismatch {
-                    // RFC 5798 6.4.2: a backup follows the master's interval.
-                    self.count("interval_mismatch");
-                }
-                let now = self.now();
-                let actions = self.groups[i].machine.handle(
-                    now,
-                    Event::Advert {
-                        from,
-                        priority: advert.priority,
-                        interval_cs: advert.interval_cs,
-                    },
-                );
-                self.apply(i, actions);
-            }
-            Err(reject) => {
-                tracing::debug!(src = %r.src, reason = %reject, "VRRP packet ignored");
-                self.count(reject.as_str());
-            }
-        }
-    }
-
-    fn check(&self, r: &Received, v6: bool) -> Result<(usize, IpAddr, Advert), Reject> {
         let sock = if v6 { &self.v6 } else { &self.v4 };
-        let groups: Vec<(u8, bool)> = self
-            .groups
-            .iter()
-            .map(|g| (g.cfg.vrid, g.cfg.is_ipv6()))
-            .collect();
-        classify(
-            r,
-            v6,
-            sock.as_ref().map(|s| s.source()),
-            &self.cfg.peers,
-            &groups,
-        )
+        let own = sock.as_ref().map(|s| s.source());
+        let groups: Vec<&VrrpGroup> = self.groups.iter().map(|g| &g.cfg).collect();
+        let Some((i, event)) = receive(&r, v6, own, &self.cfg.peers, &groups, &mut self.counters)
+        else {
+            return;
+        };
+        let now = self.now();
+        self.groups[i].received += 1;
+        let actions = self.groups[i].machine.handle(now, event);
+        self.apply(i, actions);
     }
 
     fn apply(&mut self, i: usize, actions: Vec<Action>) {

@@ -1,10 +1,13 @@
 //! The strict receive path of VRRP adverts, pure: which group a datagram
 //! belongs to, or why it is ignored (counted by reason in `xlb status`).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::packet::{self, Advert, Reject};
 use super::socket::Received;
+use super::state::Event;
+use crate::config::VrrpGroup;
 
 /// The strict receive path, pure: a datagram from the IPv4 (IP header
 /// included) or IPv6 socket, our own source address, `vrrp.peers` (empty:
@@ -40,6 +43,64 @@ pub fn classify(
     // The address list has the sender's family by construction: decode
     // reads addresses of the size of the packet's source.
     Ok((i, src, advert))
+}
+
+/// The receive counters of `xlb status`, all at zero: `accepted`,
+/// `address_mismatch`, `interval_mismatch` and one per [`Reject`].
+pub fn counters() -> BTreeMap<String, u64> {
+    let mut counters = BTreeMap::new();
+    for name in ["accepted", "address_mismatch", "interval_mismatch"] {
+        counters.insert(name.to_string(), 0);
+    }
+    for r in Reject::ALL {
+        counters.insert(r.as_str().to_string(), 0);
+    }
+    counters
+}
+
+/// What the engine does with a datagram, without the IO: the checks of
+/// [`classify`] against `groups`, counted in `counters`; for an accepted
+/// advert, the index of its group and the event for that group's machine.
+/// A refused datagram changes nothing but its reason's counter.
+pub fn receive(
+    r: &Received,
+    v6: bool,
+    own: Option<IpAddr>,
+    peers: &[IpAddr],
+    groups: &[&VrrpGroup],
+    counters: &mut BTreeMap<String, u64>,
+) -> Option<(usize, Event)> {
+    let mut count = |what: &str| *counters.entry(what.to_string()).or_default() += 1;
+    let keys: Vec<(u8, bool)> = groups.iter().map(|g| (g.vrid, g.is_ipv6())).collect();
+    let (i, from, advert) = match classify(r, v6, own, peers, &keys) {
+        Ok(accepted) => accepted,
+        Err(reject) => {
+            tracing::debug!(src = %r.src, reason = %reject, "VRRP packet ignored");
+            count(reject.as_str());
+            return None;
+        }
+    };
+    count("accepted");
+    let g = groups[i];
+    let mut ours = g.addresses.clone();
+    let mut theirs = advert.addresses;
+    ours.sort();
+    theirs.sort();
+    if ours != theirs {
+        count("address_mismatch");
+    }
+    if advert.interval_cs != g.interval_cs {
+        // RFC 5798 6.4.2: a backup follows the master's interval.
+        count("interval_mismatch");
+    }
+    Some((
+        i,
+        Event::Advert {
+            from,
+            priority: advert.priority,
+            interval_cs: advert.interval_cs,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -249,5 +310,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!((i, from, got.priority), (0, ip("198.18.0.66"), 254));
+    }
+
+    fn group(vrid: u8, addrs: &[&str]) -> VrrpGroup {
+        VrrpGroup {
+            vrid,
+            priority: 100,
+            preempt: true,
+            interval_cs: 100,
+            vips: vec!["web".into()],
+            addresses: addrs.iter().map(|a| ip(a)).collect(),
+            server_addresses: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_engine_counts_a_refused_advert_and_feeds_an_accepted_one_to_its_group() {
+        let g4 = group(51, &["198.18.0.100"]);
+        let g6 = group(52, &["fd00:18::100"]);
+        let groups = [&g4, &g6];
+        let mut counters = counters();
+        let before = counters.clone();
+        let own = Some(ip("198.18.0.1"));
+        let foreign = v4_datagram("198.18.0.3", 255, &advert(9, &["198.18.0.100"]));
+        assert_eq!(
+            receive(&foreign, false, own, &[], &groups, &mut counters),
+            None
+        );
+        let mut want = before.clone();
+        *want.get_mut("unknown_vrid").unwrap() += 1;
+        assert_eq!(counters, want, "only the reason's counter moved");
+        // Another address list and interval: accepted, and counted as such.
+        let other = Advert {
+            interval_cs: 20,
+            ..advert(51, &["198.18.0.101"])
+        };
+        let d = v4_datagram("198.18.0.3", 255, &other);
+        assert_eq!(
+            receive(&d, false, own, &[], &groups, &mut counters),
+            Some((
+                0,
+                Event::Advert {
+                    from: ip("198.18.0.3"),
+                    priority: 100,
+                    interval_cs: 20,
+                }
+            ))
+        );
+        for name in ["accepted", "address_mismatch", "interval_mismatch"] {
+            assert_eq!(counters[name], 1, "{name}");
+        }
     }
 }
