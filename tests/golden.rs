@@ -266,7 +266,7 @@ fn fixtures(h: &Harness) -> Vec<Case> {
         passed("non-VIP TCP header cut", cut(other.clone(), ETH + 20 + 12)),
         passed(
             "non-VIP IPv4 fragment (offset 16)",
-            set(other, ETH + 7, 0x10),
+            set(other.clone(), ETH + 7, 0x10),
         ),
         passed(
             "ICMP error quoting no VIP flow",
@@ -302,8 +302,38 @@ fn fixtures(h: &Harness) -> Vec<Case> {
         ),
         dropped(
             "IPv4 fragment to a VIP (more fragments)",
-            set(good, ETH + 6, 0x20),
+            set(good.clone(), ETH + 6, 0x20),
             drop::FRAGMENT,
+        ),
+        // Found by the data-plane property test (tests/dataplane_props.rs).
+        dropped(
+            "TCP data offset 6 (4 bytes of options) but only 20 bytes",
+            set(cut(good, ETH + 20 + 20), ETH + 20 + 12, 0x60),
+            drop::L4_TRUNCATED,
+        ),
+        passed(
+            "non-VIP TCP options cut",
+            set(cut(other.clone(), ETH + 20 + 20), ETH + 20 + 12, 0x60),
+        ),
+        passed(
+            "fragmentation needed in an IPv4 fragment (more fragments)",
+            set(frag_needed4(VIP4, CLIENT4, 80, 40000), ETH + 6, 0x20),
+        ),
+        passed(
+            "fragmentation needed in a later IPv4 fragment (offset 8)",
+            set(frag_needed4(VIP4, CLIENT4, 80, 40000), ETH + 7, 0x01),
+        ),
+        passed(
+            "IPv6 ethertype, version 4 in the header",
+            set(good6.clone(), ETH, 0x46),
+        ),
+        passed(
+            "packet too big quoting a header of version 4",
+            set(
+                packet_too_big6(VIP6, CLIENT6, L4::Udp, 53, 5353),
+                ETH + 40 + 8,
+                0x46,
+            ),
         ),
         dropped(
             "IPv6 header cut at 30 bytes",

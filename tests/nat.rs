@@ -9,25 +9,21 @@
 //! so the program's incremental checksum updates are compared with
 //! independently computed ones, byte for byte.
 //!
-//! `bpf_fib_lookup` needs real routes, so each test runs on a thread in a
-//! fresh anonymous network namespace (gone when the thread ends) with two
-//! veth ends standing in for the client-side (`c0`, [`LB_MAC`],
-//! 198.18.0.1/24, fd00:18::1/64) and server-side (`s0`, [`S0_MAC`],
-//! 198.18.1.1/24, fd00:19::1/64) NICs, static neighbours and forwarding on.
-//! Needs root.
+//! `bpf_fib_lookup` needs real routes, so each test runs in the testbed's
+//! two-NIC namespace (`xlb_testbed::nat_lab`: client side `c0`, [`LB_MAC`],
+//! 198.18.0.1/24, fd00:18::1/64; server side `s0`, [`S0_MAC`],
+//! 198.18.1.1/24, fd00:19::1/64), with static neighbours and forwarding
+//! on. Needs root.
 
-use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    process::Command,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::{Counters, ct, drop, global};
-use lb_user::{config::Config, maps::MapStore, netlink};
+use lb_user::{config::Config, maps::MapStore};
 use xlb_testbed::{
     config::{Backend, Vip, XlbConfig},
     fakes::FakeNeighbours,
     frames::*,
-    lb::Lb,
+    nat_lab::{self, Lab, Neighbour, Nic, S0_MAC},
 };
 
 const XDP_PASS: u32 = 2;
@@ -43,9 +39,9 @@ const BACKEND4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
 const BACKEND4_SAME_LINK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
 const BACKEND4_NO_NEIGH: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
 const BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x19, 0, 0, 0, 0, 0, 0x11);
+/// An address on the client side that is neither a VIP nor the client.
+const OTHER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x99);
 const BACKEND_MAC: Mac = [0x02, 0, 0, 0, 0x10, 0x0b];
-/// The server-side NIC's MAC (the client side's is [`LB_MAC`]).
-const S0_MAC: Mac = [0x02, 0, 0, 0, 0, 0x03];
 const REPLY: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
 
 // Literal frames, computed outside this crate with Python 3.11 and scapy
@@ -88,13 +84,6 @@ const NAT_REPLY_OUT: &str = "
     45000043 00004000 4006ae2a c6120064 c6120002
     00509c40 000003e8 00000001 5010faf0 0e7c0000
     485454502f312e3120323034204e6f20436f6e74656e740d0a0d0a";
-
-/// Where a frame arrives.
-#[derive(Clone, Copy, Debug)]
-enum Nic {
-    C0,
-    S0,
-}
 
 /// One golden packet.
 struct Case {
@@ -144,94 +133,37 @@ impl Snapshot {
     }
 }
 
-fn sh(args: &str) {
-    let out = Command::new("ip")
-        .args(args.split_whitespace())
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The lab's permanent neighbours: the client, and the backends (all with
+/// [`BACKEND_MAC`]) but [`BACKEND4_NO_NEIGH`].
+fn neighbours() -> Vec<Neighbour> {
+    let n = |addr: std::net::IpAddr, mac, nic| Neighbour { addr, mac, nic };
+    vec![
+        n(CLIENT4.into(), CLIENT_MAC, Nic::C0),
+        n(CLIENT6.into(), CLIENT_MAC, Nic::C0),
+        n(BACKEND4.into(), BACKEND_MAC, Nic::S0),
+        n(BACKEND4_SAME_LINK.into(), BACKEND_MAC, Nic::C0),
+        n(BACKEND6.into(), BACKEND_MAC, Nic::S0),
+    ]
 }
 
-fn sysctl(path: &str) {
-    std::fs::write(path, "1").unwrap_or_else(|e| panic!("{path}: {e}"));
-}
-
-fn mac(m: Mac) -> String {
-    m.map(|b| format!("{b:02x}")).join(":")
-}
-
-struct Lab {
-    controller: Lb,
-    c0: netlink::Interface,
-    s0: netlink::Interface,
-}
-
-/// Runs `f` in a private network namespace set up as described above.
+/// Runs `f` in the lab (`xlb_testbed::nat_lab`) with `cfg` applied.
 fn in_lab(test: &str, cfg: Config, f: impl FnOnce(&mut Lab) + Send) {
-    if !xlb_testbed::require_root(test) {
-        return;
-    }
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-            sh("link set lo up");
-            sh(&format!(
-                "link add c0 address {} type veth peer name c0p",
-                mac(LB_MAC)
-            ));
-            sh(&format!(
-                "link add s0 address {} type veth peer name s0p",
-                mac(S0_MAC)
-            ));
-            for l in ["c0", "c0p", "s0", "s0p"] {
-                sh(&format!("link set {l} up"));
-            }
-            sh("addr add 198.18.0.1/24 dev c0");
-            sh("addr add fd00:18::1/64 dev c0 nodad");
-            sh("addr add 198.18.1.1/24 dev s0");
-            sh("addr add fd00:19::1/64 dev s0 nodad");
-            let client = mac(CLIENT_MAC);
-            let backend = mac(BACKEND_MAC);
-            sh(&format!(
-                "neigh add 198.18.0.2 lladdr {client} dev c0 nud permanent"
-            ));
-            sh(&format!(
-                "neigh add fd00:18::2 lladdr {client} dev c0 nud permanent"
-            ));
-            sh(&format!(
-                "neigh add {BACKEND4} lladdr {backend} dev s0 nud permanent"
-            ));
-            sh(&format!(
-                "neigh add {BACKEND4_SAME_LINK} lladdr {backend} dev c0 nud permanent"
-            ));
-            sh(&format!(
-                "neigh add {BACKEND6} lladdr {backend} dev s0 nud permanent"
-            ));
-            // /proc/sys/net shows the namespace of the thread that opens it.
-            sysctl("/proc/sys/net/ipv4/ip_forward");
-            sysctl("/proc/sys/net/ipv6/conf/all/forwarding");
-
-            let c0 = netlink::interface_by_name("c0").unwrap();
-            let s0 = netlink::interface_by_name("s0").unwrap();
-            assert_eq!((c0.mac, s0.mac), (LB_MAC, S0_MAC));
-            let mut controller = Lb::load_on("c0", c0.mac);
-            controller.maps_mut().add_tx_port(c0.index).unwrap();
-            controller.maps_mut().add_tx_port(s0.index).unwrap();
-            controller
-                .apply(&cfg, &mut FakeNeighbours::default())
-                .unwrap();
-            f(&mut Lab { controller, c0, s0 });
-        });
+    nat_lab::in_lab(test, &neighbours(), None, |lab| {
+        lab.lb.apply(&cfg, &mut FakeNeighbours::default()).unwrap();
+        f(lab);
     });
 }
 
-impl Lab {
+/// The runner, on the lab.
+trait Golden {
+    fn snapshot(&self) -> Snapshot;
+    fn check(&self, case: &Case);
+    fn check_all(&self, cases: &[Case]);
+}
+
+impl Golden for Lab {
     fn snapshot(&self) -> Snapshot {
-        let m = self.controller.maps();
+        let m = self.lb.maps();
         let ct = m.conntrack_stats().unwrap();
         Snapshot {
             globals: m.globals().unwrap(),
@@ -245,12 +177,8 @@ impl Lab {
     /// exactly the counters it names.
     fn check(&self, case: &Case) {
         let what = case.what;
-        let ifindex = match case.on {
-            Nic::C0 => self.c0.index,
-            Nic::S0 => self.s0.index,
-        };
         let before = self.snapshot();
-        let (verdict, out) = self.controller.run_on(ifindex, &case.input);
+        let (verdict, out) = self.run_on(case.on, &case.input);
         assert_eq!(verdict, case.verdict, "{what}: verdict");
         assert_eq!(to_hex(&out), to_hex(&case.output), "{what}: output frame");
         assert_checksums(&out);
@@ -517,7 +445,7 @@ fn nat_flow_keeps_its_backend_and_reverse_entry_is_recorded() {
             });
             let reply_key = key4(BACKEND4, CLIENT4, 8080, 42000, 6);
             let vip = lab
-                .controller
+                .lb
                 .maps()
                 .nat_reverse(&reply_key)
                 .unwrap()
@@ -525,7 +453,7 @@ fn nat_flow_keeps_its_backend_and_reverse_entry_is_recorded() {
             assert_eq!(&vip.addr[..4], &VIP4.octets());
             assert_eq!(u16::from_be(vip.port), 80);
             let flow = lab
-                .controller
+                .lb
                 .maps()
                 .flow(&key4(CLIENT4, VIP4, 42000, 80, 6))
                 .unwrap();
@@ -590,6 +518,28 @@ fn nat_packet_too_big_is_translated_for_the_backend() {
                     what: "packet too big quoting [VIP6]:80 → client:43001",
                     on: Nic::C0,
                     input: packet_too_big6(VIP6, CLIENT6, L4::Tcp, 80, 43001),
+                    verdict: XDP_REDIRECT,
+                    output: Frame::new(S0_MAC, BACKEND_MAC, ROUTER6, BACKEND6).too_big(
+                        CLIENT6,
+                        L4::Tcp,
+                        8080,
+                        43001,
+                    ),
+                    events: &[ct::ICMP_TO_FLOW],
+                },
+                // Found by the data-plane property test: an error
+                // addressed elsewhere than the quoted source (the
+                // ICMPv6 checksum covers the outer destination as it was).
+                Case {
+                    what: "packet too big to another address quoting [VIP6]:80 → client:43001",
+                    on: Nic::C0,
+                    input: Frame::new(CLIENT_MAC, LB_MAC, ROUTER6, OTHER6).too_big_quoting(
+                        VIP6,
+                        CLIENT6,
+                        L4::Tcp,
+                        80,
+                        43001,
+                    ),
                     verdict: XDP_REDIRECT,
                     output: Frame::new(S0_MAC, BACKEND_MAC, ROUTER6, BACKEND6).too_big(
                         CLIENT6,

@@ -785,7 +785,8 @@ pub mod drop {
     pub const IPV4_BAD_HEADER: u32 = 1;
     /// IPv6 fixed header cut short.
     pub const IPV6_TRUNCATED: u32 = 2;
-    /// TCP or UDP header cut short (TCP: also a data offset below 5).
+    /// TCP or UDP header cut short (TCP: its options included; also a
+    /// data offset below 5).
     pub const L4_TRUNCATED: u32 = 3;
     /// IPv4 fragment to a VIP: no ports to hash on.
     pub const FRAGMENT: u32 = 4;

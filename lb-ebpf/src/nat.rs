@@ -181,11 +181,10 @@ pub fn icmp_to_backend(
     new_addr: &[u32; 4],
     port: u16,
 ) -> Option<FlowKey> {
-    let old_w = words_of(&flow.key.dst);
     let new_w = words_of(new_addr);
     let new_port = if port == 0 { flow.key.dport } else { port };
-    rewrite_l3(ctx, flow, Side::Dst, &new_w)?;
     if flow.family == FAMILY_V4 {
+        rewrite_l3(ctx, flow, Side::Dst, &new_w)?;
         // ICMP header (4 words), quoted IPv4 header (10), quoted ports (2).
         const Q: usize = 4;
         let p = ptr_at::<[u16; 16]>(ctx, flow.l4)? as *mut [u16; 16];
@@ -205,21 +204,26 @@ pub fn icmp_to_backend(
         // SAFETY: as above.
         unsafe { p.write_unaligned(h) };
     } else {
-        // ICMPv6 header (4 words), quoted IPv6 header (20), quoted ports (2).
-        const Q: usize = 4;
-        let p = ptr_at::<[u16; 26]>(ctx, flow.l4)? as *mut [u16; 26];
+        // The outer destination (the fixed header's last 8 words; the
+        // ICMPv6 header follows it), the ICMPv6 header (4), the quoted
+        // IPv6 header (20), the quoted ports (2): one copy. The ICMPv6
+        // checksum covers the outer destination, as it was, whether or
+        // not it was the quoted source.
+        const D: usize = 8;
+        const Q: usize = D + 4;
+        let p = ptr_at::<[u16; Q + 22]>(ctx, flow.l3 + V6_DST * 2)? as *mut [u16; Q + 22];
         // SAFETY: as above.
         let mut h = unsafe { p.read_unaligned() };
-        let mut icmp = h[1];
+        let mut icmp = h[D + 1];
         for i in 0..8 {
-            // The ICMPv6 checksum covers the outer destination too.
-            icmp = csum_update(icmp, old_w[i], new_w[i]);
+            icmp = csum_update(icmp, h[i], new_w[i]);
+            h[i] = new_w[i];
             icmp = csum_update(icmp, h[Q + V6_SRC + i], new_w[i]);
             h[Q + V6_SRC + i] = new_w[i];
         }
         icmp = csum_update(icmp, h[Q + V6_WORDS], new_port);
         h[Q + V6_WORDS] = new_port;
-        h[1] = icmp;
+        h[D + 1] = icmp;
         // SAFETY: as above.
         unsafe { p.write_unaligned(h) };
     }

@@ -151,6 +151,9 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
     }
     let l4proto = h[IPV4_PROTO_OFF];
     if l4proto == IPPROTO_ICMP {
+        if u16::from_be_bytes([h[IPV4_FRAG_OFF], h[IPV4_FRAG_OFF + 1]]) & IPV4_FRAG_MASK != 0 {
+            return Parsed::Pass;
+        }
         return parse_icmp4(ctx, l3, l3 + hlen);
     }
     if l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP {
@@ -188,13 +191,17 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
     if ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
         return Parsed::Drop(drop::IPV6_TRUNCATED);
     }
-    let (Some(next), Some(src), Some(dst)) = (
+    let (Some(version), Some(next), Some(src), Some(dst)) = (
+        read::<u8>(ctx, l3),
         read::<u8>(ctx, l3 + IPV6_NEXT_OFF),
         read::<[u32; 4]>(ctx, l3 + IPV6_SRC_OFF),
         read::<[u32; 4]>(ctx, l3 + IPV6_DST_OFF),
     ) else {
         return Parsed::Drop(drop::IPV6_TRUNCATED);
     };
+    if version >> 4 != 6 {
+        return Parsed::Pass;
+    }
     if next == IPPROTO_ICMPV6 {
         return parse_icmp6(ctx, l3, l3 + IPV6_HLEN);
     }
@@ -233,7 +240,8 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
 fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Option<(u16, u16, u8)> {
     let (ports, flags) = if proto == IPPROTO_TCP {
         let h = read::<[u8; TCP_MIN_HLEN]>(ctx, l4)?;
-        if ((h[TCP_DOFF_OFF] >> 4) as usize) * 4 < TCP_MIN_HLEN {
+        let hlen = ((h[TCP_DOFF_OFF] >> 4) as usize) * 4;
+        if hlen < TCP_MIN_HLEN || ctx.data() + l4 + hlen > ctx.data_end() {
             return None;
         }
         ([h[0], h[1], h[2], h[3]], h[TCP_FLAGS_OFF])
@@ -339,7 +347,10 @@ fn parse_icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Parsed {
     };
     let q = ICMP_HLEN;
     let proto = h[q + IPV6_NEXT_OFF];
-    if h[0] != ICMPV6_PACKET_TOO_BIG || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+    if h[0] != ICMPV6_PACKET_TOO_BIG
+        || h[q] >> 4 != 6
+        || (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+    {
         return Parsed::Pass;
     }
     let addr = |off: usize| {

@@ -228,7 +228,20 @@ impl Frame {
     /// quoting the IP header and the first 8 bytes of a TCP (sequence 1)
     /// or UDP packet with 1,400 bytes of payload.
     pub fn too_big(&self, to: impl Into<IpAddr>, l4: L4, sport: u16, dport: u16) -> Vec<u8> {
-        let quoted_frame = Frame::new([0; 6], [0; 6], self.dst, to);
+        self.too_big_quoting(self.dst, to, l4, sport, dport)
+    }
+
+    /// As [`Frame::too_big`], quoting a packet from `from` (not
+    /// necessarily this frame's destination) to `to`.
+    pub fn too_big_quoting(
+        &self,
+        from: impl Into<IpAddr>,
+        to: impl Into<IpAddr>,
+        l4: L4,
+        sport: u16,
+        dport: u16,
+    ) -> Vec<u8> {
+        let quoted_frame = Frame::new([0; 6], [0; 6], from, to);
         let b = PacketBuilder::ip(quoted_frame.ip_headers());
         let mut quoted = Vec::new();
         match l4 {

@@ -28,7 +28,12 @@ impl Lb {
 
     /// Loads the program; the controller's node has `mac` on `interface`.
     pub fn load_on(interface: &str, mac: [u8; 6]) -> Lb {
-        let (dp, maps) = Dataplane::load().expect("load the XDP program");
+        Self::load_sized(interface, mac, lb_common::DEFAULT_FLOW_TABLE_SIZE)
+    }
+
+    /// As [`Lb::load_on`], with `flows` entries in the connection tables.
+    pub fn load_sized(interface: &str, mac: [u8; 6], flows: u32) -> Lb {
+        let (dp, maps) = Dataplane::load_with_flow_table(flows).expect("load the XDP program");
         let node = Node {
             interface: interface.into(),
             mac,

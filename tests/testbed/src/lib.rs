@@ -11,6 +11,9 @@
 //!   BPF_PROG_TEST_RUN driver.
 //! - [`lb`]: the real XDP program, loaded, with a controller over its
 //!   maps, for BPF_PROG_TEST_RUN suites.
+//! - [`nat_lab`]: a namespace with a client-side and a server-side NIC,
+//!   routes and neighbours, for BPF_PROG_TEST_RUN suites whose program
+//!   asks the kernel's FIB (NAT).
 //! - [`traffic`]: long-lived connections that keep sending, and a loop of
 //!   new connections, through the event a test makes.
 //! - [`xdp`]: the test XDP programs (pass, floor, generator).
@@ -32,6 +35,7 @@ pub mod frames;
 pub mod inject;
 pub mod lb;
 pub mod many_vips;
+pub mod nat_lab;
 pub mod netns;
 pub mod pinned;
 pub mod prometheus;
