@@ -271,6 +271,26 @@ fn sockaddr(ip: IpAddr, port: u16, dual_stack: bool) -> SocketAddr {
     }
 }
 
+/// How long a unicast bind waits for the port to be free. A sync that
+/// restarts (a reload changed `[sync]` or the key) drops the old engine's
+/// task, but the runtime drops it, and the socket with it, a moment later;
+/// a table being sent holds it until the send ends.
+const BIND_WAIT: Duration = Duration::from_secs(2);
+
+/// Binds `[::]:port`, retrying while the port is in use, up to [`BIND_WAIT`].
+fn bind_unicast(s: &Socket, port: u16) -> std::io::Result<()> {
+    let addr: socket2::SockAddr = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into();
+    let deadline = Instant::now() + BIND_WAIT;
+    loop {
+        match s.bind(&addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The socket and where messages go.
 fn open_socket(cfg: &SyncConfig, ifname: &str, ifindex: u32) -> Result<(Socket, Vec<SocketAddr>)> {
     let (socket, dests) = match &cfg.peers {
@@ -278,8 +298,7 @@ fn open_socket(cfg: &SyncConfig, ifname: &str, ifindex: u32) -> Result<(Socket, 
             // One dual-stack socket for IPv4 and IPv6 peers alike.
             let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_only_v6(false)?;
-            s.bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), cfg.port).into())
-                .with_context(|| format!("binding UDP port {}", cfg.port))?;
+            bind_unicast(&s, cfg.port).with_context(|| format!("binding UDP port {}", cfg.port))?;
             let dests = peers.iter().map(|p| sockaddr(*p, cfg.port, true)).collect();
             (s, dests)
         }
