@@ -39,9 +39,11 @@ pub mod map_names {
     pub const TRACE_PROGS: &str = "TRACE_PROGS";
     pub const VIP_SLOTS: &str = "VIP_SLOTS";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const NAT_STATS: &str = "NAT_STATS";
+    pub const NAT_SCRATCH: &str = "NAT_SCRATCH";
 
     /// Every map, in the order the control plane checks and pins them.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 29] = [
         XLB_STATE,
         VIPS,
         VIP_SLOTS,
@@ -58,6 +60,8 @@ pub mod map_names {
         CT_STATS,
         NEW_FLOW_BUDGET,
         NAT_REVERSE,
+        NAT_STATS,
+        NAT_SCRATCH,
         TX_PORTS,
         CONTROL_LEASE,
         BACKEND_OWNERS,
@@ -405,6 +409,19 @@ pub mod sync_stat {
     /// Room to grow without changing the map's size.
     pub const COUNT: u32 = 8;
     pub const NAMES: [&str; 2] = ["events_lost", "events_reported"];
+}
+
+/// Indices of `NAT_STATS` (per-CPU counts): NAT's events beyond those in
+/// `CT_STATS`, in a map of their own so that a state pinned before them
+/// (whose `CT_STATS` has its size) is adopted, gaining the map, rather than
+/// refused.
+pub mod nat_stat {
+    /// A NAT flow's packet hit its `FLOWS` entry but `NAT_REVERSE` had lost
+    /// (evicted) the entry its replies are translated by: written again.
+    pub const REVERSE_RESTORED: u32 = 0;
+    /// Room to grow without changing the map's size.
+    pub const COUNT: u32 = 8;
+    pub const NAMES: [&str; 1] = ["reverse_restored"];
 }
 
 /// Bytes of the `TRACE_EVENTS` ring buffer (a power-of-two number of

@@ -154,9 +154,7 @@ fn process(ctx: &XdpContext, len: u64) -> Decision {
     ) else {
         return site.pass(pass::REWRITE_FAILED);
     };
-    if ct != CT_HIT {
-        nat::remember_reverse(&flow, &translated);
-    }
+    nat::keep_reverse(&flow, &translated, ct == CT_HIT);
     site.translated(nat::forward(ctx, &flow, &translated))
 }
 

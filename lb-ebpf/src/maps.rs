@@ -10,8 +10,8 @@ use lb_common::{
     BPF_F_INNER_MAP, BPF_F_MMAPABLE, BackendInfo, BackendOwner, Counters, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_RING_SIZE, FLOW_EVENTS_BYTES, FlowBudget, FlowEvent, FlowKey, FlowState, LbConfig,
     MAX_BACKENDS, MAX_TX_PORTS, MAX_VIPS, RingElement, StateMeta, TRACE_EVENTS_BYTES, TraceFilter,
-    TraceRecord, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, ct, drop, global, ring_elements,
-    sync_stat, trace,
+    TraceRecord, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, ct, drop, global, nat_stat,
+    ring_elements, sync_stat, trace,
 };
 
 /// One Maglev ring per VIP, two words per element (`ring_word`): word 0
@@ -90,10 +90,21 @@ pub static CT_STATS: PerCpuArray<u64, { ct::COUNT as usize }> = PerCpuArray::new
 pub static NEW_FLOW_BUDGET: PerCpuArray<FlowBudget, 1> = PerCpuArray::new();
 
 /// NAT replies: (backend → client) 5-tuple → the VIP to put back as source.
-/// Filled together with `FLOWS` for flows of NAT VIPs.
+/// Filled together with `FLOWS` for flows of NAT VIPs, and looked up by
+/// every packet of theirs that hits `FLOWS`, which writes it again if the
+/// LRU evicted it (`nat::keep_reverse`).
 #[btf_map]
 pub static NAT_REVERSE: LruHashMap<FlowKey, VipKey, { DEFAULT_FLOW_TABLE_SIZE as usize }> =
     LruHashMap::new();
+
+/// NAT's events beyond `CT_STATS` (`lb_common::nat_stat`).
+#[btf_map]
+pub static NAT_STATS: PerCpuArray<u64, { nat_stat::COUNT as usize }> = PerCpuArray::new();
+
+/// Per CPU: the key of the reply of the NAT packet being processed, built
+/// here because the stack has no room for it (`nat::keep_reverse`).
+#[btf_map]
+pub static NAT_SCRATCH: PerCpuArray<FlowKey, 1> = PerCpuArray::new();
 
 /// Interfaces NAT may redirect to (ifindex → ifindex), filled by userspace
 /// with the interfaces xlb is attached to.

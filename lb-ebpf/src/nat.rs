@@ -8,12 +8,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    FAMILY_V4, FlowKey, IPPROTO_TCP, IPPROTO_UDP, VipKey, bytes_to_words, ct, words_to_bytes,
+    FAMILY_V4, FlowKey, IPPROTO_TCP, IPPROTO_UDP, VipKey, bytes_to_words, ct, nat_stat,
+    words_to_bytes,
 };
 
 use crate::{
     forward,
-    maps::{NAT_REVERSE, TX_PORTS},
+    maps::{NAT_REVERSE, NAT_SCRATCH, TX_PORTS},
     parse::{Flow, ptr_at},
     stats,
 };
@@ -305,17 +306,37 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, key: &FlowKey) -> u32 {
         .unwrap_or(xdp_action::XDP_PASS)
 }
 
-/// Remembers how to translate the backend's replies of this flow.
+/// Keeps the entry that translates the backend's replies of this flow:
+/// written for a flow new to `FLOWS` (`known` false); for a known one
+/// looked up, which marks it used for the LRU as its replies do, and
+/// written again if the LRU evicted it meanwhile (counted), since the
+/// forward entry alone would keep the flow on its backend while its
+/// replies left untranslated. One more lookup per packet of a NAT flow.
 #[inline(always)]
-pub fn remember_reverse(flow: &Flow, translated: &FlowKey) {
-    let reply = FlowKey {
-        src: translated.dst,
-        dst: translated.src,
-        sport: translated.dport,
-        dport: translated.sport,
-        proto: translated.proto,
-        _pad: [0; 3],
+pub fn keep_reverse(flow: &Flow, translated: &FlowKey, known: bool) {
+    // The reply's key is built in a per-CPU slot: the stack has no room
+    // for it on the hit path.
+    let Some(reply) = NAT_SCRATCH.get_ptr_mut(0) else {
+        return;
     };
+    // SAFETY: a per-CPU slot from a successful lookup, used only by this
+    // CPU and only here, while this packet is processed.
+    let reply = unsafe { &mut *reply };
+    reply.src = translated.dst;
+    reply.dst = translated.src;
+    reply.sport = translated.dport;
+    reply.dport = translated.sport;
+    reply.proto = translated.proto;
+    reply._pad = [0; 3];
+    // Passed by reference: a `FlowKey` by value would be copied to the
+    // stack.
+    let reply: &FlowKey = reply;
+    if known {
+        if NAT_REVERSE.get_ptr(reply).is_some() {
+            return;
+        }
+        stats::nat(nat_stat::REVERSE_RESTORED);
+    }
     let vip = VipKey {
         addr: words_to_bytes(&flow.key.dst),
         port: flow.key.dport,

@@ -3,7 +3,8 @@
 use lb_common::Counters;
 
 use crate::maps::{
-    BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, SYNC_STATS, TRACE_STATS, VIP_STATS,
+    BACKEND_STATS, CT_STATS, DROP_STATS, GLOBAL_STATS, NAT_STATS, SYNC_STATS, TRACE_STATS,
+    VIP_STATS,
 };
 
 #[inline(always)]
@@ -46,6 +47,14 @@ pub fn dropped(reason: u32) {
 #[inline(always)]
 pub fn conntrack(event: u32) {
     if let Some(c) = CT_STATS.get_ptr_mut(event) {
+        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn nat(event: u32) {
+    if let Some(c) = NAT_STATS.get_ptr_mut(event) {
         // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
         unsafe { *c += 1 };
     }

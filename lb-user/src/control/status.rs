@@ -2,7 +2,7 @@
 //! counters (the daemon adds VRRP's part).
 
 use anyhow::Result;
-use lb_common::{Counters, LB_F_FORWARDING, ct, drop, global};
+use lb_common::{Counters, LB_F_FORWARDING, ct, drop, global, nat_stat};
 
 use super::{Controller, backend::Backend, vip::Vip};
 use crate::{
@@ -27,6 +27,7 @@ impl<M: MapStore> Controller<M> {
         let globals = self.maps.globals()?;
         let drops = self.maps.drops()?;
         let conntrack = self.maps.conntrack_stats()?;
+        let nat = self.maps.nat_stats()?;
         let configured = self.maps.config()?.flags & LB_F_FORWARDING != 0;
         Ok(Status {
             version: crate::api::status::STATUS_VERSION,
@@ -49,10 +50,18 @@ impl<M: MapStore> Controller<M> {
                 .zip(drops.iter())
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            // NAT's events of their own map (`NAT_STATS`) among them,
+            // named `nat_*` as NAT's others are.
             conntrack: ct::NAMES
                 .iter()
                 .zip(conntrack.iter())
                 .map(|(n, c)| (n.to_string(), *c))
+                .chain(
+                    nat_stat::NAMES
+                        .iter()
+                        .zip(nat.iter())
+                        .map(|(n, c)| (format!("nat_{n}"), *c)),
+                )
                 .collect(),
             // Filled in by the daemon, which owns the VRRP engine and the
             // program.

@@ -11,7 +11,7 @@ use aya::{
 use lb_common::{
     BackendInfo, BackendOwner, Counters, FlowKey, FlowState, LbConfig, MAX_BACKENDS, MAX_VIPS,
     RING_FIRST_SLOT, RingElement, StateMeta, TraceFilter, VipKey, VipMeta, VipSlot, bytes_to_words,
-    ct, drop, global, map_names as names, ring_elements, vip_filter_slot,
+    ct, drop, global, map_names as names, nat_stat, ring_elements, vip_filter_slot,
 };
 
 use super::{MapStore, rings::Staged};
@@ -31,6 +31,7 @@ pub struct Maps {
     drop_stats: PerCpuArray<MapData, u64>,
     global_stats: PerCpuArray<MapData, Counters>,
     ct_stats: PerCpuArray<MapData, u64>,
+    nat_stats: PerCpuArray<MapData, u64>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     nat_reverse: HashMap<MapData, FlowKey, VipKey>,
     tx_ports: DevMapHash<MapData>,
@@ -79,6 +80,7 @@ impl Maps {
             drop_stats: take(ebpf, names::DROP_STATS)?,
             global_stats: take(ebpf, names::GLOBAL_STATS)?,
             ct_stats: take(ebpf, names::CT_STATS)?,
+            nat_stats: take(ebpf, names::NAT_STATS)?,
             flows: take(ebpf, names::FLOWS)?,
             nat_reverse: take(ebpf, names::NAT_REVERSE)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
@@ -395,6 +397,10 @@ impl MapStore for Maps {
 
     fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]> {
         sum_u64(&self.ct_stats, "CT_STATS")
+    }
+
+    fn nat_stats(&self) -> Result<[u64; nat_stat::COUNT as usize]> {
+        sum_u64(&self.nat_stats, "NAT_STATS")
     }
 
     fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {

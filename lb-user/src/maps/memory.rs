@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, bail, ensure};
 use lb_common::{
     BackendInfo, BackendOwner, Counters, LbConfig, MAX_BACKENDS, MAX_VIPS, TraceFilter, VipKey,
-    VipMeta, ct, drop, global,
+    VipMeta, ct, drop, global, nat_stat,
 };
 
 use super::MapStore;
@@ -28,6 +28,7 @@ pub struct MemoryMaps {
     pub vip_stats: BTreeMap<u32, Counters>,
     pub backend_stats: BTreeMap<u32, Counters>,
     pub conntrack: [u64; ct::COUNT as usize],
+    pub nat: [u64; nat_stat::COUNT as usize],
     pub drops: [u64; drop::COUNT as usize],
     pub globals: [Counters; global::COUNT as usize],
     /// Rings staged and not published yet.
@@ -293,6 +294,10 @@ impl MapStore for MemoryMaps {
 
     fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]> {
         Ok(self.conntrack)
+    }
+
+    fn nat_stats(&self) -> Result<[u64; nat_stat::COUNT as usize]> {
+        Ok(self.nat)
     }
 
     fn drops(&self) -> Result<[u64; drop::COUNT as usize]> {

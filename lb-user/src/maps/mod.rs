@@ -12,6 +12,7 @@ mod rings;
 use anyhow::Result;
 use lb_common::{
     BackendInfo, BackendOwner, Counters, LbConfig, TraceFilter, VipKey, VipMeta, ct, drop, global,
+    nat_stat,
 };
 
 pub use kernel::{ConnectionTables, Maps, TableUse};
@@ -100,6 +101,8 @@ pub trait MapStore {
 
     /// Connection-table events (indexed as `lb_common::ct`).
     fn conntrack_stats(&self) -> Result<[u64; ct::COUNT as usize]>;
+    /// NAT events (indexed as `lb_common::nat_stat`).
+    fn nat_stats(&self) -> Result<[u64; nat_stat::COUNT as usize]>;
     /// Drops by reason (indexed as `lb_common::drop`).
     fn drops(&self) -> Result<[u64; drop::COUNT as usize]>;
     /// Global counters (indexed as `lb_common::global`).

@@ -28,6 +28,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// connection table's own events).
 const NAT_REPLY: &str = "nat_reply";
 const NAT_NO_NEIGH: &str = "nat_no_neigh";
+const NAT_REVERSE_RESTORED: &str = "nat_reverse_restored";
 
 /// The snapshot as OpenMetrics text, `# EOF` included.
 pub fn render(snapshot: Snapshot) -> String {
@@ -445,7 +446,8 @@ fn conntrack(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
         "Connection-table events, one per packet: hit, miss, insert, refused (over \
          new_flows_per_cpu), expired, stale_backend, miss_midflow, icmp_to_flow.",
         ct.iter()
-            .filter(|(k, _)| k.as_str() != NAT_REPLY && k.as_str() != NAT_NO_NEIGH)
+            // NAT's events have families of their own.
+            .filter(|(k, _)| !k.starts_with("nat_"))
             .map(|(k, v)| (labels([("event", k)]), *v))
             .collect(),
     )?;
@@ -465,6 +467,13 @@ fn conntrack(f: &mut Family, s: &Snapshot) -> std::fmt::Result {
         "NAT packets whose next hop the kernel had not resolved yet: passed to the kernel \
          to resolve it.",
         one(NAT_NO_NEIGH),
+    )?;
+    f.counter(
+        "nat_reverse_restored_packets",
+        "Packets of NAT flows whose reverse entry (NAT_REVERSE) the LRU had evicted while \
+         their forward entry stayed: the entry was written again, so that the replies \
+         that follow are translated.",
+        one(NAT_REVERSE_RESTORED),
     )?;
     let Some(t) = &s.tables else {
         return Ok(());

@@ -313,6 +313,7 @@ fn sample() -> Snapshot {
             ("refused", 1),
             ("nat_reply", 0),
             ("nat_no_neigh", 2),
+            ("nat_reverse_restored", 3),
         ]),
         vrrp: Some(VrrpStatus {
             groups: vec![VrrpGroupStatus {
@@ -443,6 +444,7 @@ fn a_known_snapshot_renders_its_counters_summed_and_labelled_by_name() {
     );
     assert_eq!(m.value("xlb_nat_no_neighbour_packets_total", &[]), 2.0);
     assert_eq!(m.value("xlb_nat_reply_packets_total", &[]), 0.0);
+    assert_eq!(m.value("xlb_nat_reverse_restored_packets_total", &[]), 3.0);
     assert!(
         m.named("xlb_conntrack_packets_total")
             .iter()

@@ -54,7 +54,8 @@ pub struct Flooded {
 /// Sends one SYN to `dst` from each of `count` distinct (address, port)
 /// pairs: addresses `first_src`, `first_src + 1`, ..., 50,000 ports each
 /// (10000..60000), out of `ifname` in `ns`, framed from `src_mac` to
-/// `dst_mac`. Each is a new flow for a load balancer.
+/// `dst_mac`, as fast as the link takes them. Each is a new flow for a
+/// load balancer.
 pub fn syn_flood(
     ns: &NetNs,
     ifname: &str,
@@ -63,6 +64,20 @@ pub fn syn_flood(
     first_src: Ipv4Addr,
     dst: SocketAddr,
     count: usize,
+) -> anyhow::Result<Flooded> {
+    syn_flood_paced(ns, ifname, (src_mac, dst_mac), first_src, dst, count, None)
+}
+
+/// [`syn_flood`] at no more than `per_second` SYNs a second (`None`: as
+/// fast as the link takes them), `macs` being (source, destination).
+pub fn syn_flood_paced(
+    ns: &NetNs,
+    ifname: &str,
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    first_src: Ipv4Addr,
+    dst: SocketAddr,
+    count: usize,
+    per_second: Option<u32>,
 ) -> anyhow::Result<Flooded> {
     const PORTS: u32 = 50_000;
     let IpAddr::V4(dst_ip) = dst.ip() else {
@@ -82,6 +97,14 @@ pub fn syn_flood(
         let start = Instant::now();
         let mut sent = 0;
         for frame in &frames {
+            if let Some(rate) = per_second {
+                // Sent on schedule, a millisecond's worth at a time.
+                let due = start + Duration::from_secs_f64(sent as f64 / f64::from(rate.max(1)));
+                let now = Instant::now();
+                if due > now + Duration::from_millis(1) {
+                    std::thread::sleep(due - now);
+                }
+            }
             // A full device queue is the one reason to retry.
             loop {
                 match s.send(frame) {

@@ -118,9 +118,12 @@ impl Path {
                 FORWARD[0],
                 FORWARD[1],
             ],
+            // The hit looks its reverse entry up (written again if the
+            // LRU evicted it).
             Path::Hit => &[
                 "FLOWS lookup",
                 "bpf_ktime_get_coarse_ns",
+                "NAT_REVERSE lookup",
                 FORWARD[0],
                 FORWARD[1],
             ],
