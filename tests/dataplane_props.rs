@@ -84,8 +84,7 @@ use etherparse::{
 };
 use lb_common::{
     BackendInfo, Counters, FlowKey, IPPROTO_TCP, IPPROTO_UDP, LB_F_NAT, LB_F_OWN_MAC, MODE_NAT,
-    VIP_F_SOURCE_AFFINITY, VipKey, addr_bytes, bytes_to_words, ct, drop, flow_hash, global,
-    source_hash,
+    VIP_F_SOURCE_AFFINITY, VipKey, addr_bytes, ct, drop, flow_hash, global, source_hash,
 };
 use lb_user::{config::Config, maps::MapStore};
 use xlb_testbed::{
@@ -476,21 +475,6 @@ fn ip_of(b: &BackendInfo) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(b.addr[0], b.addr[1], b.addr[2], b.addr[3]))
     } else {
         IpAddr::V6(Ipv6Addr::from(b.addr))
-    }
-}
-
-fn words(addr: IpAddr) -> [u32; 4] {
-    bytes_to_words(&addr_bytes(addr).0)
-}
-
-fn flow_key(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src: words(src),
-        dst: words(dst),
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        proto,
-        _pad: [0; 3],
     }
 }
 
@@ -969,7 +953,7 @@ impl Gen<'_> {
         let (client, _) = self.client(vip.addr.is_ipv4());
         let cport = self.client_port();
         let vport = self.vip_port(&vip);
-        let key = flow_key(client, vip.addr, cport, vport, vip.proto);
+        let key = FlowKey::new(client, vip.addr, cport, vport, vip.proto);
         // The backend the flow went to, mostly.
         let id = match self.world.backend(&vip, &key) {
             Some((id, _)) if self.rng.chance(85) => id,
@@ -1725,7 +1709,7 @@ impl World {
         let Some((sport, dport)) = ports else {
             return self.if_vip_address(p, "transport header cut", drop::L4_TRUNCATED);
         };
-        let key = flow_key(p.src, p.dst, sport, dport, proto);
+        let key = FlowKey::new(p.src, p.dst, sport, dport, proto);
         let Some(vip) = self.vip(p.dst, dport, proto) else {
             return self.nat_reply(p, &key, lab);
         };
@@ -1786,7 +1770,7 @@ impl World {
         out[dst_at..dst_at + n].copy_from_slice(&abytes[..n]);
         out[p.l4 + 2..p.l4 + 4].copy_from_slice(&new_port.to_be_bytes());
         let reverse = (
-            flow_key(baddr, p.src, new_port, u16::from_be(key.sport), key.proto),
+            FlowKey::new(baddr, p.src, new_port, u16::from_be(key.sport), key.proto),
             VipKey::new(vip.addr, dport, key.proto),
         );
         let mut e = Expect {
@@ -1954,7 +1938,7 @@ impl World {
         let qs = q + qlen;
         let qsport = u16::from_be_bytes([f[qs], f[qs + 1]]);
         let qdport = u16::from_be_bytes([f[qs + 2], f[qs + 3]]);
-        let key = flow_key(qdst, qsrc, qdport, qsport, proto);
+        let key = FlowKey::new(qdst, qsrc, qdport, qsport, proto);
         let Some(vip) = self.vip(qsrc, qsport, proto) else {
             return pass("ICMP error about no VIP", f);
         };

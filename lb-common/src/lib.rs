@@ -906,6 +906,27 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+impl FlowKey {
+    /// The key of the flow from `src`:`sport` to `dst`:`dport` (ports in
+    /// host order), IP protocol `proto`.
+    pub fn new(
+        src: core::net::IpAddr,
+        dst: core::net::IpAddr,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+    ) -> FlowKey {
+        FlowKey {
+            src: bytes_to_words(&addr_bytes(src).0),
+            dst: bytes_to_words(&addr_bytes(dst).0),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all these are #[repr(C)], Copy, contain only integers and byte

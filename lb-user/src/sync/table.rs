@@ -11,8 +11,7 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use lb_common::{
-    FAMILY_V4, FAMILY_V6, FLOW_F_CLOSING, FlowKey, FlowState, VipKey, addr_bytes, bytes_to_words,
-    words_to_bytes,
+    FAMILY_V4, FAMILY_V6, FLOW_F_CLOSING, FlowKey, FlowState, VipKey, addr_bytes, words_to_bytes,
 };
 
 use super::wire::{Entry, Event, F_CLOSING, F_NAT};
@@ -176,17 +175,6 @@ pub enum Installed {
     ModeMismatch,
 }
 
-fn flow_key(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src: bytes_to_words(&addr_bytes(src).0),
-        dst: bytes_to_words(&addr_bytes(dst).0),
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        proto,
-        _pad: [0; 3],
-    }
-}
-
 /// Installs a received entry as this node's data plane would have made
 /// it: the connection-table entry to this node's id of the same backend,
 /// last seen `age_ms` before `now_ns`, and for NAT the reverse entry of
@@ -207,7 +195,7 @@ pub fn install(
     let Some(&(id, generation)) = dir.by_identity.get(&(vip_key, e.backend, e.backend_port)) else {
         return Ok(Installed::UnknownBackend);
     };
-    let key = flow_key(e.client, e.client_port, e.vip, e.vip_port, e.proto);
+    let key = FlowKey::new(e.client, e.vip, e.client_port, e.vip_port, e.proto);
     // Never 0: an entry is as old as the data plane's clock at most.
     let last_seen = now_ns
         .saturating_sub(u64::from(e.age_ms) * 1_000_000)
@@ -236,7 +224,7 @@ pub fn install(
         } else {
             e.backend_port
         };
-        let reply = flow_key(e.backend, sport, e.client, e.client_port, e.proto);
+        let reply = FlowKey::new(e.backend, e.client, sport, e.client_port, e.proto);
         let back_to = VipKey {
             addr: vip_bytes,
             port: e.vip_port.to_be(),
@@ -324,10 +312,10 @@ mod tests {
     #[test]
     fn a_nat_flow_arrives_on_the_peer_with_its_reverse_entry_and_the_peers_ids() {
         let (a, b) = (directory(100, false), directory(500, true));
-        let key = flow_key(
+        let key = FlowKey::new(
             ip("198.18.0.2"),
-            40_001,
             ip("198.18.0.100"),
+            40_001,
             80,
             IPPROTO_TCP,
         );
@@ -341,10 +329,10 @@ mod tests {
         let got = t.flows[&key];
         assert_eq!((got.backend, got.generation, got.flags), (511, 1, 0));
         assert_eq!(got.last_seen, peer_now - 1_500_000_000);
-        let reply = flow_key(
+        let reply = FlowKey::new(
             ip("198.18.1.12"),
-            8080,
             ip("198.18.0.2"),
+            8080,
             40_001,
             IPPROTO_TCP,
         );
@@ -357,7 +345,7 @@ mod tests {
     #[test]
     fn an_all_ports_dsr_flow_keeps_its_port_and_installs_no_reverse_entry() {
         let (a, b) = (directory(1, false), directory(9, false));
-        let key = flow_key(ip("fd00:18::2"), 5000, ip("fd00:18::100"), 443, IPPROTO_TCP);
+        let key = FlowKey::new(ip("fd00:18::2"), ip("fd00:18::100"), 5000, 443, IPPROTO_TCP);
         let mut closing = state(21, 7, 0);
         closing.flags = FLOW_F_CLOSING;
         let e = entry_of(&a, &key, &closing, Event::Closing, NOW).unwrap();
@@ -372,10 +360,10 @@ mod tests {
     #[test]
     fn a_newer_local_entry_is_never_overridden_an_older_one_is() {
         let (a, b) = (directory(1, false), directory(9, false));
-        let key = flow_key(
+        let key = FlowKey::new(
             ip("198.18.0.2"),
-            40_002,
             ip("198.18.0.100"),
+            40_002,
             80,
             IPPROTO_TCP,
         );
@@ -395,10 +383,10 @@ mod tests {
     #[test]
     fn what_the_receiver_cannot_map_is_refused_by_reason() {
         let (a, b) = (directory(1, false), directory(9, false));
-        let key = flow_key(
+        let key = FlowKey::new(
             ip("198.18.0.2"),
-            40_003,
             ip("198.18.0.100"),
+            40_003,
             80,
             IPPROTO_TCP,
         );
@@ -451,10 +439,10 @@ mod tests {
     #[test]
     fn a_node_sends_only_what_it_forwards_with_a_live_backend() {
         let a = directory(1, false);
-        let key = flow_key(
+        let key = FlowKey::new(
             ip("198.18.0.2"),
-            40_004,
             ip("198.18.0.100"),
+            40_004,
             80,
             IPPROTO_TCP,
         );
@@ -471,7 +459,7 @@ mod tests {
             entry_of(&a, &key, &state(21, 7, 0), Event::New, NOW),
             Err(NotSent::StaleBackend)
         );
-        let other = flow_key(ip("198.18.0.2"), 1, ip("198.18.0.99"), 80, IPPROTO_TCP);
+        let other = FlowKey::new(ip("198.18.0.2"), ip("198.18.0.99"), 1, 80, IPPROTO_TCP);
         assert_eq!(
             entry_of(&a, &other, &state(11, 3, 0), Event::New, NOW),
             Err(NotSent::NotOurs)

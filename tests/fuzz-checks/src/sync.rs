@@ -5,10 +5,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{
-    FAMILY_V4, FAMILY_V6, FLOW_F_CLOSING, FlowKey, IPPROTO_TCP, IPPROTO_UDP, VipKey, addr_bytes,
-    bytes_to_words,
-};
+use lb_common::{FAMILY_V4, FAMILY_V6, FLOW_F_CLOSING, FlowKey, IPPROTO_TCP, IPPROTO_UDP, VipKey};
 use lb_user::sync::receive::{self, Policy};
 use lb_user::sync::wire::{
     self, ENTRY_LEN, Entry, F_CLOSING, F_NAT, HEADER_LEN, Kind, MAGIC, MAX_ENTRIES, MAX_LEN,
@@ -58,17 +55,6 @@ pub fn directory() -> Directory {
     d
 }
 
-fn key_of(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src: bytes_to_words(&addr_bytes(src).0),
-        dst: bytes_to_words(&addr_bytes(dst).0),
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        proto,
-        _pad: [0; 3],
-    }
-}
-
 fn check_entry(e: &Entry) {
     let family = |a: IpAddr| if a.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
     assert!(
@@ -104,7 +90,7 @@ fn check_install(entries: &[Entry]) {
     for e in entries {
         let (flows, reverse) = (table.flows.clone(), table.reverse.clone());
         let done = install(&dir, &mut table, e, NOW_NS).expect("memory never fails");
-        let key = key_of(e.client, e.client_port, e.vip, e.vip_port, e.proto);
+        let key = FlowKey::new(e.client, e.vip, e.client_port, e.vip_port, e.proto);
         if done != Installed::Done {
             assert!(
                 table.flows == flows && table.reverse == reverse,
@@ -131,14 +117,8 @@ fn check_install(entries: &[Entry]) {
             } else {
                 e.backend_port
             };
-            let reply = key_of(e.backend, sport, e.client, e.client_port, e.proto);
-            let (addr, family) = addr_bytes(e.vip);
-            let back_to = VipKey {
-                addr,
-                port: e.vip_port.to_be(),
-                proto: e.proto,
-                family,
-            };
+            let reply = FlowKey::new(e.backend, e.client, sport, e.client_port, e.proto);
+            let back_to = VipKey::new(e.vip, e.vip_port, e.proto);
             assert_eq!(table.reverse.get(&reply), Some(&back_to), "{e:?}");
         } else {
             assert!(table.reverse == reverse, "a DSR flow wrote a reverse entry");
