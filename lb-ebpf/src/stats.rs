@@ -19,6 +19,15 @@ fn bump(c: Option<*mut Counters>, bytes: u64) {
     }
 }
 
+/// Adds one to a per-CPU event count.
+#[inline(always)]
+fn one(c: Option<*mut u64>) {
+    if let Some(c) = c {
+        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
+        unsafe { *c += 1 };
+    }
+}
+
 #[inline(always)]
 pub fn global(index: u32, bytes: u64) {
     bump(GLOBAL_STATS.get_ptr_mut(index), bytes);
@@ -38,40 +47,25 @@ pub fn backend(id: u32, bytes: u64) {
 /// in `xlb`).
 #[inline(always)]
 pub fn dropped(reason: u32) {
-    if let Some(c) = DROP_STATS.get_ptr_mut(reason) {
-        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
-        unsafe { *c += 1 };
-    }
+    one(DROP_STATS.get_ptr_mut(reason));
 }
 
 #[inline(always)]
 pub fn conntrack(event: u32) {
-    if let Some(c) = CT_STATS.get_ptr_mut(event) {
-        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
-        unsafe { *c += 1 };
-    }
+    one(CT_STATS.get_ptr_mut(event));
 }
 
 #[inline(always)]
 pub fn nat(event: u32) {
-    if let Some(c) = NAT_STATS.get_ptr_mut(event) {
-        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
-        unsafe { *c += 1 };
-    }
+    one(NAT_STATS.get_ptr_mut(event));
 }
 
 #[inline(always)]
 pub fn sync(event: u32) {
-    if let Some(c) = SYNC_STATS.get_ptr_mut(event) {
-        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
-        unsafe { *c += 1 };
-    }
+    one(SYNC_STATS.get_ptr_mut(event));
 }
 
 #[inline(always)]
 pub fn trace(event: u32) {
-    if let Some(c) = TRACE_STATS.get_ptr_mut(event) {
-        // SAFETY: as in `bump`: per-CPU slot from a successful lookup.
-        unsafe { *c += 1 };
-    }
+    one(TRACE_STATS.get_ptr_mut(event));
 }
