@@ -178,6 +178,22 @@ pub fn encode(header: &Header, entries: &[Entry]) -> Vec<u8> {
     out
 }
 
+/// The magic, version and entry count of a header (`bytes` holds at least
+/// [`HEADER_LEN`]): the count, if a message may carry that many.
+fn header_count(bytes: &[u8]) -> Result<usize, Reject> {
+    if bytes[..4] != MAGIC {
+        return Err(Reject::BadMagic);
+    }
+    if bytes[4] != VERSION {
+        return Err(Reject::BadVersion);
+    }
+    let count = usize::from(be16(bytes, 6));
+    if count > MAX_ENTRIES {
+        return Err(Reject::Malformed);
+    }
+    Ok(count)
+}
+
 /// Checks a datagram's framing (before its tag is verified): returns the
 /// length of the signed part.
 pub fn frame(datagram: &[u8]) -> Result<usize, Reject> {
@@ -187,17 +203,7 @@ pub fn frame(datagram: &[u8]) -> Result<usize, Reject> {
     if datagram.len() < HEADER_LEN + TAG_LEN {
         return Err(Reject::Truncated);
     }
-    if datagram[..4] != MAGIC {
-        return Err(Reject::BadMagic);
-    }
-    if datagram[4] != VERSION {
-        return Err(Reject::BadVersion);
-    }
-    let count = usize::from(be16(datagram, 6));
-    if count > MAX_ENTRIES {
-        return Err(Reject::Malformed);
-    }
-    let want = HEADER_LEN + count * ENTRY_LEN + TAG_LEN;
+    let want = HEADER_LEN + header_count(datagram)? * ENTRY_LEN + TAG_LEN;
     match datagram.len().cmp(&want) {
         std::cmp::Ordering::Less => Err(Reject::Truncated),
         std::cmp::Ordering::Greater => Err(Reject::Oversize),
@@ -206,28 +212,19 @@ pub fn frame(datagram: &[u8]) -> Result<usize, Reject> {
 }
 
 /// Decodes the signed part of a framed, verified message. It checks the
-/// header's magic, version and count again: it takes only what [`encode`]
-/// can write, whatever it is given.
+/// header as [`frame`] does: it takes only what [`encode`] can write,
+/// whatever it is given.
 pub fn decode(signed: &[u8]) -> Result<(Header, Vec<Entry>), Reject> {
     if signed.len() < HEADER_LEN {
         return Err(Reject::Truncated);
     }
-    if signed[..4] != MAGIC {
-        return Err(Reject::BadMagic);
-    }
-    if signed[4] != VERSION {
-        return Err(Reject::BadVersion);
-    }
+    let count = header_count(signed)?;
     let kind = match signed[5] {
         1 => Kind::Flows,
         2 => Kind::Hello,
         _ => return Err(Reject::Malformed),
     };
-    let count = usize::from(be16(signed, 6));
-    if count > MAX_ENTRIES
-        || signed.len() != HEADER_LEN + count * ENTRY_LEN
-        || kind == Kind::Hello && count != 0
-    {
+    if signed.len() != HEADER_LEN + count * ENTRY_LEN || kind == Kind::Hello && count != 0 {
         return Err(Reject::Malformed);
     }
     let header = Header {
