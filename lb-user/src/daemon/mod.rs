@@ -139,9 +139,10 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     // An unknown group stops xlb before it touches the data plane.
     let policy = Arc::new(access::Policy::of(&config)?);
     // So does a sync key others may read: refused before anything runs.
-    if let Some(sc) = &config.sync {
-        sync::Key::load(&sc.key_file)?;
-    }
+    let sync_key = match &config.sync {
+        Some(sc) => Some(sync::Key::load(&sc.key_file)?),
+        None => None,
+    };
     // Bound first: a taken port stops xlb before it touches the data plane.
     let metrics_listener = match &config.metrics {
         Some(m) => Some(metrics::listen(m).await?),
@@ -288,14 +289,9 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
         tracing::info!(agents = probes.agents.len(), "feedback agents asked");
     }
 
-    if let Some(sc) = &config.sync {
-        *lock_syncing(&syncing) = Some(syncing::start(
-            sc,
-            sync::Key::load(&sc.key_file)?,
-            &config,
-            state.path(),
-            &controller,
-        )?);
+    if let (Some(sc), Some(key)) = (&config.sync, sync_key) {
+        *lock_syncing(&syncing) =
+            Some(syncing::start(sc, key, &config, state.path(), &controller)?);
     }
     let (stop_vrrp, stop_rx) = tokio::sync::watch::channel(None);
     let mut vrrp_task = match &config.vrrp {

@@ -45,13 +45,18 @@ pub(super) fn start(
 
 /// What a reload does to the running sync.
 #[derive(Debug)]
-pub(super) enum Change {
+pub(super) enum Change<'a> {
     /// Same `[sync]`, same key (or none before and none now).
     Keep,
     /// `[sync]` is gone.
     Stop,
-    /// Start, or restart with a new epoch: `[sync]` or the key changed.
-    Start { key: sync::Key, why: &'static str },
+    /// Start `config` with `key`, or restart with a new epoch: `[sync]` or
+    /// the key changed.
+    Start {
+        config: &'a SyncConfig,
+        key: sync::Key,
+        why: &'static str,
+    },
     /// The key file cannot be used: whatever runs goes on.
     BadKey(anyhow::Error),
 }
@@ -60,11 +65,11 @@ pub(super) enum Change {
 /// `[sync]` and key), `wanted` the new config's `[sync]`, `load` reads a
 /// key file. The key file is read again on every reload, so a key
 /// rotated in place (same path, new content) takes effect.
-pub(super) fn change(
+pub(super) fn change<'a>(
     running: Option<(&SyncConfig, &sync::Key)>,
-    wanted: Option<&SyncConfig>,
+    wanted: Option<&'a SyncConfig>,
     load: impl FnOnce(&Path) -> Result<sync::Key>,
-) -> Change {
+) -> Change<'a> {
     let Some(sc) = wanted else {
         return if running.is_some() {
             Change::Stop
@@ -76,20 +81,16 @@ pub(super) fn change(
         Ok(key) => key,
         Err(e) => return Change::BadKey(e),
     };
-    match running {
-        None => Change::Start {
-            key,
-            why: "[sync] added",
-        },
-        Some((config, _)) if config != sc => Change::Start {
-            key,
-            why: "[sync] changed",
-        },
-        Some((_, old)) if *old != key => Change::Start {
-            key,
-            why: "the key file's key changed",
-        },
-        Some(_) => Change::Keep,
+    let why = match running {
+        None => "[sync] added",
+        Some((config, _)) if config != sc => "[sync] changed",
+        Some((_, old)) if *old != key => "the key file's key changed",
+        Some(_) => return Change::Keep,
+    };
+    Change::Start {
+        config: sc,
+        key,
+        why,
     }
 }
 
@@ -106,20 +107,21 @@ pub(super) fn resync(
     match change(current, running.sync.as_ref(), sync::Key::load) {
         Change::Keep => {}
         Change::Stop => {
+            if let Some(old) = s.take() {
+                old.stop();
+            }
             tracing::info!("sync: [sync] removed, stopped");
-            *s = None;
         }
         Change::BadKey(e) => tracing::error!(
             error = format!("{e:#}"),
             "sync: the key file cannot be used; the running sync (if any) goes on unchanged"
         ),
-        Change::Start { key, why } => {
-            let Some(sc) = &running.sync else {
-                return;
-            };
-            // The old socket goes before the new one binds the port.
-            *s = None;
-            match start(sc, key, running, state_dir, controller) {
+        Change::Start { config, key, why } => {
+            // The old socket is closed before the new one binds the port.
+            if let Some(old) = s.take() {
+                old.stop();
+            }
+            match start(config, key, running, state_dir, controller) {
                 Ok(new) => {
                     tracing::info!("sync: {why}: restarted, a new epoch");
                     *s = Some(new);
@@ -170,10 +172,16 @@ mod tests {
             assert_eq!(p, PathBuf::from("/etc/xlb/sync.key"));
             Ok(key(2))
         });
-        let Change::Start { key: new, why } = rotated else {
+        let Change::Start {
+            config,
+            key: new,
+            why,
+        } = rotated
+        else {
             panic!("{rotated:?}");
         };
         assert!(new == key(2));
+        assert_eq!(config, &sc);
         assert_eq!(why, "the key file's key changed");
     }
 

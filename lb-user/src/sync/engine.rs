@@ -271,26 +271,6 @@ fn sockaddr(ip: IpAddr, port: u16, dual_stack: bool) -> SocketAddr {
     }
 }
 
-/// How long a unicast bind waits for the port to be free. A sync that
-/// restarts (a reload changed `[sync]` or the key) drops the old engine's
-/// task, but the runtime drops it, and the socket with it, a moment later;
-/// a table being sent holds it until the send ends.
-const BIND_WAIT: Duration = Duration::from_secs(2);
-
-/// Binds `[::]:port`, retrying while the port is in use, up to [`BIND_WAIT`].
-fn bind_unicast(s: &Socket, port: u16) -> std::io::Result<()> {
-    let addr: socket2::SockAddr = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into();
-    let deadline = Instant::now() + BIND_WAIT;
-    loop {
-        match s.bind(&addr) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            done => return done,
-        }
-    }
-}
-
 /// The socket and where messages go.
 fn open_socket(cfg: &SyncConfig, ifname: &str, ifindex: u32) -> Result<(Socket, Vec<SocketAddr>)> {
     let (socket, dests) = match &cfg.peers {
@@ -298,7 +278,8 @@ fn open_socket(cfg: &SyncConfig, ifname: &str, ifindex: u32) -> Result<(Socket, 
             // One dual-stack socket for IPv4 and IPv6 peers alike.
             let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_only_v6(false)?;
-            bind_unicast(&s, cfg.port).with_context(|| format!("binding UDP port {}", cfg.port))?;
+            s.bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), cfg.port).into())
+                .with_context(|| format!("binding UDP port {}", cfg.port))?;
             let dests = peers.iter().map(|p| sockaddr(*p, cfg.port, true)).collect();
             (s, dests)
         }
@@ -361,6 +342,35 @@ pub struct Running {
     pub config: SyncConfig,
     /// The key it seals and checks with.
     pub key: Key,
+    /// Its socket, held by the engine's task and by the tables it is
+    /// sending: gone once all of them are.
+    socket: std::sync::Weak<UdpSocket>,
+}
+
+/// How long [`Running::stop`] waits for the socket to close.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+impl Running {
+    /// Stops the sync and returns once its socket is closed, so that a new
+    /// sync can bind the port. Aborting a task only asks the runtime to
+    /// drop it, a moment later; a table being sent keeps the socket until
+    /// its send ends. Blocks the calling thread (at most [`STOP_WAIT`]): not
+    /// for a runtime worker.
+    pub fn stop(self) {
+        let socket = self.socket.clone();
+        drop(self);
+        let deadline = Instant::now() + STOP_WAIT;
+        while socket.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "sync: the old socket is still open {} s after the stop",
+                    STOP_WAIT.as_secs()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Running {
@@ -388,6 +398,7 @@ pub fn start(s: Start<'_>) -> Result<Running> {
     let table = KernelTable::open(&s.state_dir)?;
     let (socket, dests) = open_socket(s.config, s.ifname, s.ifindex)?;
     let socket = Arc::new(UdpSocket::from_std(socket.into()).context("sync socket")?);
+    let weak_socket = Arc::downgrade(&socket);
     let (mode, peers) = match &s.config.peers {
         SyncPeers::Unicast(p) => ("unicast", p.clone()),
         SyncPeers::Multicast(_) => ("multicast", Vec::new()),
@@ -434,6 +445,7 @@ pub fn start(s: Start<'_>) -> Result<Running> {
         task,
         config: s.config.clone(),
         key: running_key,
+        socket: weak_socket,
     })
 }
 
