@@ -60,9 +60,14 @@ impl Policy {
     /// The socket file's group: who may connect. The read group when there
     /// is one (the admins must be in it too to connect: a file has one
     /// group), else the admin group.
+    pub fn socket_group(&self) -> Option<&Group> {
+        self.read.as_ref().or(self.admin.as_ref())
+    }
+
+    /// The socket file's group and modes (see [`Policy::socket_group`]).
     pub fn socket_access(&self) -> SocketAccess {
         SocketAccess {
-            group: self.read.as_ref().or(self.admin.as_ref()).map(|g| g.gid),
+            group: self.socket_group().map(|g| g.gid),
         }
     }
 

@@ -226,11 +226,12 @@ pub async fn run(config_path: &Path, opts: &Options) -> Result<()> {
     // shows them as they are published. A reload or `down` waits for the
     // loop, which owns the running config (and, for `down`, the data
     // plane): the socket hands them over and waits for the answer.
-    let (listener, _socket_file) = ctl::bind(&config.control_socket, policy.socket_access())?;
+    let access = policy.socket_access();
+    let (listener, _socket_file) = ctl::bind(&config.control_socket, access)?;
     tracing::info!(
         socket = %config.control_socket.display(),
-        mode = format!("{:04o}", policy.socket_access().socket_mode()),
-        group = policy.read.as_ref().or(policy.admin.as_ref()).map(|g| g.label.clone()),
+        mode = format!("{:04o}", access.socket_mode()),
+        group = policy.socket_group().map(|g| g.label.as_str()),
         "control socket listening"
     );
     let (command_tx, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Reply>)>(4);
