@@ -86,13 +86,8 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use super::super::tests::parse_with_interface as parse;
     use super::*;
-
-    fn parse(extra: &str) -> Result<Config, String> {
-        Config::parse(&format!("interface = \"eth0\"\n{extra}"), "xlb.toml")
-            .map_err(|e| e.to_string())
-    }
 
     #[test]
     fn no_group_without_the_keys() {

@@ -846,6 +846,12 @@ fn error_display_formats() {
     assert_eq!(two.to_string().lines().count(), 2);
 }
 
+/// `extra` after `interface = "eth0"`, parsed as `xlb.toml`; the errors
+/// as one text.
+pub(super) fn parse_with_interface(extra: &str) -> Result<Config, String> {
+    Config::parse(&format!("interface = \"eth0\"\n{extra}"), "xlb.toml").map_err(|e| e.to_string())
+}
+
 /// The fenced blocks of `docs/config.md` with the given info string.
 pub(super) fn doc_blocks(info: &str) -> Vec<String> {
     const DOCS: &str = include_str!("../../../docs/config.md");
