@@ -182,6 +182,16 @@ mod tests {
         (socket, task)
     }
 
+    /// Stops the server; its socket and the directory it made are gone.
+    async fn stop(socket: &Path, task: tokio::task::JoinHandle<Result<()>>) {
+        task.abort();
+        let _ = task.await;
+        assert!(
+            !socket.parent().unwrap().exists(),
+            "removed with the server"
+        );
+    }
+
     async fn reply_to(socket: &Path, sent: &[u8]) -> String {
         let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
         s.write_all(sent).await.unwrap();
@@ -199,12 +209,7 @@ mod tests {
             out,
             format!("{{\"result\":\"ok\",\"message\":\"uid Some({me})\"}}\n")
         );
-        task.abort();
-        let _ = task.await;
-        assert!(
-            !socket.parent().unwrap().exists(),
-            "removed with the server"
-        );
+        stop(&socket, task).await;
     }
 
     #[tokio::test]
@@ -228,12 +233,7 @@ mod tests {
             out.contains(&format!("bad request: longer than {MAX_REQUEST} bytes")),
             "{out}"
         );
-        task.abort();
-        let _ = task.await;
-        assert!(
-            !socket.parent().unwrap().exists(),
-            "removed with the server"
-        );
+        stop(&socket, task).await;
     }
 
     #[tokio::test]
@@ -245,11 +245,6 @@ mod tests {
         s.read_to_string(&mut out).await.unwrap();
         assert!(out.contains("no request within 5 s"), "{out}");
         assert!(started.elapsed() >= REQUEST_TIMEOUT);
-        task.abort();
-        let _ = task.await;
-        assert!(
-            !socket.parent().unwrap().exists(),
-            "removed with the server"
-        );
+        stop(&socket, task).await;
     }
 }

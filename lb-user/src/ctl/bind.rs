@@ -86,19 +86,7 @@ pub fn bind(socket: &Path, access: SocketAccess) -> Result<(UnixListener, Socket
     let bound = (|| -> Result<UnixListener> {
         let listener = UnixListener::bind(&pending)
             .with_context(|| format!("binding {}", pending.display()))?;
-        if let Some(gid) = access.group {
-            std::os::unix::fs::chown(&pending, None, Some(gid)).with_context(|| {
-                format!(
-                    "giving {} to gid {gid} (control_socket_group)",
-                    socket.display()
-                )
-            })?;
-        }
-        std::fs::set_permissions(
-            &pending,
-            std::fs::Permissions::from_mode(access.socket_mode()),
-        )
-        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+        set_group_and_mode(&pending, socket, access.group, access.socket_mode())?;
         std::fs::rename(&pending, socket)
             .with_context(|| format!("moving {} to {}", pending.display(), socket.display()))?;
         Ok(listener)
@@ -108,6 +96,21 @@ pub fn bind(socket: &Path, access: SocketAccess) -> Result<(UnixListener, Socket
     let listener = bound?;
     file.path = Some(socket.to_owned());
     Ok((listener, file))
+}
+
+/// Gives `path` (named `shown` in errors) the group `group`, if any, then
+/// `mode`.
+fn set_group_and_mode(path: &Path, shown: &Path, group: Option<u32>, mode: u32) -> Result<()> {
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
+            format!(
+                "giving {} to gid {gid} (control_socket_group)",
+                shown.display()
+            )
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", shown.display()))
 }
 
 /// Creates `dir` if it is missing (mode and group as `access` says, set
@@ -143,16 +146,7 @@ fn prepare_dir(dir: &Path, access: SocketAccess) -> Result<Option<PathBuf>> {
                 .mode(0o700)
                 .create(dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
-            if let Some(gid) = access.group {
-                std::os::unix::fs::chown(dir, None, Some(gid)).with_context(|| {
-                    format!(
-                        "giving {} to gid {gid} (control_socket_group)",
-                        dir.display()
-                    )
-                })?;
-            }
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(access.dir_mode()))
-                .with_context(|| format!("setting the mode of {}", dir.display()))?;
+            set_group_and_mode(dir, dir, access.group, access.dir_mode())?;
             Ok(Some(dir.to_owned()))
         }
         Err(e) => Err(e).with_context(|| format!("control_socket's directory {}", dir.display())),
