@@ -8,7 +8,7 @@ use std::{
     os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::Output,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use xlb_testbed::config::{Backend, ConnSync, Vip, XlbConfig};
@@ -69,15 +69,8 @@ fn start(topo: &Topology, config: &XlbConfig, socket: &Path) -> Xlb {
 /// Waits (10 s at most) for an `xlb run` that must refuse to start; its
 /// log.
 fn refused(xlb: Xlb) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while xlb.is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "xlb still runs after 10 s; it should have refused to start:\n{}",
-            xlb.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    xlb.wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("it should have refused to start: {e:#}"));
     xlb.log()
 }
 

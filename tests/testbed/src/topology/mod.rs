@@ -306,18 +306,7 @@ impl Xlb {
     /// has applied the file (or refused it), unlike [`Xlb::reload`]'s
     /// SIGHUP, which returns at once.
     pub fn reload_now(&self) -> anyhow::Result<String> {
-        let out = Command::new(&self.exe)
-            .arg("reload")
-            .arg("--socket")
-            .arg(&self.socket)
-            .output()
-            .context("running xlb reload")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            bail!("xlb reload failed ({}): {text}", out.status);
-        }
-        Ok(text)
+        self.cli("reload")
     }
 
     /// The last `n` lines of xlb's log, without terminal colour codes.
@@ -370,27 +359,43 @@ impl Xlb {
     /// its data plane and exits (waited for, up to 5 s). Returns what it
     /// printed.
     pub fn down(self) -> anyhow::Result<String> {
-        let out = Command::new(&self.exe)
-            .arg("down")
-            .arg("--socket")
-            .arg(&self.socket)
-            .output()
-            .context("running xlb down")?;
-        ensure!(
-            out.status.success(),
-            "xlb down failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let printed = self.cli("down")?;
+        self.wait_exit(Duration::from_secs(5))
+            .context("after `xlb down`")?;
+        Ok(printed.trim().to_owned())
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         while self.is_running() {
             ensure!(
                 Instant::now() < deadline,
-                "xlb still runs 5 s after `xlb down`"
+                "xlb still runs after {timeout:?}\n--- xlb log ---\n{}",
+                self.log_tail(20)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        Ok(())
+    }
+
+    /// `xlb CMD --socket SOCK`: what it printed on stdout, or an error with
+    /// all it printed if it failed.
+    fn cli(&self, cmd: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.exe)
+            .arg(cmd)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .with_context(|| format!("running xlb {cmd}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "xlb {cmd} failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(stdout)
     }
 
     /// SIGKILL by PID, no grace: a crash.
