@@ -588,6 +588,15 @@ struct Gen<'a> {
     world: &'a World,
 }
 
+/// TCP for UDP and UDP for TCP.
+fn other_transport(proto: u8) -> u8 {
+    if proto == IPPROTO_TCP {
+        IPPROTO_UDP
+    } else {
+        IPPROTO_TCP
+    }
+}
+
 fn ip_addr_pair(src: IpAddr, dst: IpAddr) -> (IpAddr, IpAddr) {
     assert_eq!(src.is_ipv4(), dst.is_ipv4());
     (src, dst)
@@ -921,16 +930,22 @@ impl Gen<'_> {
         }
     }
 
+    /// Where a frame arrives: the client side `client_percent` % of the
+    /// time, else the server side.
+    fn ingress(&mut self, client_percent: u64) -> Nic {
+        if self.rng.chance(client_percent) {
+            Nic::C0
+        } else {
+            Nic::S0
+        }
+    }
+
     fn vip_flow(&mut self) -> (Vec<u8>, Nic, Layout, &'static str) {
         let vip = self.rng.pick(&self.world.vips).clone();
         let (src, mac) = self.client(vip.addr.is_ipv4());
         let mut proto = vip.proto;
         if self.rng.chance(5) {
-            proto = if proto == IPPROTO_TCP {
-                IPPROTO_UDP
-            } else {
-                IPPROTO_TCP
-            };
+            proto = other_transport(proto);
         }
         let mut dport = self.vip_port(&vip);
         if self.rng.chance(5) {
@@ -939,11 +954,7 @@ impl Gen<'_> {
         let sport = self.client_port();
         let macs = (mac, self.dst_mac());
         let (f, layout) = self.transport(macs, src, vip.addr, proto, sport, dport, false);
-        let nic = if self.rng.chance(90) {
-            Nic::C0
-        } else {
-            Nic::S0
-        };
+        let nic = self.ingress(90);
         (f, nic, layout, "VIP flow")
     }
 
@@ -1071,11 +1082,7 @@ impl Gen<'_> {
             l4: Some((icmp, if v4 { 1 } else { 58 })),
             quote: Some((icmp + 8, v4)),
         };
-        let nic = if self.rng.chance(90) {
-            Nic::C0
-        } else {
-            Nic::S0
-        };
+        let nic = self.ingress(90);
         (f, nic, layout, "ICMP error")
     }
 
@@ -1121,11 +1128,7 @@ impl Gen<'_> {
         let v4 = vip.addr.is_ipv4();
         let (src, mac) = self.client(v4);
         let macs = (mac, self.dst_mac());
-        let nic = if self.rng.chance(70) {
-            Nic::C0
-        } else {
-            Nic::S0
-        };
+        let nic = self.ingress(70);
         match self.rng.below(4) {
             0 => {
                 // TCP/UDP to an address that carries no VIP.
@@ -1175,10 +1178,8 @@ impl Gen<'_> {
                 // A VIP address, the wrong port or protocol.
                 let proto = if self.rng.chance(50) {
                     vip.proto
-                } else if vip.proto == IPPROTO_TCP {
-                    IPPROTO_UDP
                 } else {
-                    IPPROTO_TCP
+                    other_transport(vip.proto)
                 };
                 let dport = *self.rng.pick(&PORT_EDGES);
                 let sport = self.client_port();

@@ -3,7 +3,7 @@
 //! accepted advert does to a group's state machine
 //! (`lb_user::vrrp::state`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use lb_user::checksum::pseudo_header_checksum;
@@ -257,11 +257,7 @@ pub fn vrrp_advert(data: &[u8]) {
 /// `machine_byte` picks: its timers stay ahead of now, its interval and
 /// priority within their ranges.
 fn feed(group: &VrrpGroup, event: Event, machine_byte: u8) {
-    let primary = if group.is_ipv6() {
-        ip(OWN[1])
-    } else {
-        IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))
-    };
+    let primary = ip(OWN[usize::from(group.is_ipv6())]);
     let mut m = Machine::new(Params {
         priority: 1 + machine_byte % 254,
         preempt: machine_byte & 1 != 0,
