@@ -389,4 +389,38 @@ fn a_foreign_state_dir_and_an_open_sync_key_are_refused_and_an_open_state_dir_ma
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = xlb_cli(&socket, &["reload"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // A configuration file others may write: reloads are refused, saying
+    // so, and the running one stays; then xlb will not start on it.
+    let conf = topo.config_path();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let open = format!(
+        "{}: configuration file has mode 0666: others may write it, and so choose what xlb \
+         forwards (chmod o-w {})",
+        conf.display(),
+        conf.display()
+    );
+    let out = xlb_cli(&socket, &["reload"]);
+    assert!(
+        !out.status.success() && text(&out).contains(&open),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        xlb.status().unwrap().sync.is_some(),
+        "the running config stays"
+    );
+    assert!(xlb.stop(Duration::from_secs(10)), "xlb stops on SIGTERM");
+    let xlb = spawn_xlb(
+        topo.lb(),
+        "xlb",
+        &xlb_exe(),
+        &conf,
+        &[],
+        &socket,
+        topo.dir().join("xlb-open-config.log"),
+    )
+    .expect("start xlb");
+    let log = refused(xlb);
+    assert!(log.contains(&open), "{log}");
 }

@@ -275,21 +275,70 @@ impl Config {
         }
     }
 
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`, if only root and xlb's own
+    /// user may change it (see [`check_writers`]).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        match read_trusted(path) {
             Ok(text) => Config::parse(&text, &origin),
-            Err(e) => Err(ConfigError {
+            Err(message) => Err(ConfigError {
                 origin,
                 line: 0,
                 column: 0,
                 field: String::new(),
-                message: format!("cannot read configuration file: {e}"),
+                message,
             }
             .into()),
         }
     }
+}
+
+/// The text of the configuration file at `path` (a symlink is followed:
+/// the file it names is the one checked and read).
+fn read_trusted(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let cannot = |e: std::io::Error| format!("cannot read configuration file: {e}");
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    check_writers(
+        path,
+        meta.mode(),
+        meta.uid(),
+        nix::unistd::geteuid().as_raw(),
+    )?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(cannot)?;
+    Ok(text)
+}
+
+/// A configuration file of `mode` owned by `owner` may be run by a daemon
+/// of `euid`: it says what xlb forwards where, who may use its control
+/// socket and where its sync key is, so one that others may write, or that
+/// belongs to another user (who can make it writable at will), is refused. Its group may write
+/// it: that is how a site lets its operators' group edit it.
+fn check_writers(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<(), String> {
+    let mode = mode & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "configuration file has mode {mode:04o}: others may write it, and so choose what \
+             xlb forwards (chmod o-w {})",
+            path.display()
+        ));
+    }
+    if owner != 0 && owner != euid {
+        return Err(format!(
+            "configuration file belongs to uid {owner}, who may change it at will: it must \
+             belong to root{} (chown {euid} {})",
+            if euid == 0 {
+                String::new()
+            } else {
+                format!(" or uid {euid}, xlb's own")
+            },
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -818,6 +818,57 @@ fn load_parses_a_file_and_names_it_in_errors() {
 }
 
 #[test]
+fn a_configuration_others_may_write_or_another_user_owns_is_refused() {
+    let path = Path::new("/etc/xlb/xlb.toml");
+    for (mode, owner, euid) in [
+        (0o644, 0, 0),
+        (0o664, 0, 0),
+        (0o600, 0, 0),
+        (0o640, 990, 990),
+    ] {
+        assert_eq!(check_writers(path, mode, owner, euid), Ok(()), "{mode:o}");
+    }
+    assert_eq!(
+        check_writers(path, 0o100666, 0, 0).unwrap_err(),
+        "configuration file has mode 0666: others may write it, and so choose what xlb \
+         forwards (chmod o-w /etc/xlb/xlb.toml)"
+    );
+    assert_eq!(
+        check_writers(path, 0o644, 1000, 0).unwrap_err(),
+        "configuration file belongs to uid 1000, who may change it at will: it must belong \
+         to root (chown 0 /etc/xlb/xlb.toml)"
+    );
+    assert_eq!(
+        check_writers(path, 0o644, 1000, 990).unwrap_err(),
+        "configuration file belongs to uid 1000, who may change it at will: it must belong \
+         to root or uid 990, xlb's own (chown 990 /etc/xlb/xlb.toml)"
+    );
+}
+
+#[test]
+fn load_refuses_a_world_writable_file_and_reads_it_once_fixed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("xlb-config-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("xlb.toml");
+    std::fs::write(&path, FULL).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let refused = Config::load(&path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let fixed = Config::load(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = refused.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: configuration file has mode 0666: others may write it",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(fixed.unwrap(), Config::parse(FULL, ORIGIN).unwrap());
+}
+
+#[test]
 fn columns_count_characters_not_bytes() {
     let msg = one_error(
         "# héllo wörld\ninterface = \"eth0\"\nxdp_mode = \"ü\"\n",
