@@ -315,8 +315,9 @@ fn read_trusted(path: &Path) -> Result<String, String> {
 /// A configuration file of `mode` owned by `owner` may be run by a daemon
 /// of `euid`: it says what xlb forwards where, who may use its control
 /// socket and where its sync key is, so one that others may write, or that
-/// belongs to another user (who can make it writable at will), is refused. Its group may write
-/// it: that is how a site lets its operators' group edit it.
+/// belongs to another user (who can make it writable at will), is refused.
+/// Its group may write it: that is how a site lets its operators' group
+/// edit it.
 fn check_writers(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<(), String> {
     let mode = mode & 0o7777;
     if mode & 0o002 != 0 {
@@ -326,19 +327,10 @@ fn check_writers(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<(), St
             path.display()
         ));
     }
-    if owner != 0 && owner != euid {
-        return Err(format!(
-            "configuration file belongs to uid {owner}, who may change it at will: it must \
-             belong to root{} (chown {euid} {})",
-            if euid == 0 {
-                String::new()
-            } else {
-                format!(" or uid {euid}, xlb's own")
-            },
-            path.display()
-        ));
+    match crate::file_owner::foreign("configuration file", path, owner, euid) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

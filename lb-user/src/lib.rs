@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod feedback;
+mod file_owner;
 pub mod health;
 pub mod maglev;
 pub mod maps;

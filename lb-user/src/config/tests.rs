@@ -835,13 +835,13 @@ fn a_configuration_others_may_write_or_another_user_owns_is_refused() {
     );
     assert_eq!(
         check_writers(path, 0o644, 1000, 0).unwrap_err(),
-        "configuration file belongs to uid 1000, who may change it at will: it must belong \
-         to root (chown 0 /etc/xlb/xlb.toml)"
+        "configuration file belongs to uid 1000: it must belong to root (chown 0 \
+         /etc/xlb/xlb.toml)"
     );
     assert_eq!(
         check_writers(path, 0o644, 1000, 990).unwrap_err(),
-        "configuration file belongs to uid 1000, who may change it at will: it must belong \
-         to root or uid 990, xlb's own (chown 990 /etc/xlb/xlb.toml)"
+        "configuration file belongs to uid 1000: it must belong to root or uid 990, xlb's \
+         own (chown 990 /etc/xlb/xlb.toml)"
     );
 }
 
@@ -853,18 +853,24 @@ fn load_refuses_a_world_writable_file_and_reads_it_once_fixed() {
     let path = dir.join("xlb.toml");
     std::fs::write(&path, FULL).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A symlink to it: the file it names is the one checked.
+    let link = dir.join("link.toml");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
     let refused = Config::load(&path);
+    let refused_link = Config::load(&link);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let fixed = Config::load(&path);
     std::fs::remove_dir_all(&dir).unwrap();
-    let err = refused.unwrap_err().to_string();
-    assert!(
-        err.starts_with(&format!(
-            "{}: configuration file has mode 0666: others may write it",
-            path.display()
-        )),
-        "{err}"
-    );
+    for (p, r) in [(&path, refused), (&link, refused_link)] {
+        let err = r.unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: configuration file has mode 0666: others may write it",
+                p.display()
+            )),
+            "{err}"
+        );
+    }
     assert_eq!(fixed.unwrap(), Config::parse(FULL, ORIGIN).unwrap());
 }
 

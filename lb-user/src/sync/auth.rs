@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use super::wire::TAG_LEN;
+use crate::file_owner;
 
 /// Fewest key bytes accepted (`openssl rand -hex 32` writes 64).
 pub const MIN_KEY_LEN: usize = 32;
@@ -112,17 +113,10 @@ fn check_private(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<()> {
             path.display()
         );
     }
-    if owner != 0 && owner != euid {
-        bail!(
-            "sync key {} belongs to uid {owner}: it must belong to root{} (chown {euid} {})",
-            path.display(),
-            if euid == 0 {
-                String::new()
-            } else {
-                format!(" or uid {euid}, xlb's own")
-            },
-            path.display()
-        );
+    if let Some(why) =
+        file_owner::foreign(&format!("sync key {}", path.display()), path, owner, euid)
+    {
+        bail!(why);
     }
     Ok(())
 }
